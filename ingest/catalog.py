@@ -1,0 +1,35 @@
+"""What ingest needs to read before it writes, as an interface the composition root fills in.
+
+Ingest never imports the projector or the query side; `runledger.app` passes an object that
+answers these questions from the read model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRef:
+    experiment_id: str
+    lifecycle_stage: str
+    artifact_location: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    run_id: str
+    experiment_id: str
+    lifecycle_stage: str             # the run's own stage
+    experiment_lifecycle_stage: str  # a deleted experiment makes its runs read-only
+
+
+class Catalog(Protocol):
+    def experiment(self, experiment_id: str) -> ExperimentRef | None: ...
+
+    def run(self, run_id: str) -> RunRef | None: ...
+
+    def run_json(self, run_id: str) -> dict[str, Any]:
+        """The MLflow Run JSON ({info, data, inputs, outputs}) of an existing run."""
+        ...

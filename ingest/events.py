@@ -1,0 +1,97 @@
+"""The event contract: what ingest appends to Kafka and the projector folds.
+
+Every event travels in an `Envelope`; the `type` names one fact and `payload` carries that
+fact's fields. Payloads are plain JSON objects (documented per type below) so that an event
+written by any past version of Runledger can still be read: `ingest.codec` upcasts old
+schema versions before the projector sees them.
+
+Payloads by type (schema version 1):
+
+- ExperimentCreated   {name, artifact_location|null, artifact_root, tags: [[k, v], ...]}
+                      (experiment ids are allocated by the fold, in log order)
+- ExperimentRenamed   {new_name}
+- ExperimentDeleted   {}
+- ExperimentRestored  {}
+- ExperimentTagSet    {key, value}
+- ExperimentTagDeleted {key}
+- RunCreated          {run_name, start_time, user_id, artifact_uri, tags: [[k, v], ...]}
+- RunUpdated          {status|null, end_time|null, run_name|null}
+- RunDeleted          {}
+- RunRestored         {}
+- ParamsLogged        {params: [[k, v], ...]}
+- MetricsLogged       {keys: [...], values: [...], timestamps: [...], steps: [...]}
+                      columnar, one entry per point; a null value means NaN
+- TagsSet             {tags: [[k, v], ...]}   (in order; the last value of a key wins)
+- TagDeleted          {key}
+- RunBatchLogged      {params: [...], metrics: {keys, values, timestamps, steps}, tags: [...]}
+                      one MLflow log-batch request, applied all-or-nothing
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Events about experiments share one partition key so that name uniqueness and id
+# allocation are decided in one totally ordered stream; run events are keyed by run id.
+EXPERIMENTS_KEY = b"experiments"
+
+EXPERIMENT_EVENTS = frozenset({
+    "ExperimentCreated", "ExperimentRenamed", "ExperimentDeleted", "ExperimentRestored",
+    "ExperimentTagSet", "ExperimentTagDeleted",
+})
+RUN_EVENTS = frozenset({
+    "RunCreated", "RunUpdated", "RunDeleted", "RunRestored", "ParamsLogged", "MetricsLogged",
+    "TagsSet", "TagDeleted", "RunBatchLogged",
+})
+EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One fact, as appended to the log. `ingest_time` is Unix milliseconds set by ingest."""
+
+    event_id: str
+    type: str
+    experiment_id: str | None
+    run_id: str | None
+    ingest_time: int
+    user: str
+    payload: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def partition_key(self) -> bytes:
+        if self.type in EXPERIMENT_EVENTS:
+            return EXPERIMENTS_KEY
+        return (self.run_id or "").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the projector decided about one event.
+
+    `error_code` is None when the event was applied; otherwise it is the MLflow error code
+    the caller gets, with `message`. `result` carries values the fold allocated (for
+    ExperimentCreated: {"experiment_id": ...}).
+    """
+
+    error_code: str | None = None
+    message: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def applied(self) -> bool:
+        return self.error_code is None
+
+
+def metrics_columns(points: list[tuple[str, float | None, int, int]]) -> dict[str, list[Any]]:
+    """Lay out (key, value, timestamp, step) points in the columnar MetricsLogged form."""
+    return {
+        "keys": [p[0] for p in points],
+        "values": [p[1] for p in points],
+        "timestamps": [p[2] for p in points],
+        "steps": [p[3] for p in points],
+    }

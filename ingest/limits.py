@@ -1,0 +1,102 @@
+"""MLflow's size, count and naming limits (mlflow/utils/validation.py, 3.x), in one place."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+import orjson
+
+from ingest.errors import InvalidParameterValue
+
+MAX_KEY_LENGTH = 250
+MAX_PARAM_VALUE_LENGTH = 6000        # longer values are truncated, as MLflow does by default
+MAX_RUN_TAG_VALUE_LENGTH = 8000      # likewise truncated
+MAX_EXPERIMENT_NAME_LENGTH = 500
+MAX_EXPERIMENT_TAG_VALUE_LENGTH = 20000  # an error, not truncated
+MAX_BATCH_METRICS = 1000
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
+MAX_BATCH_ENTITIES = 1000
+MAX_DOUBLE = 1.7976931348623157e308
+
+_NAME = re.compile(r"^[/\w.\- :]*$")
+_RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
+_EXPERIMENT_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,63}$")
+
+
+def invalid_value(path: str, value: Any, why: str | None = None) -> InvalidParameterValue:
+    shown = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() if _jsonable(value) else repr(value)
+    suffix = f": {why}" if why else "."
+    return InvalidParameterValue(f"Invalid value {shown} for parameter '{path}' supplied{suffix}")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def check_key(key: str, path: str = "key") -> str:
+    """A metric, param or tag key: MLflow's characters, length, and no path tricks."""
+    if not _NAME.match(key):
+        raise invalid_value(path, key, "Names may only contain alphanumerics, underscores (_), dashes (-), "
+                                       "periods (.), spaces ( ), colon(:) and slashes (/).")
+    norm = posixpath.normpath(key)
+    if norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"):
+        raise invalid_value(path, key, "Names may be treated as files in certain cases, and must not resolve "
+                                       f"to other names when treated as such. This name would resolve to {norm!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidParameterValue(f"'{path}' exceeds the maximum length of {MAX_KEY_LENGTH} characters")
+    return key
+
+
+def check_run_id(run_id: str, path: str = "run_id") -> str:
+    if not _RUN_ID.match(run_id):
+        raise invalid_value(path, run_id)
+    return run_id
+
+
+def check_experiment_id(exp_id: str) -> str:
+    if not _EXPERIMENT_ID.match(exp_id):
+        raise InvalidParameterValue(f"Invalid experiment ID: '{exp_id}'")
+    return exp_id
+
+
+def check_experiment_name(name: str) -> str:
+    if name == "":
+        raise InvalidParameterValue("Invalid experiment name: ''")
+    if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise InvalidParameterValue(
+            f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters")
+    return name
+
+
+def truncate(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[:limit]
+
+
+def clamp_metric_value(value: float) -> float:
+    """+/-inf is stored as +/-max double, as MLflow's SQL store does; NaN is kept."""
+    if value == float("inf"):
+        return MAX_DOUBLE
+    if value == float("-inf"):
+        return -MAX_DOUBLE
+    return value
+
+
+def check_batch_sizes(n_metrics: int, n_params: int, n_tags: int) -> None:
+    for n, limit, what in ((n_metrics, MAX_BATCH_METRICS, "metrics"), (n_params, MAX_BATCH_PARAMS, "params"),
+                           (n_tags, MAX_BATCH_TAGS, "tags")):
+        if n > limit:
+            raise InvalidParameterValue(
+                f"A batch logging request can contain at most {limit} {what}. Got {n} {what}. "
+                "Please split up your request into multiple requests.")
+    total = n_metrics + n_params + n_tags
+    if total > MAX_BATCH_ENTITIES:
+        raise InvalidParameterValue(
+            f"A batch logging request can contain at most {MAX_BATCH_ENTITIES} metrics, params and tags "
+            f"in total. Got {total}. Please split up your request into multiple requests.")

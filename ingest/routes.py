@@ -1,0 +1,295 @@
+"""MLflow's write endpoints for experiments and runs. Each turns a request into one event.
+
+All of them are synchronous (DESIGN.md invariant 5): they answer after the projector has
+applied the event, with MLflow's error when it was rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+
+from ingest import limits
+from ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from ingest.events import Envelope, metrics_columns
+from ingest.request import Fields, json_body, missing
+from ingest.run_names import generate_run_name
+from ingest.writer import Writer, new_event, now_ms
+
+RUN_NAME_TAG = "mlflow.runName"
+_STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
+_STATUSES = frozenset(_STATUS_NUMBERS.values())
+
+
+def acting_user(request: Request) -> str:
+    """Who made the request: the basic-auth user, else the X-Runledger-User header, else ''."""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            return base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return request.headers.get("x-runledger-user", "")
+
+
+def _writer(request: Request) -> Writer:
+    return request.app.state.writer
+
+
+def _run_id(f: Fields) -> str:
+    run_id = f.str("run_id") or f.str("run_uuid")
+    if not run_id:
+        raise missing("run_id")
+    return limits.check_run_id(run_id)
+
+
+def _experiment_id(f: Fields, name: str = "experiment_id") -> str:
+    return limits.check_experiment_id(f.req_str(name))
+
+
+def parse_status(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value in _STATUS_NUMBERS:
+        return _STATUS_NUMBERS[value]
+    if isinstance(value, str) and value in _STATUSES:
+        return value
+    raise limits.invalid_value("status", value, f"Run status must be one of {sorted(_STATUSES)}.")
+
+
+def _tags(items: list[Fields], value_limit: int, *, truncate: bool) -> list[list[str]]:
+    out = []
+    for t in items:
+        key = limits.check_key(t.req_str("key"), f"{t.path}key")
+        value = t.str("value", default="") or ""
+        if len(value) > value_limit:
+            if not truncate:
+                raise InvalidParameterValue(f"'{t.path}value' exceeds the maximum length of {value_limit} characters")
+            value = value[:value_limit]
+        out.append([key, value])
+    return out
+
+
+def _metric(f: Fields) -> tuple[str, float, int, int]:
+    key = limits.check_key(f.req_str("key"), f"{f.path}key")
+    value = f.double("value", required=True)
+    assert value is not None
+    timestamp = f.int64("timestamp", required=True)
+    assert timestamp is not None
+    if timestamp < 0:
+        raise limits.invalid_value(f"{f.path}timestamp", timestamp, "Metric timestamp must be non-negative.")
+    step = f.int64("step", default=0)
+    assert step is not None
+    return key, limits.clamp_metric_value(value), timestamp, step
+
+
+def _params(items: list[Fields]) -> list[list[str]]:
+    out, seen = [], set()
+    for p in items:
+        key = limits.check_key(p.req_str("key"), f"{p.path}key")
+        value = p.str("value", required=True)
+        assert value is not None
+        if key in seen:
+            raise InvalidParameterValue(f"Duplicate parameter keys have been submitted: [{key!r}]. "
+                                        "Please ensure the request contains only one param value per param key.")
+        seen.add(key)
+        out.append([key, limits.truncate(value, limits.MAX_PARAM_VALUE_LENGTH)])
+    return out
+
+
+async def _commit_run_event(request: Request, type_: str, f: Fields, payload: dict[str, Any]) -> None:
+    writer = _writer(request)
+    run = writer.writable_run(_run_id(f))
+    await writer.commit(new_event(type_, payload, user=acting_user(request),
+                                  run_id=run.run_id, experiment_id=run.experiment_id))
+
+
+# ----- experiments
+
+async def create_experiment(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    name = limits.check_experiment_name(f.req_str("name"))
+    tags = _tags(f.objects("tags"), limits.MAX_EXPERIMENT_TAG_VALUE_LENGTH, truncate=False)
+    writer = _writer(request)
+    event = new_event("ExperimentCreated", {
+        "name": name, "artifact_location": f.str("artifact_location") or None,
+        "artifact_root": request.app.state.settings.artifact_root, "tags": tags,
+    }, user=acting_user(request))
+    verdict = await writer.commit(event)
+    return {"experiment_id": verdict.result["experiment_id"]}
+
+
+async def _experiment_event(request: Request, type_: str, payload_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    exp_id = _experiment_id(f)
+    payload: dict[str, Any] = {}
+    for name in payload_fields:
+        payload[name] = f.req_str(name, allow_empty=name == "value")
+    writer = _writer(request)
+    if writer.catalog.experiment(exp_id) is None:
+        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+    await writer.commit(new_event(type_, payload, user=acting_user(request), experiment_id=exp_id))
+    return {}
+
+
+async def update_experiment(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    limits.check_experiment_name(f.req_str("new_name"))
+    return await _experiment_event(request, "ExperimentRenamed", ("new_name",))
+
+
+async def delete_experiment(request: Request) -> dict[str, Any]:
+    return await _experiment_event(request, "ExperimentDeleted")
+
+
+async def restore_experiment(request: Request) -> dict[str, Any]:
+    return await _experiment_event(request, "ExperimentRestored")
+
+
+async def set_experiment_tag(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    limits.check_key(f.req_str("key"))
+    value = f.str("value", required=True) or ""
+    if len(value) > limits.MAX_EXPERIMENT_TAG_VALUE_LENGTH:
+        raise InvalidParameterValue(
+            f"'value' exceeds the maximum length of {limits.MAX_EXPERIMENT_TAG_VALUE_LENGTH} characters")
+    return await _experiment_event(request, "ExperimentTagSet", ("key", "value"))
+
+
+async def delete_experiment_tag(request: Request) -> dict[str, Any]:
+    return await _experiment_event(request, "ExperimentTagDeleted", ("key",))
+
+
+# ----- runs
+
+async def create_run(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    writer = _writer(request)
+    exp_id = limits.check_experiment_id(f.str("experiment_id") or "0")
+    tags = _tags(f.objects("tags"), limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
+    tag_name = next((v for k, v in reversed(tags) if k == RUN_NAME_TAG), None)
+    run_name = f.str("run_name")
+    if run_name and tag_name is not None and tag_name != run_name:
+        raise InvalidParameterValue(
+            f"Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different values "
+            f"(run_name='{run_name}', mlflow.runName='{tag_name}').")
+    run_name = run_name or tag_name or generate_run_name()
+    exp = writer.catalog.experiment(exp_id)
+    if exp is None:
+        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+    if exp.lifecycle_stage != "active":
+        raise InvalidParameterValue(
+            f"The experiment {exp_id} must be in the 'active' state. Current state is {exp.lifecycle_stage}.")
+    event = new_event("RunCreated", {}, user=acting_user(request), experiment_id=exp_id)
+    run_id = event.event_id  # a fresh uuid4 hex, as MLflow's run ids are
+    event = Envelope(
+        event_id=event.event_id, type=event.type, experiment_id=exp_id, run_id=run_id,
+        ingest_time=event.ingest_time, user=event.user,
+        payload={"run_name": run_name, "start_time": f.int64("start_time", default=now_ms()),
+                 "user_id": f.str("user_id") or "", "tags": tags,
+                 "artifact_uri": f"{exp.artifact_location.rstrip('/')}/{run_id}/artifacts"})
+    await writer.commit(event)
+    return {"run": writer.catalog.run_json(run_id)}
+
+
+async def update_run(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    status = parse_status(f.data["status"]) if f.has("status") else None
+    end_time = f.int64("end_time")
+    run_name = f.str("run_name") or None
+    await _commit_run_event(request, "RunUpdated", f,
+                            {"status": status, "end_time": end_time, "run_name": run_name})
+    return {"run_info": _writer(request).catalog.run_json(_run_id(f))["info"]}
+
+
+async def _run_lifecycle(request: Request, type_: str) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    writer = _writer(request)
+    run_id = _run_id(f)
+    run = writer.catalog.run(run_id)
+    if run is None:
+        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+    await writer.commit(new_event(type_, {}, user=acting_user(request), run_id=run_id,
+                                  experiment_id=run.experiment_id))
+    return {}
+
+
+async def delete_run(request: Request) -> dict[str, Any]:
+    return await _run_lifecycle(request, "RunDeleted")
+
+
+async def restore_run(request: Request) -> dict[str, Any]:
+    return await _run_lifecycle(request, "RunRestored")
+
+
+async def log_metric(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    point = _metric(f)
+    await _commit_run_event(request, "MetricsLogged", f, metrics_columns([point]))
+    return {}
+
+
+async def log_param(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    params = _params([f])
+    await _commit_run_event(request, "ParamsLogged", f, {"params": params})
+    return {}
+
+
+async def set_tag(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    tags = _tags([f], limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
+    if not f.has("value"):
+        raise missing("value")
+    await _commit_run_event(request, "TagsSet", f, {"tags": tags})
+    return {}
+
+
+async def delete_tag(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    key = f.req_str("key")
+    await _commit_run_event(request, "TagDeleted", f, {"key": key})
+    return {}
+
+
+async def log_batch(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    run_id = _run_id(f)
+    metrics, params, tags = f.objects("metrics"), f.objects("params"), f.objects("tags")
+    limits.check_batch_sizes(len(metrics), len(params), len(tags))
+    payload = {
+        "params": _params(params),
+        "metrics": metrics_columns([_metric(m) for m in metrics]),
+        "tags": _tags(tags, limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True),
+    }
+    writer = _writer(request)
+    run = writer.writable_run(run_id)
+    if payload["params"] or payload["tags"] or payload["metrics"]["keys"]:
+        await writer.commit(new_event("RunBatchLogged", payload, user=acting_user(request),
+                                      run_id=run.run_id, experiment_id=run.experiment_id))
+    return {}
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    for path, handler in (
+        ("/experiments/create", create_experiment),
+        ("/experiments/update", update_experiment),
+        ("/experiments/delete", delete_experiment),
+        ("/experiments/restore", restore_experiment),
+        ("/experiments/set-experiment-tag", set_experiment_tag),
+        ("/experiments/delete-experiment-tag", delete_experiment_tag),
+        ("/runs/create", create_run),
+        ("/runs/update", update_run),
+        ("/runs/delete", delete_run),
+        ("/runs/restore", restore_run),
+        ("/runs/log-metric", log_metric),
+        ("/runs/log-parameter", log_param),
+        ("/runs/set-tag", set_tag),
+        ("/runs/delete-tag", delete_tag),
+        ("/runs/log-batch", log_batch),
+    ):
+        router.add_api_route(path, handler, methods=["POST"])
+    return router
+

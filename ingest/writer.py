@@ -1,0 +1,64 @@
+"""The synchronous write path: append an event, wait for the projector's verdict, report it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from ingest.catalog import Catalog, RunRef
+from ingest.errors import InvalidParameterValue, MlflowError, ProjectionTimeout, ResourceDoesNotExist
+from ingest.events import Envelope, Verdict
+from ingest.outcomes import VerdictBoard
+from ingest.producer import EventLog
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_event(type_: str, payload: dict[str, Any], *, user: str, run_id: str | None = None,
+              experiment_id: str | None = None, event_id: str | None = None) -> Envelope:
+    return Envelope(event_id=event_id or uuid.uuid4().hex, type=type_, experiment_id=experiment_id,
+                    run_id=run_id, ingest_time=now_ms(), user=user, payload=payload)
+
+
+class Writer:
+    def __init__(self, log: EventLog, board: VerdictBoard, catalog: Catalog, wait_timeout: float = 30.0) -> None:
+        self.log = log
+        self.board = board
+        self.catalog = catalog
+        self.wait_timeout = wait_timeout
+
+    async def commit(self, event: Envelope) -> Verdict:
+        """Append `event`, wait until the projector has applied it; raise its rejection as an MlflowError."""
+        fut = self.board.expect(event.event_id)
+        try:
+            await self.log.append([event])
+            verdict = await asyncio.wait_for(asyncio.shield(fut), self.wait_timeout)
+        except asyncio.TimeoutError:
+            raise ProjectionTimeout(
+                f"Event {event.event_id} is in the log but was not applied within {self.wait_timeout:.0f}s; "
+                "it will be applied, check before retrying.") from None
+        finally:
+            self.board.forget(event.event_id)
+        if not verdict.applied:
+            code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
+            raise MlflowError(verdict.message, code)
+        return verdict
+
+    async def append(self, events: list[Envelope]) -> None:
+        """Append without waiting for the projector (the streaming path)."""
+        await self.log.append(events)
+
+    def writable_run(self, run_id: str) -> RunRef:
+        """Fail early, with MLflow's error, for writes the projector would reject anyway."""
+        run = self.catalog.run(run_id)
+        if run is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        for stage in (run.lifecycle_stage, run.experiment_lifecycle_stage):
+            if stage != "active":
+                raise InvalidParameterValue(
+                    f"The run {run_id} must be in the 'active' state. Current state is {stage}.")
+        return run

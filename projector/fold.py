@@ -1,0 +1,432 @@
+"""The fold: a pure function from (state, log records) to (table changes, verdicts).
+
+No I/O and no clock: every decision depends only on the state loaded for the batch and on the
+records themselves, so replaying the log gives the same tables (DESIGN.md invariants 1-2).
+The result never depends on where batch boundaries fall: everything the fold remembers across
+events of one batch (event ids, first param values, latest metrics) is also what the store
+loads at the start of the next batch.
+
+Rules (DESIGN.md invariant 4) live in the `_on_<EventType>` handlers below. A handler first
+parses and checks everything, then mutates the working state, so a rejected event changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from ingest.events import Envelope, Verdict
+from projector import rules
+from projector.rows import ExperimentRow, LatestPoint, RunRow
+
+LATEST_RULES = ("timestamp", "step")
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A record as read from Kafka: either a decoded event or the reason it could not be."""
+
+    partition: int
+    offset: int
+    event: Envelope | None
+    decode_error: str | None = None
+
+
+@dataclass
+class FoldState:
+    """What the fold needs to know before a batch; loaded by the store for the batch's keys."""
+
+    experiments: dict[str, ExperimentRow] = field(default_factory=dict)
+    experiment_ids_by_name: dict[str, str] = field(default_factory=dict)
+    next_experiment_id: int = 1
+    experiment_tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    runs: dict[str, RunRow] = field(default_factory=dict)
+    params: dict[tuple[str, str], str] = field(default_factory=dict)
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    latest: dict[str, dict[tuple[str, str], LatestPoint]] = field(
+        default_factory=lambda: {rule: {} for rule in LATEST_RULES})
+    # event ids applied (or rejected) by earlier batches, with their verdicts
+    seen: dict[str, Verdict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One row of the event log (the audit trail): the event and what was decided about it."""
+
+    partition: int
+    offset: int
+    event_id: str
+    type: str
+    experiment_id: str | None
+    run_id: str | None
+    ingest_time: int | None
+    user: str
+    error_code: str | None
+    message: str
+    payload: dict[str, Any] | None
+
+
+@dataclass
+class MetricRows:
+    run_id: list[str] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    timestamp: list[int] = field(default_factory=list)
+    step: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+
+@dataclass
+class BatchChanges:
+    """Final values of every row the batch touched. None in a tag map means deleted."""
+
+    experiments: dict[str, ExperimentRow] = field(default_factory=dict)
+    experiment_tags: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    runs: dict[str, RunRow] = field(default_factory=dict)
+    params: dict[tuple[str, str], str] = field(default_factory=dict)
+    tags: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    metrics: MetricRows = field(default_factory=MetricRows)
+    latest: dict[str, dict[tuple[str, str], LatestPoint]] = field(
+        default_factory=lambda: {rule: {} for rule in LATEST_RULES})
+    log: list[LogEntry] = field(default_factory=list)
+
+
+@dataclass
+class FoldResult:
+    changes: BatchChanges
+    verdicts: dict[str, Verdict]
+
+
+class Rejected(Exception):
+    """Raised inside a handler: the event is not applied; the caller gets this error."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+def fold_batch(state: FoldState, records: list[LogRecord]) -> FoldResult:
+    """Fold `records` (in log order per partition) over `state`; `state` is not modified."""
+    fold = _Fold(state)
+    for record in records:
+        fold.apply(record)
+    return FoldResult(fold.changes, fold.verdicts)
+
+
+class _Fold:
+    def __init__(self, state: FoldState) -> None:
+        self.s = state
+        self.changes = BatchChanges()
+        self.verdicts: dict[str, Verdict] = {}
+        self._seen: dict[str, Verdict] = dict(state.seen)
+        self._names = dict(state.experiment_ids_by_name)
+        self._next_exp = state.next_experiment_id
+
+    # ----- lookups that see this batch's earlier changes first
+    def experiment(self, exp_id: str | None) -> ExperimentRow | None:
+        if exp_id is None:
+            return None
+        return self.changes.experiments.get(exp_id) or self.s.experiments.get(exp_id)
+
+    def run(self, run_id: str | None) -> RunRow | None:
+        if run_id is None:
+            return None
+        return self.changes.runs.get(run_id) or self.s.runs.get(run_id)
+
+    def param(self, key: tuple[str, str]) -> str | None:
+        return self.changes.params.get(key, self.s.params.get(key))
+
+    def tag(self, key: tuple[str, str]) -> str | None:
+        if key in self.changes.tags:
+            return self.changes.tags[key]
+        return self.s.tags.get(key)
+
+    def experiment_tag(self, key: tuple[str, str]) -> str | None:
+        if key in self.changes.experiment_tags:
+            return self.changes.experiment_tags[key]
+        return self.s.experiment_tags.get(key)
+
+    def latest(self, rule: str, key: tuple[str, str]) -> LatestPoint | None:
+        return self.changes.latest[rule].get(key) or self.s.latest[rule].get(key)
+
+    # ----- the loop body
+    def apply(self, record: LogRecord) -> None:
+        ev = record.event
+        if ev is None:
+            self._log(record, None, Verdict("MALFORMED_EVENT", record.decode_error or "undecodable"))
+            return
+        if ev.event_id in self._seen:
+            # A redelivered or re-produced event: applied once, its first verdict stands.
+            self.verdicts[ev.event_id] = self._seen[ev.event_id]
+            return
+        handler: Callable[[Envelope], dict[str, Any] | None] = getattr(self, f"_on_{ev.type}")
+        try:
+            result = handler(ev) or {}
+            verdict = Verdict(result=result)
+        except Rejected as r:
+            verdict = Verdict(r.error_code, r.message)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            verdict = Verdict("MALFORMED_EVENT", f"malformed {ev.type} payload: {e!r}")
+        self._seen[ev.event_id] = verdict
+        self.verdicts[ev.event_id] = verdict
+        self._log(record, ev, verdict)
+
+    def _log(self, record: LogRecord, ev: Envelope | None, verdict: Verdict) -> None:
+        self.changes.log.append(LogEntry(
+            partition=record.partition, offset=record.offset,
+            event_id=ev.event_id if ev else f"undecodable:{record.partition}:{record.offset}",
+            type=ev.type if ev else "?",
+            # an allocated experiment id is kept so a redelivery can answer with it
+            experiment_id=verdict.result.get("experiment_id", ev.experiment_id) if ev else None,
+            run_id=ev.run_id if ev else None, ingest_time=ev.ingest_time if ev else None,
+            user=ev.user if ev else "", error_code=verdict.error_code, message=verdict.message,
+            payload=_audit_payload(ev) if ev else None,
+        ))
+
+    # ----- experiments
+    def _active_experiment(self, ev: Envelope) -> ExperimentRow:
+        exp = self.experiment(ev.experiment_id)
+        if exp is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={ev.experiment_id} exists")
+        return exp
+
+    def _put_experiment(self, exp: ExperimentRow) -> None:
+        self.changes.experiments[exp.experiment_id] = exp
+
+    def _on_ExperimentCreated(self, ev: Envelope) -> dict[str, Any]:
+        p = ev.payload
+        name = _str(p["name"])
+        tags = _pairs(p.get("tags") or [])
+        if name in self._names:
+            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment(name={name}) already exists.")
+        # Ingest may pin an id (the built-in "Default" experiment is "0"); otherwise the next one.
+        exp_id = ev.experiment_id if ev.experiment_id is not None else str(self._next_exp)
+        if self.experiment(exp_id) is not None:
+            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment with id={exp_id} already exists.")
+        if exp_id.isdigit():
+            self._next_exp = max(self._next_exp, int(exp_id) + 1)
+        location = p.get("artifact_location") or f"{_str(p['artifact_root']).rstrip('/')}/{exp_id}"
+        self._put_experiment(ExperimentRow(
+            experiment_id=exp_id, name=name, artifact_location=location, lifecycle_stage="active",
+            creation_time=ev.ingest_time, last_update_time=ev.ingest_time, deleted_time=None))
+        self._names[name] = exp_id
+        for k, v in tags:
+            self.changes.experiment_tags[(exp_id, k)] = v
+        return {"experiment_id": exp_id}
+
+    def _on_ExperimentRenamed(self, ev: Envelope) -> None:
+        exp = self._active_experiment(ev)
+        new_name = _str(ev.payload["new_name"])
+        if exp.lifecycle_stage != "active":
+            raise Rejected("INVALID_PARAMETER_VALUE",
+                           f"Cannot rename a non-active experiment {exp.experiment_id} ({exp.lifecycle_stage}).")
+        if new_name == exp.name:
+            return
+        if new_name in self._names:
+            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment(name={new_name}) already exists.")
+        del self._names[exp.name]
+        self._names[new_name] = exp.experiment_id
+        self._put_experiment(replace(exp, name=new_name, last_update_time=ev.ingest_time))
+
+    def _on_ExperimentDeleted(self, ev: Envelope) -> None:
+        exp = self._active_experiment(ev)
+        if exp.lifecycle_stage == "deleted":
+            raise Rejected("INVALID_PARAMETER_VALUE",
+                           f"Cannot delete an already deleted experiment {exp.experiment_id}.")
+        self._put_experiment(replace(exp, lifecycle_stage="deleted", deleted_time=ev.ingest_time,
+                                     last_update_time=ev.ingest_time))
+
+    def _on_ExperimentRestored(self, ev: Envelope) -> None:
+        exp = self._active_experiment(ev)
+        if exp.lifecycle_stage == "active":
+            raise Rejected("INVALID_PARAMETER_VALUE", f"Cannot restore an active experiment {exp.experiment_id}.")
+        self._put_experiment(replace(exp, lifecycle_stage="active", deleted_time=None,
+                                     last_update_time=ev.ingest_time))
+
+    def _on_ExperimentTagSet(self, ev: Envelope) -> None:
+        key, value = _str(ev.payload["key"]), _str(ev.payload["value"])
+        exp = self._active_experiment(ev)
+        _require_active_experiment(exp)
+        self.changes.experiment_tags[(exp.experiment_id, key)] = value
+
+    def _on_ExperimentTagDeleted(self, ev: Envelope) -> None:
+        key = _str(ev.payload["key"])
+        exp = self._active_experiment(ev)
+        _require_active_experiment(exp)
+        if self.experiment_tag((exp.experiment_id, key)) is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST",
+                           f"No tag with name: {key} in experiment with id {exp.experiment_id}")
+        self.changes.experiment_tags[(exp.experiment_id, key)] = None
+
+    # ----- runs
+    def _writable_run(self, ev: Envelope) -> RunRow:
+        run = self.run(ev.run_id)
+        if run is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"Run with id={ev.run_id} not found")
+        if run.lifecycle_stage != "active":
+            raise Rejected("INVALID_PARAMETER_VALUE",
+                           f"The run {run.run_id} must be in the 'active' state. "
+                           f"Current state is {run.lifecycle_stage}.")
+        return run
+
+    def _on_RunCreated(self, ev: Envelope) -> None:
+        p = ev.payload
+        run_id, exp_id = _str(ev.run_id), _str(ev.experiment_id)
+        if self.run(run_id) is not None:
+            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Run with id={run_id} already exists")
+        tags = _pairs(p.get("tags") or [])
+        run_name = _str(p["run_name"])
+        self.changes.runs[run_id] = RunRow(
+            run_id=run_id, experiment_id=exp_id, run_name=run_name, user_id=_str(p.get("user_id") or ""),
+            status="RUNNING", start_time=_int(p["start_time"]), end_time=None, lifecycle_stage="active",
+            deleted_time=None, artifact_uri=_str(p["artifact_uri"]))
+        for k, v in tags:
+            self.changes.tags[(run_id, k)] = v
+        self.changes.tags[(run_id, rules.RUN_NAME_TAG)] = run_name
+
+    def _on_RunUpdated(self, ev: Envelope) -> None:
+        p = ev.payload
+        status, end_time, run_name = p.get("status"), p.get("end_time"), p.get("run_name")
+        if status is not None and status not in rules.RUN_STATUSES:
+            raise Rejected("INVALID_PARAMETER_VALUE", f"Invalid run status {status!r}")
+        run = self._writable_run(ev)
+        run = replace(
+            run,
+            status=status if status is not None else run.status,
+            end_time=_int(end_time) if end_time is not None else run.end_time,
+            run_name=_str(run_name) if run_name else run.run_name,
+        )
+        self.changes.runs[run.run_id] = run
+        if run_name:
+            self.changes.tags[(run.run_id, rules.RUN_NAME_TAG)] = run.run_name
+
+    def _on_RunDeleted(self, ev: Envelope) -> None:
+        run = self.run(ev.run_id)
+        if run is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"Run with id={ev.run_id} not found")
+        self.changes.runs[run.run_id] = replace(run, lifecycle_stage="deleted", deleted_time=ev.ingest_time)
+
+    def _on_RunRestored(self, ev: Envelope) -> None:
+        run = self.run(ev.run_id)
+        if run is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"Run with id={ev.run_id} not found")
+        self.changes.runs[run.run_id] = replace(run, lifecycle_stage="active", deleted_time=None)
+
+    def _on_ParamsLogged(self, ev: Envelope) -> None:
+        params = _pairs(ev.payload["params"])
+        run = self._writable_run(ev)
+        self._check_params(run.run_id, params)
+        self._put_params(run.run_id, params)
+
+    def _on_MetricsLogged(self, ev: Envelope) -> None:
+        points = _metric_points(ev.payload)
+        run = self._writable_run(ev)
+        self._put_metrics(run.run_id, points)
+
+    def _on_TagsSet(self, ev: Envelope) -> None:
+        tags = _pairs(ev.payload["tags"])
+        run = self._writable_run(ev)
+        self._put_tags(run, tags)
+
+    def _on_TagDeleted(self, ev: Envelope) -> None:
+        key = _str(ev.payload["key"])
+        run = self._writable_run(ev)
+        if self.tag((run.run_id, key)) is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No tag with name: {key} in run with id {run.run_id}")
+        self.changes.tags[(run.run_id, key)] = None
+
+    def _on_RunBatchLogged(self, ev: Envelope) -> None:
+        p = ev.payload
+        params = _pairs(p.get("params") or [])
+        tags = _pairs(p.get("tags") or [])
+        points = _metric_points(p.get("metrics") or {"keys": []})
+        run = self._writable_run(ev)
+        self._check_params(run.run_id, params)  # a conflict rejects the whole request
+        self._put_params(run.run_id, params)
+        self._put_metrics(run.run_id, points)
+        self._put_tags(run, tags)
+
+    # ----- shared rule applications
+    def _check_params(self, run_id: str, params: list[tuple[str, str]]) -> None:
+        for key, value in params:
+            old = self.param((run_id, key))
+            if old is not None and old != value:
+                raise Rejected("INVALID_PARAMETER_VALUE", rules.param_conflict_message(run_id, key, old, value))
+
+    def _put_params(self, run_id: str, params: list[tuple[str, str]]) -> None:
+        for key, value in params:
+            if self.param((run_id, key)) is None:
+                self.changes.params[(run_id, key)] = value
+
+    def _put_tags(self, run: RunRow, tags: list[tuple[str, str]]) -> None:
+        for key, value in tags:
+            self.changes.tags[(run.run_id, key)] = value
+            if key == rules.RUN_NAME_TAG:
+                # MLflow keeps the run name and its tag in step: setting the tag renames the run.
+                run = replace(self.run(run.run_id) or run, run_name=value)
+                self.changes.runs[run.run_id] = run
+
+    def _put_metrics(self, run_id: str, points: list[tuple[str, float, int, int]]) -> None:
+        m = self.changes.metrics
+        for key, value, ts, step in points:
+            m.run_id.append(run_id)
+            m.key.append(key)
+            m.value.append(value)
+            m.timestamp.append(ts)
+            m.step.append(step)
+            for rule in LATEST_RULES:
+                point = LatestPoint(value, ts, step)
+                current = self.latest(rule, (run_id, key))
+                if current is None or rules.newer(rule, point, current):
+                    self.changes.latest[rule][(run_id, key)] = point
+
+
+def _require_active_experiment(exp: ExperimentRow) -> None:
+    if exp.lifecycle_stage != "active":
+        raise Rejected("INVALID_PARAMETER_VALUE",
+                       f"The experiment {exp.experiment_id} must be in the 'active' state. "
+                       f"Current state is {exp.lifecycle_stage}.")
+
+
+def _audit_payload(ev: Envelope) -> dict[str, Any]:
+    # Metric points live in the metrics table; the audit row keeps how many there were.
+    if ev.type == "MetricsLogged":
+        return {"points": len(ev.payload.get("keys") or [])}
+    if ev.type == "RunBatchLogged":
+        metrics = ev.payload.get("metrics") or {}
+        return {"params": ev.payload.get("params"), "tags": ev.payload.get("tags"),
+                "points": len(metrics.get("keys") or [])}
+    return ev.payload
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected an integer, got {type(v).__name__}")
+    return v
+
+
+def _pairs(items: Any) -> list[tuple[str, str]]:
+    return [(_str(k), _str(v)) for k, v in items]
+
+
+def _metric_points(cols: dict[str, Any]) -> list[tuple[str, float, int, int]]:
+    keys, values = cols["keys"], cols.get("values", [])
+    timestamps, steps = cols.get("timestamps", []), cols.get("steps", [])
+    if not (len(keys) == len(values) == len(timestamps) == len(steps)):
+        raise ValueError("metric columns have different lengths")
+    points = []
+    for k, v, t, s in zip(keys, values, timestamps, steps):
+        value = math.nan if v is None else float(v)
+        points.append((_str(k), value, _int(t), _int(s)))
+    return points

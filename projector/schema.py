@@ -1,0 +1,61 @@
+"""The DuckDB read model. Every table is derived from the log and can be rebuilt from it.
+
+Designed to grow without a rewrite: `event_log` keeps one row per event with its log
+position, ingest time, acting user, verdict and (for non-metric events) payload, which is what
+a per-run audit trail and as-of reads will fold again; query-side SQL views can be layered on
+these tables. `consumer_offsets` is written in the same transaction as the rows (invariant 3).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+# Latest-metric tables, one per rule (see projector.rules.newer); both are always maintained
+# so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding.
+LATEST_TABLES = {"timestamp": "latest_metrics", "step": "latest_metrics_by_step"}
+
+DDL = [
+    "CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS experiments (
+        experiment_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, artifact_location VARCHAR,
+        lifecycle_stage VARCHAR NOT NULL, creation_time BIGINT, last_update_time BIGINT,
+        deleted_time BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS experiment_tags (
+        experiment_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (experiment_id, key))""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, experiment_id VARCHAR NOT NULL, run_name VARCHAR,
+        user_id VARCHAR, status VARCHAR NOT NULL, start_time BIGINT, end_time BIGINT,
+        lifecycle_stage VARCHAR NOT NULL, deleted_time BIGINT, artifact_uri VARCHAR)""",
+    "CREATE TABLE IF NOT EXISTS params (run_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (run_id, key))",
+    "CREATE TABLE IF NOT EXISTS tags (run_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (run_id, key))",
+    # Full history, append-only; an exact duplicate point is stored once (see store.apply).
+    """CREATE TABLE IF NOT EXISTS metrics (
+        run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value DOUBLE NOT NULL,
+        timestamp BIGINT NOT NULL, step BIGINT NOT NULL)""",
+    *[f"""CREATE TABLE IF NOT EXISTS {table} (
+        run_id VARCHAR, key VARCHAR, value DOUBLE NOT NULL, timestamp BIGINT NOT NULL,
+        step BIGINT NOT NULL, PRIMARY KEY (run_id, key))""" for table in LATEST_TABLES.values()],
+    "CREATE TABLE IF NOT EXISTS run_datasets (run_id VARCHAR, name VARCHAR, digest VARCHAR, context VARCHAR)",
+    """CREATE TABLE IF NOT EXISTS event_log (
+        event_id VARCHAR PRIMARY KEY, "partition" INTEGER NOT NULL, "offset" BIGINT NOT NULL,
+        type VARCHAR NOT NULL, experiment_id VARCHAR, run_id VARCHAR, ingest_time BIGINT,
+        user_id VARCHAR, error_code VARCHAR, message VARCHAR, payload JSON)""",
+    """CREATE TABLE IF NOT EXISTS rejections (
+        event_id VARCHAR, "partition" INTEGER, "offset" BIGINT, type VARCHAR, run_id VARCHAR,
+        experiment_id VARCHAR, ingest_time BIGINT, error_code VARCHAR, reason VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS consumer_offsets (
+        topic VARCHAR, "partition" INTEGER, next_offset BIGINT NOT NULL, PRIMARY KEY (topic, "partition"))""",
+]
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in DDL:
+        con.execute(statement)
+    row = con.execute("SELECT max(version) FROM schema_info").fetchone()
+    if row is None or row[0] is None:
+        con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+    elif row[0] != SCHEMA_VERSION:
+        raise RuntimeError(
+            f"read model schema version {row[0]} != {SCHEMA_VERSION}; delete the DuckDB file to rebuild it from the log")

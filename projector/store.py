@@ -1,0 +1,195 @@
+"""DuckDB adapter for the projector: load the state a batch needs, apply a batch atomically.
+
+`apply` writes the batch's rows, the event log, the rejections and the consumer offsets in
+ONE transaction, so a crash at any instant leaves either all of a batch or none of it, and
+the offsets say exactly where to resume (DESIGN.md invariant 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from ingest.events import EXPERIMENT_EVENTS, Verdict
+from projector.fold import LATEST_RULES, BatchChanges, FoldState, LogRecord
+from projector.rows import ExperimentRow, LatestPoint, RunRow
+from projector.schema import LATEST_TABLES, create_schema
+
+
+class Store:
+    """Owns the process's only read-write DuckDB connection (DESIGN.md invariant 6).
+
+    Readers get their own cursors via `cursor()`; the projector's writes go through one
+    cursor guarded by a lock so that `load_state`/`apply` never interleave.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self.con = duckdb.connect(self.path)
+        create_schema(self.con)
+        self._writer = self.con.cursor()
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con.cursor()
+
+    def close(self) -> None:
+        self._writer.close()
+        self.con.close()
+
+    # ----- offsets
+    def offsets(self, topic: str) -> dict[int, int]:
+        with self._lock:
+            rows = self._writer.execute(
+                'SELECT "partition", next_offset FROM consumer_offsets WHERE topic = ?', [topic]).fetchall()
+        return {p: o for p, o in rows}
+
+    # ----- state for a batch
+    def load_state(self, records: list[LogRecord]) -> FoldState:
+        events = [r.event for r in records if r.event is not None]
+        run_ids = sorted({e.run_id for e in events if e.run_id and e.type not in EXPERIMENT_EVENTS})
+        exp_events = [e for e in events if e.type in EXPERIMENT_EVENTS]
+        event_ids = [e.event_id for e in events]
+        state = FoldState()
+        with self._lock:
+            c = self._writer
+            for eid, etype, code, msg, exp_id in c.execute(
+                    "SELECT event_id, type, error_code, message, experiment_id FROM event_log "
+                    "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [event_ids]).fetchall():
+                result = {"experiment_id": exp_id} if etype == "ExperimentCreated" and code is None else {}
+                state.seen[eid] = Verdict(code, msg or "", result)
+            if exp_events:
+                for row in c.execute("SELECT * FROM experiments").fetchall():
+                    exp = ExperimentRow(*row)
+                    state.experiments[exp.experiment_id] = exp
+                    state.experiment_ids_by_name[exp.name] = exp.experiment_id
+                numeric = [int(i) for i in state.experiments if i.isdigit()]
+                state.next_experiment_id = max(numeric, default=0) + 1
+                exp_ids = sorted({e.experiment_id for e in exp_events if e.experiment_id})
+                for exp_id, k, v in c.execute(
+                        "SELECT experiment_id, key, value FROM experiment_tags "
+                        "WHERE experiment_id IN (SELECT unnest(?::VARCHAR[]))", [exp_ids]).fetchall():
+                    state.experiment_tags[(exp_id, k)] = v
+            if run_ids:
+                ids = [run_ids]
+                for row in c.execute("SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                                     ids).fetchall():
+                    state.runs[row[0]] = RunRow(*row)
+                for table, target in (("params", state.params), ("tags", state.tags)):
+                    for run_id, k, v in c.execute(
+                            f"SELECT run_id, key, value FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                            ids).fetchall():
+                        target[(run_id, k)] = v
+                for rule in LATEST_RULES:
+                    for run_id, k, v, ts, step in c.execute(
+                            f"SELECT run_id, key, value, timestamp, step FROM {LATEST_TABLES[rule]} "
+                            "WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", ids).fetchall():
+                        state.latest[rule][(run_id, k)] = LatestPoint(v, ts, step)
+        return state
+
+    # ----- one transaction per batch
+    def apply(self, changes: BatchChanges, topic: str, next_offsets: dict[int, int]) -> None:
+        with self._lock:
+            c = self._writer
+            c.execute("BEGIN TRANSACTION")
+            try:
+                self._apply_rows(c, changes)
+                _insert(c, "consumer_offsets", "INSERT OR REPLACE", {
+                    "topic": [topic] * len(next_offsets),
+                    "partition": list(next_offsets), "next_offset": list(next_offsets.values())})
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def _apply_rows(self, c: duckdb.DuckDBPyConnection, ch: BatchChanges) -> None:
+        if ch.experiments:
+            _insert(c, "experiments", "INSERT OR REPLACE", _columns(ch.experiments.values(), ExperimentRow))
+        _apply_keyed(c, "experiment_tags", "experiment_id", ch.experiment_tags)
+        if ch.runs:
+            _insert(c, "runs", "INSERT OR REPLACE", _columns(ch.runs.values(), RunRow))
+        if ch.params:
+            _insert(c, "params", "INSERT OR IGNORE", {
+                "run_id": [k[0] for k in ch.params], "key": [k[1] for k in ch.params],
+                "value": list(ch.params.values())})
+        _apply_keyed(c, "tags", "run_id", ch.tags)
+        m = ch.metrics
+        if len(m):
+            batch = pa.table({
+                "run_id": pa.array(m.run_id, pa.string()), "key": pa.array(m.key, pa.string()),
+                "value": pa.array(m.value, pa.float64()), "timestamp": pa.array(m.timestamp, pa.int64()),
+                "step": pa.array(m.step, pa.int64())})
+            c.register("_metric_batch", batch)
+            try:
+                # Exact duplicates (a client retry, or one point twice in a batch) are stored once.
+                # DuckDB compares NaN equal to NaN, so a repeated NaN point is a duplicate too.
+                c.execute("""
+                    INSERT INTO metrics
+                    SELECT DISTINCT b.run_id, b.key, b.value, b.timestamp, b.step FROM _metric_batch b
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM metrics m
+                        WHERE m.run_id = b.run_id AND m.key = b.key AND m.timestamp = b.timestamp
+                          AND m.step = b.step AND m.value = b.value)""")
+            finally:
+                c.unregister("_metric_batch")
+        for rule, points in ch.latest.items():
+            if points:
+                _insert(c, LATEST_TABLES[rule], "INSERT OR REPLACE", {
+                    "run_id": [k[0] for k in points], "key": [k[1] for k in points],
+                    "value": [p.value for p in points.values()],
+                    "timestamp": [p.timestamp for p in points.values()],
+                    "step": [p.step for p in points.values()]})
+        if ch.log:
+            log = ch.log
+            _insert(c, "event_log", "INSERT OR IGNORE", {
+                "event_id": [e.event_id for e in log], "partition": [e.partition for e in log],
+                "offset": [e.offset for e in log], "type": [e.type for e in log],
+                "experiment_id": [e.experiment_id for e in log], "run_id": [e.run_id for e in log],
+                "ingest_time": [e.ingest_time for e in log], "user_id": [e.user for e in log],
+                "error_code": [e.error_code for e in log], "message": [e.message for e in log],
+                "payload": [None if e.payload is None else orjson.dumps(e.payload).decode() for e in log]})
+            rejected = [e for e in log if e.error_code is not None]
+            if rejected:
+                _insert(c, "rejections", "INSERT", {
+                    "event_id": [e.event_id for e in rejected], "partition": [e.partition for e in rejected],
+                    "offset": [e.offset for e in rejected], "type": [e.type for e in rejected],
+                    "run_id": [e.run_id for e in rejected], "experiment_id": [e.experiment_id for e in rejected],
+                    "ingest_time": [e.ingest_time for e in rejected],
+                    "error_code": [e.error_code for e in rejected], "reason": [e.message for e in rejected]})
+
+
+def _columns(rows: Iterable[Any], cls: type) -> dict[str, list[Any]]:
+    rows = list(rows)
+    return {f.name: [getattr(r, f.name) for r in rows] for f in dataclasses.fields(cls)}
+
+
+def _apply_keyed(c: duckdb.DuckDBPyConnection, table: str, owner: str,
+                 values: dict[tuple[str, str], str | None]) -> None:
+    """Write final tag values: delete the keys set to None, upsert the rest."""
+    gone = [k for k, v in values.items() if v is None]
+    kept = {k: v for k, v in values.items() if v is not None}
+    if gone:
+        c.register("_gone", pa.table({"owner": [k[0] for k in gone], "key": [k[1] for k in gone]}))
+        try:
+            c.execute(f"DELETE FROM {table} t USING _gone g WHERE t.{owner} = g.owner AND t.key = g.key")
+        finally:
+            c.unregister("_gone")
+    if kept:
+        _insert(c, table, "INSERT OR REPLACE", {
+            owner: [k[0] for k in kept], "key": [k[1] for k in kept], "value": list(kept.values())})
+
+
+def _insert(c: duckdb.DuckDBPyConnection, table: str, verb: str, columns: dict[str, list[Any]]) -> None:
+    """Bulk-write through a registered Arrow table (executemany manages about 1k rows/s)."""
+    c.register("_rows", pa.table({name: pa.array(vals) for name, vals in columns.items()}))
+    try:
+        names = ", ".join(f'"{n}"' for n in columns)
+        c.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows")
+    finally:
+        c.unregister("_rows")

@@ -1,0 +1,115 @@
+"""MLflow's read endpoints. Handlers are plain functions (FastAPI runs them in a thread pool),
+each on its own DuckDB cursor, so reads never wait for the projector's writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from ingest.errors import ResourceDoesNotExist
+from ingest.request import Fields, json_body, missing, query_fields
+from query import reader
+
+
+def _cursor(request: Request):  # type: ignore[no-untyped-def]
+    return request.app.state.store.cursor()
+
+
+def _latest_table(request: Request) -> str:
+    return request.app.state.settings.latest_table
+
+
+def get_experiment(request: Request) -> dict[str, Any]:
+    f = query_fields(request)
+    exp_id = f.req_str("experiment_id")
+    with _cursor(request) as cur:
+        exp = reader.get_experiment(cur, exp_id)
+    if exp is None:
+        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+    return {"experiment": exp}
+
+
+def get_experiment_by_name(request: Request) -> dict[str, Any]:
+    name = query_fields(request).req_str("experiment_name")
+    with _cursor(request) as cur:
+        exp = reader.get_experiment_by_name(cur, name)
+    if exp is None:
+        raise ResourceDoesNotExist(f"Could not find experiment with name '{name}'")
+    return {"experiment": exp}
+
+
+def _search_experiments(request: Request, f: Fields) -> dict[str, Any]:
+    with _cursor(request) as cur:
+        return reader.search_experiments(
+            cur, filter_string=f.str("filter"), order_by=f.strings("order_by"),
+            view_type=f.data.get("view_type"), max_results=f.int64("max_results"), page_token=f.str("page_token"))
+
+
+def search_experiments_get(request: Request) -> dict[str, Any]:
+    return _search_experiments(request, query_fields(request, repeated=("order_by",)))
+
+
+async def search_experiments_post(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    return await run_in_threadpool(_search_experiments, request, f)
+
+
+def get_run(request: Request) -> dict[str, Any]:
+    f = query_fields(request)
+    run_id = f.str("run_id") or f.str("run_uuid")
+    if not run_id:
+        raise missing("run_id")
+    with _cursor(request) as cur:
+        run = reader.get_run(cur, run_id, _latest_table(request))
+    if run is None:
+        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+    return {"run": run}
+
+
+def _search_runs(request: Request, f: Fields) -> dict[str, Any]:
+    with _cursor(request) as cur:
+        return reader.search_runs(
+            cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
+            run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
+            order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request))
+
+
+async def search_runs(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    return await run_in_threadpool(_search_runs, request, f)
+
+
+def get_metric_history(request: Request) -> Any:
+    f = query_fields(request)
+    run_id = f.str("run_id") or f.str("run_uuid")
+    if not run_id:
+        raise missing("run_id")
+    key = f.req_str("metric_key")
+    max_results = f.int64("max_results")
+    cur = _cursor(request)
+    if max_results is None and not f.str("page_token"):
+        # The whole series, streamed in chunks instead of materialised as one list.
+        def chunks():  # type: ignore[no-untyped-def]
+            try:
+                yield from reader.iter_metric_history_json(cur, run_id, key)
+            finally:
+                cur.close()
+        return StreamingResponse(chunks(), media_type="application/json")
+    with cur:
+        return reader.metric_history(cur, run_id, key, max_results=max_results, page_token=f.str("page_token"))
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/experiments/get", get_experiment, methods=["GET"])
+    router.add_api_route("/experiments/get-by-name", get_experiment_by_name, methods=["GET"])
+    router.add_api_route("/experiments/search", search_experiments_get, methods=["GET"])
+    router.add_api_route("/experiments/search", search_experiments_post, methods=["POST"])
+    router.add_api_route("/runs/get", get_run, methods=["GET"])
+    router.add_api_route("/runs/search", search_runs, methods=["POST"])
+    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
+    return router

@@ -1,0 +1,223 @@
+"""Compile parsed search terms (``query.search_filter``) into DuckDB SQL fragments.
+
+Contract for every function here: the returned SQL text is built only from
+trusted, fixed identifiers; every user-supplied value and every key travels in
+the returned parameter list, bound to ``?`` placeholders in textual order.
+A caller composing ``WHERE <where> ORDER BY <order>`` must pass
+``where_params + order_params`` in that order.
+
+Run fragments reference the outer run row as ``r`` (a ``runs`` row);
+experiment fragments reference ``e`` (an ``experiments`` row).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from .search_filter import Comparison, OrderTerm
+
+__all__ = [
+    "compile_runs_where",
+    "compile_runs_order_by",
+    "compile_experiments_where",
+    "compile_experiments_order_by",
+]
+
+# Comparator -> SQL operator. DuckDB's LIKE is case-sensitive and has no
+# default escape character, ILIKE is case-insensitive: both as MLflow intends.
+_BINARY_SQL = {
+    "=": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<=",
+    "LIKE": "LIKE", "ILIKE": "ILIKE",
+}
+_LIST_SQL = {"IN": "IN", "NOT IN": "NOT IN"}
+
+_RUN_COLUMNS = {
+    "run_id": "r.run_id", "run_name": "r.run_name", "user_id": "r.user_id",
+    "status": "r.status", "artifact_uri": "r.artifact_uri",
+    "start_time": "r.start_time", "end_time": "r.end_time",
+}
+_DATASET_COLUMNS = {"name": "d.name", "digest": "d.digest", "context": "d.context"}
+_EXPERIMENT_COLUMNS = {
+    "name": "e.name", "experiment_id": "e.experiment_id",
+    "creation_time": "e.creation_time", "last_update_time": "e.last_update_time",
+}
+_KEYED_TABLES = {"param": "params", "tag": "tags"}
+
+
+def _check_table(latest_table: str) -> None:
+    # The metric table name is spliced into SQL text, so it must be a plain
+    # identifier chosen by the server, never anything user-controlled.
+    if not re.fullmatch(r"[a-z_]+", latest_table):
+        raise ValueError(f"untrusted latest-metrics table name: {latest_table!r}")
+
+
+def _value_predicate(column: str, op: str, value: object, params: list) -> str:
+    """``column <op> ?`` (or an IN list) with the value(s) appended to params."""
+    if op in _LIST_SQL:
+        if not isinstance(value, tuple) or not value:
+            raise ValueError(f"{op} needs a non-empty tuple of values, got {value!r}")
+        params.extend(value)
+        return f"{column} {_LIST_SQL[op]} ({', '.join('?' for _ in value)})"
+    if op not in _BINARY_SQL:
+        raise ValueError(f"unsupported comparator {op!r}")
+    params.append(value)
+    return f"{column} {_BINARY_SQL[op]} ?"
+
+
+def _metric_predicate(c: Comparison, latest_table: str, params: list) -> str:
+    # DuckDB orders NaN above every number and treats NaN = NaN as true, while
+    # MLflow says NaN satisfies only "!=": guard explicitly with isnan().
+    params.append(c.key)
+    cmp = _value_predicate("m.value", c.op, float(c.value), params)
+    guard = f"(isnan(m.value) OR {cmp})" if c.op == "!=" else f"(NOT isnan(m.value) AND {cmp})"
+    return f"EXISTS (SELECT 1 FROM {latest_table} m WHERE m.run_id = r.run_id AND m.key = ? AND {guard})"
+
+
+def _keyed_predicate(c: Comparison, table: str, owner: str, outer: str, params: list) -> str:
+    """Predicate on a (owner_id, key, value) table: params/tags or experiment tags.
+
+    Any comparison requires the key to exist (MLflow joins on it), so
+    ``tags.t != 'x'`` never matches a row without tag t. IS NULL means absent.
+    """
+    params.append(c.key)
+    exists = f"EXISTS (SELECT 1 FROM {table} k WHERE k.{owner} = {outer}.{owner} AND k.key = ?"
+    if c.op == "IS NULL":
+        return f"NOT {exists})"
+    if c.op == "IS NOT NULL":
+        return f"{exists})"
+    return f"{exists} AND {_value_predicate('k.value', c.op, c.value, params)})"
+
+
+def _attribute_predicate(column: str, c: Comparison, params: list) -> str:
+    # A NULL column (e.g. end_time of a running run) makes the comparison NULL,
+    # which WHERE treats as false: such rows never match, as in MLflow.
+    value = float(c.value) if isinstance(c.value, (int, float)) else c.value
+    return _value_predicate(column, c.op, value, params)
+
+
+def _lookup(mapping: dict[str, str], c: Comparison | OrderTerm) -> str:
+    try:
+        return mapping[c.key]
+    except KeyError:
+        raise ValueError(f"unsupported {c.entity} key {c.key!r}") from None
+
+
+def _and(parts: list[str]) -> str:
+    return " AND ".join(f"({p})" for p in parts) if parts else "TRUE"
+
+
+def compile_runs_where(comparisons: Sequence[Comparison], latest_table: str) -> tuple[str, list]:
+    """Compile runs/search comparisons to a boolean SQL expression over alias ``r``.
+
+    Returns ``(sql, params)``; ``sql`` is ``"TRUE"`` for no comparisons.
+    ``latest_table`` is the trusted name of the latest-metric table
+    (``latest_metrics`` or ``latest_metrics_by_step``); ValueError otherwise.
+    """
+    _check_table(latest_table)
+    parts: list[str] = []
+    params: list = []
+    for c in comparisons:
+        if c.entity == "metric":
+            parts.append(_metric_predicate(c, latest_table, params))
+        elif c.entity in _KEYED_TABLES:
+            parts.append(_keyed_predicate(c, _KEYED_TABLES[c.entity], "run_id", "r", params))
+        elif c.entity == "attribute":
+            parts.append(_attribute_predicate(_lookup(_RUN_COLUMNS, c), c, params))
+        elif c.entity == "dataset":
+            # Matches when any of the run's datasets matches; a NULL context never does.
+            column = _lookup(_DATASET_COLUMNS, c)
+            pred = _value_predicate(column, c.op, c.value, params)
+            parts.append(f"EXISTS (SELECT 1 FROM run_datasets d WHERE d.run_id = r.run_id AND {pred})")
+        else:
+            raise ValueError(f"unsupported entity {c.entity!r}")
+    return _and(parts), params
+
+
+def _direction(ascending: bool) -> str:
+    return "ASC" if ascending else "DESC"
+
+
+def compile_runs_order_by(terms: Sequence[OrderTerm], latest_table: str) -> tuple[str, list]:
+    """Compile runs/search order_by terms to an ORDER BY list (without "ORDER BY").
+
+    Missing values sort last in both directions; for metrics the order is real
+    values, then NaN, then missing, in both directions. Params and tags compare
+    as strings. MLflow's tie-breakers are appended: ``start_time DESC`` unless
+    start_time was already ordered on, then ``run_id ASC``.
+    """
+    _check_table(latest_table)
+    items: list[str] = []
+    params: list = []
+    ordered_on_start_time = False
+    for t in terms:
+        direction = _direction(t.ascending)
+        if t.entity == "attribute":
+            ordered_on_start_time |= t.key == "start_time"
+            items.append(f"{_lookup(_RUN_COLUMNS, t)} {direction} NULLS LAST")
+        elif t.entity == "metric":
+            lookup = f"FROM {latest_table} m WHERE m.run_id = r.run_id AND m.key = ?"
+            # Rank 0 = real value, 1 = NaN, 2 = missing; ascending in both directions.
+            items.append(f"COALESCE((SELECT CASE WHEN isnan(m.value) THEN 1 ELSE 0 END {lookup}), 2) ASC")
+            items.append(f"(SELECT m.value {lookup}) {direction} NULLS LAST")
+            params.extend([t.key, t.key])
+        elif t.entity in _KEYED_TABLES:
+            table = _KEYED_TABLES[t.entity]
+            items.append(
+                f"(SELECT k.value FROM {table} k WHERE k.run_id = r.run_id AND k.key = ?) {direction} NULLS LAST"
+            )
+            params.append(t.key)
+        else:
+            raise ValueError(f"cannot order runs by {t.entity!r}")
+    if not ordered_on_start_time:
+        items.append("r.start_time DESC NULLS LAST")
+    items.append("r.run_id ASC")
+    return ", ".join(items), params
+
+
+def compile_experiments_where(comparisons: Sequence[Comparison]) -> tuple[str, list]:
+    """Compile experiments/search comparisons to a boolean SQL expression over alias ``e``.
+
+    Returns ``(sql, params)``; ``sql`` is ``"TRUE"`` for no comparisons.
+    """
+    parts: list[str] = []
+    params: list = []
+    for c in comparisons:
+        if c.entity == "attribute":
+            parts.append(_attribute_predicate(_lookup(_EXPERIMENT_COLUMNS, c), c, params))
+        elif c.entity == "tag":
+            parts.append(_keyed_predicate(c, "experiment_tags", "experiment_id", "e", params))
+        else:
+            raise ValueError(f"unsupported entity {c.entity!r} for experiments")
+    return _and(parts), params
+
+
+def _experiment_sort_items(key: str, ascending: bool) -> list[str]:
+    direction = _direction(ascending)
+    if key == "experiment_id":
+        # MLflow's experiment ids are integers; ours are strings, so order
+        # numeric-looking ids numerically ("2" before "10") and the rest after.
+        return [
+            f"TRY_CAST(e.experiment_id AS HUGEINT) {direction} NULLS LAST",
+            f"e.experiment_id {direction}",
+        ]
+    return [f"{_EXPERIMENT_COLUMNS[key]} {direction} NULLS LAST"]
+
+
+def compile_experiments_order_by(terms: Sequence[OrderTerm]) -> tuple[str, list]:
+    """Compile experiments/search order_by terms to an ORDER BY list (without "ORDER BY").
+
+    No terms: ``creation_time DESC, experiment_id ASC``. Given terms without
+    experiment_id get MLflow's tie-breaker ``experiment_id DESC``. Missing
+    values sort last. ``params`` is always empty (kept for a uniform API).
+    """
+    items: list[str] = []
+    pairs = [(t.key, t.ascending) for t in terms] or [("creation_time", False), ("experiment_id", True)]
+    for t in terms:
+        if t.entity != "attribute" or t.key not in _EXPERIMENT_COLUMNS:
+            raise ValueError(f"cannot order experiments by {t.entity} {t.key!r}")
+    if not any(key == "experiment_id" for key, _ in pairs):
+        pairs.append(("experiment_id", False))
+    for key, ascending in pairs:
+        items.extend(_experiment_sort_items(key, ascending))
+    return ", ".join(items), []

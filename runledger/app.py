@@ -1,0 +1,148 @@
+"""The composition root: one process runs ingest, the projector and the query API.
+
+DuckDB allows one read-write process per file (DESIGN.md invariant 6), so the projector and
+the API that reads its file live together; more read capacity means more replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator
+
+import orjson
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from ingest import routes as ingest_routes
+from ingest.catalog import ExperimentRef, RunRef
+from ingest.errors import MlflowError
+from ingest.outcomes import VerdictBoard
+from ingest.producer import EventLog
+from ingest.topic import ensure_topic
+from ingest.writer import Writer, new_event
+from projector.consumer import Projector
+from projector.store import Store
+from query import reader
+from query import routes as query_routes
+from runledger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+VERSION = "0.1.0"
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class ReadModelCatalog:
+    """Answers ingest's pre-write questions from the DuckDB read model."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def experiment(self, experiment_id: str) -> ExperimentRef | None:
+        with self.store.cursor() as cur:
+            row = cur.execute("SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments "
+                              "WHERE experiment_id = ?", [experiment_id]).fetchone()
+        return None if row is None else ExperimentRef(*row)
+
+    def run(self, run_id: str) -> RunRef | None:
+        with self.store.cursor() as cur:
+            ref = reader.run_ref(cur, run_id)
+        return None if ref is None else RunRef(run_id, *ref)
+
+    def run_json(self, run_id: str) -> dict[str, Any]:
+        with self.store.cursor() as cur:
+            run = reader.get_run(cur, run_id, self.settings.latest_table)
+        assert run is not None, f"run {run_id} was applied but is not readable"
+        return run
+
+
+async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
+    """Experiment "0" named "Default" exists, as in MLflow. The fixed event id makes a second
+    append (every start before the projector caught up) a duplicate the fold ignores."""
+    if writer.catalog.experiment("0") is not None:
+        return
+    await writer.commit(new_event(
+        "ExperimentCreated",
+        {"name": "Default", "artifact_location": None, "artifact_root": settings.artifact_root, "tags": []},
+        user="", experiment_id="0", event_id="runledger-default-experiment-0"))
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
+        store = Store(settings.duckdb_path)
+        board = VerdictBoard()
+        projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
+        await projector.start(partitions)
+        task = asyncio.create_task(projector.run(), name="projector")
+        task.add_done_callback(_report_projector_exit)
+        event_log = EventLog(settings.bootstrap_servers, settings.topic)
+        await event_log.start()
+        writer = Writer(event_log, board, ReadModelCatalog(store, settings), settings.sync_timeout)
+        app.state.store, app.state.writer, app.state.projector = store, writer, projector
+        try:
+            await ensure_default_experiment(writer, settings)
+            yield
+        finally:
+            await projector.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+            await projector.close()
+            await event_log.stop()
+            store.close()
+
+    app = FastAPI(title="Runledger", version=VERSION, lifespan=lifespan, default_response_class=OrjsonResponse,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    for prefix in API_PREFIXES:
+        app.include_router(ingest_routes.build_router(), prefix=prefix)
+        app.include_router(query_routes.build_router(), prefix=prefix)
+
+    @app.get("/health", response_class=PlainTextResponse)
+    def health() -> str:
+        return "OK"
+
+    @app.get("/version", response_class=PlainTextResponse)
+    def version() -> str:
+        return VERSION
+
+    @app.exception_handler(MlflowError)
+    async def mlflow_error(request: Request, exc: MlflowError) -> Response:
+        return OrjsonResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            body = {"error_code": "BAD_REQUEST",
+                    "message": f"Method {request.method} is not allowed for {request.url.path}"}
+        elif exc.status_code == 404:
+            body = {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API endpoint at {request.url.path}"}
+        else:
+            body = {"error_code": "BAD_REQUEST", "message": str(exc.detail)}
+        return OrjsonResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return OrjsonResponse({"error_code": "INTERNAL_ERROR", "message": f"Internal error: {exc!r}"},
+                              status_code=500)
+
+    return app
+
+
+def _report_projector_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("projector stopped", exc_info=task.exception())

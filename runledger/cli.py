@@ -1,0 +1,103 @@
+"""`runledger` console script: `up` (everything), `serve` (no broker), `kafka start|stop|status`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+
+import uvicorn
+
+from runledger.app import create_app
+from runledger.kafka_local import KafkaProvisioningError, LocalKafka
+from runledger.settings import Settings, SettingsError
+
+log = logging.getLogger("runledger")
+
+
+def local_kafka(settings: Settings) -> LocalKafka:
+    return LocalKafka(home=settings.kafka_home.resolve(), port=settings.kafka_port,
+                      controller_port=settings.kafka_port + 1)
+
+
+def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+def cmd_up(settings: Settings) -> int:
+    broker = None
+    if settings.bootstrap_servers is None:
+        broker = local_kafka(settings)
+        t0 = time.monotonic()
+        print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
+        broker.start()
+        print(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s", flush=True)
+        settings = dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"""
+Runledger is starting on {url}
+  data (DuckDB read model):  {settings.duckdb_path.resolve()}
+  event log (Kafka):         {settings.bootstrap_servers}, topic {settings.topic}
+  point mlflow at it:        export MLFLOW_TRACKING_URI={url}
+Ctrl-C stops everything this command started.
+""", flush=True)
+    try:
+        _serve(settings)
+    finally:
+        if broker is not None:
+            print("stopping Kafka ...", flush=True)
+            broker.stop()
+    return 0
+
+
+def cmd_serve(settings: Settings) -> int:
+    if settings.bootstrap_servers is None:
+        print("runledger serve needs KAFKA_BOOTSTRAP_SERVERS (or use `runledger up`)", file=sys.stderr)
+        return 2
+    _serve(settings)
+    return 0
+
+
+def cmd_kafka(settings: Settings, action: str) -> int:
+    broker = local_kafka(settings)
+    if action == "start":
+        broker.start()
+        print(f"Kafka running on {broker.bootstrap_servers} (pid {broker.running_pid()}, home {broker.home})")
+    elif action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        pid = broker.running_pid()
+        print(f"running on {broker.bootstrap_servers} (pid {pid})" if pid else "not running")
+        return 0 if pid else 3
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set) and Runledger")
+    sub.add_parser("serve", help="start Runledger against KAFKA_BOOTSTRAP_SERVERS")
+    kafka = sub.add_parser("kafka", help="run the local broker on its own")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+        if args.command == "up":
+            return cmd_up(settings)
+        if args.command == "serve":
+            return cmd_serve(settings)
+        return cmd_kafka(settings, args.action)
+    except (SettingsError, KafkaProvisioningError) as e:
+        print(f"runledger: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Runledger's settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from projector.schema import LATEST_TABLES
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable and the value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    data_dir: Path = Path("data")
+    bootstrap_servers: str | None = None   # None: start the local broker
+    kafka_port: int = 19092
+    topic: str = "runledger.events"
+    partitions: int = 4
+    latest_metric: str = "timestamp"        # or "step" (MLflow OSS server's rule)
+    sync_timeout: float = 30.0
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "runledger.duckdb"
+
+    @property
+    def kafka_home(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.data_dir / "artifacts").resolve().as_uri()
+
+    @property
+    def latest_table(self) -> str:
+        return LATEST_TABLES[self.latest_metric]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        latest = env.get("RUNLEDGER_LATEST_METRIC", "timestamp")
+        if latest not in LATEST_TABLES:
+            raise SettingsError(f"RUNLEDGER_LATEST_METRIC={latest!r}: use 'timestamp' (default) or 'step'")
+        return cls(
+            host=env.get("HOST", "127.0.0.1"),
+            port=_int(env, "PORT", 5000),
+            data_dir=Path(env.get("DATA_DIR") or "data"),
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            kafka_port=_int(env, "KAFKA_PORT", 19092),
+            topic=env.get("RUNLEDGER_TOPIC", "runledger.events"),
+            partitions=_int(env, "RUNLEDGER_PARTITIONS", 4),
+            latest_metric=latest,
+            sync_timeout=float(_int(env, "RUNLEDGER_SYNC_TIMEOUT", 30)),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value
