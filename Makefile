@@ -1,0 +1,36 @@
+# Two commands for a new user: `make up` starts everything, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: up test kafka-start kafka-stop kafka-status bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+up: $(VENV)/.installed
+	$(BIN)/runledger up
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+kafka-start: $(VENV)/.installed
+	$(BIN)/runledger kafka start
+
+kafka-stop: $(VENV)/.installed
+	$(BIN)/runledger kafka stop
+
+kafka-status: $(VENV)/.installed
+	$(BIN)/runledger kafka status
+
+clean:
+	rm -rf $(VENV) *.egg-info
