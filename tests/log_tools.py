@@ -1,0 +1,67 @@
+"""Direct access to a test topic, for tests that act on the log itself (real Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import duckdb
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ingest.events import Envelope
+from ingest.producer import EventLog
+from ingest.topic import ensure_topic
+
+
+def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[int, bytes]]]:
+    """Every record of every partition, as {partition: [(offset, value), ...]}."""
+
+    async def read() -> dict[int, list[tuple[int, bytes]]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    max_partition_fetch_bytes=16 * 1024 * 1024)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in await ensure_topic(bootstrap, topic, 1)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            out: dict[int, list[tuple[int, bytes]]] = {tp.partition: [] for tp in tps}
+            while any((out[tp.partition][-1][0] + 1 if out[tp.partition] else 0) < ends[tp] for tp in tps):
+                batch = await consumer.getmany(timeout_ms=1000)
+                for tp, msgs in batch.items():
+                    out[tp.partition].extend((m.offset, m.value) for m in msgs)
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def append_events(bootstrap: str, topic: str, events: list[Envelope]) -> None:
+    async def send() -> None:
+        log = EventLog(bootstrap, topic)
+        await log.start()
+        try:
+            for i in range(0, len(events), 500):
+                await log.append(events[i:i + 500])
+        finally:
+            await log.stop()
+
+    asyncio.run(send())
+
+
+def dump_tables(path: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every read-model table, rows sorted, for equality checks between two DuckDB files."""
+    con = duckdb.connect(path, read_only=True)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+        out = {}
+        for t in tables:
+            rows = [tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in row)
+                    for row in con.execute(f'SELECT * FROM "{t}"').fetchall()]  # NaN != NaN in Python
+            out[t] = sorted(rows, key=repr)
+        return out
+    finally:
+        con.close()
