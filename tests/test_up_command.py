@@ -1,0 +1,69 @@
+"""`runledger up` (what `make up` runs): starts its own Kafka and the server, prints where
+things are, resumes with the same data, and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from runledger.kafka_local import LocalKafka, free_port, port_open
+from tests.conftest import ROOT
+
+
+def _up(data_dir: Path, port: int, kafka_port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(DATA_DIR=str(data_dir), PORT=str(port), KAFKA_PORT=str(kafka_port))
+    return subprocess.Popen([sys.executable, "-m", "runledger.cli", "up"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("runledger up did not become healthy")
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def test_up_starts_kafka_and_server_resumes_data_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    port, kafka_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _up(tmp_path, port, kafka_port)
+    try:
+        _wait_healthy(url, proc)
+        created = httpx.post(f"{url}/api/2.0/mlflow/experiments/create", json={"name": "survives-restart"})
+        assert created.status_code == 200, created.text
+    finally:
+        out = _interrupt(proc)
+    assert proc.returncode == 0, out
+    assert f"MLFLOW_TRACKING_URI={url}" in out and str(tmp_path.resolve()) in out
+    broker = LocalKafka(home=(tmp_path / "kafka").resolve(), port=kafka_port, controller_port=kafka_port + 1)
+    assert broker.running_pid() is None and not port_open("127.0.0.1", kafka_port)
+
+    proc = _up(tmp_path, port, kafka_port)  # a second `make up` resumes with the same data
+    try:
+        _wait_healthy(url, proc)
+        got = httpx.get(f"{url}/api/2.0/mlflow/experiments/get-by-name",
+                        params={"experiment_name": "survives-restart"})
+        assert got.status_code == 200 and got.json()["experiment"]["experiment_id"] == created.json()["experiment_id"]
+    finally:
+        out = _interrupt(proc)
+    assert proc.returncode == 0, out
+    assert not port_open("127.0.0.1", kafka_port)
