@@ -26,7 +26,7 @@ from ingest.topic import ensure_topic
 from ingest.writer import Writer, new_event
 from projector.consumer import Projector
 from projector.store import Store
-from query import reader
+from query import history_routes, reader
 from query import routes as query_routes
 from runledger.settings import Settings
 
@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(ingest_routes.build_router(), prefix=prefix)
         app.include_router(query_routes.build_router(), prefix=prefix)
+        app.include_router(history_routes.build_router(ajax=prefix.startswith("/ajax-api")), prefix=prefix)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:

@@ -1,0 +1,65 @@
+"""GET metrics/get-history-bulk-interval (api and ajax-api) and the ajax-only get-history-bulk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+
+from ingest.errors import InvalidParameterValue
+from ingest.request import query_fields
+from query import history
+
+MAX_RUNS = 100
+MAX_SAMPLED_PER_RUN = 2500
+MAX_BULK_RESULTS = 25000
+
+
+def _run_ids(ids: list[str], what: str) -> list[str]:
+    if not ids:
+        raise InvalidParameterValue(f"{what} request must specify at least one run_id.")
+    if len(ids) > MAX_RUNS:
+        raise InvalidParameterValue(
+            f"{what} request must specify at most {MAX_RUNS} run_ids. Received {len(ids)} run_ids.")
+    return ids
+
+
+def get_history_bulk_interval(request: Request) -> dict[str, Any]:
+    f = query_fields(request, repeated=("run_ids",))
+    run_ids = _run_ids(f.strings("run_ids"), "GetMetricHistoryBulkInterval")
+    key = f.req_str("metric_key")
+    max_results = f.int64("max_results", default=MAX_SAMPLED_PER_RUN)
+    assert max_results is not None
+    if not 1 <= max_results <= MAX_SAMPLED_PER_RUN:
+        raise InvalidParameterValue(f"max_results must be between 1 and {MAX_SAMPLED_PER_RUN}.")
+    start, end = f.int64("start_step"), f.int64("end_step")
+    if (start is None) != (end is None):
+        raise InvalidParameterValue("If either start step or end step are specified, both must be specified.")
+    if start is not None and end is not None and start > end:
+        raise InvalidParameterValue(
+            f"end_step must be greater than start_step. Found start_step={start} and end_step={end}.")
+    with request.app.state.store.cursor() as cur:
+        metrics = history.sampled_history(cur, run_ids, key, max_results, start, end)
+    return {"metrics": metrics} if metrics else {}
+
+
+def get_history_bulk(request: Request) -> dict[str, Any]:
+    f = query_fields(request, repeated=("run_id",))
+    run_ids = _run_ids(f.strings("run_id"), "GetMetricHistoryBulk")
+    key = f.str("metric_key")
+    if not key:
+        raise InvalidParameterValue("GetMetricHistoryBulk request must specify a metric_key.")
+    max_results = min(f.int64("max_results", default=MAX_BULK_RESULTS) or MAX_BULK_RESULTS, MAX_BULK_RESULTS)
+    if max_results <= 0:
+        raise InvalidParameterValue("max_results must be a positive integer.")
+    with request.app.state.store.cursor() as cur:
+        return {"metrics": history.bulk_history(cur, run_ids, key, max_results)}
+
+
+def build_router(ajax: bool) -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/metrics/get-history-bulk-interval", get_history_bulk_interval, methods=["GET"])
+    if ajax:
+        router.add_api_route("/metrics/get-history-bulk", get_history_bulk, methods=["GET"])
+    return router
