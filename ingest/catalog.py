@@ -30,6 +30,11 @@ class Catalog(Protocol):
 
     def run(self, run_id: str) -> RunRef | None: ...
 
+    def run_ids(self, experiment_id: str, *, lifecycle_stage: str, started_at_or_before: int | None = None,
+                deleted_at_or_after: int | None = None, limit: int | None = None) -> list[str]:
+        """Runs of an experiment in the given (own) lifecycle stage, oldest first."""
+        ...
+
     def run_json(self, run_id: str) -> dict[str, Any]:
         """The MLflow Run JSON ({info, data, inputs, outputs}) of an existing run."""
         ...

@@ -144,7 +144,17 @@ async def delete_experiment(request: Request) -> dict[str, Any]:
 
 
 async def restore_experiment(request: Request) -> dict[str, Any]:
-    return await _experiment_event(request, "ExperimentRestored")
+    await _experiment_event(request, "ExperimentRestored")
+    # MLflow restores every deleted run of the experiment, including runs deleted one by one
+    # before the experiment was. Each run's restore is its own event in that run's partition.
+    f = Fields(await json_body(request))
+    exp_id = _experiment_id(f)
+    writer = _writer(request)
+    user = acting_user(request)
+    await writer.commit_many([new_event("RunRestored", {"cause": "ExperimentRestored"}, user=user,
+                                        run_id=run_id, experiment_id=exp_id)
+                              for run_id in writer.catalog.run_ids(exp_id, lifecycle_stage="deleted")])
+    return {}
 
 
 async def set_experiment_tag(request: Request) -> dict[str, Any]:
@@ -271,6 +281,39 @@ async def log_batch(request: Request) -> dict[str, Any]:
     return {}
 
 
+MAX_BULK_RUNS = 10000
+
+
+async def _bulk_lifecycle(request: Request, type_: str, stage: str, bound: str) -> int:
+    f = Fields(await json_body(request))
+    exp_id = _experiment_id(f)
+    limit_ms = f.int64(bound, required=True)
+    max_runs = f.int64("max_runs", default=MAX_BULK_RUNS)
+    assert max_runs is not None
+    if not 1 <= max_runs <= MAX_BULK_RUNS:
+        raise limits.invalid_value("max_runs", max_runs, f"It must be between 1 and {MAX_BULK_RUNS}.")
+    writer = _writer(request)
+    if writer.catalog.experiment(exp_id) is None:
+        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+    if type_ == "RunDeleted":
+        ids = writer.catalog.run_ids(exp_id, lifecycle_stage=stage, started_at_or_before=limit_ms, limit=max_runs)
+    else:
+        ids = writer.catalog.run_ids(exp_id, lifecycle_stage=stage, deleted_at_or_after=limit_ms, limit=max_runs)
+    user = acting_user(request)
+    await writer.commit_many([new_event(type_, {}, user=user, run_id=i, experiment_id=exp_id) for i in ids])
+    return len(ids)
+
+
+async def delete_runs(request: Request) -> dict[str, Any]:
+    """Databricks bulk delete: active runs created at or before max_timestamp_millis, oldest first."""
+    return {"runs_deleted": await _bulk_lifecycle(request, "RunDeleted", "active", "max_timestamp_millis")}
+
+
+async def restore_runs(request: Request) -> dict[str, Any]:
+    """Databricks bulk restore: runs deleted at or after min_timestamp_millis."""
+    return {"runs_restored": await _bulk_lifecycle(request, "RunRestored", "deleted", "min_timestamp_millis")}
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
     for path, handler in (
@@ -289,6 +332,8 @@ def build_router() -> APIRouter:
         ("/runs/set-tag", set_tag),
         ("/runs/delete-tag", delete_tag),
         ("/runs/log-batch", log_batch),
+        ("/databricks/runs/delete-runs", delete_runs),
+        ("/databricks/runs/restore-runs", restore_runs),
     ):
         router.add_api_route(path, handler, methods=["POST"])
     return router

@@ -48,6 +48,28 @@ class Writer:
             raise MlflowError(verdict.message, code)
         return verdict
 
+    async def commit_many(self, events: list[Envelope]) -> list[Verdict]:
+        """Append `events` together and wait for all verdicts; raise the first rejection."""
+        if not events:
+            return []
+        futures = [self.board.expect(e.event_id) for e in events]
+        try:
+            await self.log.append(events)
+            verdicts = await asyncio.wait_for(asyncio.gather(*(asyncio.shield(f) for f in futures)),
+                                              self.wait_timeout)
+        except asyncio.TimeoutError:
+            raise ProjectionTimeout(
+                f"{len(events)} events are in the log but were not all applied within {self.wait_timeout:.0f}s; "
+                "they will be applied, check before retrying.") from None
+        finally:
+            for e in events:
+                self.board.forget(e.event_id)
+        for verdict in verdicts:
+            if not verdict.applied:
+                code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
+                raise MlflowError(verdict.message, code)
+        return list(verdicts)
+
     async def append(self, events: list[Envelope]) -> None:
         """Append without waiting for the projector (the streaming path)."""
         await self.log.append(events)

@@ -59,6 +59,20 @@ class ReadModelCatalog:
             ref = reader.run_ref(cur, run_id)
         return None if ref is None else RunRef(run_id, *ref)
 
+    def run_ids(self, experiment_id: str, *, lifecycle_stage: str, started_at_or_before: int | None = None,
+                deleted_at_or_after: int | None = None, limit: int | None = None) -> list[str]:
+        sql = "SELECT run_id FROM runs WHERE experiment_id = ? AND lifecycle_stage = ?"
+        params: list[Any] = [experiment_id, lifecycle_stage]
+        if started_at_or_before is not None:
+            sql, params = sql + " AND start_time <= ?", [*params, started_at_or_before]
+        if deleted_at_or_after is not None:
+            sql, params = sql + " AND deleted_time >= ?", [*params, deleted_at_or_after]
+        sql += " ORDER BY start_time, run_id"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit]
+        with self.store.cursor() as cur:
+            return [r[0] for r in cur.execute(sql, params).fetchall()]
+
     def run_json(self, run_id: str) -> dict[str, Any]:
         with self.store.cursor() as cur:
             run = reader.get_run(cur, run_id, self.settings.latest_table)
