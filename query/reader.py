@@ -15,6 +15,7 @@ import orjson
 
 from ingest.errors import InvalidParameterValue
 from query import search_filter, search_sql
+from query.search_cursors import SearchCursors
 from query.search_filter import SearchFilterError
 
 VIEW_TYPES = {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3, 1: 1, 2: 2, 3: 3}
@@ -138,26 +139,50 @@ def run_ref(cur: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, str]
 
 def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
                 run_view_type: Any, max_results: int | None, order_by: list[str], page_token: str | None,
-                latest_table: str) -> dict[str, Any]:
+                latest_table: str, cursors: SearchCursors) -> dict[str, Any]:
+    """One page of runs. The first page computes the full ordered id list and, when more pages
+    follow, keeps it under a cursor named in the page token; later pages read that snapshot."""
     limit = _max_results(max_results, default=1000)
-    offset = decode_page_token(page_token)
-    if not experiment_ids:
-        return {}
+    if page_token:
+        cursor, offset = _decode_cursor_token(page_token)
+        ids = cursors.get(cursor)
+        if ids is None:
+            raise InvalidParameterValue("This page token has expired (or was issued by another replica); "
+                                        "start the search again without a page token.")
+    else:
+        if not experiment_ids:
+            return {}
+        offset, ids = 0, _matching_run_ids(cur, experiment_ids, filter_string, run_view_type, order_by, latest_table)
+        cursor = cursors.put(ids) if len(ids) > limit else ""
+    out: dict[str, Any] = {"runs": runs_json(cur, ids[offset:offset + limit], latest_table)}
+    if len(ids) > offset + limit:
+        out["next_page_token"] = base64.urlsafe_b64encode(orjson.dumps({"cursor": cursor, "offset": offset + limit})).decode()
+    return _compact(out)
+
+
+def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_string: str | None,
+                      run_view_type: Any, order_by: list[str], latest_table: str) -> list[str]:
     try:
         where, where_params = search_sql.compile_runs_where(search_filter.parse_runs_filter(filter_string), latest_table)
         order, order_params = search_sql.compile_runs_order_by(search_filter.parse_runs_order_by(order_by), latest_table)
     except SearchFilterError as e:
         raise InvalidParameterValue(str(e)) from e
     stage = _stage_clause(_RUN_STAGE, run_view_type)
-    ids = [row[0] for row in cur.execute(
+    return [row[0] for row in cur.execute(
         "SELECT r.run_id FROM runs r JOIN experiments e USING (experiment_id) "
-        f"WHERE r.experiment_id IN (SELECT unnest(?::VARCHAR[])) AND {stage} AND ({where}) "
-        f"ORDER BY {order} LIMIT ? OFFSET ?",
-        [experiment_ids, *where_params, *order_params, limit + 1, offset]).fetchall()]
-    out: dict[str, Any] = {"runs": runs_json(cur, ids[:limit], latest_table)}
-    if len(ids) > limit:
-        out["next_page_token"] = encode_page_token(offset + limit)
-    return _compact(out)
+        f"WHERE r.experiment_id IN (SELECT unnest(?::VARCHAR[])) AND {stage} AND ({where}) ORDER BY {order}",
+        [experiment_ids, *where_params, *order_params]).fetchall()]
+
+
+def _decode_cursor_token(token: str) -> tuple[str, int]:
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+        cursor, offset = doc["cursor"], doc["offset"]
+        if not isinstance(cursor, str) or not isinstance(offset, int) or offset < 0:
+            raise ValueError
+        return cursor, offset
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}") from None
 
 
 # ----- metric history

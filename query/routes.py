@@ -75,7 +75,8 @@ def _search_runs(request: Request, f: Fields) -> dict[str, Any]:
         return reader.search_runs(
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
-            order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request))
+            order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
+            cursors=request.app.state.search_cursors)
 
 
 async def search_runs(request: Request) -> dict[str, Any]:

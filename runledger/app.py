@@ -27,6 +27,7 @@ from ingest.writer import Writer, new_event
 from projector.consumer import Projector
 from projector.store import Store
 from query import history_routes, reader
+from query.search_cursors import SearchCursors
 from query import routes as query_routes
 from runledger.settings import Settings
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Runledger", version=VERSION, lifespan=lifespan, default_response_class=OrjsonResponse,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.state.search_cursors = SearchCursors()
     for prefix in API_PREFIXES:
         app.include_router(ingest_routes.build_router(), prefix=prefix)
         app.include_router(query_routes.build_router(), prefix=prefix)
