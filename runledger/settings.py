@@ -25,6 +25,7 @@ class Settings:
     partitions: int = 4
     latest_metric: str = "timestamp"        # or "step" (MLflow OSS server's rule)
     sync_timeout: float = 30.0
+    artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
 
     @property
     def duckdb_path(self) -> Path:
@@ -36,7 +37,9 @@ class Settings:
 
     @property
     def artifact_root(self) -> str:
-        return (self.data_dir / "artifacts").resolve().as_uri()
+        """Where new experiments put artifacts. Clients write there themselves (Runledger does
+        not proxy artifacts), so behind Docker set RUNLEDGER_ARTIFACT_ROOT to a shared location."""
+        return self.artifact_root_override or (self.data_dir / "artifacts").resolve().as_uri()
 
     @property
     def latest_table(self) -> str:
@@ -57,6 +60,7 @@ class Settings:
             partitions=_int(env, "RUNLEDGER_PARTITIONS", 4),
             latest_metric=latest,
             sync_timeout=float(_int(env, "RUNLEDGER_SYNC_TIMEOUT", 30)),
+            artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
         )
 
 

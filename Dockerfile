@@ -1,0 +1,40 @@
+# Runledger server (ingest + projector + query in one process) for use against an external
+# Kafka broker: `runledger serve` needs KAFKA_BOOTSTRAP_SERVERS (compose.yaml sets it).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+# Only what `pip install .` needs (pyproject.toml names README.md as the readme and these four
+# packages), so tests, benchmarks and local data never enter the image.
+COPY pyproject.toml README.md ./
+COPY ingest/ ingest/
+COPY projector/ projector/
+COPY query/ query/
+COPY runledger/ runledger/
+RUN pip install . && rm -rf /src
+
+# Unprivileged user; /data is created and chowned *before* VOLUME so a fresh named volume
+# inherits this ownership (changes after VOLUME would be discarded).
+RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home runledger \
+    && mkdir -p /data && chown runledger:runledger /data
+WORKDIR /data
+USER runledger
+
+# Listen on all interfaces inside the container (the default, 127.0.0.1, is unreachable
+# through a port mapping); DuckDB read model and artifacts live under /data.
+ENV HOST=0.0.0.0 \
+    DATA_DIR=/data
+VOLUME /data
+EXPOSE 5000
+
+# /health only answers once start-up (topic check, projector start, default experiment) is
+# done, so healthy means ready. No curl in the slim image: use python's urllib.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '5000'), timeout=4)"]
+
+CMD ["runledger", "serve"]
