@@ -25,6 +25,9 @@ Payloads by type (schema version 1):
 - TagDeleted          {key}
 - RunBatchLogged      {params: [...], metrics: {keys, values, timestamps, steps}, tags: [...]}
                       one MLflow log-batch request, applied all-or-nothing
+- InputsLogged        {datasets: [{name, digest, source_type, source, schema|null, profile|null,
+                                   tags: [[k, v], ...]}, ...]}
+                      a dataset already logged to the run (same name and digest) is kept as is
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ EXPERIMENT_EVENTS = frozenset({
 })
 RUN_EVENTS = frozenset({
     "RunCreated", "RunUpdated", "RunDeleted", "RunRestored", "ParamsLogged", "MetricsLogged",
-    "TagsSet", "TagDeleted", "RunBatchLogged",
+    "TagsSet", "TagDeleted", "RunBatchLogged", "InputsLogged",
 })
 EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS
 

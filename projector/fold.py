@@ -92,6 +92,8 @@ class BatchChanges:
     metrics: MetricRows = field(default_factory=MetricRows)
     latest: dict[str, dict[tuple[str, str], LatestPoint]] = field(
         default_factory=lambda: {rule: {} for rule in LATEST_RULES})
+    # (run_id, name, digest) -> dataset input row; the store keeps an existing row (first wins)
+    datasets: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     log: list[LogEntry] = field(default_factory=list)
 
 
@@ -208,9 +210,9 @@ class _Fold:
         exp_id = ev.experiment_id if ev.experiment_id is not None else str(self._next_exp)
         if self.experiment(exp_id) is not None:
             raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment with id={exp_id} already exists.")
+        location = _str(p.get("artifact_location") or f"{_str(p['artifact_root']).rstrip('/')}/{exp_id}")
         if exp_id.isdigit():
             self._next_exp = max(self._next_exp, int(exp_id) + 1)
-        location = p.get("artifact_location") or f"{_str(p['artifact_root']).rstrip('/')}/{exp_id}"
         self._put_experiment(ExperimentRow(
             experiment_id=exp_id, name=name, artifact_location=location, lifecycle_stage="active",
             creation_time=ev.ingest_time, last_update_time=ev.ingest_time, deleted_time=None))
@@ -351,6 +353,15 @@ class _Fold:
         self._put_metrics(run.run_id, points)
         self._put_tags(run, tags)
 
+    def _on_InputsLogged(self, ev: Envelope) -> None:
+        datasets = [_dataset_input(d) for d in ev.payload["datasets"]]
+        run = self._writable_run(ev)
+        for d in datasets:
+            key = (run.run_id, d["name"], d["digest"])
+            if key not in self.changes.datasets:
+                self.changes.datasets[key] = {**d, "run_id": run.run_id, "experiment_id": run.experiment_id,
+                                              "logged_time": ev.ingest_time}
+
     # ----- shared rule applications
     def _check_params(self, run_id: str, params: list[tuple[str, str]]) -> None:
         for key, value in params:
@@ -418,6 +429,15 @@ def _int(v: Any) -> int:
 
 def _pairs(items: Any) -> list[tuple[str, str]]:
     return [(_str(k), _str(v)) for k, v in items]
+
+
+def _dataset_input(d: dict[str, Any]) -> dict[str, Any]:
+    tags = _pairs(d.get("tags") or [])
+    optional = {name: (None if d.get(name) is None else _str(d[name])) for name in ("schema", "profile")}
+    return {"name": _str(d["name"]), "digest": _str(d["digest"]), "source_type": _str(d["source_type"]),
+            "source": _str(d["source"]), **optional, "tags": tags,
+            # the input tag MLflow's dataset.context filter reads
+            "context": next((v for k, v in tags if k == "mlflow.data.context"), None)}
 
 
 def _metric_points(cols: dict[str, Any]) -> list[tuple[str, float, int, int]]:

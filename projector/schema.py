@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Latest-metric tables, one per rule (see projector.rules.newer); both are always maintained
 # so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding.
@@ -37,7 +37,12 @@ DDL = [
     *[f"""CREATE TABLE IF NOT EXISTS {table} (
         run_id VARCHAR, key VARCHAR, value DOUBLE NOT NULL, timestamp BIGINT NOT NULL,
         step BIGINT NOT NULL, PRIMARY KEY (run_id, key))""" for table in LATEST_TABLES.values()],
-    "CREATE TABLE IF NOT EXISTS run_datasets (run_id VARCHAR, name VARCHAR, digest VARCHAR, context VARCHAR)",
+    # One row per dataset input of a run (MLflow's dataset + input edge + input tags);
+    # `context` is the input tag mlflow.data.context, kept as a column for search filters.
+    """CREATE TABLE IF NOT EXISTS run_datasets (
+        run_id VARCHAR, name VARCHAR, digest VARCHAR, context VARCHAR, source_type VARCHAR,
+        source VARCHAR, schema VARCHAR, profile VARCHAR, tags JSON, experiment_id VARCHAR,
+        logged_time BIGINT, PRIMARY KEY (run_id, name, digest))""",
     """CREATE TABLE IF NOT EXISTS event_log (
         event_id VARCHAR PRIMARY KEY, "partition" INTEGER NOT NULL, "offset" BIGINT NOT NULL,
         type VARCHAR NOT NULL, experiment_id VARCHAR, run_id VARCHAR, ingest_time BIGINT,
@@ -50,12 +55,17 @@ DDL = [
 ]
 
 
+def stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version of an existing file, or None for a new (empty) one."""
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_info'").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = con.execute("SELECT max(version) FROM schema_info").fetchone()
+    return None if row is None else row[0]
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for statement in DDL:
         con.execute(statement)
-    row = con.execute("SELECT max(version) FROM schema_info").fetchone()
-    if row is None or row[0] is None:
+    if stored_version(con) is None:
         con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
-    elif row[0] != SCHEMA_VERSION:
-        raise RuntimeError(
-            f"read model schema version {row[0]} != {SCHEMA_VERSION}; delete the DuckDB file to rebuild it from the log")

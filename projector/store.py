@@ -8,6 +8,7 @@ the offsets say exactly where to resume (DESIGN.md invariant 3).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +20,9 @@ import pyarrow as pa
 from ingest.events import EXPERIMENT_EVENTS, Verdict
 from projector.fold import LATEST_RULES, BatchChanges, FoldState, LogRecord
 from projector.rows import ExperimentRow, LatestPoint, RunRow
-from projector.schema import LATEST_TABLES, create_schema
+from projector.schema import LATEST_TABLES, SCHEMA_VERSION, create_schema, stored_version
+
+log = logging.getLogger(__name__)
 
 
 class Store:
@@ -32,6 +35,16 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self.con = duckdb.connect(self.path)
+        version = stored_version(self.con)
+        if version is not None and version != SCHEMA_VERSION:
+            # The read model is disposable: a file from another schema version is rebuilt
+            # by replaying the log from offset 0 (the offsets go with the file).
+            log.warning("read model %s has schema version %s, this build uses %s: rebuilding from the log",
+                        self.path, version, SCHEMA_VERSION)
+            self.con.close()
+            for suffix in ("", ".wal"):
+                Path(self.path + suffix).unlink(missing_ok=True)
+            self.con = duckdb.connect(self.path)
         create_schema(self.con)
         self._writer = self.con.cursor()
         self._lock = threading.Lock()
@@ -138,6 +151,12 @@ class Store:
                           AND m.step = b.step AND m.value = b.value)""")
             finally:
                 c.unregister("_metric_batch")
+        if ch.datasets:
+            rows = [{**r, "tags": orjson.dumps(r["tags"]).decode()} for r in ch.datasets.values()]
+            _insert(c, "run_datasets", "INSERT OR IGNORE", {
+                name: [r[name] for r in rows] for name in (
+                    "run_id", "name", "digest", "context", "source_type", "source", "schema", "profile",
+                    "tags", "experiment_id", "logged_time")})
         for rule, points in ch.latest.items():
             if points:
                 _insert(c, LATEST_TABLES[rule], "INSERT OR REPLACE", {

@@ -111,6 +111,14 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
                 f"SELECT run_id, key, value FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
                 "ORDER BY run_id, key", ids).fetchall():
             data[run_id][table].append({"key": k, "value": v})
+    inputs: dict[str, list[dict[str, Any]]] = {}
+    for run_id, name, digest, stype, source, schema, profile, tags in cur.execute(
+            "SELECT run_id, name, digest, source_type, source, schema, profile, tags FROM run_datasets "
+            "WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY run_id, logged_time, name, digest", ids).fetchall():
+        dataset = _compact({"name": name, "digest": digest, "source_type": stype, "source": source,
+                            "schema": schema, "profile": profile})
+        entry = {"tags": [{"key": k, "value": v} for k, v in orjson.loads(tags)], "dataset": dataset}
+        inputs.setdefault(run_id, []).append(_compact(entry))
     out = []
     for run_id in run_ids:
         r = infos.get(run_id)
@@ -121,7 +129,8 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
             "status": r[4], "start_time": r[5], "end_time": r[6], "artifact_uri": r[7], "lifecycle_stage": r[8],
         })
         info.setdefault("user_id", "")
-        out.append({"info": info, "data": _compact(data[run_id]), "inputs": {}, "outputs": {}})
+        run_inputs = {"dataset_inputs": inputs[run_id]} if run_id in inputs else {}
+        out.append({"info": info, "data": _compact(data[run_id]), "inputs": run_inputs, "outputs": {}})
     return out
 
 

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from ingest import inputs_routes
 from ingest import routes as ingest_routes
 from ingest.catalog import ExperimentRef, RunRef
 from ingest.errors import MlflowError
@@ -125,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.search_cursors = SearchCursors()
     for prefix in API_PREFIXES:
         app.include_router(ingest_routes.build_router(), prefix=prefix)
+        app.include_router(inputs_routes.build_router(), prefix=prefix)
         app.include_router(query_routes.build_router(), prefix=prefix)
         app.include_router(history_routes.build_router(ajax=prefix.startswith("/ajax-api")), prefix=prefix)
 

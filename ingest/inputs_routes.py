@@ -1,0 +1,59 @@
+"""POST runs/log-inputs: dataset inputs of a run (MLflow 2.4+), one InputsLogged event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+
+from ingest.errors import InvalidParameterValue
+from ingest.request import Fields, json_body, missing
+from ingest.routes import _run_id, _writer, acting_user
+from ingest.writer import new_event
+
+# MLflow's limits (mlflow/utils/validation.py); over-long values are errors, not truncated.
+_DATASET_LIMITS = {"name": 500, "digest": 36, "source": 65535, "schema": 1048575, "profile": 16777215}
+_INPUT_TAG_KEY, _INPUT_TAG_VALUE = 255, 500
+
+
+def _check_length(path: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise InvalidParameterValue(f"'{path}' exceeds the maximum length of {limit} characters")
+
+
+def parse_dataset_input(item: Fields) -> dict[str, Any]:
+    ds_raw = item.data.get("dataset")
+    if not isinstance(ds_raw, dict):
+        raise missing(f"{item.path}dataset")
+    ds = Fields(ds_raw, f"{item.path}dataset.")
+    out: dict[str, Any] = {name: ds.req_str(name) for name in ("name", "digest", "source_type", "source")}
+    out["schema"], out["profile"] = ds.str("schema"), ds.str("profile")
+    for name, limit in _DATASET_LIMITS.items():
+        _check_length(f"{ds.path}{name}", out[name], limit)
+    tags = []
+    for t in item.objects("tags"):
+        key, value = t.req_str("key"), t.str("value", required=True) or ""
+        _check_length(f"{t.path}key", key, _INPUT_TAG_KEY)
+        _check_length(f"{t.path}value", value, _INPUT_TAG_VALUE)
+        tags.append([key, value])
+    out["tags"] = tags
+    return out
+
+
+async def log_inputs(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    run_id = _run_id(f)
+    datasets = [parse_dataset_input(d) for d in f.objects("datasets")]
+    writer = _writer(request)
+    run = writer.writable_run(run_id)
+    if datasets:
+        await writer.commit(new_event("InputsLogged", {"datasets": datasets}, user=acting_user(request),
+                                      run_id=run.run_id, experiment_id=run.experiment_id))
+    return {}
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/runs/log-inputs", log_inputs, methods=["POST"])
+    return router
