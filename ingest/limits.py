@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import urllib.parse
 from typing import Any
 
 import orjson
@@ -20,6 +21,13 @@ MAX_BATCH_PARAMS = 100
 MAX_BATCH_TAGS = 100
 MAX_BATCH_ENTITIES = 1000
 MAX_DOUBLE = 1.7976931348623157e308
+MAX_ARTIFACT_LOCATION_LENGTH = 2048  # MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH's default
+# A request body above this is refused with 400 before it is parsed. One request becomes one
+# event, and an event never outgrows its request by more than a few KB, so this keeps every
+# event well under the topic's max.message.bytes (ingest.producer.MAX_EVENT_BYTES, 16 MiB):
+# an oversized write is the caller's error, never a retryable 5xx from Kafka. The biggest
+# request the MLflow client sends (a full log-batch) is about 1.5 MB.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 _NAME = re.compile(r"^[/\w.\- :]*$")
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
@@ -73,6 +81,26 @@ def check_experiment_name(name: str) -> str:
         raise InvalidParameterValue(
             f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters")
     return name
+
+
+def check_artifact_location(location: str) -> str:
+    """MLflow's checks on a caller-chosen experiment artifact location (the scheme allow-list aside)."""
+    if location.startswith("runs:"):
+        raise invalid_value("artifact_location", location, "Artifact location cannot be a runs:/ URI.")
+    if len(location) > MAX_ARTIFACT_LOCATION_LENGTH:
+        raise InvalidParameterValue(
+            f"'artifact_location' exceeds the maximum length of {MAX_ARTIFACT_LOCATION_LENGTH} characters")
+    parsed = urllib.parse.urlparse(location)
+    if parsed.fragment or parsed.params:
+        raise invalid_value("artifact_location", location, "The URL can't include fragments or params.")
+    return location
+
+
+def request_too_large(size: int, limit: int = MAX_REQUEST_BYTES, *, at_least: bool = False) -> InvalidParameterValue:
+    got = f"more than {size}" if at_least else str(size)
+    return InvalidParameterValue(
+        f"The request body must be at most {limit} bytes, got {got} bytes. "
+        "Please split up your request into multiple requests.")
 
 
 def truncate(value: str, limit: int) -> str:

@@ -14,9 +14,10 @@ import orjson
 from starlette.requests import Request
 
 from ingest.errors import InvalidParameterValue
-from ingest.limits import invalid_value
+from ingest.limits import MAX_REQUEST_BYTES, invalid_value, request_too_large
 
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_MAX_DRAIN_BYTES = 256 * 1024 * 1024
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -26,12 +27,12 @@ def missing(path: str) -> InvalidParameterValue:
         "See the API docs for more information about request parameters.")
 
 
-async def json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidParameterValue(
             f"Bad Request. Content-Type must be 'application/json', got {content_type or 'nothing'!r}.")
-    raw = await request.body()
+    raw = await _read_capped(request, max_bytes)
     if not raw.strip():
         return {}
     try:
@@ -43,6 +44,25 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidParameterValue("Request body must be a JSON object.")
     return doc
+
+
+async def _read_capped(request: Request, max_bytes: int) -> bytes:
+    """The body, or a 400 once it passes `max_bytes`. An oversized body is still read (and
+    dropped, up to _MAX_DRAIN_BYTES) so that the client, still sending, gets the 400 rather
+    than a reset connection, which MLflow's client would retry as a network error."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= max_bytes:
+            chunks.append(chunk)
+        elif size > _MAX_DRAIN_BYTES:
+            raise request_too_large(size, max_bytes, at_least=True)
+    if size > max_bytes:
+        raise request_too_large(size, max_bytes)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's cache: a second json_body()/body() on this request reuses it
+    return body
 
 
 class Fields:
@@ -85,6 +105,8 @@ class Fields:
                 v = int(v.strip())
             except ValueError:
                 raise invalid_value(self._p(name), v, "Expected an integer.") from None
+        if isinstance(v, float) and v.is_integer():  # protobuf's JSON parser takes 1.7e12 for an int64
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
             raise invalid_value(self._p(name), v, "Expected an integer.")
         if not _INT64_MIN <= v <= _INT64_MAX:

@@ -111,9 +111,12 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
     name = limits.check_experiment_name(f.req_str("name"))
     tags = _tags(f.objects("tags"), limits.MAX_EXPERIMENT_TAG_VALUE_LENGTH, truncate=False)
+    artifact_location = f.str("artifact_location") or None
+    if artifact_location is not None:
+        limits.check_artifact_location(artifact_location)
     writer = _writer(request)
     event = new_event("ExperimentCreated", {
-        "name": name, "artifact_location": f.str("artifact_location") or None,
+        "name": name, "artifact_location": artifact_location,
         "artifact_root": request.app.state.settings.artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
