@@ -180,7 +180,8 @@ class LocalKafka:
             cluster_id = _cluster_id()
             fmt = subprocess.run(
                 ["java", "-Xmx256m", *self._java_opts()[2:], "-cp", classpath, "kafka.tools.StorageTool",
-                 "format", "--standalone", "-t", cluster_id, "-c", str(config)],
+                 # "=" form: a random id may start with "-", which argparse would read as an option
+                 "format", "--standalone", f"--cluster-id={cluster_id}", "-c", str(config)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
