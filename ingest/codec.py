@@ -56,7 +56,11 @@ def decode(raw: bytes | None) -> Envelope:
     if not isinstance(payload, dict):
         raise MalformedEvent("payload is not a JSON object")
     for v in range(version, SCHEMA_VERSION):
-        payload = UPCASTERS[v](etype, payload)
+        upcast = UPCASTERS[v]  # a missing upcaster is a bug in this module: fail loudly
+        try:
+            payload = upcast(etype, payload)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MalformedEvent(f"cannot upcast {etype} payload from schema_version {v}: {e!r}") from e
     ingest_time = doc.get("ingest_time")
     if not isinstance(ingest_time, int):
         raise MalformedEvent("ingest_time is not an integer")

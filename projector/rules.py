@@ -16,10 +16,11 @@ def newer(rule: str, new: LatestPoint, old: LatestPoint) -> bool:
     rule "timestamp" (the API reference's contract): greater timestamp wins, ties go to the
     greater value. rule "step" (MLflow's OSS SQL store): compare (step, timestamp, value).
 
-    NaN, as MLflow's SQL store behaves: a stored NaN is kept as value 0 with an is_nan flag,
-    so a later point that ties on the other fields beats it when its value is greater than 0;
-    an incoming NaN never wins a tie (Python's `nan > x` is False). Deciding this from the
-    stored form keeps the result independent of how the log is cut into batches.
+    NaN, as MLflow's SQL store behaves: it sanitizes a NaN to value 0 (with an is_nan flag)
+    before comparing, for the incoming point and the stored latest alike. So on a tie of the
+    other fields a NaN beats a negative value and loses to a positive one, and a point equal
+    to the latest does not replace it. Deciding this from the stored form keeps the result
+    independent of how the log is cut into batches.
     """
     if rule == "step":
         new_key, old_key = (new.step, new.timestamp), (old.step, old.timestamp)
@@ -27,10 +28,9 @@ def newer(rule: str, new: LatestPoint, old: LatestPoint) -> bool:
         new_key, old_key = (new.timestamp,), (old.timestamp,)
     if new_key != old_key:
         return new_key > old_key
-    if math.isnan(new.value):
-        return False
+    new_value = 0.0 if math.isnan(new.value) else new.value
     old_value = 0.0 if math.isnan(old.value) else old.value
-    return new.value > old_value
+    return new_value > old_value
 
 
 def param_conflict_message(run_id: str, key: str, old: str, new: str) -> str:

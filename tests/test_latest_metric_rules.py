@@ -84,7 +84,7 @@ def test_newest_timestamp_wins_even_with_smaller_value(replicas: Any) -> None:
     assert by_step["value"] == 0.1
 
 
-def test_nan_never_wins_a_tie_but_is_latest_when_newest(replicas: Any) -> None:
+def test_nan_counts_as_zero_in_a_tie_and_is_latest_when_newest(replicas: Any) -> None:
     by_ts, by_step = _run_with(replicas, [(0.4, 1000, 1), ("NaN", 1000, 1)])
     assert by_ts["value"] == 0.4 and by_step["value"] == 0.4
     by_ts, by_step = _run_with(replicas, [(0.4, 1000, 1), ("NaN", 2000, 2)])
