@@ -103,6 +103,10 @@ class FoldResult:
     verdicts: dict[str, Verdict]
 
 
+# A MetricsLogged payload's columns: keys, values (NaN allowed), timestamps, steps.
+_Points = tuple[list[str], list[float], list[int], list[int]]
+
+
 class Rejected(Exception):
     """Raised inside a handler: the event is not applied; the caller gets this error."""
 
@@ -166,8 +170,8 @@ class _Fold:
             # A redelivered or re-produced event: applied once, its first verdict stands.
             self.verdicts[ev.event_id] = self._seen[ev.event_id]
             return
-        handler: Callable[[Envelope], dict[str, Any] | None] = getattr(self, f"_on_{ev.type}")
         try:
+            handler: Callable[[Envelope], dict[str, Any] | None] = getattr(self, f"_on_{ev.type}")
             result = handler(ev) or {}
             verdict = Verdict(result=result)
         except Rejected as r:
@@ -382,19 +386,21 @@ class _Fold:
                 run = replace(self.run(run.run_id) or run, run_name=value)
                 self.changes.runs[run.run_id] = run
 
-    def _put_metrics(self, run_id: str, points: list[tuple[str, float, int, int]]) -> None:
+    def _put_metrics(self, run_id: str, points: "_Points") -> None:
+        keys, values, timestamps, steps = points
         m = self.changes.metrics
-        for key, value, ts, step in points:
-            m.run_id.append(run_id)
-            m.key.append(key)
-            m.value.append(value)
-            m.timestamp.append(ts)
-            m.step.append(step)
-            for rule in LATEST_RULES:
-                point = LatestPoint(value, ts, step)
+        m.run_id.extend([run_id] * len(keys))
+        m.key.extend(keys)
+        m.value.extend(values)
+        m.timestamp.extend(timestamps)
+        m.step.extend(steps)
+        for rule, best in rules.latest_candidates(keys, values, timestamps, steps).items():
+            latest = self.changes.latest[rule]
+            for key, i in best.items():
+                point = LatestPoint(values[i], timestamps[i], steps[i])
                 current = self.latest(rule, (run_id, key))
                 if current is None or rules.newer(rule, point, current):
-                    self.changes.latest[rule][(run_id, key)] = point
+                    latest[(run_id, key)] = point
 
 
 def _require_active_experiment(exp: ExperimentRow) -> None:
@@ -440,13 +446,21 @@ def _dataset_input(d: dict[str, Any]) -> dict[str, Any]:
             "context": next((v for k, v in tags if k == "mlflow.data.context"), None)}
 
 
-def _metric_points(cols: dict[str, Any]) -> list[tuple[str, float, int, int]]:
+def _metric_points(cols: dict[str, Any]) -> _Points:
+    """The columns of a MetricsLogged payload, checked column by column (a per-point Python
+    loop here would be the projector's hot path). Raises TypeError/ValueError if malformed."""
     keys, values = cols["keys"], cols.get("values", [])
     timestamps, steps = cols.get("timestamps", []), cols.get("steps", [])
+    if not all(isinstance(c, list) for c in (keys, values, timestamps, steps)):
+        raise TypeError("metric columns must be lists")
     if not (len(keys) == len(values) == len(timestamps) == len(steps)):
         raise ValueError("metric columns have different lengths")
-    points = []
-    for k, v, t, s in zip(keys, values, timestamps, steps):
-        value = math.nan if v is None else float(v)
-        points.append((_str(k), value, _int(t), _int(s)))
-    return points
+    if not all(type(k) is str for k in set(keys)):
+        raise TypeError("metric keys must be strings")
+    if not all(type(t) is int for t in timestamps) or not all(type(s) is int for s in steps):
+        raise TypeError("metric timestamps and steps must be integers")
+    # JSON null is NaN (see ingest.codec); ints become floats; anything else is malformed.
+    floats = [math.nan if v is None else float(v) if type(v) is int else v for v in values]
+    if not all(type(v) is float for v in floats):
+        raise TypeError("metric values must be numbers")
+    return keys, floats, timestamps, steps
