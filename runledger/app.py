@@ -27,7 +27,7 @@ from ingest.topic import ensure_topic
 from ingest.writer import Writer, new_event
 from projector.consumer import Projector
 from projector.store import Store
-from query import history_routes, reader
+from query import datasets_routes, history_routes, reader
 from query.search_cursors import SearchCursors
 from query import routes as query_routes
 from runledger.settings import Settings
@@ -129,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(inputs_routes.build_router(), prefix=prefix)
         app.include_router(query_routes.build_router(), prefix=prefix)
         app.include_router(history_routes.build_router(ajax=prefix.startswith("/ajax-api")), prefix=prefix)
+        if prefix.startswith("/ajax-api"):
+            app.include_router(datasets_routes.build_router(), prefix=prefix)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:

@@ -58,3 +58,18 @@ def test_log_inputs_rejects_a_dataset_without_its_required_fields(server: Runled
     long_digest = {"name": "x", "digest": "d" * 37, "source_type": "local", "source": "s"}
     r = httpx.post(f"{api}/runs/log-inputs", json={"run_id": run, "datasets": [{"dataset": long_digest}]})
     assert r.status_code == 400 and "digest" in r.json()["message"]
+
+
+def test_search_datasets_summarises_an_experiments_inputs_under_ajax_api(server: RunledgerServer) -> None:
+    client = MlflowClient(server.url)
+    exp = client.create_experiment("dataset-summaries")
+    run = client.create_run(exp).info.run_id
+    client.log_inputs(run, [_dataset("train", "t1", "training"), _dataset("test", "t2", "testing")])
+    r = httpx.post(f"{server.url}/ajax-api/2.0/mlflow/experiments/search-datasets", json={"experiment_ids": [exp]})
+    assert r.status_code == 200
+    got = sorted((d["experiment_id"], d["name"], d["digest"], d["context"]) for d in r.json()["dataset_summaries"])
+    assert got == [(exp, "test", "t2", "testing"), (exp, "train", "t1", "training")]
+    plain = httpx.post(f"{server.url}/api/2.0/mlflow/experiments/search-datasets", json={"experiment_ids": [exp]})
+    assert plain.status_code == 404
+    none = httpx.post(f"{server.url}/ajax-api/2.0/mlflow/experiments/search-datasets", json={})
+    assert none.status_code == 400 and none.json()["error_code"] == "INVALID_PARAMETER_VALUE"
