@@ -28,6 +28,21 @@ Payloads by type (schema version 1):
 - InputsLogged        {datasets: [{name, digest, source_type, source, schema|null, profile|null,
                                    tags: [[k, v], ...]}, ...]}
                       a dataset already logged to the run (same name and digest) is kept as is
+
+MetricsLogged (and RunBatchLogged's metrics) may carry three more columns, present only when
+some point names a logged model (MLflow 3.x): model_ids, dataset_names, dataset_digests (null
+where unset). Such points are also linked to their model (`logged_model_metrics`).
+
+Logged models (MLflow 3.x). Keyed by `payload.model_id` (allocated by ingest, `m-<32 hex>`),
+with `run_id` null and `experiment_id` the model's experiment:
+
+- LoggedModelCreated     {model_id, name, model_type, source_run_id, artifact_uri,
+                          params: [[k, v], ...], tags: [[k, v], ...]}   status starts PENDING
+- LoggedModelFinalized   {model_id, status}   LOGGED_MODEL_READY | LOGGED_MODEL_UPLOAD_FAILED
+- LoggedModelDeleted     {model_id}
+- LoggedModelTagsSet     {model_id, tags: [[k, v], ...]}   (the last value of a key wins)
+- LoggedModelTagDeleted  {model_id, key}
+- LoggedModelParamsLogged {model_id, params: [[k, v], ...]}   write-once, like run params
 """
 
 from __future__ import annotations
@@ -49,7 +64,12 @@ RUN_EVENTS = frozenset({
     "RunCreated", "RunUpdated", "RunDeleted", "RunRestored", "ParamsLogged", "MetricsLogged",
     "TagsSet", "TagDeleted", "RunBatchLogged", "InputsLogged",
 })
-EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS
+# Logged-model events are keyed by the model id in their payload.
+MODEL_EVENTS = frozenset({
+    "LoggedModelCreated", "LoggedModelFinalized", "LoggedModelDeleted", "LoggedModelTagsSet",
+    "LoggedModelTagDeleted", "LoggedModelParamsLogged",
+})
+EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS | MODEL_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +89,8 @@ class Envelope:
     def partition_key(self) -> bytes:
         if self.type in EXPERIMENT_EVENTS:
             return EXPERIMENTS_KEY
+        if self.type in MODEL_EVENTS:
+            return str(self.payload.get("model_id") or "").encode()
         return (self.run_id or "").encode()
 
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from ingest import limits
 from ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from ingest.events import Envelope, metrics_columns
+from ingest.model_metrics import model_metric_columns
 from ingest.request import Fields, json_body, missing
 from ingest.run_names import generate_run_name
 from ingest.writer import Writer, new_event, now_ms
@@ -239,7 +240,8 @@ async def restore_run(request: Request) -> dict[str, Any]:
 async def log_metric(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
     point = _metric(f)
-    await _commit_run_event(request, "MetricsLogged", f, metrics_columns([point]))
+    payload = {**metrics_columns([point]), **model_metric_columns([f], request)}
+    await _commit_run_event(request, "MetricsLogged", f, payload)
     return {}
 
 
@@ -273,7 +275,7 @@ async def log_batch(request: Request) -> dict[str, Any]:
     limits.check_batch_sizes(len(metrics), len(params), len(tags))
     payload = {
         "params": _params(params),
-        "metrics": metrics_columns([_metric(m) for m in metrics]),
+        "metrics": {**metrics_columns([_metric(m) for m in metrics]), **model_metric_columns(metrics, request)},
         "tags": _tags(tags, limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True),
     }
     writer = _writer(request)

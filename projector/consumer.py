@@ -70,6 +70,18 @@ class Projector:
     async def close(self) -> None:
         await self._consumer.stop()
 
+    async def lag(self) -> dict[int, tuple[int, int]]:
+        """Per partition: (log end offset, next offset to apply). The applied offsets are read
+        first, so an append racing with this call can only make the lag look larger, never
+        negative. A partition with nothing applied yet counts from its first offset."""
+        applied = dict(self.applied_offsets)
+        fresh = [tp for tp in self.partitions if tp.partition not in applied]
+        if fresh:
+            for tp, offset in (await self._consumer.beginning_offsets(fresh)).items():
+                applied[tp.partition] = offset
+        ends = await self._consumer.end_offsets(self.partitions)
+        return {tp.partition: (ends[tp], applied[tp.partition]) for tp in self.partitions}
+
     async def run(self) -> None:
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ingest.events import Envelope, Verdict
 from projector import rules
-from projector.rows import ExperimentRow, LatestPoint, RunRow
+from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
 LATEST_RULES = ("timestamp", "step")
 
@@ -49,6 +49,10 @@ class FoldState:
         default_factory=lambda: {rule: {} for rule in LATEST_RULES})
     # event ids applied (or rejected) by earlier batches, with their verdicts
     seen: dict[str, Verdict] = field(default_factory=dict)
+    # logged models named by the batch's model events, with their params and tags
+    models: dict[str, LoggedModelRow] = field(default_factory=dict)
+    model_params: dict[tuple[str, str], str] = field(default_factory=dict)
+    model_tags: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,13 @@ class BatchChanges:
         default_factory=lambda: {rule: {} for rule in LATEST_RULES})
     # (run_id, name, digest) -> dataset input row; the store keeps an existing row (first wins)
     datasets: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, LoggedModelRow] = field(default_factory=dict)
+    model_params: dict[tuple[str, str], str] = field(default_factory=dict)
+    model_tags: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # (model_id, key, timestamp, step, run_id) -> (value, dataset_name, dataset_digest, experiment_id);
+    # the store keeps an existing row (first wins, as MLflow's primary key does)
+    model_metrics: dict[tuple[str, str, int, int, str], tuple[float, str | None, str | None, str]] = field(
+        default_factory=dict)
     log: list[LogEntry] = field(default_factory=list)
 
 
@@ -331,8 +342,10 @@ class _Fold:
 
     def _on_MetricsLogged(self, ev: Envelope) -> None:
         points = _metric_points(ev.payload)
+        links = _model_metric_links(ev.payload, points)
         run = self._writable_run(ev)
         self._put_metrics(run.run_id, points)
+        self._put_model_metrics(run, links)
 
     def _on_TagsSet(self, ev: Envelope) -> None:
         tags = _pairs(ev.payload["tags"])
@@ -351,10 +364,12 @@ class _Fold:
         params = _pairs(p.get("params") or [])
         tags = _pairs(p.get("tags") or [])
         points = _metric_points(p.get("metrics") or {"keys": []})
+        links = _model_metric_links(p.get("metrics") or {}, points)
         run = self._writable_run(ev)
         self._check_params(run.run_id, params)  # a conflict rejects the whole request
         self._put_params(run.run_id, params)
         self._put_metrics(run.run_id, points)
+        self._put_model_metrics(run, links)
         self._put_tags(run, tags)
 
     def _on_InputsLogged(self, ev: Envelope) -> None:
@@ -365,6 +380,94 @@ class _Fold:
             if key not in self.changes.datasets:
                 self.changes.datasets[key] = {**d, "run_id": run.run_id, "experiment_id": run.experiment_id,
                                               "logged_time": ev.ingest_time}
+
+    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.events
+    def logged_model(self, model_id: str) -> LoggedModelRow | None:
+        return self.changes.models.get(model_id) or self.s.models.get(model_id)
+
+    def _model_param(self, key: tuple[str, str]) -> str | None:
+        return self.changes.model_params.get(key, self.s.model_params.get(key))
+
+    def _model_tag(self, key: tuple[str, str]) -> str | None:
+        if key in self.changes.model_tags:
+            return self.changes.model_tags[key]
+        return self.s.model_tags.get(key)
+
+    def _existing_model(self, ev: Envelope) -> LoggedModelRow:
+        # As MLflow's SQL store, writes find a deleted model too; only reads hide it.
+        model_id = _str(ev.payload["model_id"])
+        model = self.logged_model(model_id)
+        if model is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"Logged model with ID '{model_id}' not found.")
+        return model
+
+    def _check_model_params(self, model_id: str, params: list[tuple[str, str]]) -> None:
+        for key, value in params:
+            old = self._model_param((model_id, key))
+            if old is not None and old != value:
+                raise Rejected("INVALID_PARAMETER_VALUE",
+                               f"Changing param values is not allowed. Param with key='{key}' was already "
+                               f"logged with value='{old}' for logged model ID='{model_id}'. "
+                               f"Attempted logging new value '{value}'.")
+
+    def _on_LoggedModelCreated(self, ev: Envelope) -> None:
+        p = ev.payload
+        model_id, exp_id = _str(p["model_id"]), _str(ev.experiment_id)
+        params, tags = _pairs(p.get("params") or []), _pairs(p.get("tags") or [])
+        row = LoggedModelRow(
+            model_id=model_id, experiment_id=exp_id, name=_str(p["name"]), artifact_uri=_str(p["artifact_uri"]),
+            creation_timestamp_ms=ev.ingest_time, last_updated_timestamp_ms=ev.ingest_time,
+            status="LOGGED_MODEL_PENDING", lifecycle_stage="active", model_type=_str(p.get("model_type") or ""),
+            source_run_id=_str(p.get("source_run_id") or ""), status_message=None)
+        if self.logged_model(model_id) is not None:
+            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Logged model with ID '{model_id}' already exists.")
+        self.changes.models[model_id] = row
+        for key, value in params:
+            self.changes.model_params.setdefault((model_id, key), value)
+        for key, value in tags:
+            self.changes.model_tags[(model_id, key)] = value
+
+    def _on_LoggedModelFinalized(self, ev: Envelope) -> None:
+        status = _str(ev.payload["status"])
+        if status not in ("LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED"):
+            raise Rejected("INVALID_PARAMETER_VALUE", f"Invalid logged model status {status!r}")
+        model = self._existing_model(ev)
+        self.changes.models[model.model_id] = replace(model, status=status, last_updated_timestamp_ms=ev.ingest_time)
+
+    def _on_LoggedModelDeleted(self, ev: Envelope) -> None:
+        model = self._existing_model(ev)
+        self.changes.models[model.model_id] = replace(model, lifecycle_stage="deleted",
+                                                      last_updated_timestamp_ms=ev.ingest_time)
+
+    def _on_LoggedModelTagsSet(self, ev: Envelope) -> None:
+        tags = _pairs(ev.payload["tags"])
+        model = self._existing_model(ev)
+        for key, value in tags:
+            self.changes.model_tags[(model.model_id, key)] = value
+
+    def _on_LoggedModelTagDeleted(self, ev: Envelope) -> None:
+        key = _str(ev.payload["key"])
+        model = self._existing_model(ev)
+        if self._model_tag((model.model_id, key)) is None:
+            raise Rejected("RESOURCE_DOES_NOT_EXIST",
+                           f"No tag with key {key!r} found for model with ID {model.model_id!r}.")
+        self.changes.model_tags[(model.model_id, key)] = None
+
+    def _on_LoggedModelParamsLogged(self, ev: Envelope) -> None:
+        params = _pairs(ev.payload["params"])
+        model = self._existing_model(ev)
+        self._check_model_params(model.model_id, params)
+        for key, value in params:
+            if self._model_param((model.model_id, key)) is None:
+                self.changes.model_params[(model.model_id, key)] = value
+
+    def _put_model_metrics(self, run: RunRow, links: list[tuple[str, str, int, int, float, str | None, str | None]]
+                           ) -> None:
+        # Linked by model id only: whether the model exists is another partition's business,
+        # resolved by a join at query time (DESIGN.md invariant 2).
+        for model_id, key, ts, step, value, ds_name, ds_digest in links:
+            self.changes.model_metrics.setdefault((model_id, key, ts, step, run.run_id),
+                                                  (value, ds_name, ds_digest, run.experiment_id))
 
     # ----- shared rule applications
     def _check_params(self, run_id: str, params: list[tuple[str, str]]) -> None:
@@ -401,6 +504,21 @@ class _Fold:
                 current = self.latest(rule, (run_id, key))
                 if current is None or rules.newer(rule, point, current):
                     latest[(run_id, key)] = point
+
+
+def _model_metric_links(cols: dict[str, Any], points: "_Points"
+                        ) -> list[tuple[str, str, int, int, float, str | None, str | None]]:
+    """The points of a metrics payload that name a logged model, with their dataset."""
+    model_ids = cols.get("model_ids")
+    if model_ids is None:
+        return []
+    keys, values, timestamps, steps = points
+    names, digests = cols.get("dataset_names") or [None] * len(keys), cols.get("dataset_digests") or [None] * len(keys)
+    if not (len(model_ids) == len(names) == len(digests) == len(keys)):
+        raise ValueError("model metric columns have different lengths")
+    return [(_str(m), keys[i], timestamps[i], steps[i], values[i],
+             None if names[i] is None else _str(names[i]), None if digests[i] is None else _str(digests[i]))
+            for i, m in enumerate(model_ids) if m is not None]
 
 
 def _require_active_experiment(exp: ExperimentRow) -> None:

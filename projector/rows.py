@@ -37,3 +37,20 @@ class LatestPoint:
     value: float
     timestamp: int
     step: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedModelRow:
+    """An MLflow 3.x logged model; `status` is the proto enum name (LOGGED_MODEL_PENDING, ...)."""
+
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_uri: str
+    creation_timestamp_ms: int
+    last_updated_timestamp_ms: int
+    status: str
+    lifecycle_stage: str
+    model_type: str
+    source_run_id: str
+    status_message: str | None

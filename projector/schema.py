@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Latest-metric tables, one per rule (see projector.rules.newer); both are always maintained
 # so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding.
@@ -43,6 +43,22 @@ DDL = [
         run_id VARCHAR, name VARCHAR, digest VARCHAR, context VARCHAR, source_type VARCHAR,
         source VARCHAR, schema VARCHAR, profile VARCHAR, tags JSON, experiment_id VARCHAR,
         logged_time BIGINT, PRIMARY KEY (run_id, name, digest))""",
+    # MLflow 3.x logged models (their own partition key: the model id), their params and tags,
+    # and the metric points runs logged against them (from the run's partition, linked by
+    # model_id at query time; first point per (model, key, timestamp, step, run) wins).
+    """CREATE TABLE IF NOT EXISTS logged_models (
+        model_id VARCHAR PRIMARY KEY, experiment_id VARCHAR NOT NULL, name VARCHAR NOT NULL,
+        artifact_uri VARCHAR, creation_timestamp_ms BIGINT, last_updated_timestamp_ms BIGINT,
+        status VARCHAR NOT NULL, lifecycle_stage VARCHAR NOT NULL, model_type VARCHAR,
+        source_run_id VARCHAR, status_message VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS logged_model_params (
+        model_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (model_id, key))""",
+    """CREATE TABLE IF NOT EXISTS logged_model_tags (
+        model_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (model_id, key))""",
+    """CREATE TABLE IF NOT EXISTS logged_model_metrics (
+        model_id VARCHAR, key VARCHAR, timestamp BIGINT, step BIGINT, run_id VARCHAR,
+        value DOUBLE NOT NULL, dataset_name VARCHAR, dataset_digest VARCHAR, experiment_id VARCHAR,
+        PRIMARY KEY (model_id, key, timestamp, step, run_id))""",
     """CREATE TABLE IF NOT EXISTS event_log (
         event_id VARCHAR PRIMARY KEY, "partition" INTEGER NOT NULL, "offset" BIGINT NOT NULL,
         type VARCHAR NOT NULL, experiment_id VARCHAR, run_id VARCHAR, ingest_time BIGINT,

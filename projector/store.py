@@ -7,19 +7,20 @@ the offsets say exactly where to resume (DESIGN.md invariant 3).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import duckdb
 import orjson
 import pyarrow as pa
 
-from ingest.events import EXPERIMENT_EVENTS, Verdict
+from ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
 from projector.fold import LATEST_RULES, BatchChanges, FoldState, LogRecord
-from projector.rows import ExperimentRow, LatestPoint, RunRow
+from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from projector.schema import LATEST_TABLES, SCHEMA_VERSION, create_schema, stored_version
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Store:
                             f"SELECT run_id, key, value, timestamp, step FROM {LATEST_TABLES[rule]} "
                             "WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", ids).fetchall():
                         state.latest[rule][(run_id, k)] = LatestPoint(v, ts, step)
+            _load_models(c, state, events)
         return state
 
     # ----- one transaction per batch
@@ -134,23 +136,18 @@ class Store:
         _apply_keyed(c, "tags", "run_id", ch.tags)
         m = ch.metrics
         if len(m):
-            batch = pa.table({
-                "run_id": pa.array(m.run_id, pa.string()), "key": pa.array(m.key, pa.string()),
-                "value": pa.array(m.value, pa.float64()), "timestamp": pa.array(m.timestamp, pa.int64()),
-                "step": pa.array(m.step, pa.int64())})
-            c.register("_metric_batch", batch)
-            try:
+            cols = {"run_id": m.run_id, "key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
+            with _rows(c, "b", cols) as (source, params):
                 # Exact duplicates (a client retry, or one point twice in a batch) are stored once.
                 # DuckDB compares NaN equal to NaN, so a repeated NaN point is a duplicate too.
-                c.execute("""
+                c.execute(f"""
                     INSERT INTO metrics
-                    SELECT DISTINCT b.run_id, b.key, b.value, b.timestamp, b.step FROM _metric_batch b
+                    SELECT DISTINCT b.run_id, b.key, b.value, b.timestamp, b.step FROM {source}
                     WHERE NOT EXISTS (
                         SELECT 1 FROM metrics m
                         WHERE m.run_id = b.run_id AND m.key = b.key AND m.timestamp = b.timestamp
-                          AND m.step = b.step AND m.value = b.value)""")
-            finally:
-                c.unregister("_metric_batch")
+                          AND m.step = b.step AND m.value = b.value)""", params)
+        _apply_models(c, ch)
         if ch.datasets:
             rows = [{**r, "tags": orjson.dumps(r["tags"]).decode()} for r in ch.datasets.values()]
             _insert(c, "run_datasets", "INSERT OR IGNORE", {
@@ -194,21 +191,75 @@ def _apply_keyed(c: duckdb.DuckDBPyConnection, table: str, owner: str,
     gone = [k for k, v in values.items() if v is None]
     kept = {k: v for k, v in values.items() if v is not None}
     if gone:
-        c.register("_gone", pa.table({"owner": [k[0] for k in gone], "key": [k[1] for k in gone]}))
-        try:
-            c.execute(f"DELETE FROM {table} t USING _gone g WHERE t.{owner} = g.owner AND t.key = g.key")
-        finally:
-            c.unregister("_gone")
+        with _rows(c, "g", {"owner": [k[0] for k in gone], "key": [k[1] for k in gone]}) as (source, params):
+            c.execute(f"DELETE FROM {table} t USING {source} WHERE t.{owner} = g.owner AND t.key = g.key", params)
     if kept:
         _insert(c, table, "INSERT OR REPLACE", {
             owner: [k[0] for k in kept], "key": [k[1] for k in kept], "value": list(kept.values())})
 
 
-def _insert(c: duckdb.DuckDBPyConnection, table: str, verb: str, columns: dict[str, list[Any]]) -> None:
-    """Bulk-write through a registered Arrow table (executemany manages about 1k rows/s)."""
-    c.register("_rows", pa.table({name: pa.array(vals) for name, vals in columns.items()}))
+# Below this many rows a VALUES list with bound parameters is several times cheaper than
+# registering an Arrow table (a synchronous single write is a handful of rows); above it,
+# Arrow is the fast path (executemany manages about 1k rows/s in DuckDB).
+_VALUES_MAX_ROWS = 64
+
+
+@contextlib.contextmanager
+def _rows(c: duckdb.DuckDBPyConnection, name: str,
+          columns: dict[str, list[Any]]) -> Iterator[tuple[str, list[Any]]]:
+    """A FROM-clause source named `name` holding `columns`, with the parameters it needs."""
+    names = list(columns)
+    n = len(columns[names[0]])
+    if n <= _VALUES_MAX_ROWS:
+        row = "(" + ", ".join("?" * len(names)) + ")"
+        params = [v for i in range(n) for v in (columns[col][i] for col in names)]
+        quoted = ", ".join(f'"{col}"' for col in names)
+        yield f"(VALUES {', '.join([row] * n)}) AS {name}({quoted})", params
+        return
+    c.register(name, pa.table({col: pa.array(vals) for col, vals in columns.items()}))
     try:
-        names = ", ".join(f'"{n}"' for n in columns)
-        c.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows")
+        yield name, []
     finally:
-        c.unregister("_rows")
+        c.unregister(name)
+
+
+def _insert(c: duckdb.DuckDBPyConnection, table: str, verb: str, columns: dict[str, list[Any]]) -> None:
+    names = ", ".join(f'"{n}"' for n in columns)
+    with _rows(c, "_rows", columns) as (source, params):
+        c.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM {source}", params)
+
+
+# ----- logged models (MLflow 3.x)
+
+def _load_models(c: duckdb.DuckDBPyConnection, state: FoldState, events: list[Any]) -> None:
+    """The logged models named by the batch's model events, with their params and tags."""
+    ids = sorted({e.payload.get("model_id") for e in events
+                  if e.type in MODEL_EVENTS and isinstance(e.payload.get("model_id"), str)})
+    if not ids:
+        return
+    for row in c.execute("SELECT * FROM logged_models WHERE model_id IN (SELECT unnest(?::VARCHAR[]))",
+                         [ids]).fetchall():
+        state.models[row[0]] = LoggedModelRow(*row)
+    for table, target in (("logged_model_params", state.model_params), ("logged_model_tags", state.model_tags)):
+        for model_id, k, v in c.execute(
+                f"SELECT model_id, key, value FROM {table} WHERE model_id IN (SELECT unnest(?::VARCHAR[]))",
+                [ids]).fetchall():
+            target[(model_id, k)] = v
+
+
+def _apply_models(c: duckdb.DuckDBPyConnection, ch: BatchChanges) -> None:
+    if ch.models:
+        _insert(c, "logged_models", "INSERT OR REPLACE", _columns(ch.models.values(), LoggedModelRow))
+    if ch.model_params:
+        _insert(c, "logged_model_params", "INSERT OR IGNORE", {
+            "model_id": [k[0] for k in ch.model_params], "key": [k[1] for k in ch.model_params],
+            "value": list(ch.model_params.values())})
+    _apply_keyed(c, "logged_model_tags", "model_id", ch.model_tags)
+    if ch.model_metrics:
+        # The first point per (model, key, timestamp, step, run) wins, within and across batches.
+        keys, vals = list(ch.model_metrics), list(ch.model_metrics.values())
+        _insert(c, "logged_model_metrics", "INSERT OR IGNORE", {
+            "model_id": [k[0] for k in keys], "key": [k[1] for k in keys], "timestamp": [k[2] for k in keys],
+            "step": [k[3] for k in keys], "run_id": [k[4] for k in keys], "value": [v[0] for v in vals],
+            "dataset_name": [v[1] for v in vals], "dataset_digest": [v[2] for v in vals],
+            "experiment_id": [v[3] for v in vals]})

@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ingest import inputs_routes
+from ingest import models_routes as ingest_models_routes
 from ingest import routes as ingest_routes
+from ingest import streaming as ingest_streaming
 from ingest.catalog import ExperimentRef, RunRef
 from ingest.errors import MlflowError
 from ingest.outcomes import VerdictBoard
@@ -30,11 +32,14 @@ from projector.store import Store
 from query import datasets_routes, history_routes, reader
 from query.search_cursors import SearchCursors
 from query import routes as query_routes
+from query import ops_routes
+from query import models_reader, models_routes as query_models_routes
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+RUNLEDGER_PREFIX = "/api/runledger/v1"
 VERSION = "0.1.0"
 
 
@@ -109,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings), settings.sync_timeout)
         app.state.store, app.state.writer, app.state.projector = store, writer, projector
+        app.state.model_catalog = models_reader.ReadModelModelCatalog(store)
         try:
             await ensure_default_experiment(writer, settings)
             yield
@@ -127,10 +133,16 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(ingest_routes.build_router(), prefix=prefix)
         app.include_router(inputs_routes.build_router(), prefix=prefix)
+        app.include_router(ingest_models_routes.build_router(), prefix=prefix)
+        app.include_router(query_models_routes.build_router(), prefix=prefix)
         app.include_router(query_routes.build_router(), prefix=prefix)
         app.include_router(history_routes.build_router(ajax=prefix.startswith("/ajax-api")), prefix=prefix)
         if prefix.startswith("/ajax-api"):
             app.include_router(datasets_routes.build_router(), prefix=prefix)
+
+    # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
+    app.include_router(ingest_streaming.build_router(), prefix=RUNLEDGER_PREFIX)
+    app.include_router(ops_routes.build_router(), prefix=RUNLEDGER_PREFIX)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:

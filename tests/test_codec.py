@@ -56,6 +56,14 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
     "InputsLogged": {"datasets": [{"name": "train", "digest": "abc123", "source_type": "local",
                                    "source": '{"uri": "file:///d"}', "schema": None, "profile": None,
                                    "tags": [["mlflow.data.context", "training"]]}]},
+    "LoggedModelCreated": {"model_id": "m-0123456789abcdef0123456789abcdef", "name": "model", "model_type": "agent",
+                           "source_run_id": "", "artifact_uri": "file:///a/1/models/m-0/artifacts",
+                           "params": [["alpha", "0.5"]], "tags": [["t", "v"]]},
+    "LoggedModelFinalized": {"model_id": "m-0123456789abcdef0123456789abcdef", "status": "LOGGED_MODEL_READY"},
+    "LoggedModelDeleted": {"model_id": "m-0123456789abcdef0123456789abcdef"},
+    "LoggedModelTagsSet": {"model_id": "m-0123456789abcdef0123456789abcdef", "tags": [["t", "a"], ["u", "b"]]},
+    "LoggedModelTagDeleted": {"model_id": "m-0123456789abcdef0123456789abcdef", "key": "t"},
+    "LoggedModelParamsLogged": {"model_id": "m-0123456789abcdef0123456789abcdef", "params": [["beta", "1"]]},
 }
 
 

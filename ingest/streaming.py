@@ -1,0 +1,213 @@
+"""POST /api/runledger/v1/metrics/stream: many metric points per request, in columns.
+
+Unlike the MLflow endpoints, this path answers once Kafka has acknowledged the events
+(acks=all), not once the projector has applied them (DESIGN.md invariant 5): it is built
+for volume. Everything the projector would reject for a reason visible now (unknown or
+deleted run, bad key, bad number) is refused here with MLflow's error; what can only fail
+later (the run deleted before its points are applied) lands in the rejections table.
+
+Validation works on whole columns (C-level `set(map(type, ...))`, `min`/`max`, one check per
+distinct key) and falls back to a per-point loop only for columns that need converting
+(special-value strings, whole-number floats), so the common request costs a few
+milliseconds per 100k points. See docs/streaming.md for the contract.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from ingest import limits
+from ingest.errors import InvalidParameterValue
+from ingest.request import json_body, missing
+from ingest.routes import acting_user
+from ingest.writer import Writer, new_event
+
+MAX_POINTS = 100_000
+MAX_EVENT_POINTS = 50_000
+# 100k points with long keys can legitimately exceed the MLflow endpoints' 8 MiB body cap.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# Each event stays far below the topic's 16 MiB max.message.bytes, whatever the keys.
+EVENT_BYTES_BUDGET = 8 * 1024 * 1024
+# Worst-case encoded size of one point besides its key: quotes and commas, a float such as
+# -1.7976931348623157e+308, and two int64s.
+_POINT_BYTES_BESIDES_KEY = 3 + 25 + 21 + 21
+
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_NUMBERS_OR_NULL = frozenset({float, int, type(None)})
+# JSON has no NaN or infinity literals; these strings stand in for them (protobuf JSON's
+# spelling). NaN travels as null in the event (ingest.codec); infinities are clamped as
+# MLflow's SQL store does.
+_SPECIAL = {"NaN": None, "Infinity": limits.MAX_DOUBLE, "-Infinity": -limits.MAX_DOUBLE}
+_BAD = object()
+_VALUE_HINT = 'Expected a number, null, "NaN", "Infinity" or "-Infinity".'
+
+
+@dataclass(frozen=True, slots=True)
+class Points:
+    """Validated columns, ready to be a MetricsLogged payload (values: float/int, None = NaN)."""
+
+    keys: list[str]
+    values: list[float | int | None]
+    timestamps: list[int]
+    steps: list[int]
+    max_key_bytes: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def parse_points(doc: dict[str, Any]) -> Points:
+    """Check the four columns of a request body; raise MLflow's 400 for the first problem."""
+    keys, values, timestamps = _column(doc, "keys"), _column(doc, "values"), _column(doc, "timestamps")
+    n = len(keys)
+    steps = _column(doc, "steps") if doc.get("steps") is not None else [0] * n
+    if not 1 <= n <= MAX_POINTS:
+        raise InvalidParameterValue(
+            f"A stream request must carry between 1 and {MAX_POINTS} points, got {n}. "
+            "Please split up your request into multiple requests.")
+    lengths = {"keys": n, "values": len(values), "timestamps": len(timestamps), "steps": len(steps)}
+    if len(set(lengths.values())) != 1:
+        raise InvalidParameterValue(f"The columns must have the same length, got {lengths}.")
+    max_key_bytes = _check_keys(keys)
+    return Points(keys, _values(values), _int64s(timestamps, "timestamps", non_negative=True),
+                  _int64s(steps, "steps", non_negative=False), max_key_bytes)
+
+
+def event_payloads(points: Points) -> list[dict[str, list[Any]]]:
+    """Split into MetricsLogged payloads of at most MAX_EVENT_POINTS points and about
+    EVENT_BYTES_BUDGET bytes each. The cut depends only on the points, so a retried request
+    is cut the same way and each part keeps its event id."""
+    per_event = max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (points.max_key_bytes + _POINT_BYTES_BESIDES_KEY)))
+    return [{"keys": points.keys[i:i + per_event], "values": points.values[i:i + per_event],
+             "timestamps": points.timestamps[i:i + per_event], "steps": points.steps[i:i + per_event]}
+            for i in range(0, len(points), per_event)]
+
+
+def log_event_ids(run_id: str, event_id: str, parts: int) -> list[str]:
+    """Ids of the events in the log. Scoped by run so that two runs' clients numbering their
+    requests alike never collide; ':' cannot occur in a run id or a client event id."""
+    if parts == 1:
+        return [f"{run_id}:{event_id}"]
+    return [f"{run_id}:{event_id}:{i}" for i in range(parts)]
+
+
+async def stream_metrics(request: Request) -> dict[str, Any]:
+    doc = await json_body(request, MAX_REQUEST_BYTES)
+    run_id = doc.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise missing("run_id")
+    limits.check_run_id(run_id)
+    event_id = doc.get("event_id")
+    if event_id is None:
+        event_id = uuid.uuid4().hex
+    elif not isinstance(event_id, str) or not _EVENT_ID.match(event_id):
+        raise limits.invalid_value("event_id", event_id, "Expected 8 to 64 characters of [A-Za-z0-9_-].")
+    # Off the event loop: the projector and the synchronous endpoints share it.
+    points = await run_in_threadpool(parse_points, doc)
+    writer: Writer = request.app.state.writer
+    run = writer.writable_run(run_id)
+    payloads = event_payloads(points)
+    user = acting_user(request)
+    # One append for all parts: it returns only once Kafka has acknowledged every one of them.
+    await writer.append([
+        new_event("MetricsLogged", payload, user=user, run_id=run.run_id, experiment_id=run.experiment_id,
+                  event_id=log_id)
+        for log_id, payload in zip(log_event_ids(run.run_id, event_id, len(payloads)), payloads)])
+    return {"event_id": event_id, "points": len(points)}
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/metrics/stream", stream_metrics, methods=["POST"])
+    return router
+
+
+# ----- columns
+
+def _column(doc: dict[str, Any], name: str) -> list[Any]:
+    v = doc.get(name)
+    if v is None:
+        raise missing(name)
+    if not isinstance(v, list):
+        raise limits.invalid_value(name, v, "Expected a list.")
+    return v
+
+
+def _first(column: list[Any], bad: Any) -> int:
+    """Position of the first element for which `bad` is true (error path only)."""
+    return next(i for i, v in enumerate(column) if bad(v))
+
+
+def _check_keys(keys: list[Any]) -> int:
+    """Every distinct key passes limits.check_key; returns the longest key's UTF-8 size."""
+    try:
+        distinct = set(keys)
+    except TypeError:  # an unhashable element (list, object) cannot be a key
+        i = _first(keys, lambda k: type(k) is not str)
+        raise limits.invalid_value(f"keys[{i}]", keys[i], "Expected a string.") from None
+    if any(type(k) is not str for k in distinct):
+        i = _first(keys, lambda k: type(k) is not str)
+        raise limits.invalid_value(f"keys[{i}]", keys[i], "Expected a string.")
+    try:
+        for k in distinct:
+            limits.check_key(k)
+    except InvalidParameterValue:
+        # Report the first bad key in request order, not in set order (which varies by run).
+        bad = {k for k in distinct if not _key_ok(k)}
+        i = _first(keys, lambda k: k in bad)
+        limits.check_key(keys[i], f"keys[{i}]")
+        raise
+    return max(len(k.encode()) for k in distinct)
+
+
+def _key_ok(key: str) -> bool:
+    try:
+        limits.check_key(key)
+        return True
+    except InvalidParameterValue:
+        return False
+
+
+def _values(values: list[Any]) -> list[float | int | None]:
+    types = set(map(type, values))
+    if types <= _NUMBERS_OR_NULL:
+        # orjson never yields an infinity or NaN (JSON has neither), so the column is final.
+        return values
+    if types - _NUMBERS_OR_NULL - {str}:  # bool, list, object...
+        i = _first(values, lambda v: type(v) not in _NUMBERS_OR_NULL and type(v) is not str)
+        raise limits.invalid_value(f"values[{i}]", values[i], _VALUE_HINT)
+    out = [_SPECIAL.get(v, _BAD) if type(v) is str else v for v in values]
+    if _BAD in out:
+        i = out.index(_BAD)
+        raise limits.invalid_value(f"values[{i}]", values[i], _VALUE_HINT)
+    return out
+
+
+def _int64s(column: list[Any], name: str, *, non_negative: bool) -> list[int]:
+    types = set(map(type, column))
+    if not types <= {int, float}:
+        i = _first(column, lambda v: type(v) not in (int, float))
+        raise limits.invalid_value(f"{name}[{i}]", column[i], "Expected an integer.")
+    if float in types:
+        # A whole-number float is an integer, as MLflow's protobuf JSON parser takes it.
+        if not all(math.isfinite(v) and v == int(v) for v in column if type(v) is float):
+            i = _first(column, lambda v: type(v) is float and not (math.isfinite(v) and v == int(v)))
+            raise limits.invalid_value(f"{name}[{i}]", column[i], "Expected an integer.")
+        column = [int(v) for v in column]
+    lo, hi = min(column), max(column)
+    if lo < _INT64_MIN or hi > _INT64_MAX:
+        i = _first(column, lambda v: not _INT64_MIN <= v <= _INT64_MAX)
+        raise limits.invalid_value(f"{name}[{i}]", column[i], "Out of range for a 64-bit integer.")
+    if non_negative and lo < 0:
+        i = _first(column, lambda v: v < 0)
+        raise limits.invalid_value(f"{name}[{i}]", column[i], "Metric timestamp must be non-negative.")
+    return column
