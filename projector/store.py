@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 
 from ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
-from projector.fold import LATEST_RULES, BatchChanges, FoldState, LogRecord
+from projector.fold import BatchChanges, FoldState, LogRecord
 from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from projector.schema import LATEST_TABLES, SCHEMA_VERSION, create_schema, stored_version
 
@@ -95,16 +95,23 @@ class Store:
                 for row in c.execute("SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
                                      ids).fetchall():
                     state.runs[row[0]] = RunRow(*row)
-                for table, target in (("params", state.params), ("tags", state.tags)):
-                    for run_id, k, v in c.execute(
-                            f"SELECT run_id, key, value FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
-                            ids).fetchall():
-                        target[(run_id, k)] = v
-                for rule in LATEST_RULES:
-                    for run_id, k, v, ts, step in c.execute(
-                            f"SELECT run_id, key, value, timestamp, step FROM {LATEST_TABLES[rule]} "
-                            "WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", ids).fetchall():
-                        state.latest[rule][(run_id, k)] = LatestPoint(v, ts, step)
+                # Params, tags and both latest-metric tables in one round trip.
+                for kind, run_id, k, text, v, ts, step in c.execute(f"""
+                        SELECT 'params', run_id, key, value, NULL, NULL, NULL FROM params
+                         WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
+                        UNION ALL SELECT 'tags', run_id, key, value, NULL, NULL, NULL FROM tags
+                         WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
+                        UNION ALL SELECT 'timestamp', run_id, key, NULL, value, timestamp, step
+                         FROM {LATEST_TABLES["timestamp"]} WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
+                        UNION ALL SELECT 'step', run_id, key, NULL, value, timestamp, step
+                         FROM {LATEST_TABLES["step"]} WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))""",
+                        {"ids": run_ids}).fetchall():
+                    if kind == "params":
+                        state.params[(run_id, k)] = text
+                    elif kind == "tags":
+                        state.tags[(run_id, k)] = text
+                    else:
+                        state.latest[kind][(run_id, k)] = LatestPoint(v, ts, step)
             _load_models(c, state, events)
         return state
 
