@@ -17,6 +17,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ingest.events import Envelope, Verdict
 from projector import rules
 from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
@@ -72,16 +75,36 @@ class LogEntry:
     payload: dict[str, Any] | None
 
 
+METRIC_SCHEMA = pa.schema([("run_id", pa.string()), ("key", pa.string()), ("value", pa.float64()),
+                           ("timestamp", pa.int64()), ("step", pa.int64())])
+
+
 @dataclass
 class MetricRows:
-    run_id: list[str] = field(default_factory=list)
-    key: list[str] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    timestamp: list[int] = field(default_factory=list)
-    step: list[int] = field(default_factory=list)
+    """The batch's accepted metric points, in fold order, as Arrow chunks (one per event):
+    the projector's hot path never turns points into Python objects."""
+
+    chunks: list[pa.Table] = field(default_factory=list)
+
+    def add(self, run_id: str, points: pa.Table) -> None:
+        self.chunks.append(pa.Table.from_arrays(
+            [pa.repeat(run_id, points.num_rows).cast(pa.string()), *points.columns], schema=METRIC_SCHEMA))
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.chunks) if self.chunks else METRIC_SCHEMA.empty_table()
 
     def __len__(self) -> int:
-        return len(self.key)
+        return sum(c.num_rows for c in self.chunks)
+
+    def column(self, name: str) -> list[Any]:
+        return self.table().column(name).to_pylist()
+
+    # Python views for tests and inspection.
+    run_id = property(lambda self: self.column("run_id"))
+    key = property(lambda self: self.column("key"))
+    value = property(lambda self: self.column("value"))
+    timestamp = property(lambda self: self.column("timestamp"))
+    step = property(lambda self: self.column("step"))
 
 
 @dataclass
@@ -114,8 +137,8 @@ class FoldResult:
     verdicts: dict[str, Verdict]
 
 
-# A MetricsLogged payload's columns: keys, values (NaN allowed), timestamps, steps.
-_Points = tuple[list[str], list[float], list[int], list[int]]
+# A MetricsLogged payload's columns as an Arrow table: key, value (NaN allowed), timestamp, step.
+_Points = pa.Table
 
 
 class Rejected(Exception):
@@ -132,6 +155,7 @@ def fold_batch(state: FoldState, records: list[LogRecord]) -> FoldResult:
     fold = _Fold(state)
     for record in records:
         fold.apply(record)
+    fold.raise_latest_metrics()
     return FoldResult(fold.changes, fold.verdicts)
 
 
@@ -489,18 +513,21 @@ class _Fold:
                 run = replace(self.run(run.run_id) or run, run_name=value)
                 self.changes.runs[run.run_id] = run
 
-    def _put_metrics(self, run_id: str, points: "_Points") -> None:
-        keys, values, timestamps, steps = points
-        m = self.changes.metrics
-        m.run_id.extend([run_id] * len(keys))
-        m.key.extend(keys)
-        m.value.extend(values)
-        m.timestamp.extend(timestamps)
-        m.step.extend(steps)
-        for rule, best in rules.latest_candidates(keys, values, timestamps, steps).items():
+    def _put_metrics(self, run_id: str, points: _Points) -> None:
+        if points.num_rows:
+            self.changes.metrics.add(run_id, points)
+
+    def raise_latest_metrics(self) -> None:
+        """Latest metric per (run, key) under both rules, once per batch.
+
+        Folding the batch's accepted points one by one with `rules.newer`, starting from the
+        stored latest, keeps the stored point unless the batch's first point with the
+        greatest sort key beats it; so only that candidate is compared.
+        """
+        for rule, candidates in rules.batch_latest_candidates(self.changes.metrics.table()).items():
             latest = self.changes.latest[rule]
-            for key, i in best.items():
-                point = LatestPoint(values[i], timestamps[i], steps[i])
+            for run_id, key, value, ts, step in candidates:
+                point = LatestPoint(value, ts, step)
                 current = self.latest(rule, (run_id, key))
                 if current is None or rules.newer(rule, point, current):
                     latest[(run_id, key)] = point
@@ -512,7 +539,7 @@ def _model_metric_links(cols: dict[str, Any], points: "_Points"
     model_ids = cols.get("model_ids")
     if model_ids is None:
         return []
-    keys, values, timestamps, steps = points
+    keys, values, timestamps, steps = (points.column(c).to_pylist() for c in ("key", "value", "timestamp", "step"))
     names, digests = cols.get("dataset_names") or [None] * len(keys), cols.get("dataset_digests") or [None] * len(keys)
     if not (len(model_ids) == len(names) == len(digests) == len(keys)):
         raise ValueError("model metric columns have different lengths")
@@ -565,20 +592,26 @@ def _dataset_input(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metric_points(cols: dict[str, Any]) -> _Points:
-    """The columns of a MetricsLogged payload, checked column by column (a per-point Python
-    loop here would be the projector's hot path). Raises TypeError/ValueError if malformed."""
-    keys, values = cols["keys"], cols.get("values", [])
-    timestamps, steps = cols.get("timestamps", []), cols.get("steps", [])
-    if not all(isinstance(c, list) for c in (keys, values, timestamps, steps)):
+    """The columns of a MetricsLogged payload as Arrow arrays, checked by the types Arrow
+    infers for each whole column (per-point Python work here would be the projector's hot
+    path). Raises TypeError/ValueError if malformed."""
+    raw = [cols["keys"], cols.get("values", []), cols.get("timestamps", []), cols.get("steps", [])]
+    if not all(isinstance(c, list) for c in raw):
         raise TypeError("metric columns must be lists")
-    if not (len(keys) == len(values) == len(timestamps) == len(steps)):
+    if len({len(c) for c in raw}) != 1:
         raise ValueError("metric columns have different lengths")
-    if not all(type(k) is str for k in set(keys)):
+    try:
+        keys, values, timestamps, steps = (pa.array(c) for c in raw)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+        raise TypeError(f"metric columns of mixed or unsupported types: {e}") from None
+    n = len(keys)
+    if n and keys.type != pa.string() or keys.null_count:
         raise TypeError("metric keys must be strings")
-    if not all(type(t) is int for t in timestamps) or not all(type(s) is int for s in steps):
+    if n and (timestamps.type != pa.int64() or steps.type != pa.int64()):
         raise TypeError("metric timestamps and steps must be integers")
-    # JSON null is NaN (see ingest.codec); ints become floats; anything else is malformed.
-    floats = [math.nan if v is None else float(v) if type(v) is int else v for v in values]
-    if not all(type(v) is float for v in floats):
+    if n and values.type not in (pa.float64(), pa.int64(), pa.null()):
         raise TypeError("metric values must be numbers")
-    return keys, floats, timestamps, steps
+    # JSON null is NaN (see ingest.codec).
+    values = pc.fill_null(values.cast(pa.float64()), math.nan)
+    return pa.table({"key": keys.cast(pa.string()), "value": values, "timestamp": timestamps.cast(pa.int64()),
+                     "step": steps.cast(pa.int64())})

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from projector.rows import LatestPoint
 
@@ -33,32 +37,59 @@ def newer(rule: str, new: LatestPoint, old: LatestPoint) -> bool:
     return new_value > old_value
 
 
-def latest_candidates(keys: list[str], values: list[float], timestamps: list[int],
-                      steps: list[int]) -> dict[str, dict[str, int]]:
-    """For each rule, the index of each key's best point among these points: the first point
-    with the greatest sort key ((timestamp, value) or (step, timestamp, value), NaN as 0).
+def batch_latest_candidates(points: pa.Table) -> dict[str, list[tuple[str, str, float, int, int]]]:
+    """For each rule, each (run, key)'s best point among `points` (columns run_id, key, value,
+    timestamp, step, in fold order): the FIRST point with the greatest sort key, i.e.
+    (timestamp, value) or (step, timestamp, value) with NaN counted as 0. Folding the points
+    one by one with `newer` keeps exactly that point, since only a strictly greater key wins.
+    Large batches take one Arrow sort per rule; small ones (a synchronous write is a handful
+    of points) a Python pass, which is cheaper than Arrow's per-call overhead there."""
+    if points.num_rows <= SMALL_BATCH_POINTS:
+        return candidates_python(points)
+    return candidates_arrow(points)
 
-    Folding points one by one with `newer` keeps exactly this point (strictly greater wins, so
-    the first of equal points stays), which is why comparing only it with the stored latest is
-    the same as comparing every point: one `newer` call per key instead of one per point.
-    """
-    by_ts: dict[str, int] = {}
-    by_step: dict[str, int] = {}
-    ts_key: dict[str, tuple[int, float]] = {}
-    step_key: dict[str, tuple[int, int, float]] = {}
-    for i, (k, v, t, s) in enumerate(zip(keys, values, timestamps, steps)):
-        v0 = 0.0 if v != v else v  # NaN compares as 0
-        a = (t, v0)
-        cur = ts_key.get(k)
-        if cur is None or a > cur:
-            ts_key[k] = a
-            by_ts[k] = i
-        b = (s, t, v0)
-        cur_b = step_key.get(k)
-        if cur_b is None or b > cur_b:
-            step_key[k] = b
-            by_step[k] = i
-    return {"timestamp": by_ts, "step": by_step}
+
+SMALL_BATCH_POINTS = 512
+
+
+def candidates_python(points: pa.Table) -> dict[str, list[tuple[str, str, float, int, int]]]:
+    rows = list(zip(*(points.column(c).to_pylist() for c in ("run_id", "key", "value", "timestamp", "step"))))
+    out = {}
+    for rule in ("timestamp", "step"):
+        best: dict[tuple[str, str], tuple[tuple[Any, ...], int]] = {}
+        for i, (run_id, key, v, ts, step) in enumerate(rows):
+            v0 = 0.0 if v != v else v  # NaN compares as 0
+            sort_key = (ts, v0) if rule == "timestamp" else (step, ts, v0)
+            current = best.get((run_id, key))
+            if current is None or sort_key > current[0]:
+                best[(run_id, key)] = (sort_key, i)
+        out[rule] = [rows[i] for _, i in best.values()]
+    return out
+
+
+def candidates_arrow(points: pa.Table) -> dict[str, list[tuple[str, str, float, int, int]]]:
+    n = points.num_rows
+    if n == 0:
+        return {"timestamp": [], "step": []}
+    value = points.column("value")
+    base = pa.table({
+        "run_id": points.column("run_id"), "key": points.column("key"),
+        "timestamp": points.column("timestamp"), "step": points.column("step"),
+        "v0": pc.if_else(pc.is_nan(value), 0.0, value), "i": pa.array(range(n), pa.int64()),
+    })
+    order = {"timestamp": ["timestamp", "v0"], "step": ["step", "timestamp", "v0"]}
+    out = {}
+    for rule, fields in order.items():
+        sort = [("run_id", "ascending"), ("key", "ascending"), *((f, "descending") for f in fields), ("i", "ascending")]
+        ix = pc.sort_indices(base, sort_keys=sort)
+        runs, keys = pc.take(base["run_id"], ix), pc.take(base["key"], ix)
+        changed = pc.or_(pc.not_equal(runs.slice(1), runs.slice(0, n - 1)),
+                         pc.not_equal(keys.slice(1), keys.slice(0, n - 1)))
+        starts = pa.concat_arrays([pa.array([0], pa.uint64()),
+                                   pc.add(pc.indices_nonzero(changed), pa.scalar(1, pa.uint64()))])
+        best = points.take(pc.take(ix, starts))
+        out[rule] = list(zip(*(best.column(c).to_pylist() for c in ("run_id", "key", "value", "timestamp", "step"))))
+    return out
 
 
 def param_conflict_message(run_id: str, key: str, old: str, new: str) -> str:

@@ -143,8 +143,7 @@ class Store:
         _apply_keyed(c, "tags", "run_id", ch.tags)
         m = ch.metrics
         if len(m):
-            cols = {"run_id": m.run_id, "key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
-            with _rows(c, "b", cols) as (source, params):
+            with _rows(c, "b", m.table()) as (source, params):
                 # Exact duplicates (a client retry, or one point twice in a batch) are stored once.
                 # DuckDB compares NaN equal to NaN, so a repeated NaN point is a duplicate too.
                 c.execute(f"""
@@ -213,8 +212,17 @@ _VALUES_MAX_ROWS = 64
 
 @contextlib.contextmanager
 def _rows(c: duckdb.DuckDBPyConnection, name: str,
-          columns: dict[str, list[Any]]) -> Iterator[tuple[str, list[Any]]]:
+          columns: dict[str, list[Any]] | pa.Table) -> Iterator[tuple[str, list[Any]]]:
     """A FROM-clause source named `name` holding `columns`, with the parameters it needs."""
+    if isinstance(columns, pa.Table):
+        if columns.num_rows > _VALUES_MAX_ROWS:
+            c.register(name, columns)
+            try:
+                yield name, []
+            finally:
+                c.unregister(name)
+            return
+        columns = columns.to_pydict()
     names = list(columns)
     n = len(columns[names[0]])
     if n <= _VALUES_MAX_ROWS:

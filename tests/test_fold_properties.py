@@ -307,3 +307,22 @@ def test_latest_metric_is_the_greatest_accepted_point_under_the_rule(
         expected = {k: max(pts, key=lambda p: _ordering(rule, p)) for k, pts in accepted.items()}
         expected = {k: (_nan_safe(v), ts, step) for k, (v, ts, step) in expected.items()}
         assert replay.tables()["latest"][rule] == expected, rule
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2"]), st.sampled_from(["a", "b", "c"]),
+                          st.one_of(st.sampled_from([-1.0, 0.0, 0.5, 1.0]), st.just(math.nan)),
+                          st.integers(0, 3), st.integers(-2, 2)), max_size=60))
+def test_arrow_and_python_latest_candidates_agree(rows: list) -> None:
+    import pyarrow as pa
+
+    from projector import rules
+    from projector.fold import METRIC_SCHEMA
+
+    table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(METRIC_SCHEMA.names)},
+                     schema=METRIC_SCHEMA)
+
+    def normalised(found: dict) -> dict:
+        return {rule: sorted((r, k, "nan" if v != v else v, t, s) for r, k, v, t, s in c) for rule, c in found.items()}
+
+    assert normalised(rules.candidates_arrow(table)) == normalised(rules.candidates_python(table))
