@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from typing import Any
 
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ingest.codec import MalformedEvent, decode
 from ingest.events import Envelope
 from ingest.producer import EventLog
 from ingest.topic import ensure_topic
+from projector.fold import LogRecord, fold_batch
+from projector.store import Store
 
 
 def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[int, bytes]]]:
@@ -65,3 +69,44 @@ def dump_tables(path: str) -> dict[str, list[tuple[Any, ...]]]:
         return out
     finally:
         con.close()
+
+
+def interleaved_batches(log: dict[int, list[tuple[int, bytes]]], rng: random.Random,
+                        max_batch: int) -> list[list[tuple[int, int, bytes]]]:
+    """Merge the partitions in a random order that keeps each partition's own order, then cut
+    the result into random-sized batches of (partition, offset, value)."""
+    queues = {p: [(p, o, v) for o, v in recs] for p, recs in log.items()}
+    merged = []
+    while any(queues.values()):
+        p = rng.choice([p for p, q in queues.items() if q])
+        merged.append(queues[p].pop(0))
+    batches, i = [], 0
+    while i < len(merged):
+        n = rng.randint(1, max_batch)
+        batches.append(merged[i:i + n])
+        i += n
+    return batches
+
+
+def fold_into(path: str, topic: str, batches: list[list[tuple[int, int, bytes]]]) -> None:
+    """Fold raw log records into a fresh DuckDB file, one transaction per given batch."""
+    store = Store(path)
+    try:
+        for batch in batches:
+            records = []
+            for partition, offset, value in batch:
+                try:
+                    records.append(LogRecord(partition, offset, decode(value)))
+                except MalformedEvent as e:
+                    records.append(LogRecord(partition, offset, None, str(e)))
+            result = fold_batch(store.load_state(records), records)
+            next_offsets: dict[int, int] = {}
+            for partition, offset, _ in batch:
+                next_offsets[partition] = offset + 1
+            store.apply(result.changes, topic, next_offsets)
+    finally:
+        store.close()
+
+
+def without_offsets(tables: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in tables.items() if k != "consumer_offsets"}

@@ -18,8 +18,7 @@ from mlflow.exceptions import MlflowException
 from ingest.events import Envelope, metrics_columns
 from projector.fold import FoldState, LogRecord, fold_batch
 from tests.conftest import RunledgerServer
-from tests.log_tools import dump_tables, read_topic
-from tests.test_replay import _fold_into, _without_offsets
+from tests.log_tools import dump_tables, fold_into, interleaved_batches, read_topic, without_offsets
 
 MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 
@@ -482,16 +481,6 @@ def test_models_survive_a_rebuild_from_the_log(make_server: Any, kafka_bootstrap
     assert len([p for p in log if log[p]]) > 1
     rng = random.Random(7)
     for attempt in range(3):
-        queues = {p: [(p, o, v) for o, v in recs] for p, recs in log.items()}
-        merged = []
-        while any(queues.values()):
-            p = rng.choice([p for p, q in queues.items() if q])
-            merged.append(queues[p].pop(0))
-        batches, i = [], 0
-        while i < len(merged):
-            n = rng.randint(1, 6)
-            batches.append(merged[i:i + n])
-            i += n
         path = str(tmp_path / f"interleaved-{attempt}.duckdb")
-        _fold_into(path, server.topic, batches)
-        assert _without_offsets(dump_tables(path)) == _without_offsets(tables)
+        fold_into(path, server.topic, interleaved_batches(log, rng, max_batch=6))
+        assert without_offsets(dump_tables(path)) == without_offsets(tables)

@@ -13,11 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.codec import MalformedEvent, decode
-from projector.fold import LogRecord, fold_batch
-from projector.store import Store
 from tests.conftest import RunledgerServer
-from tests.log_tools import dump_tables, read_topic
+from tests.log_tools import dump_tables, fold_into, interleaved_batches, read_topic, without_offsets
 
 
 def _post(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,30 +100,7 @@ def test_rebuilding_from_offset_zero_answers_every_query_identically(populated: 
     # Every start appends the built-in "Default" experiment event again when the read model
     # lacks it (a duplicate by event id, ignored by the fold), so offsets may have moved on;
     # everything else, the event log included, must be identical.
-    assert _without_offsets(rebuilt) == _without_offsets(tables)
-
-
-def _without_offsets(tables: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in tables.items() if k != "consumer_offsets"}
-
-
-def _fold_into(path: str, topic: str, batches: list[list[tuple[int, int, bytes]]]) -> None:
-    store = Store(path)
-    try:
-        for batch in batches:
-            records = []
-            for partition, offset, value in batch:
-                try:
-                    records.append(LogRecord(partition, offset, decode(value)))
-                except MalformedEvent as e:
-                    records.append(LogRecord(partition, offset, None, str(e)))
-            result = fold_batch(store.load_state(records), records)
-            next_offsets: dict[int, int] = {}
-            for partition, offset, _ in batch:
-                next_offsets[partition] = offset + 1
-            store.apply(result.changes, topic, next_offsets)
-    finally:
-        store.close()
+    assert without_offsets(rebuilt) == without_offsets(tables)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -135,20 +109,7 @@ def test_any_interleaving_of_partitions_folds_to_the_same_tables(populated: Any,
     server, *_, tables = populated
     log = read_topic(kafka_bootstrap, server.topic)
     assert sum(len(v) for v in log.values()) > 20 and len([p for p in log if log[p]]) > 1
-    # Merge the partitions in a random order that keeps each partition's own order, then cut
-    # the result into random-sized batches.
-    rng = random.Random(seed)
-    queues = {p: [(p, o, v) for o, v in recs] for p, recs in log.items()}
-    merged = []
-    while any(queues.values()):
-        p = rng.choice([p for p, q in queues.items() if q])
-        merged.append(queues[p].pop(0))
-    batches, i = [], 0
-    while i < len(merged):
-        n = rng.randint(1, 15)
-        batches.append(merged[i:i + n])
-        i += n
     path = str(tmp_path / "interleaved.duckdb")
-    _fold_into(path, server.topic, batches)
+    fold_into(path, server.topic, interleaved_batches(log, random.Random(seed), max_batch=15))
     got = dump_tables(path)
-    assert _without_offsets(got) == _without_offsets(tables)
+    assert without_offsets(got) == without_offsets(tables)
