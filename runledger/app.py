@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)
-        event_log = EventLog(settings.bootstrap_servers, settings.topic)
+        event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings), settings.sync_timeout)
         app.state.store, app.state.writer, app.state.projector = store, writer, projector

@@ -25,6 +25,7 @@ class Settings:
     partitions: int = 4
     latest_metric: str = "timestamp"        # or "step" (MLflow OSS server's rule)
     sync_timeout: float = 30.0
+    kafka_timeout: float = 30.0                 # RUNLEDGER_KAFKA_TIMEOUT: wait for an ack before a 503
     artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
 
     @property
@@ -60,6 +61,7 @@ class Settings:
             partitions=_int(env, "RUNLEDGER_PARTITIONS", 4),
             latest_metric=latest,
             sync_timeout=float(_int(env, "RUNLEDGER_SYNC_TIMEOUT", 30)),
+            kafka_timeout=float(_int(env, "RUNLEDGER_KAFKA_TIMEOUT", 30)),
             artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
         )
 
