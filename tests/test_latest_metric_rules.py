@@ -7,6 +7,7 @@ Both servers below fold the same topic, each into its own DuckDB file (two repli
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -27,8 +28,6 @@ def _latest(base: str, run_id: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def replicas(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import uuid
-
     from tests.conftest import RunledgerServer
 
     topic = f"test-rules-{uuid.uuid4().hex[:8]}"
@@ -43,7 +42,7 @@ def replicas(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):  #
 def _run_with(replicas: Any, points: list[tuple[Any, int, int]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Log (value, timestamp, step) points for key "m" in one log-batch via one replica; read both."""
     by_ts, by_step = replicas
-    exp = _post(by_ts.url, "experiments/create", {"name": f"rules-{len(points)}-{id(points)}"})["experiment_id"]
+    exp = _post(by_ts.url, "experiments/create", {"name": f"rules-{uuid.uuid4().hex}"})["experiment_id"]
     run_id = _post(by_ts.url, "runs/create", {"experiment_id": exp})["run"]["info"]["run_id"]
     for value, ts, step in points:  # one request per point, so order across requests is the log order
         _post(by_ts.url, "runs/log-metric", {"run_id": run_id, "key": "m", "value": value,
