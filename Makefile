@@ -32,5 +32,10 @@ kafka-stop: $(VENV)/.installed
 kafka-status: $(VENV)/.installed
 	$(BIN)/runledger kafka status
 
+# Runledger vs MLflow (SQLite) on this machine; MLflow goes into bench/.venv-mlflow on first use.
+# BENCH_ARGS=--quick for small sizes (~3 min); the full run takes ~15 min. See bench/README.md.
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,69 @@
+"""Peak RSS of each server and bytes on disk per metric point, from what the workloads recorded.
+
+- Peak RSS: the highest VmHWM of any server start of the run (MLflow: the sum over its process
+  tree, i.e. `mlflow server`, uvicorn and its workers; Runledger: its one process). Summing
+  VmHWM double-counts shared pages, so the peak of the summed PSS (sampled every 0.5 s) and
+  MLflow's largest single process are shown too. Kafka's JVM is shown on its own row; it
+  served every Runledger of the run.
+- Disk: the history workload's data (one run, 1,050,000 points at full size), files measured
+  after a clean stop: MLflow's SQLite file; Runledger's Kafka topic (all partitions) and its
+  DuckDB file, apart. The streaming workload's data, when it ran, is reported too.
+"""
+
+from __future__ import annotations
+
+from context import Ctx, Row
+
+
+def rows(ctx: Ctx) -> list[Row]:
+    out: list[Row] = []
+
+    def peak(server: str, field: str) -> tuple[float, str] | None:
+        best = None
+        for s in ctx.server_stats:
+            v = s.get(field)
+            if s["server"] == server and v is not None and (best is None or v > best[0]):
+                best = (v, s["workload"])
+        return best
+
+    ml, rl = peak("mlflow", "peak_rss_mb"), peak("runledger", "peak_rss_mb")
+    if ml or rl:
+        out.append(Row("peak memory", "peak RSS (VmHWM; MLflow: summed over its processes)",
+                       "max over all workloads", "MB", ml and ml[0], rl and rl[0], False,
+                       note=(f"MLflow ({ctx.mlflow_workers} uvicorn worker(s)) peak in '{ml[1]}'; " if ml else "")
+                       + (f"Runledger peak in '{rl[1]}'" if rl else "")
+                       + "; summed VmHWM double-counts pages MLflow's processes share, see the PSS row"))
+        mp, rp = peak("mlflow", "peak_pss_mb"), peak("runledger", "peak_pss_mb")
+        out.append(Row("peak memory", "peak PSS (summed over process tree, sampled every 0.5 s)",
+                       "max over all workloads", "MB", mp and mp[0], rp and rp[0], False))
+        one = peak("mlflow", "largest_process_rss_mb")
+        if one:
+            out.append(Row("peak memory", "MLflow's largest single process (VmHWM) vs Runledger",
+                           "max over all workloads", "MB", one[0], rl and rl[0], False))
+    if ctx.kafka is not None and ctx.kafka.rss is not None:
+        ctx.kafka.rss.sample()
+        out.append(Row("peak memory", "Kafka broker JVM RSS (Runledger only)", "shared by all Runledger servers",
+                       "MB", None, round(ctx.kafka.rss.peak_mb, 1), False, note=f"JVM heap {ctx.kafka.broker.heap}"))
+    disk = ctx.details.get("disk")
+    if disk and disk["points"]:
+        n = disk["points"]
+        size = disk["what"]
+        ml_b = disk["mlflow_sqlite_bytes"] / n
+        kafka_b = disk["runledger_kafka_topic_bytes"] / n
+        duck_b = disk["runledger_duckdb_bytes"] / n
+        out.append(Row("disk per metric point", "MLflow SQLite vs Runledger DuckDB", size, "bytes/point", ml_b, duck_b,
+                       False))
+        out.append(Row("disk per metric point", "Runledger Kafka log", size, "bytes/point", None, kafka_b, False))
+        out.append(Row("disk per metric point", "MLflow SQLite vs Runledger DuckDB + Kafka", size, "bytes/point",
+                       ml_b, duck_b + kafka_b, False))
+    stream = ctx.details.get("streaming", {}).get("reps", [])
+    stream_disk = ctx.details.get("streaming_disk", [])
+    pairs = [(r, d) for r, d in zip(stream, stream_disk) if r.get("points")]
+    if pairs:
+        r, d = pairs[0]
+        size = f"streaming workload rep 1: {r['points']:,} points, files after a clean stop"
+        out.append(Row("disk per metric point", "Runledger DuckDB (streamed data)", size, "bytes/point", None,
+                       d["duckdb_bytes"] / r["points"], False))
+        out.append(Row("disk per metric point", "Runledger Kafka log (streamed data)", size, "bytes/point", None,
+                       d["kafka_topic_bytes"] / r["points"], False))
+    return out

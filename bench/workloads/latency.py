@@ -1,0 +1,87 @@
+"""Single-request latency, one client, requests back to back: create-run, log-metric,
+log-parameter and get-run. p50/p95 over the samples of all repetitions.
+
+- create-run: a new run in the benchmark's experiment each time;
+- log-metric: one point on one run, the step increasing;
+- log-parameter: a new key on one run each time (params are write-once);
+- get-run: a run holding 20 params, 5 tags and 10 metric keys x 50 steps.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from common import API, T0_MS, Client, lat_summary, now_ms
+from context import Ctx, Row
+
+TARGETS = {"create-run": 10.0, "log-metric": 10.0, "log-parameter": None, "get-run": 5.0}
+
+
+def _timed(c: Client, method: str, path: str, body: bytes | None = None, params: dict | None = None) -> float:
+    t = time.perf_counter()
+    if method == "POST":
+        r = c.http.post(API + path, content=body, headers={"content-type": "application/json"})
+    else:
+        r = c.http.get(API + path, params=params)
+    dt = time.perf_counter() - t
+    if r.status_code != 200:
+        raise RuntimeError(f"{path} -> {r.status_code}: {r.text[:300]}")
+    return dt
+
+
+def _measure(url: str, n: int, reps: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {k: [] for k in TARGETS}
+    with Client(url) as c:
+        exp_id = c.create_experiment("latency")
+        metric_run = c.create_run(exp_id, run_name="metric-target")
+        param_run = c.create_run(exp_id, run_name="param-target")
+        read_run = c.create_run(exp_id, run_name="read-target", tags=[{"key": f"t{i}", "value": f"v{i}"}
+                                                                         for i in range(5)])
+        c.post("/runs/log-batch", {"run_id": read_run,
+                                   "params": [{"key": f"p{i}", "value": str(i)} for i in range(20)],
+                                   "metrics": [{"key": f"m{k}", "value": s * 0.1, "timestamp": T0_MS + s, "step": s}
+                                               for k in range(10) for s in range(50)]})
+        # warm-up: each path once
+        c.create_run(exp_id)
+        c.post("/runs/log-metric", {"run_id": metric_run, "key": "warm", "value": 1, "timestamp": now_ms(), "step": 0})
+        c.post("/runs/log-parameter", {"run_id": param_run, "key": "warm", "value": "1"})
+        c.get("/runs/get", {"run_id": read_run})
+        step = 0
+        for rep in range(reps):
+            for i in range(n):
+                samples["create-run"].append(_timed(c, "POST", "/runs/create", orjson.dumps(
+                    {"experiment_id": exp_id, "start_time": now_ms(), "run_name": f"r{rep}-{i}"})))
+            for i in range(n):
+                step += 1
+                samples["log-metric"].append(_timed(c, "POST", "/runs/log-metric", orjson.dumps(
+                    {"run_id": metric_run, "key": "loss", "value": step * 0.01, "timestamp": now_ms(), "step": step})))
+            for i in range(n):
+                samples["log-parameter"].append(_timed(c, "POST", "/runs/log-parameter", orjson.dumps(
+                    {"run_id": param_run, "key": f"param_{rep}_{i}", "value": str(i)})))
+            for i in range(n):
+                samples["get-run"].append(_timed(c, "GET", "/runs/get", params={"run_id": read_run}))
+    return samples
+
+
+def run(ctx: Ctx) -> list[Row]:
+    n = ctx.size(30, 60)
+    result: dict[str, dict[str, list[float]]] = {}
+    for name in ("mlflow", "runledger"):
+        server = ctx.mlflow() if name == "mlflow" else ctx.runledger()
+        try:
+            result[name] = _measure(server.url, n, ctx.reps)
+        finally:
+            ctx.stop(server, "latency")
+        for op, s in result[name].items():
+            ctx.log(f"latency {name} {op}: {lat_summary(s)}")
+    summary = {name: {op: lat_summary(s) for op, s in ops.items()} for name, ops in result.items()}
+    ctx.details["latency"] = {"requests_per_op_per_rep": n, "summary": summary}
+    rows = []
+    for op, target in TARGETS.items():
+        ml, rl = summary["mlflow"][op], summary["runledger"][op]
+        rows.append(Row("single-request latency", op, f"{n} requests x {ctx.reps} reps, 1 client, sequential", "ms",
+                        ml, rl, False, f"p50 <= {target:g} ms" if target else "",
+                        (rl["p50_ms"] <= target) if target else None))
+    return rows
