@@ -90,21 +90,29 @@ class Projector:
             await self.process(batch)
 
     async def process(self, batch: dict[TopicPartition, list]) -> FoldResult:
-        records: list[LogRecord] = []
+        raw = [(tp.partition, msg.offset, msg.value) for tp in sorted(batch, key=lambda t: t.partition)
+               for msg in batch[tp]]
         next_offsets: dict[int, int] = {}
-        for tp in sorted(batch, key=lambda t: t.partition):
-            for msg in batch[tp]:
-                try:
-                    records.append(LogRecord(tp.partition, msg.offset, decode(msg.value)))
-                except MalformedEvent as e:
-                    records.append(LogRecord(tp.partition, msg.offset, None, str(e)))
-                next_offsets[tp.partition] = msg.offset + 1
-        result = await asyncio.to_thread(self._fold_and_apply, records, next_offsets)
+        for partition, offset, _ in raw:
+            next_offsets[partition] = offset + 1
+        # Decoding runs in the worker thread too, so large batches don't stall HTTP handling.
+        result = await asyncio.to_thread(self._fold_and_apply, raw, next_offsets)
         self.applied_offsets.update(next_offsets)
         self.on_verdicts(result.verdicts)
         return result
 
-    def _fold_and_apply(self, records: list[LogRecord], next_offsets: dict[int, int]) -> FoldResult:
+    @staticmethod
+    def _decode(raw: list[tuple[int, int, bytes | None]]) -> list[LogRecord]:
+        records = []
+        for partition, offset, value in raw:
+            try:
+                records.append(LogRecord(partition, offset, decode(value)))
+            except MalformedEvent as e:
+                records.append(LogRecord(partition, offset, None, str(e)))
+        return records
+
+    def _fold_and_apply(self, raw: list[tuple[int, int, bytes | None]], next_offsets: dict[int, int]) -> FoldResult:
+        records = self._decode(raw)
         state = self.store.load_state(records)
         result = fold_batch(state, records)
         self.store.apply(result.changes, self.topic, next_offsets)
