@@ -20,6 +20,7 @@ from projector.store import Store
 log = logging.getLogger(__name__)
 
 VerdictSink = Callable[[dict[str, Verdict]], None]
+RawRecord = tuple[int, int, "bytes | None"]  # (partition, offset, value) as read from Kafka
 
 
 class Projector:
@@ -96,24 +97,26 @@ class Projector:
         for partition, offset, _ in raw:
             next_offsets[partition] = offset + 1
         # Decoding runs in the worker thread too, so large batches don't stall HTTP handling.
-        result = await asyncio.to_thread(self._fold_and_apply, raw, next_offsets)
+        result = await asyncio.to_thread(fold_and_apply, self.store, self.topic, raw, next_offsets)
         self.applied_offsets.update(next_offsets)
         self.on_verdicts(result.verdicts)
         return result
 
-    @staticmethod
-    def _decode(raw: list[tuple[int, int, bytes | None]]) -> list[LogRecord]:
-        records = []
-        for partition, offset, value in raw:
-            try:
-                records.append(LogRecord(partition, offset, decode(value)))
-            except MalformedEvent as e:
-                records.append(LogRecord(partition, offset, None, str(e)))
-        return records
 
-    def _fold_and_apply(self, raw: list[tuple[int, int, bytes | None]], next_offsets: dict[int, int]) -> FoldResult:
-        records = self._decode(raw)
-        state = self.store.load_state(records)
-        result = fold_batch(state, records)
-        self.store.apply(result.changes, self.topic, next_offsets)
-        return result
+def decode_records(raw: list[RawRecord]) -> list[LogRecord]:
+    """Decode log records; one that cannot be decoded becomes a record carrying the reason."""
+    records = []
+    for partition, offset, value in raw:
+        try:
+            records.append(LogRecord(partition, offset, decode(value)))
+        except MalformedEvent as e:
+            records.append(LogRecord(partition, offset, None, str(e)))
+    return records
+
+
+def fold_and_apply(store: Store, topic: str, raw: list[RawRecord], next_offsets: dict[int, int]) -> FoldResult:
+    """One batch: decode, load its state, fold, and apply it with the offsets in one transaction."""
+    records = decode_records(raw)
+    result = fold_batch(store.load_state(records), records)
+    store.apply(result.changes, topic, next_offsets)
+    return result

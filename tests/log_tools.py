@@ -10,11 +10,10 @@ from typing import Any
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.codec import MalformedEvent, decode
 from ingest.events import Envelope
 from ingest.producer import EventLog
 from ingest.topic import ensure_topic
-from projector.fold import LogRecord, fold_batch
+from projector.consumer import fold_and_apply
 from projector.store import Store
 
 
@@ -89,21 +88,15 @@ def interleaved_batches(log: dict[int, list[tuple[int, bytes]]], rng: random.Ran
 
 
 def fold_into(path: str, topic: str, batches: list[list[tuple[int, int, bytes]]]) -> None:
-    """Fold raw log records into a fresh DuckDB file, one transaction per given batch."""
+    """Fold raw log records into a fresh DuckDB file, one transaction per given batch, through
+    the projector's own batch step."""
     store = Store(path)
     try:
         for batch in batches:
-            records = []
-            for partition, offset, value in batch:
-                try:
-                    records.append(LogRecord(partition, offset, decode(value)))
-                except MalformedEvent as e:
-                    records.append(LogRecord(partition, offset, None, str(e)))
-            result = fold_batch(store.load_state(records), records)
             next_offsets: dict[int, int] = {}
             for partition, offset, _ in batch:
                 next_offsets[partition] = offset + 1
-            store.apply(result.changes, topic, next_offsets)
+            fold_and_apply(store, topic, batch, next_offsets)
     finally:
         store.close()
 
