@@ -35,6 +35,10 @@ class Catalog(Protocol):
         """Runs of an experiment in the given (own) lifecycle stage, oldest first."""
         ...
 
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        """The MLflow RunInfo JSON of an existing run."""
+        ...
+
     def run_json(self, run_id: str) -> dict[str, Any]:
         """The MLflow Run JSON ({info, data, inputs, outputs}) of an existing run."""
         ...

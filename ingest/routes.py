@@ -204,7 +204,19 @@ async def create_run(request: Request) -> dict[str, Any]:
                  "user_id": f.str("user_id") or "", "tags": tags,
                  "artifact_uri": f"{exp.artifact_location.rstrip('/')}/{run_id}/artifacts"})
     await writer.commit(event)
-    return {"run": writer.catalog.run_json(run_id)}
+    return {"run": _new_run_json(event)}
+
+
+def _new_run_json(event: Envelope) -> dict[str, Any]:
+    """The Run a RunCreated event makes (what runs/get returns right after), built without a read."""
+    p = event.payload
+    tags = dict(p["tags"])
+    tags[RUN_NAME_TAG] = p["run_name"]
+    info = {"run_id": event.run_id, "run_uuid": event.run_id, "run_name": p["run_name"],
+            "experiment_id": event.experiment_id, "user_id": p["user_id"], "status": "RUNNING",
+            "start_time": p["start_time"], "artifact_uri": p["artifact_uri"], "lifecycle_stage": "active"}
+    return {"info": info, "data": {"tags": [{"key": k, "value": tags[k]} for k in sorted(tags)]},
+            "inputs": {}, "outputs": {}}
 
 
 async def update_run(request: Request) -> dict[str, Any]:
@@ -214,7 +226,7 @@ async def update_run(request: Request) -> dict[str, Any]:
     run_name = f.str("run_name") or None
     await _commit_run_event(request, "RunUpdated", f,
                             {"status": status, "end_time": end_time, "run_name": run_name})
-    return {"run_info": _writer(request).catalog.run_json(_run_id(f))["info"]}
+    return {"run_info": _writer(request).catalog.run_info(_run_id(f))}
 
 
 async def _run_lifecycle(request: Request, type_: str) -> dict[str, Any]:

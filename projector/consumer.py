@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.codec import MalformedEvent, decode
 from ingest.events import Verdict
-from projector.fold import FoldResult, LogRecord, fold_batch
+from projector.fold import BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
+from projector.fold_cache import FoldCache, StateRequest
 from projector.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,13 @@ class Projector:
         self._stopping = asyncio.Event()
         self.applied_offsets: dict[int, int] = {}
         self.partitions: list[TopicPartition] = []
+        self.cache = FoldCache()
+        self._seq = 0            # batches folded (and their verdicts handed out)
+        self._committed = 0      # batches committed to DuckDB
+        self._queued_points = 0
+        self._progress = asyncio.Event()
+        self._committer: Committer | None = None
+        self._failure: Exception | None = None
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -57,6 +67,7 @@ class Projector:
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self.partitions)
         stored = await asyncio.to_thread(self.store.offsets, self.topic)
+        await asyncio.to_thread(self._prime_cache)
         self.applied_offsets = dict(stored)
         for tp in self.partitions:
             if tp.partition in stored:
@@ -64,6 +75,16 @@ class Projector:
             else:
                 await self._consumer.seek_to_beginning(tp)
         log.info("projector assigned %s, resuming at %s", [tp.partition for tp in self.partitions], stored)
+
+    def _prime_cache(self) -> None:
+        """Every event id and run id so far into the cache's filters, and all experiments (few,
+        and needed by every create-run check) into the cache."""
+        for event_id in self.store.event_ids():
+            self.cache.seen.add(event_id)
+        for run_id in self.store.run_ids():
+            self.cache.created_runs.add(run_id)
+        request = StateRequest(experiments=True)
+        self.cache.add_loaded(request, self.store.load(request))
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -84,23 +105,165 @@ class Projector:
         return {tp.partition: (ends[tp], applied[tp.partition]) for tp in self.partitions}
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            if not batch:
-                continue
-            await self.process(batch)
+        self._start_committer()
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                if self._failure is not None:
+                    raise self._failure
+                if batch:
+                    await self._fold_and_submit(batch)
+            await self.drain()
+        finally:
+            self._stop_committer()
 
     async def process(self, batch: dict[TopicPartition, list]) -> FoldResult:
+        """Fold `batch` and return once it is committed to DuckDB (tests and tools)."""
+        own = self._committer is None
+        if own:
+            self._start_committer()
+        try:
+            result = await self._fold_and_submit(batch)
+            await self.drain()
+            return result
+        finally:
+            if own:
+                self._stop_committer()
+
+    async def drain(self) -> None:
+        """Wait until every folded batch is committed (raises if a commit failed)."""
+        await self._wait_until(lambda: self._committed >= self._seq)
+
+    async def _wait_until(self, done: Callable[[], bool]) -> None:
+        while not (done() or self._failure is not None):
+            self._progress.clear()
+            await self._progress.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _fold_and_submit(self, batch: dict[TopicPartition, list]) -> FoldResult:
+        """Fold a batch against the cached state, hand out its verdicts, and queue its commit.
+
+        Folding runs ahead of committing: while one transaction is being written, the next
+        batches are folded and queued, and are then written together in one transaction
+        (fewer statements per event when writes are many and small). Verdicts go out before
+        the commit because they are already final: the events are in the log and the fold is
+        deterministic, so a crash before the commit replays to the same verdicts. Readers wait
+        for the commit (Store.visibility), so nobody reads older state than they were told.
+        """
         raw = [(tp.partition, msg.offset, msg.value) for tp in sorted(batch, key=lambda t: t.partition)
                for msg in batch[tp]]
         next_offsets: dict[int, int] = {}
         for partition, offset, _ in raw:
             next_offsets[partition] = offset + 1
-        # Decoding runs in the worker thread too, so large batches don't stall HTTP handling.
-        result = await asyncio.to_thread(fold_and_apply, self.store, self.topic, raw, next_offsets)
-        self.applied_offsets.update(next_offsets)
+        big = sum(len(v or b"") for _, _, v in raw) > _INLINE_BYTES
+        # Large batches (replay, streaming) decode and fold in a worker thread so HTTP stays
+        # responsive; a small one is cheaper inline than a thread hop.
+        records = await asyncio.to_thread(decode_records, raw) if big else decode_records(raw)
+        request = self.cache.plan(records)
+        loaded = FoldState()
+        if request:
+            await self.drain()  # a miss must not read rows a queued commit is about to change
+            loaded = await asyncio.to_thread(self.store.load, request)
+            self.cache.add_loaded(request, loaded)
+        state = self.cache.state_for(records, loaded)
+        result = await asyncio.to_thread(fold_batch, state, records) if big else fold_batch(state, records)
+        self.cache.absorb(result)
+        self._seq += 1
+        self.store.visibility.release(self._seq)
         self.on_verdicts(result.verdicts)
+        points = len(result.changes.metrics)
+        self._queued_points += points
+        assert self._committer is not None
+        self._committer.submit(result.changes, next_offsets, self._seq, points)
+        # Backpressure: folding may run ahead of DuckDB only by a bounded amount.
+        await self._wait_until(lambda: self._queued_points <= _MAX_QUEUED_POINTS)
         return result
+
+    def _start_committer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._committer = Committer(
+            self.store, self.topic,
+            on_committed=lambda *a: loop.call_soon_threadsafe(self._committed_batch, *a),
+            on_failed=lambda e: loop.call_soon_threadsafe(self._failed, e))
+
+    def _stop_committer(self) -> None:
+        if self._committer is not None:
+            self._committer.stop()
+            self._committer = None
+
+    def _committed_batch(self, seq: int, offsets: dict[int, int], points: int) -> None:
+        self._committed = seq
+        self.applied_offsets.update(offsets)
+        self._queued_points -= points
+        self._progress.set()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+        self._progress.set()
+
+
+class Committer:
+    """Writes folded batches to DuckDB in order, on its own thread, merging whatever queued
+    up while the previous transaction was being written into one transaction.
+
+    A thread rather than a task on the event loop: a reader on the event loop thread may
+    block waiting for a commit (Store.visibility), and the commit must not need that thread.
+    """
+
+    def __init__(self, store: Store, topic: str, on_committed: Callable[[int, dict[int, int], int], None],
+                 on_failed: Callable[[BaseException], None]) -> None:
+        self.store, self.topic = store, topic
+        self._on_committed, self._on_failed = on_committed, on_failed
+        self._queue: queue.SimpleQueue[tuple[BatchChanges, dict[int, int], int, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="projector-commits", daemon=True)
+        self._thread.start()
+
+    def submit(self, changes: BatchChanges, next_offsets: dict[int, int], seq: int, points: int) -> None:
+        self._queue.put((changes, next_offsets, seq, points))
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                return
+            items = [item]
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                items.append(nxt)
+            changes, offsets = items[0][0], dict(items[0][1])
+            for later, later_offsets, _, _ in items[1:]:
+                changes.merge(later)
+                offsets.update(later_offsets)
+            seq, points = items[-1][2], sum(i[3] for i in items)
+            try:
+                self.store.apply(changes, self.topic, offsets)
+            except BaseException as e:
+                log.error("commit to the read model failed", exc_info=e)
+                self.store.visibility.fail(e)
+                self._on_failed(e)
+                return
+            self.store.visibility.commit(seq)
+            self._on_committed(seq, offsets, points)
+
+
+# Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).
+_MAX_QUEUED_POINTS = 2_000_000
+
+# Batches smaller than this (encoded bytes) are decoded and folded on the event loop.
+_INLINE_BYTES = 256 * 1024
 
 
 def decode_records(raw: list[RawRecord]) -> list[LogRecord]:

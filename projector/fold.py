@@ -130,6 +130,26 @@ class BatchChanges:
         default_factory=dict)
     log: list[LogEntry] = field(default_factory=list)
 
+    def merge(self, later: "BatchChanges") -> None:
+        """Add the changes of the batch folded right after this one, so both are written in
+        one transaction with the same result as two: final values (rows, tags, latest points)
+        take the later batch's, first-wins rows (params, datasets, model metrics) keep ours,
+        appends (metric points, log) concatenate."""
+        self.experiments.update(later.experiments)
+        self.experiment_tags.update(later.experiment_tags)
+        self.runs.update(later.runs)
+        self.tags.update(later.tags)
+        for rule, points in later.latest.items():
+            self.latest.setdefault(rule, {}).update(points)
+        self.models.update(later.models)
+        self.model_tags.update(later.model_tags)
+        for mine, theirs in ((self.params, later.params), (self.datasets, later.datasets),
+                             (self.model_params, later.model_params), (self.model_metrics, later.model_metrics)):
+            for k, v in theirs.items():
+                mine.setdefault(k, v)
+        self.metrics.chunks.extend(later.metrics.chunks)
+        self.log.extend(later.log)
+
 
 @dataclass
 class FoldResult:

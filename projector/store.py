@@ -18,12 +18,56 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
+from ingest.events import Verdict
 from projector.fold import BatchChanges, FoldState, LogRecord
+from projector.fold_cache import StateRequest
 from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from projector.schema import LATEST_TABLES, SCHEMA_VERSION, create_schema, stored_version
 
 log = logging.getLogger(__name__)
+
+
+class ReadModelUnavailable(RuntimeError):
+    """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
+
+
+class Visibility:
+    """Read-your-writes across the projector's pipeline.
+
+    The projector hands out a batch's verdicts as soon as the batch is folded and commits it
+    to DuckDB right after (projector.consumer). A reader that starts after a verdict was given
+    out waits until that batch is committed, so a client never reads older state than what it
+    was told; readers that start when nothing is pending do not wait at all.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.released = 0    # batches whose verdicts were handed out
+        self.committed = 0   # batches committed to DuckDB
+        self.failure: BaseException | None = None
+
+    def release(self, seq: int) -> None:
+        self.released = seq
+
+    def commit(self, seq: int) -> None:
+        with self._cond:
+            self.committed = seq
+            self._cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self.failure = exc
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        target = self.released
+        if self.committed >= target:
+            return
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
+                raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")
+            if self.committed < target:
+                raise ReadModelUnavailable(f"the projector stopped before committing acknowledged writes: {self.failure!r}")
 
 
 class Store:
@@ -49,8 +93,11 @@ class Store:
         create_schema(self.con)
         self._writer = self.con.cursor()
         self._lock = threading.Lock()
+        self.visibility = Visibility()
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
+    def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
+        """A reader's cursor that sees every write whose verdict was already given out."""
+        self.visibility.wait(wait)
         return self.con.cursor()
 
     def close(self) -> None:
@@ -66,34 +113,36 @@ class Store:
 
     # ----- state for a batch
     def load_state(self, records: list[LogRecord]) -> FoldState:
-        events = [r.event for r in records if r.event is not None]
-        run_ids = sorted({e.run_id for e in events if e.run_id and e.type not in EXPERIMENT_EVENTS})
-        exp_events = [e for e in events if e.type in EXPERIMENT_EVENTS]
-        event_ids = [e.event_id for e in events]
+        """Everything `records` may need, read from DuckDB (no cache in front)."""
+        return self.load(StateRequest.for_records(records))
+
+    def load(self, request: StateRequest) -> FoldState:
+        """Exactly the state `request` names, in one short read under the writer's lock."""
         state = FoldState()
         with self._lock:
             c = self._writer
-            for eid, etype, code, msg, exp_id in c.execute(
-                    "SELECT event_id, type, error_code, message, experiment_id FROM event_log "
-                    "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [event_ids]).fetchall():
-                result = {"experiment_id": exp_id} if etype == "ExperimentCreated" and code is None else {}
-                state.seen[eid] = Verdict(code, msg or "", result)
-            if exp_events:
+            if request.event_ids:
+                for eid, etype, code, msg, exp_id in c.execute(
+                        "SELECT event_id, type, error_code, message, experiment_id FROM event_log "
+                        "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))", [request.event_ids]).fetchall():
+                    result = {"experiment_id": exp_id} if etype == "ExperimentCreated" and code is None else {}
+                    state.seen[eid] = Verdict(code, msg or "", result)
+            if request.experiments:
                 for row in c.execute("SELECT * FROM experiments").fetchall():
                     exp = ExperimentRow(*row)
                     state.experiments[exp.experiment_id] = exp
                     state.experiment_ids_by_name[exp.name] = exp.experiment_id
                 numeric = [int(i) for i in state.experiments if i.isdigit()]
                 state.next_experiment_id = max(numeric, default=0) + 1
-                exp_ids = sorted({e.experiment_id for e in exp_events if e.experiment_id})
+            if request.experiment_tag_ids:
                 for exp_id, k, v in c.execute(
                         "SELECT experiment_id, key, value FROM experiment_tags "
-                        "WHERE experiment_id IN (SELECT unnest(?::VARCHAR[]))", [exp_ids]).fetchall():
+                        "WHERE experiment_id IN (SELECT unnest(?::VARCHAR[]))", [request.experiment_tag_ids]).fetchall():
                     state.experiment_tags[(exp_id, k)] = v
+            run_ids = request.run_ids
             if run_ids:
-                ids = [run_ids]
                 for row in c.execute("SELECT * FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
-                                     ids).fetchall():
+                                     [run_ids]).fetchall():
                     state.runs[row[0]] = RunRow(*row)
                 # Params, tags and both latest-metric tables in one round trip.
                 for kind, run_id, k, text, v, ts, step in c.execute(f"""
@@ -112,8 +161,23 @@ class Store:
                         state.tags[(run_id, k)] = text
                     else:
                         state.latest[kind][(run_id, k)] = LatestPoint(v, ts, step)
-            _load_models(c, state, events)
+            if request.model_ids:
+                _load_models(c, state, request.model_ids)
         return state
+
+    def event_ids(self) -> Iterator[str]:
+        """Every event id in the log so far (to prime the projector's filters)."""
+        return self._column("SELECT event_id FROM event_log")
+
+    def run_ids(self) -> Iterator[str]:
+        """Every run id, deleted or not."""
+        return self._column("SELECT run_id FROM runs")
+
+    def _column(self, sql: str) -> Iterator[str]:
+        with self.con.cursor() as cur:
+            reader = cur.sql(sql).to_arrow_reader(100_000)
+            for batch in reader:
+                yield from batch.column(0).to_pylist()
 
     # ----- one transaction per batch
     def apply(self, changes: BatchChanges, topic: str, next_offsets: dict[int, int]) -> None:
@@ -255,12 +319,8 @@ def _insert(c: duckdb.DuckDBPyConnection, table: str, verb: str, columns: dict[s
 
 # ----- logged models (MLflow 3.x)
 
-def _load_models(c: duckdb.DuckDBPyConnection, state: FoldState, events: list[Any]) -> None:
-    """The logged models named by the batch's model events, with their params and tags."""
-    ids = sorted({e.payload.get("model_id") for e in events
-                  if e.type in MODEL_EVENTS and isinstance(e.payload.get("model_id"), str)})
-    if not ids:
-        return
+def _load_models(c: duckdb.DuckDBPyConnection, state: FoldState, ids: list[str]) -> None:
+    """The logged models `ids`, with their params and tags."""
     for row in c.execute("SELECT * FROM logged_models WHERE model_id IN (SELECT unnest(?::VARCHAR[]))",
                          [ids]).fetchall():
         state.models[row[0]] = LoggedModelRow(*row)

@@ -28,8 +28,10 @@ from ingest.producer import EventLog
 from ingest.topic import ensure_topic
 from ingest.writer import Writer, new_event
 from projector.consumer import Projector
-from projector.store import Store
+from projector.fold_cache import FoldCache
+from projector.store import ReadModelUnavailable, Store
 from query import datasets_routes, history_routes, reader
+from query.run_info import run_info_json
 from query.search_cursors import SearchCursors
 from query import routes as query_routes
 from query import ops_routes
@@ -49,22 +51,42 @@ class OrjsonResponse(JSONResponse):
 
 
 class ReadModelCatalog:
-    """Answers ingest's pre-write questions from the DuckDB read model."""
+    """Answers ingest's pre-write questions: from the projector's fold cache when it holds the
+    answer (the latest folded state, no query), else from the DuckDB read model."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, cache: FoldCache | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.cache = cache
 
     def experiment(self, experiment_id: str) -> ExperimentRef | None:
+        if self.cache is not None and self.cache.experiments is not None:
+            exp = self.cache.experiments.get(experiment_id)
+            return None if exp is None else ExperimentRef(exp.experiment_id, exp.lifecycle_stage,
+                                                          exp.artifact_location)
         with self.store.cursor() as cur:
             row = cur.execute("SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments "
                               "WHERE experiment_id = ?", [experiment_id]).fetchone()
         return None if row is None else ExperimentRef(*row)
 
     def run(self, run_id: str) -> RunRef | None:
+        entry = self.cache.runs.get(run_id) if self.cache is not None else None
+        if entry is not None:
+            exp = self.experiment(entry.row.experiment_id) if entry.row is not None else None
+            if entry.row is None or exp is None:
+                return None
+            return RunRef(run_id, entry.row.experiment_id, entry.row.lifecycle_stage, exp.lifecycle_stage)
         with self.store.cursor() as cur:
             ref = reader.run_ref(cur, run_id)
         return None if ref is None else RunRef(run_id, *ref)
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        entry = self.cache.runs.get(run_id) if self.cache is not None else None
+        if entry is not None and entry.row is not None:
+            exp = self.experiment(entry.row.experiment_id)
+            deleted = entry.row.lifecycle_stage == "deleted" or (exp is not None and exp.lifecycle_stage == "deleted")
+            return run_info_json(entry.row, "deleted" if deleted else "active")
+        return self.run_json(run_id)["info"]
 
     def run_ids(self, experiment_id: str, *, lifecycle_stage: str, started_at_or_before: int | None = None,
                 deleted_at_or_after: int | None = None, limit: int | None = None) -> list[str]:
@@ -112,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
         task.add_done_callback(_report_projector_exit)
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
-        writer = Writer(event_log, board, ReadModelCatalog(store, settings), settings.sync_timeout)
+        writer = Writer(event_log, board, ReadModelCatalog(store, settings, projector.cache), settings.sync_timeout)
         app.state.store, app.state.writer, app.state.projector = store, writer, projector
         app.state.model_catalog = models_reader.ReadModelModelCatalog(store)
         try:
@@ -155,6 +177,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(MlflowError)
     async def mlflow_error(request: Request, exc: MlflowError) -> Response:
         return OrjsonResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(ReadModelUnavailable)
+    async def read_model_unavailable(request: Request, exc: ReadModelUnavailable) -> Response:
+        return OrjsonResponse({"error_code": "TEMPORARILY_UNAVAILABLE", "message": str(exc)}, status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

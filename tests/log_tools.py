@@ -13,7 +13,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ingest.events import Envelope
 from ingest.producer import EventLog
 from ingest.topic import ensure_topic
-from projector.consumer import fold_and_apply
+from projector.consumer import decode_records, fold_and_apply
+from projector.fold import BatchChanges, FoldState, fold_batch
+from projector.fold_cache import FoldCache
 from projector.store import Store
 
 
@@ -97,6 +99,47 @@ def fold_into(path: str, topic: str, batches: list[list[tuple[int, int, bytes]]]
             for partition, offset, _ in batch:
                 next_offsets[partition] = offset + 1
             fold_and_apply(store, topic, batch, next_offsets)
+    finally:
+        store.close()
+
+
+def fold_into_cached(path: str, topic: str, batches: list[list[tuple[int, int, bytes]]],
+                     rng: random.Random, max_runs: int = 3) -> None:
+    """Like `fold_into`, but the way the running projector folds: state from a FoldCache (small,
+    so entries get evicted and reloaded), verdicts before commits, and commits queued and
+    merged in random groups (BatchChanges.merge), a load waiting for queued commits first."""
+    store = Store(path)
+    cache = FoldCache(max_runs=max_runs)
+    queued: list[tuple[BatchChanges, dict[int, int]]] = []
+
+    def commit_queued() -> None:
+        if not queued:
+            return
+        changes, offsets = queued[0][0], dict(queued[0][1])
+        for later, later_offsets in queued[1:]:
+            changes.merge(later)
+            offsets.update(later_offsets)
+        store.apply(changes, topic, offsets)
+        queued.clear()
+
+    try:
+        for batch in batches:
+            next_offsets: dict[int, int] = {}
+            for partition, offset, _ in batch:
+                next_offsets[partition] = offset + 1
+            records = decode_records(batch)
+            request = cache.plan(records)
+            loaded = FoldState()
+            if request:
+                commit_queued()
+                loaded = store.load(request)
+                cache.add_loaded(request, loaded)
+            result = fold_batch(cache.state_for(records, loaded), records)
+            cache.absorb(result)
+            queued.append((result.changes, next_offsets))
+            if rng.random() < 0.4:
+                commit_queued()
+        commit_queued()
     finally:
         store.close()
 

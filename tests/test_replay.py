@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.conftest import RunledgerServer
-from tests.log_tools import dump_tables, fold_into, interleaved_batches, read_topic, without_offsets
+from tests.log_tools import (dump_tables, fold_into, fold_into_cached, interleaved_batches, read_topic,
+                             without_offsets)
 
 
 def _post(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -113,3 +114,14 @@ def test_any_interleaving_of_partitions_folds_to_the_same_tables(populated: Any,
     fold_into(path, server.topic, interleaved_batches(log, random.Random(seed), max_batch=15))
     got = dump_tables(path)
     assert without_offsets(got) == without_offsets(tables)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_folding_with_the_state_cache_and_merged_commits_gives_the_same_tables(
+        populated: Any, kafka_bootstrap: str, tmp_path: Any, seed: int) -> None:
+    server, *_, tables = populated
+    log = read_topic(kafka_bootstrap, server.topic)
+    rng = random.Random(seed)
+    path = str(tmp_path / "cached.duckdb")
+    fold_into_cached(path, server.topic, interleaved_batches(log, rng, max_batch=15), rng)
+    assert without_offsets(dump_tables(path)) == without_offsets(tables)
