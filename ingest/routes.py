@@ -85,6 +85,46 @@ def _metric(f: Fields) -> tuple[str, float, int, int]:
     return key, limits.clamp_metric_value(value), timestamp, step
 
 
+_PLAIN_METRIC_FIELDS = frozenset({"key", "value", "timestamp", "step"})
+_INT64_MAX = 2**63 - 1
+
+
+def _plain_metric_columns(raw: Any) -> dict[str, list[Any]] | None:
+    """The columnar metrics of a log-batch whose points are all plain and valid (a JSON number
+    value, integer timestamp >= 0 and step, a valid key, no model fields), without the per-field
+    wrappers `_metric` goes through: this loop is the request's hot path. None means "not
+    all plain": the caller takes the general path, which gives the exact error or conversion."""
+    if not isinstance(raw, list):
+        return None
+    keys, values, timestamps, steps = [], [], [], []
+    good_keys: set[str] = set()
+    for m in raw:
+        if type(m) is not dict or not _PLAIN_METRIC_FIELDS.issuperset(m):
+            return None
+        key, value, ts, step = m.get("key"), m.get("value"), m.get("timestamp"), m.get("step", 0)
+        if step is None:
+            step = 0
+        if type(key) is not str or type(ts) is not int or type(step) is not int:
+            return None
+        if not (0 <= ts <= _INT64_MAX and -_INT64_MAX - 1 <= step <= _INT64_MAX):
+            return None
+        if type(value) is int:
+            value = float(value)
+        elif type(value) is not float:
+            return None
+        if key not in good_keys:
+            try:
+                limits.check_key(key)
+            except InvalidParameterValue:
+                return None
+            good_keys.add(key)
+        keys.append(key)
+        values.append(limits.clamp_metric_value(value))
+        timestamps.append(ts)
+        steps.append(step)
+    return {"keys": keys, "values": values, "timestamps": timestamps, "steps": steps}
+
+
 def _params(items: list[Fields]) -> list[list[str]]:
     out, seen = [], set()
     for p in items:
@@ -283,11 +323,14 @@ async def delete_tag(request: Request) -> dict[str, Any]:
 async def log_batch(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
     run_id = _run_id(f)
-    metrics, params, tags = f.objects("metrics"), f.objects("params"), f.objects("tags")
-    limits.check_batch_sizes(len(metrics), len(params), len(tags))
+    plain = _plain_metric_columns(f.data.get("metrics"))
+    metrics = f.objects("metrics") if plain is None else []
+    params, tags = f.objects("params"), f.objects("tags")
+    limits.check_batch_sizes(len(plain["keys"]) if plain is not None else len(metrics), len(params), len(tags))
     payload = {
         "params": _params(params),
-        "metrics": {**metrics_columns([_metric(m) for m in metrics]), **model_metric_columns(metrics, request)},
+        "metrics": plain if plain is not None else {
+            **metrics_columns([_metric(m) for m in metrics]), **model_metric_columns(metrics, request)},
         "tags": _tags(tags, limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True),
     }
     writer = _writer(request)
