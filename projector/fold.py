@@ -85,13 +85,30 @@ class MetricRows:
     the projector's hot path never turns points into Python objects."""
 
     chunks: list[pa.Table] = field(default_factory=list)
+    # Per chunk: None if every point is certainly not stored yet (see `_Fold.mark_fresh_metrics`),
+    # else a boolean mask of the points that certainly are not.
+    fresh: list[pa.Array | None] = field(default_factory=list)
 
     def add(self, run_id: str, points: pa.Table) -> None:
         self.chunks.append(pa.Table.from_arrays(
             [pa.repeat(run_id, points.num_rows).cast(pa.string()), *points.columns], schema=METRIC_SCHEMA))
+        self.fresh.append(None)
 
     def table(self) -> pa.Table:
         return pa.concat_tables(self.chunks) if self.chunks else METRIC_SCHEMA.empty_table()
+
+    def split(self) -> tuple[pa.Table, pa.Table]:
+        """(points certainly new, points that may repeat a stored one): the store inserts the
+        first as they are and checks only the second against the metrics table."""
+        fresh, maybe = [], []
+        for chunk, mask in zip(self.chunks, self.fresh):
+            if mask is None:
+                fresh.append(chunk)
+            else:
+                fresh.append(chunk.filter(mask))
+                maybe.append(chunk.filter(pc.invert(mask)))
+        empty = METRIC_SCHEMA.empty_table()
+        return (pa.concat_tables(fresh) if fresh else empty), (pa.concat_tables(maybe) if maybe else empty)
 
     def __len__(self) -> int:
         return sum(c.num_rows for c in self.chunks)
@@ -148,6 +165,7 @@ class BatchChanges:
             for k, v in theirs.items():
                 mine.setdefault(k, v)
         self.metrics.chunks.extend(later.metrics.chunks)
+        self.metrics.fresh.extend(later.metrics.fresh)
         self.log.extend(later.log)
 
 
@@ -175,6 +193,7 @@ def fold_batch(state: FoldState, records: list[LogRecord]) -> FoldResult:
     fold = _Fold(state)
     for record in records:
         fold.apply(record)
+    fold.mark_fresh_metrics()
     fold.raise_latest_metrics()
     return FoldResult(fold.changes, fold.verdicts)
 
@@ -536,6 +555,37 @@ class _Fold:
     def _put_metrics(self, run_id: str, points: _Points) -> None:
         if points.num_rows:
             self.changes.metrics.add(run_id, points)
+
+    def mark_fresh_metrics(self) -> None:
+        """Mark the points that cannot repeat a stored point, so the store need not look.
+
+        A stored point of (run, key) has timestamp <= the latest timestamp and step <= the
+        latest step known before this batch (the two latest-metric rules keep exactly those
+        maxima), so a point with a greater timestamp or a greater step is new. Appending in
+        time or step order, the normal case, is all new; a retried request or a backfill is
+        checked. Repeats within the batch are the store's DISTINCT's job.
+        """
+        m = self.changes.metrics
+        for i, chunk in enumerate(m.chunks):
+            run_id = chunk.column("run_id")[0].as_py()
+            keys = chunk.column("key")
+            unique = pc.unique(keys).to_pylist()
+            bounds = []
+            for k in unique:
+                by_ts, by_step = self.s.latest["timestamp"].get((run_id, k)), self.s.latest["step"].get((run_id, k))
+                bounds.append((by_ts.timestamp if by_ts else None, by_step.step if by_step else None))
+            if all(ts is None for ts, _ in bounds):
+                continue  # nothing stored for these keys
+            ts, step = chunk.column("timestamp"), chunk.column("step")
+            max_ts = max(b[0] for b in bounds if b[0] is not None)
+            max_step = max(b[1] for b in bounds if b[1] is not None)
+            if pc.min(ts).as_py() > max_ts or pc.min(step).as_py() > max_step:
+                continue  # the whole chunk is past everything stored
+            index = pc.index_in(keys, pa.array(unique, pa.string()))
+            ts_bound = pc.take(pa.array([b[0] for b in bounds], pa.int64()), index)
+            step_bound = pc.take(pa.array([b[1] for b in bounds], pa.int64()), index)
+            fresh = pc.or_kleene(pc.greater(ts, ts_bound), pc.greater(step, step_bound))
+            m.fresh[i] = pc.fill_null(fresh, True)  # null bound: key never stored
 
     def raise_latest_metrics(self) -> None:
         """Latest metric per (run, key) under both rules, once per batch.

@@ -203,11 +203,17 @@ class Store:
                 "run_id": [k[0] for k in ch.params], "key": [k[1] for k in ch.params],
                 "value": list(ch.params.values())})
         _apply_keyed(c, "tags", "run_id", ch.tags)
-        m = ch.metrics
-        if len(m):
-            with _rows(c, "b", m.table()) as (source, params):
-                # Exact duplicates (a client retry, or one point twice in a batch) are stored once.
-                # DuckDB compares NaN equal to NaN, so a repeated NaN point is a duplicate too.
+        fresh, maybe = ch.metrics.split()
+        if fresh.num_rows:
+            # DISTINCT: a point sent twice in one batch is stored once (DuckDB's DISTINCT takes
+            # NaN as equal to NaN, so a repeated NaN point is a duplicate too).
+            with _rows(c, "b", fresh) as (source, params):
+                c.execute(f"INSERT INTO metrics SELECT DISTINCT run_id, key, value, timestamp, step FROM {source}",
+                          params)
+        if maybe.num_rows:
+            # Exact repeats of stored points (a client retry) are stored once; this scans the
+            # metrics of the runs involved, so only points that may repeat come here.
+            with _rows(c, "b", maybe) as (source, params):
                 c.execute(f"""
                     INSERT INTO metrics
                     SELECT DISTINCT b.run_id, b.key, b.value, b.timestamp, b.step FROM {source}
