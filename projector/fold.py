@@ -594,7 +594,7 @@ class _Fold:
         stored latest, keeps the stored point unless the batch's first point with the
         greatest sort key beats it; so only that candidate is compared.
         """
-        for rule, candidates in rules.batch_latest_candidates(self.changes.metrics.table()).items():
+        for rule, candidates in rules.batch_latest_candidates(self.changes.metrics.chunks).items():
             latest = self.changes.latest[rule]
             for run_id, key, value, ts, step in candidates:
                 point = LatestPoint(value, ts, step)

@@ -326,3 +326,26 @@ def test_arrow_and_python_latest_candidates_agree(rows: list) -> None:
         return {rule: sorted((r, k, "nan" if v != v else v, t, s) for r, k, v, t, s in c) for rule, c in found.items()}
 
     assert normalised(rules.candidates_arrow(table)) == normalised(rules.candidates_python(table))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),
+                                   st.one_of(st.sampled_from([-1.0, 0.0, 0.5, 1.0]), st.just(math.nan)),
+                                   st.integers(0, 3), st.integers(-2, 2)), max_size=300), max_size=5),
+       st.lists(st.sampled_from(["r1", "r2"]), min_size=5, max_size=5))
+def test_batch_candidates_from_one_run_chunks_agree_with_the_python_pass(chunks: list, runs: list) -> None:
+    """Large batches cut each one-run chunk to its rows at a maximum before comparing."""
+    import pyarrow as pa
+
+    from projector import rules
+    from projector.fold import METRIC_SCHEMA
+
+    tables = [pa.table({"run_id": [run] * len(rows), **{name: [r[i] for r in rows] for i, name in
+                                                        enumerate(METRIC_SCHEMA.names[1:])}}, schema=METRIC_SCHEMA)
+              for run, rows in zip(runs, chunks)]
+    whole = pa.concat_tables(tables) if tables else METRIC_SCHEMA.empty_table()
+
+    def normalised(found: dict) -> dict:
+        return {rule: sorted((r, k, "nan" if v != v else v, t, s) for r, k, v, t, s in c) for rule, c in found.items()}
+
+    assert normalised(rules.batch_latest_candidates(tables)) == normalised(rules.candidates_python(whole))
