@@ -37,14 +37,16 @@ class EventLog:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def append(self, events: list[Envelope]) -> None:
-        """Return once Kafka has acknowledged every event; raise LogUnavailable otherwise.
+    async def append(self, events: list[Envelope]) -> list[tuple[int, int]]:
+        """Return (partition, offset) of each event once Kafka has acknowledged every one;
+        raise LogUnavailable otherwise.
 
         Events sent in one call keep their order within a partition (same producer, same key).
         """
         try:
             futures = [await self._producer.send(self.topic, encode(e), key=e.partition_key) for e in events]
-            await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout)
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout)
+            return [(a.partition, a.offset) for a in acks]
         except (KafkaError, asyncio.TimeoutError) as e:
             log.warning("append to %s failed: %r", self.topic, e)
             raise LogUnavailable(f"The event log (Kafka) did not acknowledge the write: {e!r}. "

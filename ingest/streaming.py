@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ingest import limits
+from ingest.backlog import AppendBacklog
 from ingest.errors import InvalidParameterValue
 from ingest.request import json_body, missing
 from ingest.routes import acting_user
@@ -117,11 +118,14 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
     run = writer.writable_run(run_id)
     payloads = event_payloads(points)
     user = acting_user(request)
+    backlog: AppendBacklog = request.app.state.append_backlog
+    await backlog.admit()
     # One append for all parts: it returns only once Kafka has acknowledged every one of them.
-    await writer.append([
+    positions = await writer.append([
         new_event("MetricsLogged", payload, user=user, run_id=run.run_id, experiment_id=run.experiment_id,
                   event_id=log_id)
         for log_id, payload in zip(log_event_ids(run.run_id, event_id, len(payloads)), payloads)])
+    backlog.appended(positions)
     return {"event_id": event_id, "points": len(points)}
 
 

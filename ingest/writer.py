@@ -70,9 +70,9 @@ class Writer:
                 raise MlflowError(verdict.message, code)
         return list(verdicts)
 
-    async def append(self, events: list[Envelope]) -> None:
-        """Append without waiting for the projector (the streaming path)."""
-        await self.log.append(events)
+    async def append(self, events: list[Envelope]) -> list[tuple[int, int]]:
+        """Append without waiting for the projector (the streaming path); (partition, offset) of each."""
+        return await self.log.append(events)
 
     def writable_run(self, run_id: str) -> RunRef:
         """Fail early, with MLflow's error, for writes the projector would reject anyway."""

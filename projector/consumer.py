@@ -60,6 +60,7 @@ class Projector:
         self._progress = asyncio.Event()
         self._committer: Committer | None = None
         self._failure: Exception | None = None
+        self.commit_listeners: list[Callable[[], None]] = []   # called on the loop after each commit
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -197,6 +198,8 @@ class Projector:
         self.applied_offsets.update(offsets)
         self._queued_points -= points
         self._progress.set()
+        for listener in self.commit_listeners:
+            listener()
 
     def _failed(self, exc: BaseException) -> None:
         self._failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))

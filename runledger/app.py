@@ -21,6 +21,7 @@ from ingest import inputs_routes
 from ingest import models_routes as ingest_models_routes
 from ingest import routes as ingest_routes
 from ingest import streaming as ingest_streaming
+from ingest.backlog import AppendBacklog
 from ingest.catalog import ExperimentRef, RunRef
 from ingest.errors import MlflowError
 from ingest.outcomes import VerdictBoard
@@ -136,6 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings, projector.cache), settings.sync_timeout)
         app.state.store, app.state.writer, app.state.projector = store, writer, projector
+        app.state.append_backlog = AppendBacklog(lambda: projector.applied_offsets)
+        projector.commit_listeners.append(app.state.append_backlog.progressed)
         app.state.model_catalog = models_reader.ReadModelModelCatalog(store)
         try:
             await ensure_default_experiment(writer, settings)

@@ -1,0 +1,65 @@
+"""The streaming path's backpressure (ingest.backlog), on its own: it holds senders back only
+while this process's appends are not applied within the bound."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ingest.backlog import AppendBacklog
+
+
+def test_nothing_pending_admits_at_once() -> None:
+    async def main() -> float:
+        backlog = AppendBacklog(lambda: {}, max_age_s=0.05)
+        t = time.monotonic()
+        await backlog.admit()
+        return time.monotonic() - t
+    assert asyncio.run(main()) < 0.05
+
+
+def test_a_young_backlog_admits_at_once() -> None:
+    async def main() -> float:
+        backlog = AppendBacklog(lambda: {0: 0}, max_age_s=5)
+        backlog.appended([(0, 10)])
+        t = time.monotonic()
+        await backlog.admit()
+        return time.monotonic() - t
+    assert asyncio.run(main()) < 0.05
+
+
+def test_an_old_unapplied_append_holds_senders_until_the_projector_applies_it() -> None:
+    async def main() -> tuple[float, float]:
+        applied = {0: 0, 1: 0}
+        backlog = AppendBacklog(lambda: applied, max_age_s=0.05)
+        backlog.appended([(0, 3), (1, 7), (0, 5)])
+        await asyncio.sleep(0.1)
+
+        async def projector() -> None:
+            await asyncio.sleep(0.2)
+            applied[0] = 6          # partition 0 done, partition 1 not yet
+            backlog.progressed()
+            await asyncio.sleep(0.2)
+            applied[1] = 8
+            backlog.progressed()
+
+        t = time.monotonic()
+        task = asyncio.create_task(projector())
+        await backlog.admit()
+        waited = time.monotonic() - t
+        await task
+        return waited, backlog.oldest_unapplied_age()
+    waited, age = asyncio.run(main())
+    assert 0.35 < waited < 1.0
+    assert age == 0.0
+
+
+def test_a_stuck_projector_delays_senders_only_up_to_the_limit() -> None:
+    async def main() -> float:
+        backlog = AppendBacklog(lambda: {}, max_age_s=0.01, max_wait_s=0.2)
+        backlog.appended([(0, 1)])
+        await asyncio.sleep(0.05)
+        t = time.monotonic()
+        await backlog.admit()
+        return time.monotonic() - t
+    assert 0.15 < asyncio.run(main()) < 0.6
