@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-# Latest-metric tables, one per rule (see projector.rules.newer); both are always maintained
-# so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding.
+# Latest metric per (run, key) under each rule (see projector.rules.newer), both always
+# maintained so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding. They are
+# stored as one table, `latest_points` (one upsert per batch instead of two), and read through
+# one view per rule with the plain (run_id, key, value, timestamp, step) shape.
 LATEST_TABLES = {"timestamp": "latest_metrics", "step": "latest_metrics_by_step"}
+LATEST_COLUMNS = {"timestamp": ("ts_value", "ts_timestamp", "ts_step"),
+                  "step": ("step_value", "step_timestamp", "step_step")}
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)",
@@ -34,9 +38,12 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value DOUBLE NOT NULL,
         timestamp BIGINT NOT NULL, step BIGINT NOT NULL)""",
-    *[f"""CREATE TABLE IF NOT EXISTS {table} (
-        run_id VARCHAR, key VARCHAR, value DOUBLE NOT NULL, timestamp BIGINT NOT NULL,
-        step BIGINT NOT NULL, PRIMARY KEY (run_id, key))""" for table in LATEST_TABLES.values()],
+    """CREATE TABLE IF NOT EXISTS latest_points (
+        run_id VARCHAR, key VARCHAR, ts_value DOUBLE NOT NULL, ts_timestamp BIGINT NOT NULL,
+        ts_step BIGINT NOT NULL, step_value DOUBLE NOT NULL, step_timestamp BIGINT NOT NULL,
+        step_step BIGINT NOT NULL, PRIMARY KEY (run_id, key))""",
+    *[f"""CREATE VIEW IF NOT EXISTS {LATEST_TABLES[rule]} AS SELECT run_id, key, {v} AS value,
+        {t} AS timestamp, {st} AS step FROM latest_points""" for rule, (v, t, st) in LATEST_COLUMNS.items()],
     # One row per dataset input of a run (MLflow's dataset + input edge + input tags);
     # `context` is the input tag mlflow.data.context, kept as a column for search filters.
     """CREATE TABLE IF NOT EXISTS run_datasets (

@@ -22,7 +22,7 @@ from ingest.events import Verdict
 from projector.fold import BatchChanges, FoldState, LogRecord
 from projector.fold_cache import StateRequest
 from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
-from projector.schema import LATEST_TABLES, SCHEMA_VERSION, create_schema, stored_version
+from projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,10 @@ class Store:
                          WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
                         UNION ALL SELECT 'tags', run_id, key, value, NULL, NULL, NULL FROM tags
                          WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
-                        UNION ALL SELECT 'timestamp', run_id, key, NULL, value, timestamp, step
-                         FROM {LATEST_TABLES["timestamp"]} WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
-                        UNION ALL SELECT 'step', run_id, key, NULL, value, timestamp, step
-                         FROM {LATEST_TABLES["step"]} WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))""",
+                        UNION ALL SELECT 'timestamp', run_id, key, NULL, ts_value, ts_timestamp, ts_step
+                         FROM latest_points WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
+                        UNION ALL SELECT 'step', run_id, key, NULL, step_value, step_timestamp, step_step
+                         FROM latest_points WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))""",
                         {"ids": run_ids}).fetchall():
                     if kind == "params":
                         state.params[(run_id, k)] = text
@@ -228,13 +228,7 @@ class Store:
                 name: [r[name] for r in rows] for name in (
                     "run_id", "name", "digest", "context", "source_type", "source", "schema", "profile",
                     "tags", "experiment_id", "logged_time")})
-        for rule, points in ch.latest.items():
-            if points:
-                _insert(c, LATEST_TABLES[rule], "INSERT OR REPLACE", {
-                    "run_id": [k[0] for k in points], "key": [k[1] for k in points],
-                    "value": [p.value for p in points.values()],
-                    "timestamp": [p.timestamp for p in points.values()],
-                    "step": [p.step for p in points.values()]})
+        _upsert_latest(c, ch.latest)
         if ch.log:
             log = ch.log
             # Plain INSERT: the fold never emits an event id that is already logged (it checks the
@@ -262,12 +256,40 @@ def _columns(rows: Iterable[Any], cls: type) -> dict[str, list[Any]]:
 
 
 def _store_offsets(c: duckdb.DuckDBPyConnection, topic: str, next_offsets: dict[int, int]) -> None:
-    """Record where to resume; an UPDATE of an existing row costs a third of INSERT OR REPLACE."""
+    """Record where to resume: one UPDATE for all partitions (cheaper than an upsert), and an
+    INSERT for partitions seen for the first time."""
+    if not next_offsets:
+        return
+    with _rows(c, "n", {"p": list(next_offsets), "o": list(next_offsets.values())}) as (source, params):
+        updated = {row[0] for row in c.execute(
+            f'UPDATE consumer_offsets SET next_offset = n.o FROM {source} '
+            f'WHERE consumer_offsets.topic = ? AND consumer_offsets."partition" = n.p RETURNING "partition"',
+            [*params, topic]).fetchall()}
     for partition, offset in next_offsets.items():
-        updated = c.execute('UPDATE consumer_offsets SET next_offset = ? WHERE topic = ? AND "partition" = ? '
-                            'RETURNING 1', [offset, topic, partition]).fetchall()
-        if not updated:
+        if partition not in updated:
             c.execute("INSERT INTO consumer_offsets VALUES (?, ?, ?)", [topic, partition, offset])
+
+
+def _upsert_latest(c: duckdb.DuckDBPyConnection, latest: dict[str, dict[tuple[str, str], LatestPoint]]) -> None:
+    """One upsert of `latest_points` for both rules. A (run, key) whose latest changed under
+    one rule only carries NULLs for the other, which keep the stored values (a new key always
+    changes under both rules, so a new row is complete)."""
+    keys = list(dict.fromkeys([*latest.get("timestamp", {}), *latest.get("step", {})]))
+    if not keys:
+        return
+    columns: dict[str, list[Any]] = {"run_id": [k[0] for k in keys], "key": [k[1] for k in keys]}
+    for rule, names in LATEST_COLUMNS.items():
+        points = latest.get(rule, {})
+        got = [points.get(k) for k in keys]
+        columns[names[0]] = [None if p is None else p.value for p in got]
+        columns[names[1]] = [None if p is None else p.timestamp for p in got]
+        columns[names[2]] = [None if p is None else p.step for p in got]
+    names = ", ".join(columns)
+    keep = ", ".join(f"{col} = COALESCE(EXCLUDED.{col}, latest_points.{col})"
+                     for cols in LATEST_COLUMNS.values() for col in cols)
+    with _rows(c, "l", columns) as (source, params):
+        c.execute(f"INSERT INTO latest_points ({names}) SELECT {names} FROM {source} "
+                  f"ON CONFLICT (run_id, key) DO UPDATE SET {keep}", params)
 
 
 def _apply_keyed(c: duckdb.DuckDBPyConnection, table: str, owner: str,
