@@ -85,30 +85,34 @@ class MetricRows:
     the projector's hot path never turns points into Python objects."""
 
     chunks: list[pa.Table] = field(default_factory=list)
-    # Per chunk: None if every point is certainly not stored yet (see `_Fold.mark_fresh_metrics`),
-    # else a boolean mask of the points that certainly are not.
+    # Per chunk: None if every point is certainly not stored yet nor in an earlier chunk (see
+    # `_Fold.mark_fresh_metrics`), else a boolean mask of the points that certainly are not.
     fresh: list[pa.Array | None] = field(default_factory=list)
+    # Per chunk: True if the fold proved the chunk holds no point twice.
+    distinct: list[bool] = field(default_factory=list)
 
     def add(self, run_id: str, points: pa.Table) -> None:
         self.chunks.append(pa.Table.from_arrays(
             [pa.repeat(run_id, points.num_rows).cast(pa.string()), *points.columns], schema=METRIC_SCHEMA))
         self.fresh.append(None)
+        self.distinct.append(False)
 
     def table(self) -> pa.Table:
         return pa.concat_tables(self.chunks) if self.chunks else METRIC_SCHEMA.empty_table()
 
-    def split(self) -> tuple[pa.Table, pa.Table]:
-        """(points certainly new, points that may repeat a stored one): the store inserts the
-        first as they are and checks only the second against the metrics table."""
-        fresh, maybe = [], []
-        for chunk, mask in zip(self.chunks, self.fresh):
+    def split(self) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """The points in three groups, for the store: certainly new and distinct (inserted as
+        they are), certainly new but maybe repeated within the batch (inserted DISTINCT), and
+        maybe repeating a stored point (checked against the metrics table)."""
+        plain, repeated, maybe = [], [], []
+        for chunk, mask, distinct in zip(self.chunks, self.fresh, self.distinct):
             if mask is None:
-                fresh.append(chunk)
+                (plain if distinct else repeated).append(chunk)
             else:
-                fresh.append(chunk.filter(mask))
+                repeated.append(chunk.filter(mask))
                 maybe.append(chunk.filter(pc.invert(mask)))
         empty = METRIC_SCHEMA.empty_table()
-        return (pa.concat_tables(fresh) if fresh else empty), (pa.concat_tables(maybe) if maybe else empty)
+        return tuple(pa.concat_tables(t) if t else empty for t in (plain, repeated, maybe))  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return sum(c.num_rows for c in self.chunks)
@@ -166,6 +170,7 @@ class BatchChanges:
                 mine.setdefault(k, v)
         self.metrics.chunks.extend(later.metrics.chunks)
         self.metrics.fresh.extend(later.metrics.fresh)
+        self.metrics.distinct.extend(later.metrics.distinct)
         self.log.extend(later.log)
 
 
@@ -557,35 +562,48 @@ class _Fold:
             self.changes.metrics.add(run_id, points)
 
     def mark_fresh_metrics(self) -> None:
-        """Mark the points that cannot repeat a stored point, so the store need not look.
+        """Mark the points that cannot repeat a stored point or an earlier point of the batch,
+        so the store need not look for repeats.
 
         A stored point of (run, key) has timestamp <= the latest timestamp and step <= the
         latest step known before this batch (the two latest-metric rules keep exactly those
-        maxima), so a point with a greater timestamp or a greater step is new. Appending in
-        time or step order, the normal case, is all new; a retried request or a backfill is
-        checked. Repeats within the batch are the store's DISTINCT's job.
+        maxima); each chunk then raises its keys' bounds to its own maxima. A point with a
+        greater timestamp or a greater step than its key's bound is new. Appending in time or
+        step order, the normal case, is all new; a retried request or a backfill is checked.
+        A chunk laid out in step order (or key by key) is also proven free of repeats within
+        itself, so the store can skip its DISTINCT.
         """
         m = self.changes.metrics
+        bounds: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         for i, chunk in enumerate(m.chunks):
             run_id = chunk.column("run_id")[0].as_py()
-            keys = chunk.column("key")
-            unique = pc.unique(keys).to_pylist()
-            bounds = []
+            keys = chunk.column("key").combine_chunks()
+            encoded = pc.dictionary_encode(keys)
+            unique = encoded.dictionary.to_pylist()
+            ts, step = chunk.column("timestamp").combine_chunks(), chunk.column("step").combine_chunks()
+            key_bounds = []
             for k in unique:
-                by_ts, by_step = self.s.latest["timestamp"].get((run_id, k)), self.s.latest["step"].get((run_id, k))
-                bounds.append((by_ts.timestamp if by_ts else None, by_step.step if by_step else None))
-            if all(ts is None for ts, _ in bounds):
-                continue  # nothing stored for these keys
-            ts, step = chunk.column("timestamp"), chunk.column("step")
-            max_ts = max(b[0] for b in bounds if b[0] is not None)
-            max_step = max(b[1] for b in bounds if b[1] is not None)
-            if pc.min(ts).as_py() > max_ts or pc.min(step).as_py() > max_step:
-                continue  # the whole chunk is past everything stored
-            index = pc.index_in(keys, pa.array(unique, pa.string()))
-            ts_bound = pc.take(pa.array([b[0] for b in bounds], pa.int64()), index)
-            step_bound = pc.take(pa.array([b[1] for b in bounds], pa.int64()), index)
+                if (run_id, k) not in bounds:
+                    by_ts = self.s.latest["timestamp"].get((run_id, k))
+                    by_step = self.s.latest["step"].get((run_id, k))
+                    bounds[(run_id, k)] = (by_ts.timestamp if by_ts else None, by_step.step if by_step else None)
+                key_bounds.append(bounds[(run_id, k)])
+            m.distinct[i] = _in_step_or_key_order(encoded.indices, step, len(unique))
+            ts_max, step_max = pc.max(ts).as_py(), pc.max(step).as_py()
+            for k, (b_ts, b_step) in zip(unique, key_bounds):
+                # Raised by the whole chunk's maxima: a bound may only be too high (which sends
+                # more points to the store's check), never too low.
+                bounds[(run_id, k)] = (ts_max if b_ts is None else max(b_ts, ts_max),
+                                       step_max if b_step is None else max(b_step, step_max))
+            known = [b for b in key_bounds if b[0] is not None]
+            if not known:
+                continue  # nothing stored or earlier in the batch for these keys
+            if pc.min(ts).as_py() > max(b[0] for b in known) or pc.min(step).as_py() > max(b[1] for b in known):
+                continue  # the whole chunk is past everything known
+            ts_bound = pc.take(pa.array([b[0] for b in key_bounds], pa.int64()), encoded.indices)
+            step_bound = pc.take(pa.array([b[1] for b in key_bounds], pa.int64()), encoded.indices)
             fresh = pc.or_kleene(pc.greater(ts, ts_bound), pc.greater(step, step_bound))
-            m.fresh[i] = pc.fill_null(fresh, True)  # null bound: key never stored
+            m.fresh[i] = pc.fill_null(fresh, True)  # null bound: key never seen
 
     def raise_latest_metrics(self) -> None:
         """Latest metric per (run, key) under both rules, once per batch.
@@ -601,6 +619,25 @@ class _Fold:
                 current = self.latest(rule, (run_id, key))
                 if current is None or rules.newer(rule, point, current):
                     latest[(run_id, key)] = point
+
+
+def _in_step_or_key_order(key_ix: pa.Array, step: pa.Array, n_keys: int) -> bool:
+    """Whether no (key, step) occurs twice in a chunk, proven cheaply for the usual layouts:
+    (step, key) strictly increasing (all keys at step 0, then step 1, ...) or (key, step)
+    strictly increasing (one key's steps after another's). Two equal points share key and step."""
+    n = len(step)
+    if n < 2:
+        return True
+    k = key_ix.cast(pa.int64())
+    lo, hi = pc.min(step).as_py(), pc.max(step).as_py()
+    try:
+        for combined in (pc.add_checked(pc.multiply_checked(pc.subtract_checked(step, pa.scalar(lo)), n_keys), k),
+                         pc.add_checked(pc.multiply_checked(k, hi - lo + 1), pc.subtract_checked(step, pa.scalar(lo)))):
+            if pc.all(pc.greater(combined.slice(1), combined.slice(0, n - 1))).as_py():
+                return True
+    except (pa.ArrowInvalid, OverflowError):
+        return False  # steps too far apart to combine: let the store's DISTINCT decide
+    return False
 
 
 def _model_metric_links(cols: dict[str, Any], points: "_Points"

@@ -203,11 +203,14 @@ class Store:
                 "run_id": [k[0] for k in ch.params], "key": [k[1] for k in ch.params],
                 "value": list(ch.params.values())})
         _apply_keyed(c, "tags", "run_id", ch.tags)
-        fresh, maybe = ch.metrics.split()
-        if fresh.num_rows:
+        plain, repeated, maybe = ch.metrics.split()
+        if plain.num_rows:
+            with _rows(c, "b", plain) as (source, params):
+                c.execute(f"INSERT INTO metrics SELECT run_id, key, value, timestamp, step FROM {source}", params)
+        if repeated.num_rows:
             # DISTINCT: a point sent twice in one batch is stored once (DuckDB's DISTINCT takes
             # NaN as equal to NaN, so a repeated NaN point is a duplicate too).
-            with _rows(c, "b", fresh) as (source, params):
+            with _rows(c, "b", repeated) as (source, params):
                 c.execute(f"INSERT INTO metrics SELECT DISTINCT run_id, key, value, timestamp, step FROM {source}",
                           params)
         if maybe.num_rows:
