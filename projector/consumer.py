@@ -118,15 +118,14 @@ class Projector:
         finally:
             self._stop_committer()
 
-    async def process(self, batch: dict[TopicPartition, list]) -> FoldResult:
+    async def process(self, batch: dict[TopicPartition, list]) -> None:
         """Fold `batch` and return once it is committed to DuckDB (tests and tools)."""
         own = self._committer is None
         if own:
             self._start_committer()
         try:
-            result = await self._fold_and_submit(batch)
+            await self._fold_and_submit(batch)
             await self.drain()
-            return result
         finally:
             if own:
                 self._stop_committer()
@@ -142,7 +141,7 @@ class Projector:
         if self._failure is not None:
             raise self._failure
 
-    async def _fold_and_submit(self, batch: dict[TopicPartition, list]) -> FoldResult:
+    async def _fold_and_submit(self, batch: dict[TopicPartition, list]) -> None:
         """Fold a batch against the cached state, hand out its verdicts, and queue its commit.
 
         Folding runs ahead of committing: while one transaction is being written, the next
@@ -154,6 +153,10 @@ class Projector:
         """
         raw = [(tp.partition, msg.offset, msg.value) for tp in sorted(batch, key=lambda t: t.partition)
                for msg in batch[tp]]
+        for part in _slices(raw, _SLICE_BYTES):
+            await self._fold_slice(part)
+
+    async def _fold_slice(self, raw: list[RawRecord]) -> FoldResult:
         next_offsets: dict[int, int] = {}
         for partition, offset, _ in raw:
             next_offsets[partition] = offset + 1
@@ -267,6 +270,23 @@ _MAX_QUEUED_POINTS = 2_000_000
 
 # Batches smaller than this (encoded bytes) are decoded and folded on the event loop.
 _INLINE_BYTES = 256 * 1024
+# A large fetch (catching up, replay) is folded in slices of about this many bytes, so that
+# committing one slice overlaps with folding the next instead of waiting for the whole fetch.
+_SLICE_BYTES = 8 * 1024 * 1024
+
+
+def _slices(raw: list[RawRecord], max_bytes: int) -> list[list[RawRecord]]:
+    """Cut `raw` into consecutive runs of about `max_bytes` (each partition keeps its order)."""
+    out: list[list[RawRecord]] = [[]]
+    size = 0
+    for record in raw:
+        n = len(record[2] or b"")
+        if out[-1] and size + n > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(record)
+        size += n
+    return out
 
 
 def decode_records(raw: list[RawRecord]) -> list[LogRecord]:
