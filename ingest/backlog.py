@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class AppendBacklog:
-    def __init__(self, applied_offsets: Callable[[], Mapping[int, int]], max_age_s: float = 0.3,
+    def __init__(self, applied_offsets: Callable[[], Mapping[int, int]], max_age_s: float = 0.1,
                  max_wait_s: float = 30.0) -> None:
         self._applied = applied_offsets
         self.max_age_s = max_age_s

@@ -137,7 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings, projector.cache), settings.sync_timeout)
         app.state.store, app.state.writer, app.state.projector = store, writer, projector
-        app.state.append_backlog = AppendBacklog(lambda: projector.applied_offsets)
+        app.state.append_backlog = AppendBacklog(lambda: projector.applied_offsets,
+                                                 max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(app.state.append_backlog.progressed)
         app.state.model_catalog = models_reader.ReadModelModelCatalog(store)
         try:

@@ -27,6 +27,7 @@ class Settings:
     sync_timeout: float = 30.0
     kafka_timeout: float = 30.0                 # RUNLEDGER_KAFKA_TIMEOUT: wait for an ack before a 503
     artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
+    stream_max_lag_ms: int = 100                # RUNLEDGER_STREAM_MAX_LAG_MS: streaming backpressure bound
 
     @property
     def duckdb_path(self) -> Path:
@@ -63,6 +64,7 @@ class Settings:
             sync_timeout=float(_int(env, "RUNLEDGER_SYNC_TIMEOUT", 30)),
             kafka_timeout=float(_int(env, "RUNLEDGER_KAFKA_TIMEOUT", 30)),
             artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
+            stream_max_lag_ms=_int(env, "RUNLEDGER_STREAM_MAX_LAG_MS", 100),
         )
 
 
