@@ -77,7 +77,7 @@ class Store:
     cursor guarded by a lock so that `load_state`/`apply` never interleave.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None) -> None:
         self.path = str(path)
         self.con = duckdb.connect(self.path)
         version = stored_version(self.con)
@@ -91,6 +91,8 @@ class Store:
                 Path(self.path + suffix).unlink(missing_ok=True)
             self.con = duckdb.connect(self.path)
         create_schema(self.con)
+        if threads is not None:
+            self.con.execute(f"SET threads = {int(threads)}")
         self._writer = self.con.cursor()
         self._lock = threading.Lock()
         self.visibility = Visibility()

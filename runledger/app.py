@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
-        store = Store(settings.duckdb_path)
+        store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
         board = VerdictBoard()
         projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
         await projector.start(partitions)

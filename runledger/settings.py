@@ -27,6 +27,7 @@ class Settings:
     sync_timeout: float = 30.0
     kafka_timeout: float = 30.0                 # RUNLEDGER_KAFKA_TIMEOUT: wait for an ack before a 503
     artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
+    duckdb_threads: int = 1                     # RUNLEDGER_DUCKDB_THREADS
     stream_max_lag_ms: int = 100                # RUNLEDGER_STREAM_MAX_LAG_MS: streaming backpressure bound
 
     @property
@@ -65,6 +66,7 @@ class Settings:
             kafka_timeout=float(_int(env, "RUNLEDGER_KAFKA_TIMEOUT", 30)),
             artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
             stream_max_lag_ms=_int(env, "RUNLEDGER_STREAM_MAX_LAG_MS", 100),
+            duckdb_threads=_int(env, "RUNLEDGER_DUCKDB_THREADS", 1),
         )
 
 
