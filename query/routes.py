@@ -1,14 +1,19 @@
 """MLflow's read endpoints. Handlers are plain functions (FastAPI runs them in a thread pool),
-each on its own DuckDB cursor, so reads never wait for the projector's writes."""
+each on its own DuckDB cursor, so reads never wait for the projector's writes.
+
+The run endpoints answer with ready JSON bytes (`_json`): a returned dict would be validated
+and re-serialised by FastAPI (pydantic walks every value of a 100-run page, in one more thread
+pool hop for a plain function) before the app's response class dumps it again."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ingest.errors import ResourceDoesNotExist
 from ingest.request import Fields, json_body, missing, query_fields
@@ -21,6 +26,11 @@ def _cursor(request: Request):  # type: ignore[no-untyped-def]
 
 def _latest_table(request: Request) -> str:
     return request.app.state.settings.latest_table
+
+
+def _json(content: dict[str, Any]) -> Response:
+    """`content` as the app's JSON response renders it (orjson), without FastAPI's re-encoding."""
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def get_experiment(request: Request) -> dict[str, Any]:
@@ -58,7 +68,7 @@ async def search_experiments_post(request: Request) -> dict[str, Any]:
     return await run_in_threadpool(_search_experiments, request, f)
 
 
-def get_run(request: Request) -> dict[str, Any]:
+def get_run(request: Request) -> Response:
     f = query_fields(request)
     run_id = f.str("run_id") or f.str("run_uuid")
     if not run_id:
@@ -67,19 +77,20 @@ def get_run(request: Request) -> dict[str, Any]:
         run = reader.get_run(cur, run_id, _latest_table(request))
     if run is None:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-    return {"run": run}
+    return _json({"run": run})
 
 
-def _search_runs(request: Request, f: Fields) -> dict[str, Any]:
+def _search_runs(request: Request, f: Fields) -> Response:
     with _cursor(request) as cur:
-        return reader.search_runs(
+        found = reader.search_runs(
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
             order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
             cursors=request.app.state.search_cursors)
+    return _json(found)
 
 
-async def search_runs(request: Request) -> dict[str, Any]:
+async def search_runs(request: Request) -> Response:
     f = Fields(await json_body(request))
     return await run_in_threadpool(_search_runs, request, f)
 

@@ -1,6 +1,8 @@
 """Result snapshots for paged searches: every page of one search comes from the id list the
 first page computed, so runs created, deleted or re-ranked while a client pages are neither
-repeated nor skipped. Bounded: the oldest snapshots are dropped past `max_cursors` or `ttl`."""
+repeated nor skipped. Bounded: the oldest snapshots are dropped past `max_cursors` or `ttl`.
+A snapshot is whatever the search keeps (query.reader: the ordered ids as an Arrow array, and
+the searched experiment ids)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
 
 class SearchCursors:
@@ -15,9 +18,9 @@ class SearchCursors:
         self._max = max_cursors
         self._ttl = ttl_seconds
         self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
-    def put(self, ids: list[str], now: float | None = None) -> str:
+    def put(self, ids: Any, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         cursor = secrets.token_hex(8)
         with self._lock:
@@ -25,7 +28,7 @@ class SearchCursors:
             self._evict(now)
         return cursor
 
-    def get(self, cursor: str, now: float | None = None) -> list[str] | None:
+    def get(self, cursor: str, now: float | None = None) -> Any:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._evict(now)
