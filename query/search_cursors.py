@@ -1,8 +1,8 @@
 """Result snapshots for paged searches: every page of one search comes from the id list the
 first page computed, so runs created, deleted or re-ranked while a client pages are neither
 repeated nor skipped. Bounded: the oldest snapshots are dropped past `max_cursors` or `ttl`.
-A snapshot is whatever the search keeps (query.reader: the ordered ids as an Arrow array, and
-the searched experiment ids)."""
+A snapshot is whatever the search keeps (query.reader: the ordered ids, a list or an Arrow
+array, and the searched experiment ids)."""
 
 from __future__ import annotations
 

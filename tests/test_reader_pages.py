@@ -223,3 +223,15 @@ def test_a_parsed_statement_serves_every_cursor_and_thread(corpus: Any) -> None:
     for t in threads:
         t.join()
     assert not failures
+
+
+@pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result")
+def test_the_id_fetch_leaves_the_cursor_usable_at_every_size_boundary(corpus: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = reference_search(corpus, ["0", "1", "3"], None, [], 3, "latest_metrics")
+    for arrow_from in (len(expected) - 1, len(expected), len(expected) + 1):
+        monkeypatch.setattr(reader, "_ARROW_FROM", arrow_from)
+        with corpus.cursor() as cur:
+            ids = reader._matching_run_ids(cur, ["0", "1", "3"], None, "ALL", [], "latest_metrics")
+            assert (ids if isinstance(ids, list) else ids.to_pylist()) == expected
+            assert cur.execute("SELECT 1").fetchall() == [(1,)]  # the id query's result is finished
