@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ingest.errors import InvalidParameterValue
 from query import search_filter, search_sql
+from query.run_info import info_json
 from query.search_cursors import SearchCursors
 from query.search_filter import SearchFilterError
 
@@ -227,24 +228,9 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
             experiment_stage = stages.get(experiment_id)
         if experiment_stage is None:
             continue  # the experiment row is missing (not yet applied): not readable, as before
-        info: dict[str, Any] = {"run_id": run_id, "run_uuid": run_id}
-        if run_name is not None:
-            info["run_name"] = run_name
-        if experiment_id is not None:
-            info["experiment_id"] = experiment_id
-        if user_id is not None:
-            info["user_id"] = user_id
-        if status is not None:
-            info["status"] = status
-        if start_time is not None:
-            info["start_time"] = start_time
-        if end_time is not None:
-            info["end_time"] = end_time
-        if artifact_uri is not None:
-            info["artifact_uri"] = artifact_uri
-        info["lifecycle_stage"] = "deleted" if run_stage == "deleted" or experiment_stage == "deleted" else "active"
-        if user_id is None:
-            info["user_id"] = ""
+        stage = "deleted" if run_stage == "deleted" or experiment_stage == "deleted" else "active"
+        info = info_json(run_id, run_name, experiment_id, user_id, status, start_time, end_time, artifact_uri,
+                         stage)
         data: dict[str, Any] = {}
         for name, found in (("metrics", metrics), ("params", params), ("tags", tags)):
             items = found.get(run_id)
