@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.events import Envelope, Verdict
-from projector import rules
+from projector import rules, step_cover
 from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
 LATEST_RULES = ("timestamp", "step")
@@ -60,6 +60,9 @@ class FoldState:
     tags: dict[tuple[str, str], str] = field(default_factory=dict)
     latest: dict[str, dict[tuple[str, str], LatestPoint]] = field(
         default_factory=lambda: {rule: {} for rule in LATEST_RULES})
+    # (run, key) -> steps its stored points may have (projector.step_cover); a key missing here
+    # is covered up to its latest step
+    step_cover: dict[tuple[str, str], step_cover.Cover] = field(default_factory=dict)
     # event ids applied (or rejected) by earlier batches, with their verdicts
     seen: dict[str, Verdict] = field(default_factory=dict)
     # logged models named by the batch's model events, with their params and tags
@@ -155,6 +158,8 @@ class BatchChanges:
     models: dict[str, LoggedModelRow] = field(default_factory=dict)
     model_params: dict[tuple[str, str], str] = field(default_factory=dict)
     model_tags: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # (run, key) -> its step cover after this batch (kept by the fold cache, not stored)
+    step_cover: dict[tuple[str, str], step_cover.Cover] = field(default_factory=dict)
     # (model_id, key, timestamp, step, run_id) -> (value, dataset_name, dataset_digest, experiment_id);
     # the store keeps an existing row (first wins, as MLflow's primary key does)
     model_metrics: dict[tuple[str, str, int, int, str], tuple[float, str | None, str | None, str]] = field(
@@ -178,6 +183,7 @@ class BatchChanges:
                              (self.model_params, later.model_params), (self.model_metrics, later.model_metrics)):
             for k, v in theirs.items():
                 mine.setdefault(k, v)
+        self.step_cover.update(later.step_cover)
         self.metrics.chunks.extend(later.metrics.chunks)
         self.metrics.fresh.extend(later.metrics.fresh)
         self.metrics.distinct.extend(later.metrics.distinct)
@@ -575,15 +581,18 @@ class _Fold:
         """Mark the points that cannot repeat a stored point or an earlier point of the batch,
         so the store need not look for repeats.
 
-        A stored point of (run, key) has timestamp <= the latest timestamp and step <= the
-        latest step known before this batch (the two latest-metric rules keep exactly those
-        maxima); each chunk then raises its keys' bounds to its own maxima. A point with a
-        greater timestamp or a greater step than its key's bound is new. Appending in time or
-        step order, the normal case, is all new; a retried request or a backfill is checked.
-        A chunk laid out in step order (or key by key) is also proven free of repeats within
-        itself, so the store can skip its DISTINCT.
+        Two proofs. A chunk whose steps lie outside its keys' step covers (projector.step_cover)
+        repeats nothing: all of it is new. Otherwise, point by point: a stored point of (run,
+        key) has timestamp <= the latest timestamp and step <= the latest step known before
+        this batch (the two latest-metric rules keep exactly those maxima), so a point with a
+        greater timestamp or a greater step is new. Each chunk then raises its keys' bounds
+        and widens their covers by its own extent. Appending in time or step order, or in
+        step ranges of their own (concurrent writers), is all new; a retried request or a
+        backfill is checked. A chunk laid out in step order (or key by key) is also proven
+        free of repeats within itself, so the store can skip its DISTINCT.
         """
         m = self.changes.metrics
+        covers = self.changes.step_cover
         bounds: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         for i, chunk in enumerate(m.chunks):
             run_id = chunk.column("run_id")[0].as_py()
@@ -599,16 +608,24 @@ class _Fold:
                     bounds[(run_id, k)] = (by_ts.timestamp if by_ts else None, by_step.step if by_step else None)
                 key_bounds.append(bounds[(run_id, k)])
             m.distinct[i] = _in_step_or_key_order(encoded.indices, step, len(unique))
-            ts_max, step_max = pc.max(ts).as_py(), pc.max(step).as_py()
+            ts_max, step_min, step_max = pc.max(ts).as_py(), pc.min(step).as_py(), pc.max(step).as_py()
+            apart = True
             for k, (b_ts, b_step) in zip(unique, key_bounds):
-                # Raised by the whole chunk's maxima: a bound may only be too high (which sends
-                # more points to the store's check), never too low.
+                # Raised by the whole chunk's extent: a bound may only be too high and a cover
+                # too wide (which sends more points to the store's check), never the reverse.
                 bounds[(run_id, k)] = (ts_max if b_ts is None else max(b_ts, ts_max),
                                        step_max if b_step is None else max(b_step, step_max))
+                cover = covers.get((run_id, k))
+                if cover is None:
+                    cover = self.s.step_cover.get((run_id, k)) or step_cover.up_to(b_step)
+                apart = apart and not step_cover.overlaps(cover, step_min, step_max)
+                covers[(run_id, k)] = step_cover.widen(cover, step_min, step_max)
+            if apart:
+                continue  # no step of the chunk was logged for its keys before
             known = [b for b in key_bounds if b[0] is not None]
             if not known:
                 continue  # nothing stored or earlier in the batch for these keys
-            if pc.min(ts).as_py() > max(b[0] for b in known) or pc.min(step).as_py() > max(b[1] for b in known):
+            if pc.min(ts).as_py() > max(b[0] for b in known) or step_min > max(b[1] for b in known):
                 continue  # the whole chunk is past everything known
             ts_bound = pc.take(pa.array([b[0] for b in key_bounds], pa.int64()), encoded.indices)
             step_bound = pc.take(pa.array([b[1] for b in key_bounds], pa.int64()), encoded.indices)

@@ -21,6 +21,7 @@ from rbloom import Bloom
 from ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
 from projector.fold import LATEST_RULES, FoldResult, FoldState, LogRecord
 from projector.rows import ExperimentRow, LatestPoint, RunRow
+from projector.step_cover import Cover
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class RunEntry:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     latest: dict[str, dict[str, LatestPoint]] = field(default_factory=lambda: {r: {} for r in LATEST_RULES})
+    step_cover: dict[str, Cover] = field(default_factory=dict)   # keys logged since it was cached
 
 
 class IdFilter:
@@ -194,6 +196,8 @@ class FoldCache:
                 target = state.latest[rule]
                 for k, p in points.items():
                     target[(run_id, k)] = p
+            for k, cover in entry.step_cover.items():
+                state.step_cover[(run_id, k)] = cover
         if self.experiments is not None:
             state.experiments = self.experiments
             state.experiment_ids_by_name = self.experiment_ids_by_name
@@ -242,6 +246,8 @@ class FoldCache:
         for rule, points in ch.latest.items():
             for (run_id, k), p in points.items():
                 self._entry(run_id).latest[rule][k] = p
+        for (run_id, k), cover in ch.step_cover.items():
+            self._entry(run_id).step_cover[k] = cover
         for event_id, verdict in result.verdicts.items():
             self.seen.add(event_id, verdict)
         while len(self.runs) > self.max_runs:
