@@ -39,36 +39,37 @@ def newer(rule: str, new: LatestPoint, old: LatestPoint) -> bool:
 
 def batch_latest_candidates(chunks: list[pa.Table]) -> dict[str, list[tuple[str, str, float, int, int]]]:
     """For each rule, each (run, key)'s best point among the batch's points (tables of columns
-    run_id, key, value, timestamp, step; ONE run per table; in fold order): the FIRST point
-    with the greatest sort key, i.e. (timestamp, value) or (step, timestamp, value) with NaN
-    counted as 0. Folding the points one by one with `newer` keeps exactly that point, since
-    only a strictly greater key wins.
+    run_id, key, value, timestamp, step, in fold order): the FIRST point with the greatest
+    sort key, i.e. (timestamp, value) or (step, timestamp, value) with NaN counted as 0.
+    Folding the points one by one with `newer` keeps exactly that point, since only a
+    strictly greater key wins.
 
-    The best point has its key's greatest timestamp (or step) in its own table, so each table
-    is first cut down, with hash aggregates, to the rows holding such a maximum (usually one
-    per key); the few left are compared in Python (or sorted, if there are many ties).
+    The best point has its key's greatest timestamp (or step) in the batch, so the batch is
+    first cut down, with one hash aggregate, to the rows holding such a maximum (usually one
+    or two per key); the few left are compared in Python (or sorted, if there are many ties).
     A synchronous write is a handful of points and goes straight to Python, which is cheaper
     than Arrow's per-call overhead there."""
-    if sum(c.num_rows for c in chunks) > SMALL_BATCH_POINTS:
-        chunks = [_rows_at_a_maximum(c) for c in chunks]
     points = pa.concat_tables(chunks) if chunks else _EMPTY
+    if points.num_rows > SMALL_BATCH_POINTS:
+        points = _rows_at_a_maximum(points)
     if points.num_rows <= SMALL_BATCH_POINTS:
         return candidates_python(points)
     return candidates_arrow(points)
 
 
-def _rows_at_a_maximum(chunk: pa.Table) -> pa.Table:
-    """The rows of a one-run table holding their key's greatest timestamp or greatest step."""
-    if chunk.num_rows <= 1:
-        return chunk
-    key = chunk.column("key").combine_chunks()
-    ix = pc.dictionary_encode(key).indices
-    ts, step = chunk.column("timestamp"), chunk.column("step")
-    maxima = pa.table({"k": ix, "ts": ts, "st": step}).group_by("k", use_threads=False).aggregate(
-        [("ts", "max"), ("st", "max")]).sort_by("k")
-    mask = pc.or_(pc.equal(ts, pc.take(maxima.column("ts_max"), ix)),
-                  pc.equal(step, pc.take(maxima.column("st_max"), ix)))
-    return chunk.filter(mask)
+def _rows_at_a_maximum(points: pa.Table) -> pa.Table:
+    """The rows holding their (run, key)'s greatest timestamp or greatest step, in order."""
+    keys = pc.dictionary_encode(points.column("key").combine_chunks())
+    runs = pc.dictionary_encode(points.column("run_id").combine_chunks())
+    # (run, key) as one dense group number: hash aggregates and takes on integers only.
+    pair = pc.add(pc.multiply(runs.indices.cast(pa.int64()), len(keys.dictionary)), keys.indices.cast(pa.int64()))
+    group = pc.dictionary_encode(pair).indices
+    ts, step = points.column("timestamp"), points.column("step")
+    maxima = pa.table({"g": group, "ts": ts, "st": step}).group_by("g", use_threads=False).aggregate(
+        [("ts", "max"), ("st", "max")]).sort_by("g")
+    mask = pc.or_(pc.equal(ts, pc.take(maxima.column("ts_max"), group)),
+                  pc.equal(step, pc.take(maxima.column("st_max"), group)))
+    return points.filter(mask)
 
 
 SMALL_BATCH_POINTS = 512
