@@ -132,6 +132,9 @@ def _one_rep(ctx: Ctx, duration: float) -> dict:
             hist = orjson.loads(c.http.get("/api/2.0/mlflow/metrics/get-history",
                                            params={"run_id": runs[0], "metric_key": "s0"}).content)
             count = len(hist.get("metrics", []))
+        # The replay workload rebuilds a read model from this log (the topic outlives the server).
+        ctx.streamed_log = {"topic": server.topic, "points": points, "runs": runs,
+                            "last_steps": [n - 1 for n in sent_steps]}
         during = [s for s in lag_samples if s[0] <= stop_sampling_at]
         ages = [s[2] for s in during]
         return {
