@@ -606,8 +606,8 @@ class _Fold:
                     by_step = self.s.latest["step"].get((run_id, k))
                     bounds[(run_id, k)] = (by_ts.timestamp if by_ts else None, by_step.step if by_step else None)
                 key_bounds.append(bounds[(run_id, k)])
-            m.distinct[i] = _in_step_or_key_order(encoded.indices, step, len(unique))
-            ts_max, step_min, step_max = pc.max(ts).as_py(), pc.min(step).as_py(), pc.max(step).as_py()
+            ts_extent, step_extent = pc.min_max(ts).as_py(), pc.min_max(step).as_py()
+            ts_max, step_min, step_max = ts_extent["max"], step_extent["min"], step_extent["max"]
             apart = True
             for k, (b_ts, b_step) in zip(unique, key_bounds):
                 # Raised by the whole chunk's extent: a bound may only be too high and a cover
@@ -619,13 +619,14 @@ class _Fold:
                     cover = self.s.step_cover.get((run_id, k)) or step_cover.up_to(b_step)
                 apart = apart and not step_cover.overlaps(cover, step_min, step_max)
                 covers[(run_id, k)] = step_cover.widen(cover, step_min, step_max)
-            if apart:
-                continue  # no step of the chunk was logged for its keys before
             known = [b for b in key_bounds if b[0] is not None]
-            if not known:
-                continue  # nothing stored or earlier in the batch for these keys
-            if pc.min(ts).as_py() > max(b[0] for b in known) or step_min > max(b[1] for b in known):
-                continue  # the whole chunk is past everything known
+            if (apart  # no step of the chunk was logged for its keys before
+                    or not known  # nothing stored or earlier in the batch for these keys
+                    # the whole chunk is past everything known
+                    or ts_extent["min"] > max(b[0] for b in known) or step_min > max(b[1] for b in known)):
+                # All new; only then does the store care whether it is distinct in itself.
+                m.distinct[i] = _in_step_or_key_order(encoded.indices, step, len(unique), step_min, step_max)
+                continue
             ts_bound = pc.take(pa.array([b[0] for b in key_bounds], pa.int64()), encoded.indices)
             step_bound = pc.take(pa.array([b[1] for b in key_bounds], pa.int64()), encoded.indices)
             fresh = pc.or_kleene(pc.greater(ts, ts_bound), pc.greater(step, step_bound))
@@ -647,15 +648,17 @@ class _Fold:
                     latest[(run_id, key)] = point
 
 
-def _in_step_or_key_order(key_ix: pa.Array, step: pa.Array, n_keys: int) -> bool:
-    """Whether no (key, step) occurs twice in a chunk, proven cheaply for the usual layouts:
-    (step, key) strictly increasing (all keys at step 0, then step 1, ...) or (key, step)
-    strictly increasing (one key's steps after another's). Two equal points share key and step."""
+def _in_step_or_key_order(key_ix: pa.Array, step: pa.Array, n_keys: int, lo: int, hi: int) -> bool:
+    """Whether no (key, step) occurs twice in a chunk whose steps span [lo, hi], proven cheaply
+    for the usual layouts: (step, key) strictly increasing (all keys at step 0, then step 1,
+    ...) or (key, step) strictly increasing (one key's steps after another's). Two equal points
+    share key and step."""
     n = len(step)
     if n < 2:
         return True
+    if n_keys == 1:
+        return bool(pc.all(pc.greater(step.slice(1), step.slice(0, n - 1))).as_py())
     k = key_ix.cast(pa.int64())
-    lo, hi = pc.min(step).as_py(), pc.max(step).as_py()
     try:
         for combined in (pc.add_checked(pc.multiply_checked(pc.subtract_checked(step, pa.scalar(lo)), n_keys), k),
                          pc.add_checked(pc.multiply_checked(k, hi - lo + 1), pc.subtract_checked(step, pa.scalar(lo)))):
