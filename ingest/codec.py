@@ -1,4 +1,11 @@
-"""Bytes <-> Envelope. Encoding is orjson; decoding upcasts every schema version ever written.
+"""Bytes <-> Envelope. Decoding upcasts every schema version ever written.
+
+Two record forms. Most events are one orjson document. An event carrying many metric points
+(MetricsLogged, RunBatchLogged) is `POINTS_MAGIC`, the header length (4 bytes, big-endian), the
+same JSON document with the point columns replaced by `{"points_table": <count>}`, then the
+points as an Arrow IPC stream (ingest.metric_table): the projector reads them without parsing
+JSON or converting lists. Decoded, such a payload holds `{"points_table": pyarrow.Table}` where
+the columns were.
 
 A record that cannot be decoded raises MalformedEvent with a reason; the projector records it
 as a rejection and carries on (DESIGN.md invariant 7).
@@ -10,6 +17,7 @@ from typing import Any, Callable
 
 import orjson
 
+from ingest import metric_table
 from ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
 
 
@@ -22,9 +30,16 @@ class MalformedEvent(ValueError):
 UPCASTERS: dict[int, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
 
 
+# A JSON document starts with "{" (or whitespace), never with a NUL byte.
+POINTS_MAGIC = b"\x00RLA"
+# Fewer points than this stay JSON: a synchronous log-metric is one point, and for a handful the
+# Arrow stream's fixed cost (schema, framing) outweighs what it saves.
+POINTS_MIN = 64
+_PLAIN_COLUMNS = {"keys", "values", "timestamps", "steps"}
+
+
 def encode(event: Envelope) -> bytes:
-    # NaN metric values become JSON null (orjson's behaviour); decode() reads null back as NaN.
-    return orjson.dumps({
+    doc = {
         "event_id": event.event_id,
         "type": event.type,
         "schema_version": event.schema_version,
@@ -33,18 +48,83 @@ def encode(event: Envelope) -> bytes:
         "ingest_time": event.ingest_time,
         "user": event.user,
         "payload": event.payload,
-    })
+    }
+    points = _points_as_table(event)
+    if points is None:
+        # NaN metric values become JSON null (orjson's behaviour); decode() reads null back as NaN.
+        return orjson.dumps(doc)
+    placeholder = {"points_table": points.num_rows}
+    if event.type == "MetricsLogged":
+        doc["payload"] = placeholder
+    else:
+        doc["payload"] = {**event.payload, "metrics": placeholder}
+    header = orjson.dumps(doc)
+    return POINTS_MAGIC + len(header).to_bytes(4, "big") + header + metric_table.to_ipc(points)
+
+
+def _points_as_table(event: Envelope) -> Any:
+    """The event's metric points as a table if it should travel as Arrow, else None. Columns
+    that fail the fold's checks stay JSON, so the fold rejects them exactly as before."""
+    if event.type == "MetricsLogged":
+        cols = event.payload
+    elif event.type == "RunBatchLogged":
+        cols = event.payload.get("metrics")
+    else:
+        return None
+    if not isinstance(cols, dict) or set(cols) != _PLAIN_COLUMNS or not isinstance(cols["keys"], list) \
+            or len(cols["keys"]) < POINTS_MIN:
+        return None
+    try:
+        return metric_table.from_columns(cols)
+    except metric_table.BadPoints:
+        return None
 
 
 def decode(raw: bytes | None) -> Envelope:
     if raw is None:
         raise MalformedEvent("record has no value")
+    if raw[:len(POINTS_MAGIC)] == POINTS_MAGIC:
+        return _decode_with_points(raw)
+    return _envelope(_json_doc(raw))
+
+
+def _json_doc(raw: bytes | memoryview) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise MalformedEvent(f"not JSON: {e}") from e
     if not isinstance(doc, dict):
         raise MalformedEvent("event is not a JSON object")
+    return doc
+
+
+def _decode_with_points(raw: bytes) -> Envelope:
+    start = len(POINTS_MAGIC) + 4
+    if len(raw) < start:
+        raise MalformedEvent("truncated record: no header length")
+    end = start + int.from_bytes(raw[len(POINTS_MAGIC):start], "big")
+    if len(raw) < end:
+        raise MalformedEvent("truncated record: header longer than the record")
+    doc = _json_doc(memoryview(raw)[start:end])
+    payload = doc.get("payload")
+    if not isinstance(payload, dict):
+        raise MalformedEvent("payload is not a JSON object")
+    holder = payload if doc.get("type") == "MetricsLogged" else payload.get("metrics")
+    count = holder.get("points_table") if isinstance(holder, dict) else None
+    if doc.get("type") not in ("MetricsLogged", "RunBatchLogged") or not isinstance(count, int):
+        raise MalformedEvent(f"a record with Arrow points must be a metrics event naming its point count, "
+                             f"got type {doc.get('type')!r}")
+    try:
+        table = metric_table.from_ipc(memoryview(raw)[end:])
+    except metric_table.BadPoints as e:
+        raise MalformedEvent(str(e)) from None
+    if table.num_rows != count:
+        raise MalformedEvent(f"the record's header names {count} points, its Arrow stream holds {table.num_rows}")
+    holder["points_table"] = table
+    return _envelope(doc)
+
+
+def _envelope(doc: dict[str, Any]) -> Envelope:
     event_id, etype, version = doc.get("event_id"), doc.get("type"), doc.get("schema_version")
     if not isinstance(event_id, str) or not event_id:
         raise MalformedEvent("missing event_id")

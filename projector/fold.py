@@ -13,27 +13,18 @@ nothing.
 
 from __future__ import annotations
 
-import importlib.util
-import math
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest import metric_table
 from ingest.events import Envelope, Verdict
 from projector import rules, step_cover
 from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
 LATEST_RULES = ("timestamp", "step")
-
-# pyarrow's type inference (`pa.array(list)`, on the projector's hot path) tries to import
-# pandas on every call when it is not installed, a file-system search each time (~20% of
-# converting a 20,000-point event). Marking it absent makes that import fail at once; nothing
-# changes where it is installed. (The same holds for dateutil, which is why it is a dependency.)
-if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
-    sys.modules["pandas"] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -694,11 +685,11 @@ def _require_active_experiment(exp: ExperimentRow) -> None:
 def _audit_payload(ev: Envelope) -> dict[str, Any]:
     # Metric points live in the metrics table; the audit row keeps how many there were.
     if ev.type == "MetricsLogged":
-        return {"points": len(ev.payload.get("keys") or [])}
+        return {"points": _point_count(ev.payload)}
     if ev.type == "RunBatchLogged":
         metrics = ev.payload.get("metrics") or {}
         return {"params": ev.payload.get("params"), "tags": ev.payload.get("tags"),
-                "points": len(metrics.get("keys") or [])}
+                "points": _point_count(metrics)}
     return ev.payload
 
 
@@ -728,26 +719,14 @@ def _dataset_input(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metric_points(cols: dict[str, Any]) -> _Points:
-    """The columns of a MetricsLogged payload as Arrow arrays, checked by the types Arrow
-    infers for each whole column (per-point Python work here would be the projector's hot
-    path). Raises TypeError/ValueError if malformed."""
-    raw = [cols["keys"], cols.get("values", []), cols.get("timestamps", []), cols.get("steps", [])]
-    if not all(isinstance(c, list) for c in raw):
-        raise TypeError("metric columns must be lists")
-    if len({len(c) for c in raw}) != 1:
-        raise ValueError("metric columns have different lengths")
-    try:
-        keys, values, timestamps, steps = (pa.array(c) for c in raw)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-        raise TypeError(f"metric columns of mixed or unsupported types: {e}") from None
-    n = len(keys)
-    if n and keys.type != pa.string() or keys.null_count:
-        raise TypeError("metric keys must be strings")
-    if n and (timestamps.type != pa.int64() or steps.type != pa.int64()):
-        raise TypeError("metric timestamps and steps must be integers")
-    if n and values.type not in (pa.float64(), pa.int64(), pa.null()):
-        raise TypeError("metric values must be numbers")
-    # JSON null is NaN (see ingest.codec).
-    values = pc.fill_null(values.cast(pa.float64()), math.nan)
-    return pa.table({"key": keys.cast(pa.string()), "value": values, "timestamp": timestamps.cast(pa.int64()),
-                     "step": steps.cast(pa.int64())})
+    """The points of a metrics payload as a table: read from the log as Arrow already, or
+    converted from its JSON columns. Raises TypeError/ValueError if malformed."""
+    table = cols.get("points_table")
+    if isinstance(table, pa.Table):
+        return table
+    return metric_table.from_columns(cols)
+
+
+def _point_count(cols: dict[str, Any]) -> int:
+    table = cols.get("points_table")
+    return table.num_rows if isinstance(table, pa.Table) else len(cols.get("keys") or [])
