@@ -43,11 +43,28 @@ class EventLog:
 
         Events sent in one call keep their order within a partition (same producer, same key).
         """
+        if sum(_point_count(e) for e in events) >= _ENCODE_OFF_LOOP_POINTS:
+            # Turning many points into Arrow takes milliseconds; the event loop serves every
+            # other request meanwhile.
+            records = await asyncio.to_thread(lambda: [encode(e) for e in events])
+        else:
+            records = [encode(e) for e in events]
         try:
-            futures = [await self._producer.send(self.topic, encode(e), key=e.partition_key) for e in events]
+            futures = [await self._producer.send(self.topic, raw, key=e.partition_key)
+                       for e, raw in zip(events, records)]
             acks = await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout)
             return [(a.partition, a.offset) for a in acks]
         except (KafkaError, asyncio.TimeoutError) as e:
             log.warning("append to %s failed: %r", self.topic, e)
             raise LogUnavailable(f"The event log (Kafka) did not acknowledge the write: {e!r}. "
                                  "Nothing was acknowledged; retrying is safe.") from e
+
+
+# Events carrying at least this many points in all are encoded on a worker thread.
+_ENCODE_OFF_LOOP_POINTS = 5000
+
+
+def _point_count(event: Envelope) -> int:
+    cols = event.payload if event.type == "MetricsLogged" else event.payload.get("metrics")
+    keys = cols.get("keys") if isinstance(cols, dict) else None
+    return len(keys) if isinstance(keys, list) else 0

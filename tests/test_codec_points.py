@@ -36,9 +36,10 @@ def test_many_points_travel_as_arrow_and_few_as_json() -> None:
     assert encode(log_metrics(*_points(POINTS_MIN - 1), run=RUN)).startswith(b"{")
 
 
-@pytest.mark.parametrize("make", [lambda pts: log_metrics(*pts, run=RUN),
-                                  lambda pts: log_batch(params=[("lr", "0.1")], metrics=pts, tags=[("t", "v")], run=RUN)],
-                         ids=["MetricsLogged", "RunBatchLogged"])
+@pytest.mark.parametrize("make", [
+    lambda pts: log_metrics(*pts, run=RUN),
+    lambda pts: log_batch(params=[("lr", "0.1")], metrics=pts, tags=[("t", "v")], run=RUN),
+], ids=["MetricsLogged", "RunBatchLogged"])
 def test_an_arrow_record_folds_like_its_json_form(make) -> None:  # type: ignore[no-untyped-def]
     event = make(_points(500))
     via_log, result = _fold(create_run(RUN), event, raw=True)
