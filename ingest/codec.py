@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import orjson
+import pyarrow as pa
 
 from ingest import metric_table
 from ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
@@ -71,6 +72,8 @@ def _points_as_table(event: Envelope) -> Any:
         cols = event.payload.get("metrics")
     else:
         return None
+    if isinstance(cols, dict) and isinstance(cols.get("points_table"), pa.Table):
+        return cols["points_table"]  # already checked columns (the stream endpoint's Arrow body)
     if not isinstance(cols, dict) or set(cols) != _PLAIN_COLUMNS or not isinstance(cols["keys"], list) \
             or len(cols["keys"]) < POINTS_MIN:
         return None

@@ -66,5 +66,9 @@ _ENCODE_OFF_LOOP_POINTS = 5000
 
 def _point_count(event: Envelope) -> int:
     cols = event.payload if event.type == "MetricsLogged" else event.payload.get("metrics")
-    keys = cols.get("keys") if isinstance(cols, dict) else None
+    if not isinstance(cols, dict):
+        return 0
+    if "points_table" in cols:
+        return cols["points_table"].num_rows
+    keys = cols.get("keys")
     return len(keys) if isinstance(keys, list) else 0

@@ -32,7 +32,7 @@ async def json_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> dic
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidParameterValue(
             f"Bad Request. Content-Type must be 'application/json', got {content_type or 'nothing'!r}.")
-    raw = await _read_capped(request, max_bytes)
+    raw = await read_capped(request, max_bytes)
     if not raw.strip():
         return {}
     try:
@@ -46,7 +46,7 @@ async def json_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> dic
     return doc
 
 
-async def _read_capped(request: Request, max_bytes: int) -> bytes:
+async def read_capped(request: Request, max_bytes: int) -> bytes:
     """The body, or a 400 once it passes `max_bytes`. An oversized body is still read (and
     dropped, up to _MAX_DRAIN_BYTES) so that the client, still sending, gets the 400 rather
     than a reset connection, which MLflow's client would retry as a network error."""

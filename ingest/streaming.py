@@ -24,10 +24,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ingest import limits
+from ingest import limits, stream_arrow
 from ingest.backlog import AppendBacklog
 from ingest.errors import InvalidParameterValue
-from ingest.request import json_body, missing
+from ingest.request import json_body, missing, read_capped
 from ingest.routes import acting_user
 from ingest.writer import Writer, new_event
 
@@ -87,10 +87,14 @@ def event_payloads(points: Points) -> list[dict[str, list[Any]]]:
     """Split into MetricsLogged payloads of at most MAX_EVENT_POINTS points and about
     EVENT_BYTES_BUDGET bytes each. The cut depends only on the points, so a retried request
     is cut the same way and each part keeps its event id."""
-    per_event = max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (points.max_key_bytes + _POINT_BYTES_BESIDES_KEY)))
+    per_event = _points_per_event(points.max_key_bytes)
     return [{"keys": points.keys[i:i + per_event], "values": points.values[i:i + per_event],
              "timestamps": points.timestamps[i:i + per_event], "steps": points.steps[i:i + per_event]}
             for i in range(0, len(points), per_event)]
+
+
+def _points_per_event(max_key_bytes: int) -> int:
+    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + _POINT_BYTES_BESIDES_KEY)))
 
 
 def log_event_ids(run_id: str, event_id: str, parts: int) -> list[str]:
@@ -102,7 +106,13 @@ def log_event_ids(run_id: str, event_id: str, parts: int) -> list[str]:
 
 
 async def stream_metrics(request: Request) -> dict[str, Any]:
-    doc = await json_body(request, MAX_REQUEST_BYTES)
+    arrow = request.headers.get("content-type", "").split(";")[0].strip().lower() == stream_arrow.CONTENT_TYPE
+    if arrow:
+        # The body is the points; the run and the request's event id come in the query string.
+        doc: dict[str, Any] = dict(request.query_params)
+        body = await read_capped(request, MAX_REQUEST_BYTES)
+    else:
+        doc = await json_body(request, MAX_REQUEST_BYTES)
     run_id = doc.get("run_id")
     if not isinstance(run_id, str) or not run_id:
         raise missing("run_id")
@@ -113,10 +123,17 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
     elif not isinstance(event_id, str) or not _EVENT_ID.match(event_id):
         raise limits.invalid_value("event_id", event_id, "Expected 8 to 64 characters of [A-Za-z0-9_-].")
     # Off the event loop: the projector and the synchronous endpoints share it.
-    points = await run_in_threadpool(parse_points, doc)
+    if arrow:
+        table, max_key_bytes = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS)
+        n = table.num_rows
+        per = _points_per_event(max_key_bytes)
+        payloads: list[dict[str, Any]] = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
+    else:
+        points = await run_in_threadpool(parse_points, doc)
+        n = len(points)
+        payloads = event_payloads(points)
     writer: Writer = request.app.state.writer
     run = writer.writable_run(run_id)
-    payloads = event_payloads(points)
     user = acting_user(request)
     backlog: AppendBacklog = request.app.state.append_backlog
     await backlog.admit()
@@ -126,7 +143,7 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
                   event_id=log_id)
         for log_id, payload in zip(log_event_ids(run.run_id, event_id, len(payloads)), payloads)])
     backlog.appended(positions)
-    return {"event_id": event_id, "points": len(points)}
+    return {"event_id": event_id, "points": n}
 
 
 def build_router() -> APIRouter:

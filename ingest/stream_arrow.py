@@ -1,0 +1,98 @@
+"""The stream endpoint's Arrow body: an Arrow IPC stream of metric points, checked by the same
+rules as the JSON columns (ingest.streaming) with whole-column Arrow kernels.
+
+Columns: `key` (string, large string or dictionary of strings), `value` (any integer or float
+type; null is NaN), `timestamp` (integer, milliseconds, >= 0), and optionally `step`
+(integer, 0 if absent). Other columns are ignored. The points go into the log as they are
+(ingest.codec writes them as Arrow), so a client that already holds columns (NumPy, pandas,
+Polars) never turns them into Python objects or JSON.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest import limits, metric_table
+from ingest.errors import InvalidParameterValue
+
+CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+
+
+def parse_table(body: bytes, max_points: int) -> tuple[pa.Table, int]:
+    """The body's points in `metric_table.SCHEMA` and the longest key's UTF-8 size; raises
+    MLflow's 400 for the first problem."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InvalidParameterValue(f"The body is not an Arrow IPC stream: {e}") from None
+    n = table.num_rows
+    if not 1 <= n <= max_points:
+        raise InvalidParameterValue(
+            f"A stream request must carry between 1 and {max_points} points, got {n}. "
+            "Please split up your request into multiple requests.")
+    for name in ("key", "value", "timestamp"):
+        if name not in table.column_names:
+            raise InvalidParameterValue(f"The Arrow stream has no column '{name}' "
+                                        f"(columns: {', '.join(table.column_names)}).")
+    keys = _strings(table.column("key"))
+    values = _floats(table.column("value"))
+    timestamps = _int64s(table.column("timestamp"), "timestamp")
+    steps = _int64s(table.column("step"), "step") if "step" in table.column_names else pa.array([0] * n, pa.int64())
+    if pc.min(timestamps).as_py() < 0:
+        i = pc.index(pc.less(timestamps, 0), True).as_py()
+        raise limits.invalid_value(f"timestamp[{i}]", timestamps[i].as_py(), "Metric timestamp must be non-negative.")
+    max_key_bytes = _check_keys(keys)
+    return pa.Table.from_arrays([keys, values, timestamps, steps], schema=metric_table.SCHEMA), max_key_bytes
+
+
+def _strings(column: pa.ChunkedArray) -> pa.Array:
+    t = column.type
+    if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        column = column.cast(t.value_type)
+    elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        raise InvalidParameterValue(f"Column 'key' must hold strings, got {t}.")
+    keys = column.combine_chunks().cast(pa.string())
+    if keys.null_count:
+        i = pc.index(pc.is_null(keys), True).as_py()
+        raise limits.invalid_value(f"key[{i}]", None, "Expected a string.")
+    return keys
+
+
+def _floats(column: pa.ChunkedArray) -> pa.Array:
+    t = column.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise InvalidParameterValue(f"Column 'value' must hold numbers, got {t}.")
+    values = pc.fill_null(column.combine_chunks().cast(pa.float64()), math.nan)  # null is NaN, as in JSON
+    # Infinities are clamped, as MLflow's SQL store does (and as the JSON path does).
+    values = pc.if_else(pc.greater(values, limits.MAX_DOUBLE), limits.MAX_DOUBLE, values)
+    return pc.if_else(pc.less(values, -limits.MAX_DOUBLE), -limits.MAX_DOUBLE, values)
+
+
+def _int64s(column: pa.ChunkedArray, name: str) -> pa.Array:
+    t = column.type
+    if not pa.types.is_integer(t):
+        raise InvalidParameterValue(f"Column '{name}' must hold integers, got {t}.")
+    values = column.combine_chunks()
+    if values.null_count:
+        i = pc.index(pc.is_null(values), True).as_py()
+        raise limits.invalid_value(f"{name}[{i}]", None, "Expected an integer.")
+    if t == pa.uint64() and pc.max(values).as_py() > 2 ** 63 - 1:
+        i = pc.index(pc.greater(values, pa.scalar(2 ** 63 - 1, pa.uint64())), True).as_py()
+        raise limits.invalid_value(f"{name}[{i}]", values[i].as_py(), "Out of range for a 64-bit integer.")
+    return values.cast(pa.int64())
+
+
+def _check_keys(keys: pa.Array) -> int:
+    """Every distinct key passes limits.check_key (the first bad one in row order is named)."""
+    distinct = pc.unique(keys).to_pylist()
+    for k in distinct:
+        try:
+            limits.check_key(k)
+        except InvalidParameterValue:
+            i = pc.index(keys, k).as_py()
+            limits.check_key(k, f"key[{i}]")
+            raise
+    return max(len(k.encode()) for k in distinct)
