@@ -25,6 +25,7 @@ import time
 
 import httpx
 import orjson
+import pyarrow as pa
 
 from common import T0_MS, Client, Ticker, median, parallel, pct
 from context import Ctx, Row
@@ -36,16 +37,29 @@ KEYS_PER_RUN = 10
 POINTS_PER_REQUEST = 20_000
 
 
-def _body(run_id: str, first_step: int, n: int) -> bytes:
+def _columns(first_step: int, n: int) -> tuple[list[str], list[float], list[int], list[int]]:
     per_key = n // KEYS_PER_RUN
     keys, steps = [], []
     for k in range(KEYS_PER_RUN):
         keys += [f"s{k}"] * per_key
         steps += range(first_step, first_step + per_key)
-    values = [s * 0.25 for s in steps]
-    timestamps = [T0_MS + s for s in steps]
-    return orjson.dumps({"run_id": run_id, "keys": keys, "values": values, "timestamps": timestamps,
-                         "steps": steps})
+    return keys, [s * 0.25 for s in steps], [T0_MS + s for s in steps], steps
+
+
+def _request(run_id: str, first_step: int, n: int, arrow: bool) -> dict:
+    """httpx.post keyword arguments for one request: JSON columns, or an Arrow IPC body."""
+    keys, values, timestamps, steps = _columns(first_step, n)
+    if not arrow:
+        return {"content": orjson.dumps({"run_id": run_id, "keys": keys, "values": values,
+                                         "timestamps": timestamps, "steps": steps}),
+                "headers": {"content-type": "application/json"}}
+    table = pa.table({"key": pa.array(keys).dictionary_encode(), "value": pa.array(values, pa.float64()),
+                      "timestamp": pa.array(timestamps, pa.int64()), "step": pa.array(steps, pa.int64())})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return {"content": sink.getvalue().to_pybytes(), "params": {"run_id": run_id},
+            "headers": {"content-type": "application/vnd.apache.arrow.stream"}}
 
 
 def _probe(url: str) -> str | None:
@@ -62,7 +76,7 @@ def _probe(url: str) -> str | None:
     return None
 
 
-def _one_rep(ctx: Ctx, duration: float) -> dict:
+def _one_rep(ctx: Ctx, duration: float, arrow: bool) -> dict:
     server = ctx.runledger()
     try:
         why = _probe(server.url)
@@ -91,7 +105,7 @@ def _one_rep(ctx: Ctx, duration: float) -> dict:
             with httpx.Client(base_url=server.url, timeout=60) as http:
                 while time.monotonic() < stop_at:
                     n = POINTS_PER_REQUEST
-                    r = http.post(STREAM, content=_body(runs[i], step, n), headers={"content-type": "application/json"})
+                    r = http.post(STREAM, **_request(runs[i], step, n, arrow))
                     if r.status_code != 200:
                         raise RuntimeError(f"stream -> {r.status_code}: {r.text[:300]}")
                     got = r.json().get("points", n)
@@ -156,36 +170,43 @@ def _one_rep(ctx: Ctx, duration: float) -> dict:
 
 
 def run(ctx: Ctx) -> list[Row]:
+    # JSON columns first (the issue's workload, and the log the replay workload rebuilds is then
+    # the Arrow variant's: the log holds Arrow points either way), then the same with Arrow bodies.
+    return _variant(ctx, arrow=False) + _variant(ctx, arrow=True)
+
+
+def _variant(ctx: Ctx, arrow: bool) -> list[Row]:
     duration = ctx.size(5.0, 60.0)
+    body = "Arrow body" if arrow else "JSON body"
     reps = []
     for rep in range(ctx.reps):
-        r = _one_rep(ctx, duration)
+        r = _one_rep(ctx, duration, arrow)
         reps.append(r)
         if "missing" in r:
             ctx.log(f"streaming: {r['missing']}")
             break
         if "error" in r:
-            ctx.log(f"streaming rep {rep + 1}: {r['error']}")
+            ctx.log(f"streaming ({body}) rep {rep + 1}: {r['error']}")
             continue
-        ctx.log(f"streaming rep {rep + 1}: {r['points']:,} points, {r['points_per_s']:,.0f} points/s end to end "
-                f"({r['acked_points_per_s']:,.0f} acked/s, drain {r['drain_s']:.1f}s), lag age p50 "
+        ctx.log(f"streaming ({body}) rep {rep + 1}: {r['points']:,} points, {r['points_per_s']:,.0f} points/s "
+                f"end to end ({r['acked_points_per_s']:,.0f} acked/s, drain {r['drain_s']:.1f}s), lag age p50 "
                 f"{r['lag_age_ms_p50']:.0f} ms p99 {r['lag_age_ms_p99']:.0f} ms")
-    ctx.details["streaming"] = {"duration_s": duration, "senders": SENDERS, "points_per_request": POINTS_PER_REQUEST,
-                                "reps": reps}
-    size = (f"{duration:.0f}s of sending per rep, {SENDERS} senders x {POINTS_PER_REQUEST} points/request, "
-            f"fresh server per rep")
+    ctx.details["streaming_arrow" if arrow else "streaming"] = {
+        "duration_s": duration, "senders": SENDERS, "points_per_request": POINTS_PER_REQUEST, "reps": reps}
+    size = (f"{duration:.0f}s of sending per rep, {SENDERS} senders x {POINTS_PER_REQUEST} points/request "
+            f"({body}), fresh server per rep")
     if reps and "missing" in reps[0]:
         note = f"n/a ({reps[0]['missing']})"
-        return [Row("streaming ingest", "end to end points/s", size, "points/s", None, None, True,
+        return [Row("streaming ingest", f"end to end points/s, {body}", size, "points/s", None, None, True,
                     ">= 500,000 points/s", None, note),
-                Row("streaming ingest", "projector lag age p50 / p99", size, "ms", None, None, False,
+                Row("streaming ingest", f"projector lag age p50 / p99, {body}", size, "ms", None, None, False,
                     "p99 < 1,000 ms", None, note)]
     good = [r for r in reps if "points_per_s" in r]
     lb = ctx.details.get("log_batch", {}).get("points_per_s", {}).get("mlflow", {})
     ml_best = max((median(v) for v in lb.values()), default=None)
     if not good:
         note = "; ".join(r.get("error", "") for r in reps)
-        return [Row("streaming ingest", "end to end points/s", size, "points/s", ml_best, None, True,
+        return [Row("streaming ingest", f"end to end points/s, {body}", size, "points/s", ml_best, None, True,
                     ">= 500,000 points/s", False, note)]
     pps = median([r["points_per_s"] for r in good])
     p50 = median([r["lag_age_ms_p50"] for r in good])
@@ -201,9 +222,9 @@ def run(ctx: Ctx) -> list[Row]:
                  f"{median([r['acked_points_per_s'] for r in good]):,.0f} points/s; "
                  f"total points/rep ~{median([r['points'] for r in good]):,.0f}")
     return [
-        Row("streaming ingest", "end to end points/s (accepted -> queryable)", size, "points/s", ml_best, pps, True,
-            ">= 500,000 points/s", pps >= 500_000, "; ".join(notes)),
-        Row("streaming ingest", "projector lag age p50 / p99", size, "ms", None,
+        Row("streaming ingest", f"end to end points/s (accepted -> queryable), {body}", size, "points/s", ml_best,
+            pps, True, ">= 500,000 points/s", pps >= 500_000, "; ".join(notes)),
+        Row("streaming ingest", f"projector lag age p50 / p99, {body}", size, "ms", None,
             {"p50_ms": p50, "p95_ms": p99}, False, "p99 < 1,000 ms", p99 < 1000,
             stats="p50 / p99",
             note=f"p50 / p99 of oldest_unapplied_age_ms, median over reps of each rep's percentile; GET /lag polled "
