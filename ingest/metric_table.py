@@ -50,7 +50,8 @@ def from_columns(cols: dict[str, Any]) -> pa.Table:
         raise BadPoints("metric timestamps and steps must be integers")
     if n and values.type not in (pa.float64(), pa.int64(), pa.null()):
         raise BadPoints("metric values must be numbers")
-    values = pc.fill_null(values.cast(pa.float64()), math.nan)
+    # safe=False: an integer beyond 2**53 becomes the nearest double, as MLflow parses it.
+    values = pc.fill_null(values.cast(pa.float64(), safe=False), math.nan)
     return pa.Table.from_arrays([keys.cast(pa.string()), values, timestamps.cast(pa.int64()),
                                  steps.cast(pa.int64())], schema=SCHEMA)
 

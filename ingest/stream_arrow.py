@@ -11,6 +11,7 @@ Polars) never turns them into Python objects or JSON.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +49,45 @@ def parse_table(body: bytes, max_points: int) -> tuple[pa.Table, int]:
     return pa.Table.from_arrays([keys, values, timestamps, steps], schema=metric_table.SCHEMA), max_key_bytes
 
 
+def from_json_columns(doc: dict[str, Any], max_points: int) -> tuple[pa.Table, int] | None:
+    """The JSON body's columns as a checked table when they are plainly valid (strings,
+    numbers or null, integers), else None: the caller then runs the element-by-element checks,
+    which also accept what this does not (special-value strings, whole-number floats) and name
+    the first bad element. Converting once here is cheaper than checking the lists and then
+    converting them again to write the event as Arrow."""
+    raw = [doc.get("keys"), doc.get("values"), doc.get("timestamps")]
+    steps = doc.get("steps")
+    if not all(isinstance(c, list) for c in raw) or not (steps is None or isinstance(steps, list)):
+        return None
+    n = len(raw[0])
+    if not 1 <= n <= max_points or any(len(c) != n for c in raw) or (steps is not None and len(steps) != n):
+        return None
+    try:
+        keys, values, timestamps = (pa.array(c) for c in raw)
+        step_array = pa.array(steps) if steps is not None else pa.array([0] * n, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    if keys.type != pa.string() or keys.null_count or values.type not in (pa.float64(), pa.int64(), pa.null()) \
+            or timestamps.type != pa.int64() or timestamps.null_count or step_array.type != pa.int64() \
+            or step_array.null_count or pc.min(timestamps).as_py() < 0:
+        return None
+    distinct = pc.unique(keys).to_pylist()
+    if not all(_key_ok(k) for k in distinct):
+        return None
+    # JSON has no infinities, so no clamping; null is NaN.
+    value_array = pc.fill_null(values.cast(pa.float64(), safe=False), math.nan)  # as metric_table does
+    table = pa.Table.from_arrays([keys, value_array, timestamps, step_array], schema=metric_table.SCHEMA)
+    return table, max(len(k.encode()) for k in distinct)
+
+
+def _key_ok(key: str) -> bool:
+    try:
+        limits.check_key(key)
+        return True
+    except InvalidParameterValue:
+        return False
+
+
 def _strings(column: pa.ChunkedArray) -> pa.Array:
     t = column.type
     if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
@@ -65,7 +105,7 @@ def _floats(column: pa.ChunkedArray) -> pa.Array:
     t = column.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise InvalidParameterValue(f"Column 'value' must hold numbers, got {t}.")
-    values = pc.fill_null(column.combine_chunks().cast(pa.float64()), math.nan)  # null is NaN, as in JSON
+    values = pc.fill_null(column.combine_chunks().cast(pa.float64(), safe=False), math.nan)  # null is NaN, as in JSON
     # Infinities are clamped, as MLflow's SQL store does (and as the JSON path does).
     values = pc.if_else(pc.greater(values, limits.MAX_DOUBLE), limits.MAX_DOUBLE, values)
     return pc.if_else(pc.less(values, -limits.MAX_DOUBLE), -limits.MAX_DOUBLE, values)

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -83,7 +84,14 @@ def parse_points(doc: dict[str, Any]) -> Points:
                   _int64s(steps, "steps", non_negative=False), max_key_bytes)
 
 
-def event_payloads(points: Points) -> list[dict[str, list[Any]]]:
+def _checked_columns(doc: dict[str, Any]) -> "Points | tuple[pa.Table, int]":
+    """The body's points: as a table when they are plainly valid (the common case, and the
+    form they are written to the log in), else checked element by element (ingest.stream_arrow
+    .from_json_columns says which)."""
+    return stream_arrow.from_json_columns(doc, MAX_POINTS) or parse_points(doc)
+
+
+def event_payloads(points: Points) -> list[dict[str, Any]]:
     """Split into MetricsLogged payloads of at most MAX_EVENT_POINTS points and about
     EVENT_BYTES_BUDGET bytes each. The cut depends only on the points, so a retried request
     is cut the same way and each part keeps its event id."""
@@ -124,14 +132,15 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         raise limits.invalid_value("event_id", event_id, "Expected 8 to 64 characters of [A-Za-z0-9_-].")
     # Off the event loop: the projector and the synchronous endpoints share it.
     if arrow:
-        table, max_key_bytes = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS)
-        n = table.num_rows
-        per = _points_per_event(max_key_bytes)
-        payloads: list[dict[str, Any]] = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
+        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS)
     else:
-        points = await run_in_threadpool(parse_points, doc)
-        n = len(points)
-        payloads = event_payloads(points)
+        checked = await run_in_threadpool(_checked_columns, doc)
+    if isinstance(checked, Points):
+        n, payloads = len(checked), event_payloads(checked)
+    else:
+        table, max_key_bytes = checked
+        n, per = table.num_rows, _points_per_event(max_key_bytes)
+        payloads = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
     writer: Writer = request.app.state.writer
     run = writer.writable_run(run_id)
     user = acting_user(request)

@@ -96,6 +96,14 @@ def test_streamed_points_become_visible_with_exact_values(api: httpx.Client, rl:
     assert [(m["step"], m["value"]) for m in acc] == [(0, MAX_DOUBLE), (1, -MAX_DOUBLE), (2, 1e308), (3, 0.1)]
 
 
+def test_an_integer_value_beyond_double_precision_is_stored_as_the_nearest_double(api: httpx.Client,
+                                                                                   rl: httpx.Client) -> None:
+    _, run = new_run(api)
+    assert stream(rl, run, keys=["m", "m"], values=[2 ** 53 + 1, 1], timestamps=[TS, TS + 1]).status_code == 200
+    points = poll(lambda: history(api, run, "m"), lambda h: len(h) >= 2)
+    assert [m["value"] for m in points] == [float(2 ** 53), 1.0]
+
+
 def test_steps_default_to_zero_and_whole_number_floats_are_integers(api: httpx.Client, rl: httpx.Client) -> None:
     _, run = new_run(api)
     assert stream(rl, run, keys=["m", "m"], values=[1, 2], timestamps=[float(TS), TS + 1]).status_code == 200

@@ -107,3 +107,10 @@ def test_a_body_that_is_not_arrow_and_a_missing_run_id_are_400(api: httpx.Client
 
 def test_an_arrow_request_for_an_unknown_run_is_404(rl: httpx.Client) -> None:
     error(stream_arrow(rl, uuid.uuid4().hex, _t()), 404, "RESOURCE_DOES_NOT_EXIST", "not found")
+
+
+def test_an_arrow_integer_value_beyond_double_precision_is_stored_as_the_nearest_double(api: httpx.Client,
+                                                                                         rl: httpx.Client) -> None:
+    _, run = new_run(api)
+    assert stream_arrow(rl, run, _t(key=["m"], value=pa.array([2 ** 53 + 1], pa.int64()))).status_code == 200
+    assert [m["value"] for m in poll(lambda: history(api, run, "m"), bool)] == [float(2 ** 53)]
