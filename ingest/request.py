@@ -28,11 +28,19 @@ def missing(path: str) -> InvalidParameterValue:
 
 
 async def json_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
+    require_json(request)
+    return parse_json(await read_capped(request, max_bytes))
+
+
+def require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidParameterValue(
             f"Bad Request. Content-Type must be 'application/json', got {content_type or 'nothing'!r}.")
-    raw = await read_capped(request, max_bytes)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A request body as MLflow reads it: empty is {}, a JSON string holding JSON is unwrapped."""
     if not raw.strip():
         return {}
     try:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from ingest import limits, stream_arrow
 from ingest.backlog import AppendBacklog
 from ingest.errors import InvalidParameterValue
-from ingest.request import json_body, missing, read_capped
+from ingest.request import missing, parse_json, read_capped, require_json
 from ingest.routes import acting_user
 from ingest.writer import Writer, new_event
 
@@ -120,7 +120,10 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         doc: dict[str, Any] = dict(request.query_params)
         body = await read_capped(request, MAX_REQUEST_BYTES)
     else:
-        doc = await json_body(request, MAX_REQUEST_BYTES)
+        require_json(request)
+        raw = await read_capped(request, MAX_REQUEST_BYTES)
+        # Parsed off the event loop: a 100,000-point body is ~15 ms of JSON.
+        doc = await run_in_threadpool(parse_json, raw)
     run_id = doc.get("run_id")
     if not isinstance(run_id, str) or not run_id:
         raise missing("run_id")
