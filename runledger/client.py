@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import httpx
 import orjson
@@ -46,6 +46,7 @@ STREAM_PATH = "/api/runledger/v1/metrics/stream"
 # server's own cap on points per request is 100k.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_POINTS = 100_000
+MAX_EVENT_POINTS = 50_000  # the server cuts requests into events of at most this many points
 _POINT_BYTES_BESIDES_KEY = 64  # quotes, commas, a float and two int64s, generously
 _RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _BACKOFF_BASE_S = 0.25
@@ -72,13 +73,19 @@ class StreamError(Exception):
 class MetricStream:
     """Buffers metric points for one run and streams them to Runledger. Thread-safe."""
 
-    def __init__(self, base_url: str, run_id: str, *, max_points: int = 50_000, flush_interval: float = 0.5,
+    def __init__(self, base_url: str | None, run_id: str, *, max_points: int = 50_000, flush_interval: float = 0.5,
                  max_buffered_points: int = 1_000_000, timeout: float = 30, retries: int = 5,
-                 max_in_flight: int = 2, headers: dict[str, str] | None = None) -> None:
+                 max_in_flight: int = 2, headers: dict[str, str] | None = None,
+                 bootstrap_servers: str | None = None, topic: str = "runledger.events", user: str | None = None
+                 ) -> None:
         if not run_id:
             raise ValueError("run_id is required")
-        if not 1 <= max_points <= MAX_CHUNK_POINTS:
-            raise ValueError(f"max_points must be between 1 and {MAX_CHUNK_POINTS}")
+        if (base_url is None) == (bootstrap_servers is None):
+            raise ValueError("give either base_url (through the server) or bootstrap_servers (straight to Kafka)")
+        # Straight to Kafka, a chunk is one event, which must stay within the topic's message size.
+        max_chunk = MAX_CHUNK_POINTS if bootstrap_servers is None else MAX_EVENT_POINTS
+        if not 1 <= max_points <= max_chunk:
+            raise ValueError(f"max_points must be between 1 and {max_chunk}")
         if max_buffered_points < 1 or flush_interval <= 0 or retries < 0 or max_in_flight < 1:
             raise ValueError("max_buffered_points, flush_interval and max_in_flight must be positive, "
                              "retries non-negative")
@@ -87,8 +94,14 @@ class MetricStream:
         self.flush_interval = flush_interval
         self.max_buffered_points = max_buffered_points
         self.retries = retries
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
-                                  headers={"content-type": "application/json", **(headers or {})})
+        self._transport: _Transport
+        if bootstrap_servers is not None:
+            from runledger.kafka_transport import KafkaTransport  # aiokafka only when asked for
+
+            self._transport = KafkaTransport(bootstrap_servers, topic, timeout, user)
+        else:
+            assert base_url is not None
+            self._transport = _HttpTransport(base_url, timeout, headers)
         self._cv = threading.Condition(threading.Lock())  # never re-entered; cheaper than an RLock
         # Points logged but not yet taken by the sender, as columns.
         self._keys: list[str] = []
@@ -199,7 +212,7 @@ class MetricStream:
             self._cv.notify_all()
         for t in self._threads:
             t.join()
-        self._http.close()
+        self._transport.close()
         with self._cv:
             self._raise_errors()
 
@@ -320,32 +333,66 @@ class MetricStream:
         return chunk
 
     def _send(self, chunk: tuple[list[str], list[float | None], list[int], list[int]]) -> StreamError | None:
-        """POST one chunk, retrying with the same event id; return the error if it is dropped."""
-        keys, values, timestamps, steps = chunk
+        """Deliver one chunk, retrying with the same event id; return the error if it is dropped."""
         event_id = uuid.uuid4().hex  # chosen once: every retry of this chunk carries it
-        body = orjson.dumps({"run_id": self.run_id, "event_id": event_id, "keys": keys, "values": values,
-                             "timestamps": timestamps, "steps": steps})
+        attempt = self._transport.prepare(self.run_id, event_id, chunk)
+        points = len(chunk[0])
         why = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
+        for n in range(self.retries + 1):
+            if n:
                 with self._cv:
                     self.retried += 1
-                delay = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+                delay = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** (n - 1))
                 time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: restarted servers see no herd
+            outcome = attempt()
+            if outcome is None or isinstance(outcome, StreamError):
+                return outcome
+            why = outcome
+        return StreamError(f"{points} points not delivered after {self.retries + 1} attempts; last: {why}",
+                           points=points)
+
+
+# One delivery attempt: None when delivered, a StreamError when it can never succeed, or the
+# reason it may succeed on a retry.
+Attempt = Callable[[], "StreamError | str | None"]
+
+
+class _Transport(Protocol):
+    def prepare(self, run_id: str, event_id: str,
+                chunk: tuple[list[str], list[float | None], list[int], list[int]]) -> Attempt: ...
+
+    def close(self) -> None: ...
+
+
+class _HttpTransport:
+    """Through the server's stream endpoint, which checks the run before appending."""
+
+    def __init__(self, base_url: str, timeout: float, headers: dict[str, str] | None) -> None:
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+                                  headers={"content-type": "application/json", **(headers or {})})
+
+    def prepare(self, run_id: str, event_id: str,
+                chunk: tuple[list[str], list[float | None], list[int], list[int]]) -> Attempt:
+        keys, values, timestamps, steps = chunk
+        body = orjson.dumps({"run_id": run_id, "event_id": event_id, "keys": keys, "values": values,
+                             "timestamps": timestamps, "steps": steps})
+
+        def attempt() -> StreamError | str | None:
             try:
                 r = self._http.post(STREAM_PATH, content=body)
             except httpx.TransportError as e:  # refused, reset, timed out: the answer may be lost
-                why = f"{type(e).__name__}: {e}"
-                continue
+                return f"{type(e).__name__}: {e}"
             if r.status_code < 300:
                 return None
             error_code, message = _error_of(r)
             if r.status_code not in _RETRYABLE_STATUS:
                 return StreamError(f"{len(keys)} points refused: {r.status_code} {error_code}: {message}",
                                    points=len(keys), status_code=r.status_code, error_code=error_code)
-            why = f"{r.status_code} {error_code}: {message}"
-        return StreamError(f"{len(keys)} points not delivered after {self.retries + 1} attempts; last: {why}",
-                           points=len(keys))
+            return f"{r.status_code} {error_code}: {message}"
+        return attempt
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def _error_of(r: httpx.Response) -> tuple[str | None, str]:
