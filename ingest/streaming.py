@@ -6,10 +6,12 @@ for volume. Everything the projector would reject for a reason visible now (unkn
 deleted run, bad key, bad number) is refused here with MLflow's error; what can only fail
 later (the run deleted before its points are applied) lands in the rejections table.
 
-Validation works on whole columns (C-level `set(map(type, ...))`, `min`/`max`, one check per
-distinct key) and falls back to a per-point loop only for columns that need converting
-(special-value strings, whole-number floats), so the common request costs a few
-milliseconds per 100k points. See docs/streaming.md for the contract.
+Validation works on whole columns. Plainly valid JSON columns (and every Arrow body) become
+one Arrow table checked with kernels and one check per distinct key (ingest.stream_arrow),
+which is also the form the points are written to the log in. Anything else goes through
+`parse_points` (C-level `set(map(type, ...))`, `min`/`max`, a per-point loop only for columns
+that need converting: special-value strings, whole-number floats), which also names the first
+bad element of a refused request. See docs/streaming.md for the contract.
 """
 
 from __future__ import annotations
