@@ -62,6 +62,15 @@ def check_key(key: str, path: str = "key") -> str:
     return key
 
 
+def key_ok(key: str) -> bool:
+    """Whether `check_key` would accept `key`."""
+    try:
+        check_key(key)
+        return True
+    except InvalidParameterValue:
+        return False
+
+
 def check_run_id(run_id: str, path: str = "run_id") -> str:
     if not _RUN_ID.match(run_id):
         raise invalid_value(path, run_id)

@@ -72,20 +72,13 @@ def from_json_columns(doc: dict[str, Any], max_points: int) -> tuple[pa.Table, i
             or step_array.null_count or pc.min(timestamps).as_py() < 0:
         return None
     distinct = pc.unique(keys).to_pylist()
-    if not all(_key_ok(k) for k in distinct):
+    if not all(limits.key_ok(k) for k in distinct):
         return None
     # JSON has no infinities, so no clamping; null is NaN.
     value_array = pc.fill_null(values.cast(pa.float64(), safe=False), math.nan)  # as metric_table does
     table = pa.Table.from_arrays([keys, value_array, timestamps, step_array], schema=metric_table.SCHEMA)
     return table, max(len(k.encode()) for k in distinct)
 
-
-def _key_ok(key: str) -> bool:
-    try:
-        limits.check_key(key)
-        return True
-    except InvalidParameterValue:
-        return False
 
 
 def _strings(column: pa.ChunkedArray) -> pa.Array:

@@ -197,19 +197,12 @@ def _check_keys(keys: list[Any]) -> int:
             limits.check_key(k)
     except InvalidParameterValue:
         # Report the first bad key in request order, not in set order (which varies by run).
-        bad = {k for k in distinct if not _key_ok(k)}
+        bad = {k for k in distinct if not limits.key_ok(k)}
         i = _first(keys, lambda k: k in bad)
         limits.check_key(keys[i], f"keys[{i}]")
         raise
     return max(len(k.encode()) for k in distinct)
 
-
-def _key_ok(key: str) -> bool:
-    try:
-        limits.check_key(key)
-        return True
-    except InvalidParameterValue:
-        return False
 
 
 def _values(values: list[Any]) -> list[float | int | None]:
