@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 import time
 
@@ -44,6 +45,10 @@ Runledger is starting on {url}
   point mlflow at it:        export MLFLOW_TRACKING_URI={url}
 Ctrl-C stops everything this command started.
 """, flush=True)
+    # uvicorn handles SIGTERM itself, then restores this handler and raises the signal again
+    # once it has shut down: with the default handler the process would die right there,
+    # before stopping the Kafka it started.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         _serve(settings)
     finally:
@@ -51,6 +56,10 @@ Ctrl-C stops everything this command started.
             print("stopping Kafka ...", flush=True)
             broker.stop()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cmd_serve(settings: Settings) -> int:

@@ -67,3 +67,18 @@ def test_up_starts_kafka_and_server_resumes_data_and_ctrl_c_stops_both(tmp_path:
         out = _interrupt(proc)
     assert proc.returncode == 0, out
     assert not port_open("127.0.0.1", kafka_port)
+
+
+def test_sigterm_stops_kafka_too(tmp_path: Path) -> None:
+    # What `kill`, systemd and `docker stop` send. uvicorn re-raises the signal once it has shut
+    # down; with the default handler the process then died before stopping its Kafka.
+    port, kafka_port = free_port(), free_port()
+    proc = _up(tmp_path, port, kafka_port)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert "stopping Kafka" in out, out
+    broker = LocalKafka(home=(tmp_path / "kafka").resolve(), port=kafka_port, controller_port=kafka_port + 1)
+    assert broker.running_pid() is None and not port_open("127.0.0.1", kafka_port)
