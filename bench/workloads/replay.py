@@ -19,6 +19,7 @@ needs the streaming workload in the same invocation.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import httpx
 
@@ -43,6 +44,19 @@ def _ensure_source(ctx: Ctx) -> dict:
     return {"server": rl, "run_id": run_id, "keys": keys, "points": sum(keys.values())}
 
 
+def _seconds_until(s: RunledgerServer, t0: float, done: Callable[[httpx.Client], bool], timeout: float,
+                   what: str, pause: float) -> float:
+    """Seconds from `t0` (the spawn) until `done` holds; raises if the server exits or `timeout` passes."""
+    with httpx.Client(base_url=s.url) as http:
+        while not done(http):
+            if s.proc.poll() is not None:
+                raise RuntimeError(f"runledger exited during {what}:\n{s.log_path.read_text()[-3000:]}")
+            if time.monotonic() > t0 + timeout:
+                raise RuntimeError(f"{what} did not finish within {timeout:.0f} s")
+            time.sleep(pause)
+        return time.monotonic() - t0
+
+
 def _sentinel_visible(http: httpx.Client, run_id: str) -> bool:
     try:
         r = http.get(API + "/runs/get", params={"run_id": run_id}, timeout=2)
@@ -63,15 +77,7 @@ def _time_until_visible(ctx: Ctx, old: RunledgerServer, src: dict, rebuild: bool
     s = RunledgerServer(ctx.ensure_kafka(), ctx.scratch, topic=old.topic, data_dir=old.data_dir)
     t0 = s.spawn()
     try:
-        with httpx.Client(base_url=s.url) as http:
-            deadline = t0 + 600
-            while not _sentinel_visible(http, src["run_id"]):
-                if s.proc.poll() is not None:
-                    raise RuntimeError(f"runledger exited during replay:\n{s.log_path.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("replay did not finish within 600 s")
-                time.sleep(0.02)
-            elapsed = time.monotonic() - t0
+        elapsed = _seconds_until(s, t0, lambda http: _sentinel_visible(http, src["run_id"]), 600, "replay", 0.02)
         if rebuild:
             with Client(s.url) as c:
                 got = {k: _full(c, src["run_id"], k)[1] for k in src["keys"]}
@@ -106,15 +112,8 @@ def _streamed_replay(ctx: Ctx, src: dict) -> tuple[float, dict]:
     s = RunledgerServer(ctx.ensure_kafka(), ctx.scratch, topic=src["topic"])
     t0 = s.spawn()
     try:
-        with httpx.Client(base_url=s.url) as http:
-            deadline = t0 + 900
-            while not _caught_up(http, src):
-                if s.proc.poll() is not None:
-                    raise RuntimeError(f"runledger exited during replay:\n{s.log_path.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("replay of the streamed log did not finish within 900 s")
-                time.sleep(0.1)
-            elapsed = time.monotonic() - t0
+        elapsed = _seconds_until(s, t0, lambda http: _caught_up(http, src), 900, "replay of the streamed log",
+                                 0.1)
     finally:
         stats = ctx.stop(s, "replay")
     return elapsed, stats
