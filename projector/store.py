@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import duckdb
 import orjson
@@ -96,6 +96,10 @@ class Store:
         self._writer = self.con.cursor()
         self._lock = threading.Lock()
         self.visibility = Visibility()
+        # Called with each batch right after its transaction commits, before `apply` returns
+        # (so before any verdict of the batch is given out): caches of read results drop
+        # what the batch changed here.
+        self.apply_listeners: list[Callable[[BatchChanges], None]] = []
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""
@@ -193,6 +197,8 @@ class Store:
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            for listener in self.apply_listeners:
+                listener(changes)
 
     def _apply_rows(self, c: duckdb.DuckDBPyConnection, ch: BatchChanges) -> None:
         if ch.experiments:

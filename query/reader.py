@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ingest.errors import InvalidParameterValue
 from query import search_filter, search_sql
+from query.run_cache import RunCache
 from query.run_info import info_json
 from query.search_cursors import SearchCursors
 from query.search_filter import SearchFilterError
@@ -254,8 +255,26 @@ def _dataset_input(logged_time: Any, name: Any, digest: Any, source_type: Any, s
     return _compact(entry)
 
 
-def get_run(cur: duckdb.DuckDBPyConnection, run_id: str, latest_table: str) -> dict[str, Any] | None:
-    found = runs_json(cur, [run_id], latest_table)
+def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
+    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), reading and rendering
+    only the runs `cache` does not hold, and keeping those for the next read."""
+    token = cache.token()  # before reading: see RunCache
+    found = cache.get(latest_table, run_ids)
+    missing = [r for r in run_ids if r not in found]
+    if missing:
+        rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run))
+                    for run in runs_json(cur, missing, latest_table, experiment_ids)]
+        cache.put(latest_table, rendered, token)
+        found.update((run_id, body) for run_id, _, body in rendered)
+    return [orjson.Fragment(found[r]) for r in run_ids if r in found]
+
+
+def get_run(cur: duckdb.DuckDBPyConnection, run_id: str, latest_table: str,
+            cache: RunCache | None = None) -> dict[str, Any] | orjson.Fragment | None:
+    """The run as a dict, or with `cache` as ready JSON (an `orjson.Fragment`)."""
+    found: list[Any] = (runs_json(cur, [run_id], latest_table) if cache is None
+                        else rendered_runs(cur, [run_id], latest_table, None, cache))
     return found[0] if found else None
 
 
@@ -268,9 +287,10 @@ def run_ref(cur: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, str]
 
 def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
                 run_view_type: Any, max_results: int | None, order_by: list[str], page_token: str | None,
-                latest_table: str, cursors: SearchCursors) -> dict[str, Any]:
+                latest_table: str, cursors: SearchCursors, cache: RunCache | None = None) -> dict[str, Any]:
     """One page of runs. The first page computes the full ordered id list and, when more pages
-    follow, keeps it under a cursor named in the page token; later pages read that snapshot."""
+    follow, keeps it under a cursor named in the page token; later pages read that snapshot.
+    With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts."""
     limit = _max_results(max_results, default=1000)
     if page_token:
         cursor, offset = _decode_cursor_token(page_token)
@@ -287,7 +307,9 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
     page = ids[offset:offset + limit]
     if not isinstance(page, list):
         page = page.to_pylist()
-    out: dict[str, Any] = {"runs": runs_json(cur, page, latest_table, experiment_ids)}
+    runs = (runs_json(cur, page, latest_table, experiment_ids) if cache is None
+            else rendered_runs(cur, page, latest_table, experiment_ids, cache))
+    out: dict[str, Any] = {"runs": runs}
     if len(ids) > offset + limit:
         out["next_page_token"] = base64.urlsafe_b64encode(orjson.dumps({"cursor": cursor, "offset": offset + limit})).decode()
     return _compact(out)

@@ -74,7 +74,7 @@ def get_run(request: Request) -> Response:
     if not run_id:
         raise missing("run_id")
     with _cursor(request) as cur:
-        run = reader.get_run(cur, run_id, _latest_table(request))
+        run = reader.get_run(cur, run_id, _latest_table(request), request.app.state.run_cache)
     if run is None:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     return _json({"run": run})
@@ -86,7 +86,7 @@ def _search_runs(request: Request, f: Fields) -> Response:
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
             order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
-            cursors=request.app.state.search_cursors)
+            cursors=request.app.state.search_cursors, cache=request.app.state.run_cache)
     return _json(found)
 
 

@@ -32,6 +32,7 @@ from projector.consumer import Projector
 from projector.fold_cache import FoldCache
 from projector.store import ReadModelUnavailable, Store
 from query import datasets_routes, history_routes, reader
+from query.run_cache import RunCache
 from query.run_info import run_info_json
 from query.search_cursors import SearchCursors
 from query import routes as query_routes
@@ -128,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
         store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
+        app.state.run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
+        store.apply_listeners.append(app.state.run_cache.drop_changed)
         board = VerdictBoard()
         projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
         await projector.start(partitions)

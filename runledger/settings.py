@@ -29,6 +29,7 @@ class Settings:
     artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
     duckdb_threads: int = 1                     # RUNLEDGER_DUCKDB_THREADS
     stream_max_lag_ms: int = 100                # RUNLEDGER_STREAM_MAX_LAG_MS: streaming backpressure bound
+    run_cache_mb: int = 64                      # RUNLEDGER_RUN_CACHE_MB: rendered runs kept for reads; 0 = none
 
     @property
     def duckdb_path(self) -> Path:
@@ -67,10 +68,11 @@ class Settings:
             artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
             stream_max_lag_ms=_int(env, "RUNLEDGER_STREAM_MAX_LAG_MS", 100),
             duckdb_threads=_int(env, "RUNLEDGER_DUCKDB_THREADS", 1),
+            run_cache_mb=_int(env, "RUNLEDGER_RUN_CACHE_MB", 64, minimum=0),
         )
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -78,6 +80,6 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be positive")
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be positive" if minimum == 1 else f"{name}={raw!r} must be at least {minimum}")
     return value

@@ -1,0 +1,118 @@
+"""Rendered runs (their MLflow JSON) kept between reads, dropped when the projector changes them.
+
+A runs/search page or a runs/get spends most of its time reading a run's rows (info, latest
+metrics, params, tags, datasets) and building its JSON, while most runs of a page have not
+changed since the last time they were shown. The projector is the only writer of the read
+model, and every transaction it commits names the runs it touched (`BatchChanges`), so the
+cache can drop exactly those right after the commit and before any verdict of that batch is
+given out: a reader that has seen a write's answer never gets the run as it was before it.
+
+The one race is a reader that read a run before a commit and stores it after the commit
+dropped it. Readers therefore take a `token` before reading; a store is refused for any run
+that was dropped after that token (the last `_HISTORY` drops are remembered; an older token
+stores nothing).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from typing import Iterable
+
+from projector.fold import BatchChanges
+
+__all__ = ["RunCache"]
+
+# Commits remembered for refusing late stores. A reader holding a token across more commits
+# than this (a page read slower than a few hundred commits) simply stores nothing.
+_HISTORY = 512
+
+
+class RunCache:
+    """JSON bytes of runs by (latest-metrics table, run id), least recently used out first
+    once `max_bytes` of JSON is held."""
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
+        self._by_experiment: dict[str, set[tuple[str, str]]] = {}
+        self._tables: set[str] = set()
+        self._bytes = 0
+        self._generation = 0
+        # (generation, run ids dropped, experiment ids whose runs were dropped), oldest first
+        self._drops: deque[tuple[int, frozenset[str], frozenset[str]]] = deque(maxlen=_HISTORY)
+
+    def token(self) -> int:
+        """Take before reading the runs you will `put`."""
+        with self._lock:
+            return self._generation
+
+    def get(self, table: str, run_ids: Iterable[str]) -> dict[str, bytes]:
+        """The cached JSON of those of `run_ids` that are held."""
+        found: dict[str, bytes] = {}
+        with self._lock:
+            entries = self._entries
+            for run_id in run_ids:
+                entry = entries.get((table, run_id))
+                if entry is not None:
+                    entries.move_to_end((table, run_id))
+                    found[run_id] = entry[1]
+        return found
+
+    def put(self, table: str, rendered: Iterable[tuple[str, str, bytes]], token: int) -> None:
+        """Keep (run id, experiment id, JSON) items read after `token` was taken, except runs
+        that a commit since then changed."""
+        with self._lock:
+            if token != self._generation:
+                later = [d for d in self._drops if d[0] > token]
+                if len(later) != self._generation - token:
+                    return  # the drops after `token` are no longer all known
+                runs = frozenset().union(*(d[1] for d in later))
+                experiments = frozenset().union(*(d[2] for d in later))
+                rendered = [r for r in rendered if r[0] not in runs and r[1] not in experiments]
+            self._tables.add(table)
+            for run_id, experiment_id, body in rendered:
+                key = (table, run_id)
+                self._pop(key)
+                self._entries[key] = (experiment_id, body)
+                self._by_experiment.setdefault(experiment_id, set()).add(key)
+                self._bytes += len(body)
+            while self._bytes > self.max_bytes and self._entries:
+                self._pop(next(iter(self._entries)))
+
+    def drop(self, run_ids: Iterable[str], experiment_ids: Iterable[str] = ()) -> None:
+        """Forget these runs, and every run of these experiments."""
+        runs, experiments = frozenset(run_ids), frozenset(experiment_ids)
+        with self._lock:
+            self._generation += 1
+            self._drops.append((self._generation, runs, experiments))
+            for run_id in runs:
+                for table in self._tables:
+                    self._pop((table, run_id))
+            for experiment_id in experiments:
+                for key in list(self._by_experiment.get(experiment_id, ())):
+                    self._pop(key)
+
+    def drop_changed(self, changes: BatchChanges) -> None:
+        """`drop` what a committed batch changed in any run's JSON: the run row, its params,
+        tags, latest metrics and dataset inputs; an experiment row (its lifecycle stage is
+        part of its runs' stage) drops all of that experiment's runs."""
+        runs = set(changes.runs)
+        for keyed in (changes.params, changes.tags, changes.datasets, *changes.latest.values()):
+            runs.update(k[0] for k in keyed)
+        self.drop(runs, changes.experiments)
+
+    def _pop(self, key: tuple[str, str]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])
+            keys = self._by_experiment.get(entry[0])
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_experiment[entry[0]]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
