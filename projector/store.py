@@ -271,6 +271,14 @@ def _store_offsets(c: duckdb.DuckDBPyConnection, topic: str, next_offsets: dict[
     INSERT for partitions seen for the first time."""
     if not next_offsets:
         return
+    if len(next_offsets) <= _SMALL_ROWS:
+        # A plain UPDATE by key costs half the one joining a VALUES list (0.8 vs 1.5 ms).
+        for partition, offset in next_offsets.items():
+            changed = c.execute('UPDATE consumer_offsets SET next_offset = ? WHERE topic = ? AND "partition" = ?',
+                                [offset, topic, partition]).fetchone()
+            if not changed or not changed[0]:
+                c.execute("INSERT INTO consumer_offsets VALUES (?, ?, ?)", [topic, partition, offset])
+        return
     with _rows(c, "n", {"p": list(next_offsets), "o": list(next_offsets.values())}) as (source, params):
         updated = {row[0] for row in c.execute(
             f'UPDATE consumer_offsets SET next_offset = n.o FROM {source} '
@@ -295,12 +303,37 @@ def _upsert_latest(c: duckdb.DuckDBPyConnection, latest: dict[str, dict[tuple[st
         columns[names[0]] = [None if p is None else p.value for p in got]
         columns[names[1]] = [None if p is None else p.timestamp for p in got]
         columns[names[2]] = [None if p is None else p.step for p in got]
+    if len(keys) <= _SMALL_ROWS:
+        _update_latest_rows(c, columns)
+        return
     names = ", ".join(columns)
     keep = ", ".join(f"{col} = COALESCE(EXCLUDED.{col}, latest_points.{col})"
                      for cols in LATEST_COLUMNS.values() for col in cols)
     with _rows(c, "l", columns) as (source, params):
         c.execute(f"INSERT INTO latest_points ({names}) SELECT {names} FROM {source} "
                   f"ON CONFLICT (run_id, key) DO UPDATE SET {keep}", params)
+
+
+# Up to this many rows, a statement per row by primary key beats one upsert of them all: an
+# ON CONFLICT upsert of one latest point costs ~2.4 ms here, an UPDATE by key ~0.9 ms (and a
+# single synchronous write's commit is a handful of such statements).
+_SMALL_ROWS = 2
+_LATEST_VALUE_COLUMNS = [col for cols in LATEST_COLUMNS.values() for col in cols]
+_UPDATE_LATEST = ("UPDATE latest_points SET " + ", ".join(f"{col} = COALESCE(?, {col})" for col in _LATEST_VALUE_COLUMNS)
+                  + " WHERE run_id = ? AND key = ?")
+_INSERT_LATEST = (f"INSERT INTO latest_points (run_id, key, {', '.join(_LATEST_VALUE_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * (2 + len(_LATEST_VALUE_COLUMNS)))})")
+
+
+def _update_latest_rows(c: duckdb.DuckDBPyConnection, columns: dict[str, list[Any]]) -> None:
+    """`_upsert_latest` for a few rows: UPDATE each by key (NULL keeps the stored value), and
+    INSERT the ones not there yet (a new key is complete, see `_upsert_latest`)."""
+    for i in range(len(columns["run_id"])):
+        values = [columns[col][i] for col in _LATEST_VALUE_COLUMNS]
+        key = [columns["run_id"][i], columns["key"][i]]
+        changed = c.execute(_UPDATE_LATEST, [*values, *key]).fetchone()
+        if not changed or not changed[0]:
+            c.execute(_INSERT_LATEST, [*key, *values])
 
 
 def _apply_keyed(c: duckdb.DuckDBPyConnection, table: str, owner: str,

@@ -4,7 +4,11 @@ log-parameter and get-run. p50/p95 over the samples of all repetitions.
 - create-run: a new run in the benchmark's experiment each time;
 - log-metric: one point on one run, the step increasing;
 - log-parameter: a new key on one run each time (params are write-once);
-- get-run: a run holding 20 params, 5 tags and 10 metric keys x 50 steps.
+- get-run: a run holding 20 params, 5 tags and 10 metric keys x 50 steps;
+- get-run after a write: the same run read right after a log-metric to it (only the read is
+  timed). Runledger answers repeated reads of an unchanged run from its rendered-run cache;
+  this case reads a run the previous request changed, so it is read from DuckDB, after waiting
+  until that write is visible.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import orjson
 from common import API, T0_MS, Client, lat_summary, now_ms
 from context import Ctx, Row
 
-TARGETS = {"create-run": 10.0, "log-metric": 10.0, "log-parameter": None, "get-run": 5.0}
+TARGETS = {"create-run": 10.0, "log-metric": 10.0, "log-parameter": None, "get-run": 5.0,
+           "get-run after a write": 5.0}
 
 
 def _timed(c: Client, method: str, path: str, body: bytes | None = None, params: dict | None = None) -> float:
@@ -62,6 +67,10 @@ def _measure(url: str, n: int, reps: int) -> dict[str, list[float]]:
                     {"run_id": param_run, "key": f"param_{rep}_{i}", "value": str(i)})))
             for i in range(n):
                 samples["get-run"].append(_timed(c, "GET", "/runs/get", params={"run_id": read_run}))
+            for i in range(n):
+                c.post("/runs/log-metric", {"run_id": read_run, "key": "live", "value": i, "timestamp": now_ms(),
+                                            "step": rep * n + i})
+                samples["get-run after a write"].append(_timed(c, "GET", "/runs/get", params={"run_id": read_run}))
     return samples
 
 
