@@ -129,3 +129,54 @@ def test_interleaved_reads_and_writes_end_as_the_uncached_read_model(make_server
     with duckdb.connect(str(server.duckdb_path), read_only=True) as con:
         fresh = reader.runs_json(con, runs, "latest_metrics")
     assert orjson.loads(orjson.dumps(fresh)) == [last[r] for r in runs]
+
+
+def test_concurrent_readers_never_see_a_run_go_back_in_time(make_server: Any) -> None:
+    # One writer raises a tag's value on a few runs; readers poll runs/get and runs/search
+    # meanwhile. A reader may see a value late, never older than one it (or the writer, after
+    # its write was answered) saw before: a cached run stored after a newer commit would.
+    import threading
+
+    server: RunledgerServer = make_server()
+    base = f"{server.url}/api/2.0/mlflow"
+    with httpx.Client(base_url=base, timeout=30) as api:
+        exp_id = ok(api.post("/experiments/create", json={"name": "race"}))["experiment_id"]
+        runs = [ok(api.post("/runs/create", json={"experiment_id": exp_id}))["run"]["info"]["run_id"]
+                for _ in range(3)]
+    answered = {r: -1 for r in runs}  # the last value whose write was answered
+    done = threading.Event()
+    problems: list[str] = []
+
+    def value_of(run: dict[str, Any]) -> int:
+        return max((int(t["value"]) for t in run["data"].get("tags", []) if t["key"] == "v"), default=-1)
+
+    def reader(use_search: bool) -> None:
+        seen = {r: -1 for r in runs}
+        with httpx.Client(base_url=base, timeout=30) as api:
+            while not done.is_set():
+                floor = dict(answered)  # read before the request: those writes were answered
+                if use_search:
+                    got = {r["info"]["run_id"]: value_of(r) for r in
+                           ok(api.post("/runs/search", json={"experiment_ids": [exp_id]}))["runs"]}
+                else:
+                    run_id = random.choice(runs)
+                    got = {run_id: value_of(ok(api.get("/runs/get", params={"run_id": run_id}))["run"])}
+                for run_id, v in got.items():
+                    if v < seen[run_id] or v < floor[run_id]:
+                        problems.append(f"{run_id}: saw {v} after {max(seen[run_id], floor[run_id])}")
+                    seen[run_id] = max(seen[run_id], v)
+
+    threads = [threading.Thread(target=reader, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        with httpx.Client(base_url=base, timeout=30) as api:
+            for i in range(150):
+                run_id = runs[i % len(runs)]
+                ok(api.post("/runs/set-tag", json={"run_id": run_id, "key": "v", "value": str(i)}))
+                answered[run_id] = i
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert problems == []
