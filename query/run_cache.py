@@ -26,6 +26,9 @@ __all__ = ["RunCache"]
 # Commits remembered for refusing late stores. A reader holding a token across more commits
 # than this (a page read slower than a few hundred commits) simply stores nothing.
 _HISTORY = 512
+# A commit touching more runs than this (a replay, a bulk delete) is remembered as touching
+# every run, so the history holds at most _HISTORY x _NAMED_RUNS ids.
+_NAMED_RUNS = 1024
 
 
 class RunCache:
@@ -40,8 +43,9 @@ class RunCache:
         self._tables: set[str] = set()
         self._bytes = 0
         self._generation = 0
-        # (generation, run ids dropped, experiment ids whose runs were dropped), oldest first
-        self._drops: deque[tuple[int, frozenset[str], frozenset[str]]] = deque(maxlen=_HISTORY)
+        # (generation, run ids dropped, experiment ids whose runs were dropped), oldest first;
+        # None for "every run" (see _NAMED_RUNS)
+        self._drops: deque[tuple[int, frozenset[str] | None, frozenset[str]]] = deque(maxlen=_HISTORY)
 
     def token(self) -> int:
         """Take before reading the runs you will `put`."""
@@ -66,9 +70,9 @@ class RunCache:
         with self._lock:
             if token != self._generation:
                 later = [d for d in self._drops if d[0] > token]
-                if len(later) != self._generation - token:
-                    return  # the drops after `token` are no longer all known
-                runs = frozenset().union(*(d[1] for d in later))
+                if len(later) != self._generation - token or any(d[1] is None for d in later):
+                    return  # the drops after `token` are no longer all known, or cover every run
+                runs = frozenset().union(*(d[1] for d in later if d[1] is not None))
                 experiments = frozenset().union(*(d[2] for d in later))
                 rendered = [r for r in rendered if r[0] not in runs and r[1] not in experiments]
             self._tables.add(table)
@@ -86,7 +90,7 @@ class RunCache:
         runs, experiments = frozenset(run_ids), frozenset(experiment_ids)
         with self._lock:
             self._generation += 1
-            self._drops.append((self._generation, runs, experiments))
+            self._drops.append((self._generation, runs if len(runs) <= _NAMED_RUNS else None, experiments))
             for run_id in runs:
                 for table in self._tables:
                     self._pop((table, run_id))

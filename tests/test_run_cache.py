@@ -5,7 +5,7 @@ from __future__ import annotations
 from projector.fold import BatchChanges
 from projector.rows import ExperimentRow, LatestPoint, RunRow
 from projector.schema import LATEST_TABLES
-from query.run_cache import _HISTORY, RunCache
+from query.run_cache import _HISTORY, _NAMED_RUNS, RunCache
 
 T, STEP = LATEST_TABLES["timestamp"], LATEST_TABLES["step"]
 
@@ -63,6 +63,18 @@ def test_a_token_older_than_the_remembered_commits_stores_nothing() -> None:
         cache.drop([f"other{i}"])
     cache.put(T, [("r1", "0", b"x")], token)   # every drop since the token is still known
     assert cache.get(T, ["r1"]) == {"r1": b"x"}
+
+
+def test_a_commit_touching_very_many_runs_refuses_every_late_store() -> None:
+    # such a commit is remembered as "every run" (bounded memory), so nothing read before it
+    # may be stored after it, even a run it did not name
+    cache = RunCache()
+    token = cache.token()
+    cache.drop([f"r{i}" for i in range(_NAMED_RUNS + 1)])
+    cache.put(T, [("other", "0", b"x")], token)
+    assert cache.get(T, ["other"]) == {}
+    cache.put(T, [("other", "0", b"x")], cache.token())
+    assert cache.get(T, ["other"]) == {"other": b"x"}
 
 
 def test_the_least_recently_read_runs_leave_first_once_the_byte_budget_is_spent() -> None:
