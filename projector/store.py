@@ -97,8 +97,8 @@ class Store:
         self._lock = threading.Lock()
         self.visibility = Visibility()
         # Called with each batch right after its transaction commits, before `apply` returns
-        # (so before any verdict of the batch is given out): caches of read results drop
-        # what the batch changed here.
+        # (so before readers waiting on `visibility` for this batch's writes go on): caches of
+        # read results drop what the batch changed here.
         self.apply_listeners: list[Callable[[BatchChanges], None]] = []
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:

@@ -4,8 +4,9 @@ A runs/search page or a runs/get spends most of its time reading a run's rows (i
 metrics, params, tags, datasets) and building its JSON, while most runs of a page have not
 changed since the last time they were shown. The projector is the only writer of the read
 model, and every transaction it commits names the runs it touched (`BatchChanges`), so the
-cache can drop exactly those right after the commit and before any verdict of that batch is
-given out: a reader that has seen a write's answer never gets the run as it was before it.
+cache can drop exactly those right after the commit, before the commit counts as visible
+(`Store.visibility`, which every read waits on for the writes already answered): a reader
+that has seen a write's answer never gets the run as it was before it.
 
 The one race is a reader that read a run before a commit and stores it after the commit
 dropped it. Readers therefore take a `token` before reading; a store is refused for any run
