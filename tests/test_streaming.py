@@ -69,6 +69,17 @@ def applied_through_marker(rl: httpx.Client, api: httpx.Client, run_id: str) -> 
     assert poll(lambda: history(api, run_id, marker), bool), "marker never applied"
 
 
+def assert_the_eight_points_stored(api: httpx.Client, run: str) -> None:
+    """The eight points both stream bodies send (loss: 0.5, -3, null, NaN at steps 10-13; acc:
+    +inf, -inf, 1e308, 0.1 at steps 0-3) as get-history returns them: null and NaN as "NaN",
+    infinities clamped to the largest double."""
+    loss = poll(lambda: history(api, run, "loss"), lambda h: len(h) >= 4)
+    acc = poll(lambda: history(api, run, "acc"), lambda h: len(h) >= 4)
+    assert [(m["step"], m["timestamp"], m["value"]) for m in loss] == [
+        (10, TS, 0.5), (11, TS + 1, -3.0), (12, TS + 2, "NaN"), (13, TS + 3, "NaN")]
+    assert [(m["step"], m["value"]) for m in acc] == [(0, MAX_DOUBLE), (1, -MAX_DOUBLE), (2, 1e308), (3, 0.1)]
+
+
 def error(resp: httpx.Response, status: int, code: str, *fragments: str) -> None:
     assert resp.status_code == status, f"{resp.status_code} {resp.text[:500]}"
     body = resp.json()
@@ -89,11 +100,7 @@ def test_streamed_points_become_visible_with_exact_values(api: httpx.Client, rl:
     assert body["points"] == 8
     assert len(body["event_id"]) == 32  # generated when the caller sends none
 
-    loss = poll(lambda: history(api, run, "loss"), lambda h: len(h) >= 4)
-    acc = poll(lambda: history(api, run, "acc"), lambda h: len(h) >= 4)
-    assert [(m["step"], m["timestamp"], m["value"]) for m in loss] == [
-        (10, TS, 0.5), (11, TS + 1, -3.0), (12, TS + 2, "NaN"), (13, TS + 3, "NaN")]
-    assert [(m["step"], m["value"]) for m in acc] == [(0, MAX_DOUBLE), (1, -MAX_DOUBLE), (2, 1e308), (3, 0.1)]
+    assert_the_eight_points_stored(api, run)
 
 
 def test_an_integer_value_beyond_double_precision_is_stored_as_the_nearest_double(api: httpx.Client,

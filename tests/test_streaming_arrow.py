@@ -13,7 +13,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from tests.test_streaming import MAX_DOUBLE, TS, applied_through_marker, error, history, new_run, poll, rl  # noqa: F401
+from tests.test_streaming import (MAX_DOUBLE, TS, applied_through_marker, assert_the_eight_points_stored,  # noqa: F401
+                                  error, history, new_run, poll, rl)
 
 pytestmark = pytest.mark.kafka
 
@@ -40,11 +41,7 @@ def test_arrow_points_become_visible_with_exact_values(api: httpx.Client, rl: ht
     r = stream_arrow(rl, run, table, event_id="arrow-0001")
     assert r.status_code == 200, r.text
     assert r.json() == {"event_id": "arrow-0001", "points": 8}
-    loss = poll(lambda: history(api, run, "loss"), lambda h: len(h) >= 4)
-    acc = poll(lambda: history(api, run, "acc"), lambda h: len(h) >= 4)
-    assert [(m["step"], m["timestamp"], m["value"]) for m in loss] == [
-        (10, TS, 0.5), (11, TS + 1, -3.0), (12, TS + 2, "NaN"), (13, TS + 3, "NaN")]
-    assert [(m["step"], m["value"]) for m in acc] == [(0, MAX_DOUBLE), (1, -MAX_DOUBLE), (2, 1e308), (3, 0.1)]
+    assert_the_eight_points_stored(api, run)
 
 
 def test_an_arrow_request_without_steps_logs_step_zero_and_retries_store_once(api: httpx.Client,
