@@ -18,8 +18,8 @@ from typing import Any, Callable
 import orjson
 import pyarrow as pa
 
-from ingest import metric_table
-from ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
+from runledger.ingest import metric_table
+from runledger.ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
 
 
 class MalformedEvent(ValueError):

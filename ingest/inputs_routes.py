@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from ingest.errors import InvalidParameterValue
-from ingest.request import Fields, json_body, missing
-from ingest.routes import _run_id, _writer, acting_user
-from ingest.writer import new_event
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.request import Fields, json_body, missing
+from runledger.ingest.routes import _run_id, _writer, acting_user
+from runledger.ingest.writer import new_event
 
 # MLflow's limits (mlflow/utils/validation.py); over-long values are errors, not truncated.
 _DATASET_LIMITS = {"name": 500, "digest": 36, "source": 65535, "schema": 1048575, "profile": 16777215}

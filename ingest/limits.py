@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ingest.errors import InvalidParameterValue
+from runledger.ingest.errors import InvalidParameterValue
 
 MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000        # longer values are truncated, as MLflow does by default

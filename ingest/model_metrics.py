@@ -11,8 +11,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ingest.errors import InvalidParameterValue
-from ingest.request import Fields
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.request import Fields
 
 
 def model_metric_columns(items: list[Fields], request: Request) -> dict[str, list[Any]]:

@@ -19,12 +19,12 @@ from typing import Any, Protocol
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from ingest import limits
-from ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from ingest.request import Fields, json_body, missing
-from ingest.routes import _writer, acting_user
-from ingest.run_names import generate_run_name
-from ingest.writer import new_event
+from runledger.ingest import limits
+from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.ingest.request import Fields, json_body, missing
+from runledger.ingest.routes import _writer, acting_user
+from runledger.ingest.run_names import generate_run_name
+from runledger.ingest.writer import new_event
 
 MAX_MODEL_NAME_LENGTH = 500       # MLflow's logged_models.name column
 MAX_MODEL_TYPE_LENGTH = 500       # logged_models.model_type

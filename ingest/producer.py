@@ -8,9 +8,9 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from ingest.codec import encode
-from ingest.errors import LogUnavailable
-from ingest.events import Envelope
+from runledger.ingest.codec import encode
+from runledger.ingest.errors import LogUnavailable
+from runledger.ingest.events import Envelope
 
 log = logging.getLogger(__name__)
 

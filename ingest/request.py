@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from ingest.errors import InvalidParameterValue
-from ingest.limits import MAX_REQUEST_BYTES, invalid_value, request_too_large
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.limits import MAX_REQUEST_BYTES, invalid_value, request_too_large
 
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _MAX_DRAIN_BYTES = 256 * 1024 * 1024

@@ -15,13 +15,13 @@ import pyarrow.compute as pc
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from ingest import codec, limits, metric_table
-from ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from ingest.events import Envelope, metrics_columns
-from ingest.model_metrics import model_metric_columns
-from ingest.request import Fields, json_body, missing
-from ingest.run_names import generate_run_name
-from ingest.writer import Writer, new_event, now_ms
+from runledger.ingest import codec, limits, metric_table
+from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.model_metrics import model_metric_columns
+from runledger.ingest.request import Fields, json_body, missing
+from runledger.ingest.run_names import generate_run_name
+from runledger.ingest.writer import Writer, new_event, now_ms
 
 RUN_NAME_TAG = "mlflow.runName"
 _STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}

@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import limits, metric_table
-from ingest.errors import InvalidParameterValue
+from runledger.ingest import limits, metric_table
+from runledger.ingest.errors import InvalidParameterValue
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 

@@ -27,12 +27,12 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ingest import limits, stream_arrow
-from ingest.backlog import AppendBacklog
-from ingest.errors import InvalidParameterValue
-from ingest.request import missing, parse_json, read_capped, require_json
-from ingest.routes import acting_user
-from ingest.writer import Writer, new_event
+from runledger.ingest import limits, stream_arrow
+from runledger.ingest.backlog import AppendBacklog
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.request import missing, parse_json, read_capped, require_json
+from runledger.ingest.routes import acting_user
+from runledger.ingest.writer import Writer, new_event
 
 MAX_POINTS = 100_000
 MAX_EVENT_POINTS = 50_000

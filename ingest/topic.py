@@ -8,7 +8,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ingest.producer import MAX_EVENT_BYTES
+from runledger.ingest.producer import MAX_EVENT_BYTES
 
 log = logging.getLogger(__name__)
 

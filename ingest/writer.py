@@ -7,11 +7,11 @@ import time
 import uuid
 from typing import Any
 
-from ingest.catalog import Catalog, RunRef
-from ingest.errors import InvalidParameterValue, MlflowError, ProjectionTimeout, ResourceDoesNotExist
-from ingest.events import Envelope, Verdict
-from ingest.outcomes import VerdictBoard
-from ingest.producer import EventLog
+from runledger.ingest.catalog import Catalog, RunRef
+from runledger.ingest.errors import InvalidParameterValue, MlflowError, ProjectionTimeout, ResourceDoesNotExist
+from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.outcomes import VerdictBoard
+from runledger.ingest.producer import EventLog
 
 
 def now_ms() -> int:

@@ -14,11 +14,11 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.codec import MalformedEvent, decode
-from ingest.events import Verdict
-from projector.fold import BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
-from projector.fold_cache import FoldCache, StateRequest
-from projector.store import Store
+from runledger.ingest.codec import MalformedEvent, decode
+from runledger.ingest.events import Verdict
+from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
+from runledger.projector.fold_cache import FoldCache, StateRequest
+from runledger.projector.store import Store
 
 log = logging.getLogger(__name__)
 

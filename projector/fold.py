@@ -19,10 +19,10 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import metric_table
-from ingest.events import Envelope, Verdict
-from projector import rules, step_cover
-from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
+from runledger.ingest import metric_table
+from runledger.ingest.events import Envelope, Verdict
+from runledger.projector import rules, step_cover
+from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
 LATEST_RULES = ("timestamp", "step")
 

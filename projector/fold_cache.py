@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from rbloom import Bloom
 
-from ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
-from projector.fold import LATEST_RULES, FoldResult, FoldState, LogRecord
-from projector.rows import ExperimentRow, LatestPoint, RunRow
-from projector.step_cover import Cover
+from runledger.ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
+from runledger.projector.fold import LATEST_RULES, FoldResult, FoldState, LogRecord
+from runledger.projector.rows import ExperimentRow, LatestPoint, RunRow
+from runledger.projector.step_cover import Cover
 
 
 @dataclass(frozen=True)

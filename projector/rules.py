@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projector.rows import LatestPoint
+from runledger.projector.rows import LatestPoint
 
 RUN_NAME_TAG = "mlflow.runName"
 RUN_STATUSES = frozenset({"RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"})

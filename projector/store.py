@@ -18,11 +18,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from ingest.events import Verdict
-from projector.fold import BatchChanges, FoldState, LogRecord
-from projector.fold_cache import StateRequest
-from projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
-from projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
+from runledger.ingest.events import Verdict
+from runledger.projector.fold import BatchChanges, FoldState, LogRecord
+from runledger.projector.fold_cache import StateRequest
+from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
+from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ingest.errors import InvalidParameterValue
-from ingest.request import Fields, json_body
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.request import Fields, json_body
 
 MAX_EXPERIMENTS = 20
 MAX_SUMMARIES = 1000

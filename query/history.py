@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from query.reader import metric_value
+from runledger.query.reader import metric_value
 
 _ORDER = "step, timestamp, value"
 

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from ingest.errors import InvalidParameterValue
-from ingest.request import query_fields
-from query import history
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.request import query_fields
+from runledger.query import history
 
 MAX_RUNS = 100
 MAX_SAMPLED_PER_RUN = 2500

@@ -26,13 +26,13 @@ from typing import Any
 import duckdb
 import orjson
 
-from ingest.errors import InvalidParameterValue
-from ingest.models_routes import ModelRef
-from ingest.request import Fields
-from query.search_filter import (
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.models_routes import ModelRef
+from runledger.ingest.request import Fields
+from runledger.query.search_filter import (
     _LIST_OPS, _NUMERIC_OPS, _STRING_OPS, Comparison, SearchFilterError, _parse_filter, _Profile,
 )
-from query.search_sql import _value_predicate
+from runledger.query.search_sql import _value_predicate
 
 DEFAULT_MAX_RESULTS = 50  # SearchLoggedModels.max_results' proto default, what MLflow's server applies
 MAX_RESULTS_LIMIT = 2 ** 31 - 1  # an int32 field

@@ -9,9 +9,9 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ingest.errors import ResourceDoesNotExist
-from ingest.request import Fields, json_body, missing, query_fields
-from query import models_reader
+from runledger.ingest.errors import ResourceDoesNotExist
+from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.query import models_reader
 
 
 def get_logged_model(request: Request, model_id: str) -> dict[str, Any]:

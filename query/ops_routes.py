@@ -16,8 +16,8 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from ingest.errors import InvalidParameterValue, MlflowError
-from ingest.request import query_fields
+from runledger.ingest.errors import InvalidParameterValue, MlflowError
+from runledger.ingest.request import query_fields
 
 DEFAULT_REJECTIONS = 100
 MAX_REJECTIONS = 10_000

@@ -16,12 +16,12 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from ingest.errors import InvalidParameterValue
-from query import search_filter, search_sql
-from query.run_cache import RunCache
-from query.run_info import info_json
-from query.search_cursors import SearchCursors
-from query.search_filter import SearchFilterError
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.query import search_filter, search_sql
+from runledger.query.run_cache import RunCache
+from runledger.query.run_info import info_json
+from runledger.query.search_cursors import SearchCursors
+from runledger.query.search_filter import SearchFilterError
 
 VIEW_TYPES = {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3, 1: 1, 2: 2, 3: 3}
 MAX_RESULTS_LIMIT = 50000

@@ -15,9 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ingest.errors import ResourceDoesNotExist
-from ingest.request import Fields, json_body, missing, query_fields
-from query import reader
+from runledger.ingest.errors import ResourceDoesNotExist
+from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.query import reader
 
 
 def _cursor(request: Request):  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict, deque
 from typing import Iterable
 
-from projector.fold import BatchChanges
+from runledger.projector.fold import BatchChanges
 
 __all__ = ["RunCache"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projector.rows import RunRow
+from runledger.projector.rows import RunRow
 
 
 def run_info_json(row: RunRow, lifecycle_stage: str) -> dict[str, Any]:

@@ -17,27 +17,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from ingest import inputs_routes
-from ingest import models_routes as ingest_models_routes
-from ingest import routes as ingest_routes
-from ingest import streaming as ingest_streaming
-from ingest.backlog import AppendBacklog
-from ingest.catalog import ExperimentRef, RunRef
-from ingest.errors import MlflowError
-from ingest.outcomes import VerdictBoard
-from ingest.producer import EventLog
-from ingest.topic import ensure_topic
-from ingest.writer import Writer, new_event
-from projector.consumer import Projector
-from projector.fold_cache import FoldCache
-from projector.store import ReadModelUnavailable, Store
-from query import datasets_routes, history_routes, reader
-from query.run_cache import RunCache
-from query.run_info import run_info_json
-from query.search_cursors import SearchCursors
-from query import routes as query_routes
-from query import ops_routes
-from query import models_reader, models_routes as query_models_routes
+from runledger.ingest import inputs_routes
+from runledger.ingest import models_routes as ingest_models_routes
+from runledger.ingest import routes as ingest_routes
+from runledger.ingest import streaming as ingest_streaming
+from runledger.ingest.backlog import AppendBacklog
+from runledger.ingest.catalog import ExperimentRef, RunRef
+from runledger.ingest.errors import MlflowError
+from runledger.ingest.outcomes import VerdictBoard
+from runledger.ingest.producer import EventLog
+from runledger.ingest.topic import ensure_topic
+from runledger.ingest.writer import Writer, new_event
+from runledger.projector.consumer import Projector
+from runledger.projector.fold_cache import FoldCache
+from runledger.projector.store import ReadModelUnavailable, Store
+from runledger.query import datasets_routes, history_routes, reader
+from runledger.query.run_cache import RunCache
+from runledger.query.run_info import run_info_json
+from runledger.query.search_cursors import SearchCursors
+from runledger.query import routes as query_routes
+from runledger.query import ops_routes
+from runledger.query import models_reader, models_routes as query_models_routes
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)

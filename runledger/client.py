@@ -38,8 +38,8 @@ from typing import Any, Callable, Iterable, Protocol
 import httpx
 import orjson
 
-from ingest import limits
-from ingest.errors import InvalidParameterValue
+from runledger.ingest import limits
+from runledger.ingest.errors import InvalidParameterValue
 
 STREAM_PATH = "/api/runledger/v1/metrics/stream"
 # A chunk's body stays well below the endpoint's 32 MiB cap whatever the key lengths; the

@@ -19,10 +19,10 @@ import getpass
 import threading
 from typing import Any, Callable
 
-from ingest.errors import LogUnavailable
-from ingest.events import Envelope
-from ingest.producer import EventLog
-from ingest.writer import now_ms
+from runledger.ingest.errors import LogUnavailable
+from runledger.ingest.events import Envelope
+from runledger.ingest.producer import EventLog
+from runledger.ingest.writer import now_ms
 
 
 class KafkaTransport:

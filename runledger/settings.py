@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from projector.schema import LATEST_TABLES
+from runledger.projector.schema import LATEST_TABLES
 
 
 class SettingsError(ValueError):

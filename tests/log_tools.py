@@ -10,13 +10,13 @@ from typing import Any
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.events import Envelope
-from ingest.producer import EventLog
-from ingest.topic import ensure_topic
-from projector.consumer import decode_records, fold_and_apply
-from projector.fold import BatchChanges, FoldState, fold_batch
-from projector.fold_cache import FoldCache
-from projector.store import Store
+from runledger.ingest.events import Envelope
+from runledger.ingest.producer import EventLog
+from runledger.ingest.topic import ensure_topic
+from runledger.projector.consumer import decode_records, fold_and_apply
+from runledger.projector.fold import BatchChanges, FoldState, fold_batch
+from runledger.projector.fold_cache import FoldCache
+from runledger.projector.store import Store
 
 
 def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[int, bytes]]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ingest.backlog import AppendBacklog
+from runledger.ingest.backlog import AppendBacklog
 
 
 def test_nothing_pending_admits_at_once() -> None:

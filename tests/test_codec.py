@@ -25,11 +25,11 @@ from typing import Any, Callable
 import orjson
 import pytest
 
-import ingest.codec as codec
-from ingest.codec import MalformedEvent, decode, encode
-from ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope, metrics_columns
-from ingest.limits import MAX_DOUBLE, clamp_metric_value
-from projector.fold import FoldState, LogRecord, fold_batch
+import runledger.ingest.codec as codec
+from runledger.ingest.codec import MalformedEvent, decode, encode
+from runledger.ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope, metrics_columns
+from runledger.ingest.limits import MAX_DOUBLE, clamp_metric_value
+from runledger.projector.fold import FoldState, LogRecord, fold_batch
 
 # ---------------------------------------------------------------------------------------------
 # helpers

@@ -11,10 +11,10 @@ import math
 import pyarrow as pa
 import pytest
 
-from ingest import metric_table
-from ingest.codec import POINTS_MAGIC, POINTS_MIN, MalformedEvent, decode, encode
-from ingest.events import Envelope, metrics_columns
-from projector.fold import FoldState, LogRecord, fold_batch
+from runledger.ingest import metric_table
+from runledger.ingest.codec import POINTS_MAGIC, POINTS_MIN, MalformedEvent, decode, encode
+from runledger.ingest.events import Envelope, metrics_columns
+from runledger.projector.fold import FoldState, LogRecord, fold_batch
 from tests.test_fold import create_run, log_batch, log_metrics
 
 RUN = "r1"

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from ingest.events import Envelope, Verdict, metrics_columns
-from projector.fold import LATEST_RULES, BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
-from projector.rows import LatestPoint
+from runledger.ingest.events import Envelope, Verdict, metrics_columns
+from runledger.projector.fold import LATEST_RULES, BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
+from runledger.projector.rows import LatestPoint
 
 NAN = math.nan
 RUN = "r1"

@@ -6,10 +6,10 @@ the rules that make skipping a query safe.
 
 from __future__ import annotations
 
-from ingest.events import Verdict
-from projector.fold import FoldState, fold_batch
-from projector.fold_cache import FoldCache, IdFilter, StateRequest
-from projector.rows import RunRow
+from runledger.ingest.events import Verdict
+from runledger.projector.fold import FoldState, fold_batch
+from runledger.projector.fold_cache import FoldCache, IdFilter, StateRequest
+from runledger.projector.rows import RunRow
 from tests.test_fold import create_experiment, create_run, log_metrics, log_params, rec, set_tags
 
 

@@ -27,9 +27,9 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.codec import decode, encode
-from ingest.events import Envelope
-from projector.fold import LATEST_RULES, FoldState, LogRecord, fold_batch
+from runledger.ingest.codec import decode, encode
+from runledger.ingest.events import Envelope
+from runledger.projector.fold import LATEST_RULES, FoldState, LogRecord, fold_batch
 from tests.test_fold import (create_experiment, create_run, dataset, delete_tag, ev, exp_event, log_batch,
                              log_inputs, log_metrics, log_params, merge, metric_rows, set_tags)
 
@@ -317,8 +317,8 @@ def test_latest_metric_is_the_greatest_accepted_point_under_the_rule(
 def test_arrow_and_python_latest_candidates_agree(rows: list) -> None:
     import pyarrow as pa
 
-    from projector import rules
-    from projector.fold import METRIC_SCHEMA
+    from runledger.projector import rules
+    from runledger.projector.fold import METRIC_SCHEMA
 
     table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(METRIC_SCHEMA.names)},
                      schema=METRIC_SCHEMA)
@@ -338,8 +338,8 @@ def test_batch_candidates_from_one_run_chunks_agree_with_the_python_pass(chunks:
     """Large batches are cut to the rows at a (run, key) maximum before comparing."""
     import pyarrow as pa
 
-    from projector import rules
-    from projector.fold import METRIC_SCHEMA
+    from runledger.projector import rules
+    from runledger.projector.fold import METRIC_SCHEMA
 
     tables = [pa.table({"run_id": [run] * len(rows), **{name: [r[i] for r in rows] for i, name in
                                                         enumerate(METRIC_SCHEMA.names[1:])}}, schema=METRIC_SCHEMA)

@@ -16,9 +16,9 @@ from typing import Any, Iterator
 import duckdb
 import pytest
 
-from projector.schema import create_schema
-from query import history
-from query.reader import metric_value
+from runledger.projector.schema import create_schema
+from runledger.query import history
+from runledger.query.reader import metric_value
 
 NAN = float("nan")
 

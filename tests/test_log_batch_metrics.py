@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import MlflowError
-from ingest.events import metrics_columns
-from ingest.request import Fields
-from ingest.routes import _metric, _plain_metric_columns
+from runledger.ingest.errors import MlflowError
+from runledger.ingest.events import metrics_columns
+from runledger.ingest.request import Fields
+from runledger.ingest.routes import _metric, _plain_metric_columns
 
 keys = st.sampled_from(["loss", "acc", "a/b", "x.y", "sp ace", "bad..//", "/abs", "", "k:1"])
 numbers = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=False), st.just(float("inf")),

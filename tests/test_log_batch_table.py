@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest import metric_table
-from ingest.routes import _plain_metric_columns, _plain_metric_table
+from runledger.ingest import metric_table
+from runledger.ingest.routes import _plain_metric_columns, _plain_metric_table
 
 _KEYS = st.sampled_from(["loss", "acc", "a/b", "x" * 250, "bad key!", "../up", "", "é"])
 _INTS = st.integers(min_value=-(2**64), max_value=2**64)

@@ -14,7 +14,7 @@ import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.codec import encode
+from runledger.ingest.codec import encode
 from tests.log_tools import fold_into_cached
 from tests.test_fold import create_run, log_batch, log_metrics
 
@@ -61,7 +61,7 @@ def test_every_distinct_point_is_stored_once(tmp_path_factory: Any, requests: li
 
 
 def test_a_chunk_in_step_order_skips_the_distinct_check() -> None:
-    from projector.fold import FoldState, fold_batch
+    from runledger.projector.fold import FoldState, fold_batch
     from tests.test_fold import rec
 
     result = fold_batch(FoldState(), [rec(create_run("r")), rec(log_metrics(

@@ -18,9 +18,9 @@ import duckdb
 import orjson
 import pytest
 
-from projector.schema import create_schema
-from query import reader, search_filter, search_sql
-from query.search_cursors import SearchCursors
+from runledger.projector.schema import create_schema
+from runledger.query import reader, search_filter, search_sql
+from runledger.query.search_cursors import SearchCursors
 
 LATEST = ("latest_metrics", "latest_metrics_by_step")
 _STAGE = ("CASE WHEN r.lifecycle_stage = 'deleted' OR e.lifecycle_stage = 'deleted' "

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from projector.fold import BatchChanges
-from projector.rows import ExperimentRow, LatestPoint, RunRow
-from projector.schema import LATEST_TABLES
-from query.run_cache import _HISTORY, _NAMED_RUNS, RunCache
+from runledger.projector.fold import BatchChanges
+from runledger.projector.rows import ExperimentRow, LatestPoint, RunRow
+from runledger.projector.schema import LATEST_TABLES
+from runledger.query.run_cache import _HISTORY, _NAMED_RUNS, RunCache
 
 T, STEP = LATEST_TABLES["timestamp"], LATEST_TABLES["step"]
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from query import reader
+from runledger.query import reader
 from tests.conftest import RunledgerServer
 
 

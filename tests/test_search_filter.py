@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from query.search_filter import (
+from runledger.query.search_filter import (
     Comparison,
     OrderTerm,
     SearchFilterError,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from query.search_cursors import SearchCursors
+from runledger.query.search_cursors import SearchCursors
 
 
 @pytest.fixture(scope="module")

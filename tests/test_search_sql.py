@@ -5,13 +5,13 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from query.search_filter import (
+from runledger.query.search_filter import (
     parse_experiments_filter,
     parse_experiments_order_by,
     parse_runs_filter,
     parse_runs_order_by,
 )
-from query.search_sql import (
+from runledger.query.search_sql import (
     compile_experiments_order_by,
     compile_experiments_where,
     compile_runs_order_by,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projector import step_cover
-from projector.fold_cache import FoldCache
+from runledger.projector import step_cover
+from runledger.projector.fold_cache import FoldCache
 from tests.test_fold import create_run, log_metrics
 from tests.test_fold_cache import fold_through
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from projector.schema import SCHEMA_VERSION
-from projector.store import Store
+from runledger.projector.schema import SCHEMA_VERSION
+from runledger.projector.store import Store
 
 
 def test_a_read_model_from_another_schema_version_is_rebuilt_empty(tmp_path: Path) -> None:
