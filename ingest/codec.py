@@ -26,9 +26,12 @@ class MalformedEvent(ValueError):
     """A log record that is not a readable event of a known type and version."""
 
 
-# Upcasters turn a payload of version N into version N+1, applied in order. Version 1 is the
-# first one written, so there are none yet; the mechanism is exercised by tests/test_codec.py.
-UPCASTERS: dict[int, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+# Upcasters turn a payload of version N into version N+1, applied in order (also exercised by
+# tests/test_codec.py). Version 2 changed no payload: it added an event type and the envelope's
+# provenance fields, which a version 1 event reads as unknown (see `_envelope`).
+UPCASTERS: dict[int, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+    1: lambda etype, payload: payload,
+}
 
 
 # A JSON document starts with "{" (or whitespace), never with a NUL byte.
@@ -50,6 +53,13 @@ def encode(event: Envelope) -> bytes:
         "user": event.user,
         "payload": event.payload,
     }
+    # Provenance (schema version 2); left out when unknown, as in version 1 records.
+    if event.actor_verified is not None:
+        doc["actor_verified"] = event.actor_verified
+    if event.request_id is not None:
+        doc["request_id"] = event.request_id
+    if event.api is not None:
+        doc["api"] = event.api
     points = _points_as_table(event)
     if points is None:
         # NaN metric values become JSON null (orjson's behaviour); decode() reads null back as NaN.
@@ -156,6 +166,9 @@ def _envelope(doc: dict[str, Any]) -> Envelope:
         user=str(doc.get("user") or ""),
         payload=payload,
         schema_version=SCHEMA_VERSION,
+        actor_verified=_opt_bool(doc.get("actor_verified"), "actor_verified"),
+        request_id=_opt_str(doc.get("request_id"), "request_id"),
+        api=_opt_str(doc.get("api"), "api"),
     )
 
 
@@ -163,3 +176,9 @@ def _opt_str(value: Any, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise MalformedEvent(f"{name} is not a string")
+
+
+def _opt_bool(value: Any, name: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise MalformedEvent(f"{name} is not a boolean")

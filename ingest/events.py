@@ -25,6 +25,9 @@ Payloads by type (schema version 1):
 - TagDeleted          {key}
 - RunBatchLogged      {params: [...], metrics: {keys, values, timestamps, steps}, tags: [...]}
                       one MLflow log-batch request, applied all-or-nothing
+- RunRewound          {step}   (schema version 2) metric points of the run logged before this
+                      event with a step greater than `step` are hidden from reads; the log
+                      keeps them (the trail, as-of reads before it and SQL over events see them)
 - InputsLogged        {datasets: [{name, digest, source_type, source, schema|null, profile|null,
                                    tags: [[k, v], ...]}, ...]}
                       a dataset already logged to the run (same name and digest) is kept as is
@@ -50,7 +53,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+# Version 2 added the RunRewound event and the envelope's provenance fields (actor_verified,
+# request_id, api); version 1 payloads are unchanged, and version 1 events read those fields as
+# unknown (None).
+SCHEMA_VERSION = 2
 
 # Events about experiments share one partition key so that name uniqueness and id
 # allocation are decided in one totally ordered stream; run events are keyed by run id.
@@ -62,7 +68,7 @@ EXPERIMENT_EVENTS = frozenset({
 })
 RUN_EVENTS = frozenset({
     "RunCreated", "RunUpdated", "RunDeleted", "RunRestored", "ParamsLogged", "MetricsLogged",
-    "TagsSet", "TagDeleted", "RunBatchLogged", "InputsLogged",
+    "TagsSet", "TagDeleted", "RunBatchLogged", "InputsLogged", "RunRewound",
 })
 # Logged-model events are keyed by the model id in their payload.
 MODEL_EVENTS = frozenset({
@@ -74,7 +80,13 @@ EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS | MODEL_EVENTS
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One fact, as appended to the log. `ingest_time` is Unix milliseconds set by ingest."""
+    """One fact, as appended to the log. `ingest_time` is Unix milliseconds set by ingest.
+
+    Provenance (DESIGN.md invariant 11): `user` is the acting principal ('' if none was
+    claimed), `actor_verified` whether it was authenticated, `request_id` the HTTP request that
+    appended it, `api` the API it came through (ingest.provenance). None means unknown: events
+    written before schema version 2 do not carry them.
+    """
 
     event_id: str
     type: str
@@ -84,6 +96,9 @@ class Envelope:
     user: str
     payload: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    actor_verified: bool | None = None
+    request_id: str | None = None
+    api: str | None = None
 
     @property
     def partition_key(self) -> bytes:

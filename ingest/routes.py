@@ -7,6 +7,7 @@ applied the event, with MLflow's error when it was rejected.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import operator
 from typing import Any
 
@@ -277,13 +278,16 @@ async def create_run(request: Request) -> dict[str, Any]:
     if exp.lifecycle_stage != "active":
         raise InvalidParameterValue(
             f"The experiment {exp_id} must be in the 'active' state. Current state is {exp.lifecycle_stage}.")
-    event = new_event("RunCreated", {}, user=acting_user(request), experiment_id=exp_id)
+    user_id = f.str("user_id") or ""
+    # The MLflow client claims its user only here (user_id, and the mlflow.user tag); an explicit
+    # claim (basic auth, X-Runledger-User) comes first. Unverified either way (ingest.provenance).
+    claimed = acting_user(request) or user_id or next((v for k, v in reversed(tags) if k == "mlflow.user"), "")
+    event = new_event("RunCreated", {}, user=claimed, experiment_id=exp_id)
     run_id = event.event_id  # a fresh uuid4 hex, as MLflow's run ids are
-    event = Envelope(
-        event_id=event.event_id, type=event.type, experiment_id=exp_id, run_id=run_id,
-        ingest_time=event.ingest_time, user=event.user,
+    event = dataclasses.replace(
+        event, run_id=run_id,
         payload={"run_name": run_name, "start_time": f.int64("start_time", default=now_ms()),
-                 "user_id": f.str("user_id") or "", "tags": tags,
+                 "user_id": user_id, "tags": tags,
                  "artifact_uri": f"{exp.artifact_location.rstrip('/')}/{run_id}/artifacts"})
     await writer.commit(event)
     return {"run": _new_run_json(event)}

@@ -12,6 +12,7 @@ from runledger.ingest.errors import InvalidParameterValue, MlflowError, Projecti
 from runledger.ingest.events import Envelope, Verdict
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
+from runledger.ingest.provenance import API_INTERNAL, current
 
 
 def now_ms() -> int:
@@ -20,8 +21,13 @@ def now_ms() -> int:
 
 def new_event(type_: str, payload: dict[str, Any], *, user: str, run_id: str | None = None,
               experiment_id: str | None = None, event_id: str | None = None) -> Envelope:
+    """An event stamped with the provenance of the request appending it (ingest.provenance).
+    No authentication exists yet, so `user` is a claim and the event says it is unverified."""
+    context = current()
     return Envelope(event_id=event_id or uuid.uuid4().hex, type=type_, experiment_id=experiment_id,
-                    run_id=run_id, ingest_time=now_ms(), user=user, payload=payload)
+                    run_id=run_id, ingest_time=now_ms(), user=user, payload=payload,
+                    actor_verified=False, request_id=context.request_id if context else None,
+                    api=context.api if context else API_INTERNAL)
 
 
 class Writer:

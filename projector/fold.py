@@ -76,6 +76,10 @@ class LogEntry:
     error_code: str | None
     message: str
     payload: dict[str, Any] | None
+    # provenance (ingest.events.Envelope); None: unknown (events older than schema version 2)
+    actor_verified: bool | None = None
+    request_id: str | None = None
+    api: str | None = None
 
 
 METRIC_SCHEMA = pa.schema([("run_id", pa.string()), ("key", pa.string()), ("value", pa.float64()),
@@ -120,6 +124,11 @@ class MetricRows:
     def __len__(self) -> int:
         return sum(c.num_rows for c in self.chunks)
 
+    def segment(self, start: int, stop: int | None) -> "MetricRows":
+        """The chunks [start:stop], with their marks (the store writes a batch's points in
+        segments cut at its rewinds)."""
+        return MetricRows(self.chunks[start:stop], self.fresh[start:stop], self.distinct[start:stop])
+
     def column(self, name: str) -> list[Any]:
         return self.table().column(name).to_pylist()
 
@@ -129,6 +138,18 @@ class MetricRows:
     value = property(lambda self: self.column("value"))
     timestamp = property(lambda self: self.column("timestamp"))
     step = property(lambda self: self.column("step"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """A RunRewound event: the run's points stored before it with a step above `step` leave the
+    metrics table (for `rewound_metrics`). `chunk_index` is how many of the batch's metric
+    chunks were folded before it: those are written first, the rest after the move."""
+
+    run_id: str
+    step: int
+    event_id: str
+    chunk_index: int
 
 
 @dataclass
@@ -155,6 +176,8 @@ class BatchChanges:
     model_metrics: dict[tuple[str, str, int, int, str], tuple[float, str | None, str | None, str]] = field(
         default_factory=dict)
     log: list[LogEntry] = field(default_factory=list)
+    # in fold order; a rewound run's latest metrics are recomputed by the store from its points
+    rewinds: list[Rewind] = field(default_factory=list)
 
     def merge(self, later: "BatchChanges") -> None:
         """Add the changes of the batch folded right after this one, so both are written in
@@ -174,6 +197,8 @@ class BatchChanges:
             for k, v in theirs.items():
                 mine.setdefault(k, v)
         self.step_cover.update(later.step_cover)
+        offset = len(self.metrics.chunks)
+        self.rewinds.extend(replace(r, chunk_index=r.chunk_index + offset) for r in later.rewinds)
         self.metrics.chunks.extend(later.metrics.chunks)
         self.metrics.fresh.extend(later.metrics.fresh)
         self.metrics.distinct.extend(later.metrics.distinct)
@@ -277,6 +302,8 @@ class _Fold:
             run_id=ev.run_id if ev else None, ingest_time=ev.ingest_time if ev else None,
             user=ev.user if ev else "", error_code=verdict.error_code, message=verdict.message,
             payload=_audit_payload(ev) if ev else None,
+            actor_verified=ev.actor_verified if ev else None, request_id=ev.request_id if ev else None,
+            api=ev.api if ev else None,
         ))
 
     # ----- experiments
@@ -445,6 +472,13 @@ class _Fold:
         self._put_metrics(run.run_id, points)
         self._put_model_metrics(run, links)
         self._put_tags(run, tags)
+
+    def _on_RunRewound(self, ev: Envelope) -> None:
+        # Non-destructive (DESIGN.md invariant 10): the points stay in the log; the read model
+        # moves them aside, and the run's latest metrics are recomputed from what remains.
+        step = _int(ev.payload["step"])
+        run = self._writable_run(ev)
+        self.changes.rewinds.append(Rewind(run.run_id, step, ev.event_id, len(self.changes.metrics.chunks)))
 
     def _on_InputsLogged(self, ev: Envelope) -> None:
         datasets = [_dataset_input(d) for d in ev.payload["datasets"]]
@@ -630,9 +664,12 @@ class _Fold:
         stored latest, keeps the stored point unless the batch's first point with the
         greatest sort key beats it; so only that candidate is compared.
         """
+        rewound = {r.run_id for r in self.changes.rewinds}
         for rule, candidates in rules.batch_latest_candidates(self.changes.metrics.chunks).items():
             latest = self.changes.latest[rule]
             for run_id, key, value, ts, step in candidates:
+                if run_id in rewound:
+                    continue  # recomputed by the store from the points left (store.apply)
                 point = LatestPoint(value, ts, step)
                 current = self.latest(rule, (run_id, key))
                 if current is None or rules.newer(rule, point, current):
@@ -683,14 +720,32 @@ def _require_active_experiment(exp: ExperimentRow) -> None:
 
 
 def _audit_payload(ev: Envelope) -> dict[str, Any]:
-    # Metric points live in the metrics table; the audit row keeps how many there were.
+    # Metric points live in the metrics table; the audit row keeps a summary of them.
     if ev.type == "MetricsLogged":
-        return {"points": _point_count(ev.payload)}
+        return _points_summary(ev.payload)
     if ev.type == "RunBatchLogged":
         metrics = ev.payload.get("metrics") or {}
-        return {"params": ev.payload.get("params"), "tags": ev.payload.get("tags"),
-                "points": _point_count(metrics)}
+        return {"params": ev.payload.get("params"), "tags": ev.payload.get("tags"), **_points_summary(metrics)}
     return ev.payload
+
+
+# A metric batch's summary names at most this many of its keys (and how many there are).
+_SUMMARY_KEYS = 100
+
+
+def _points_summary(cols: dict[str, Any]) -> dict[str, Any]:
+    """How many points, which keys and which steps: what the trail shows of a metric batch.
+    A payload the fold rejects as malformed still gets a count (or nothing)."""
+    try:
+        table = _metric_points(cols)
+    except (KeyError, TypeError, ValueError, AttributeError, pa.ArrowException):
+        return {"points": _point_count(cols) if isinstance(cols, dict) else 0}
+    if not table.num_rows:
+        return {"points": 0, "keys": [], "key_count": 0, "step_min": None, "step_max": None}
+    keys = pc.unique(table.column("key")).to_pylist()
+    steps = pc.min_max(table.column("step")).as_py()
+    return {"points": table.num_rows, "keys": sorted(keys)[:_SUMMARY_KEYS], "key_count": len(keys),
+            "step_min": steps["min"], "step_max": steps["max"]}
 
 
 def _str(v: Any) -> str:

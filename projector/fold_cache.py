@@ -250,6 +250,9 @@ class FoldCache:
             self._entry(run_id).step_cover[k] = cover
         for event_id, verdict in result.verdicts.items():
             self.seen.add(event_id, verdict)
+        for rewind in ch.rewinds:
+            # Its latest metrics are recomputed by the store: the next batch reads them back.
+            self.runs.pop(rewind.run_id, None)
         while len(self.runs) > self.max_runs:
             self.runs.popitem(last=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Latest metric per (run, key) under each rule (see projector.rules.newer), both always
 # maintained so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding. They are
@@ -38,6 +38,10 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value DOUBLE NOT NULL,
         timestamp BIGINT NOT NULL, step BIGINT NOT NULL)""",
+    # Points hidden by a rewind (RunRewound), moved here from `metrics` with the rewind's event id.
+    """CREATE TABLE IF NOT EXISTS rewound_metrics (
+        run_id VARCHAR NOT NULL, key VARCHAR NOT NULL, value DOUBLE NOT NULL,
+        timestamp BIGINT NOT NULL, step BIGINT NOT NULL, rewind_event_id VARCHAR NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS latest_points (
         run_id VARCHAR, key VARCHAR, ts_value DOUBLE NOT NULL, ts_timestamp BIGINT NOT NULL,
         ts_step BIGINT NOT NULL, step_value DOUBLE NOT NULL, step_timestamp BIGINT NOT NULL,
@@ -69,7 +73,8 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS event_log (
         event_id VARCHAR PRIMARY KEY, "partition" INTEGER NOT NULL, "offset" BIGINT NOT NULL,
         type VARCHAR NOT NULL, experiment_id VARCHAR, run_id VARCHAR, ingest_time BIGINT,
-        user_id VARCHAR, error_code VARCHAR, message VARCHAR, payload JSON)""",
+        user_id VARCHAR, error_code VARCHAR, message VARCHAR, payload JSON,
+        actor_verified BOOLEAN, request_id VARCHAR, api VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS rejections (
         event_id VARCHAR, "partition" INTEGER, "offset" BIGINT, type VARCHAR, run_id VARCHAR,
         experiment_id VARCHAR, ingest_time BIGINT, error_code VARCHAR, reason VARCHAR)""",

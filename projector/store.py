@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 
 from runledger.ingest.events import Verdict
-from runledger.projector.fold import BatchChanges, FoldState, LogRecord
+from runledger.projector.fold import BatchChanges, FoldState, LogRecord, MetricRows, Rewind
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
@@ -211,27 +211,12 @@ class Store:
                 "run_id": [k[0] for k in ch.params], "key": [k[1] for k in ch.params],
                 "value": list(ch.params.values())})
         _apply_keyed(c, "tags", "run_id", ch.tags)
-        plain, repeated, maybe = ch.metrics.split()
-        if plain.num_rows:
-            with _rows(c, "b", plain) as (source, params):
-                c.execute(f"INSERT INTO metrics SELECT run_id, key, value, timestamp, step FROM {source}", params)
-        if repeated.num_rows:
-            # DISTINCT: a point sent twice in one batch is stored once (DuckDB's DISTINCT takes
-            # NaN as equal to NaN, so a repeated NaN point is a duplicate too).
-            with _rows(c, "b", repeated) as (source, params):
-                c.execute(f"INSERT INTO metrics SELECT DISTINCT run_id, key, value, timestamp, step FROM {source}",
-                          params)
-        if maybe.num_rows:
-            # Exact repeats of stored points (a client retry) are stored once; this scans the
-            # metrics of the runs involved, so only points that may repeat come here.
-            with _rows(c, "b", maybe) as (source, params):
-                c.execute(f"""
-                    INSERT INTO metrics
-                    SELECT DISTINCT b.run_id, b.key, b.value, b.timestamp, b.step FROM {source}
-                    WHERE NOT EXISTS (
-                        SELECT 1 FROM metrics m
-                        WHERE m.run_id = b.run_id AND m.key = b.key AND m.timestamp = b.timestamp
-                          AND m.step = b.step AND m.value = b.value)""", params)
+        start = 0
+        for rewind in ch.rewinds:
+            _insert_metrics(c, ch.metrics.segment(start, rewind.chunk_index))
+            _rewind(c, rewind)
+            start = rewind.chunk_index
+        _insert_metrics(c, ch.metrics.segment(start, None))
         _apply_models(c, ch)
         if ch.datasets:
             rows = [{**r, "tags": orjson.dumps(r["tags"]).decode()} for r in ch.datasets.values()]
@@ -240,6 +225,8 @@ class Store:
                     "run_id", "name", "digest", "context", "source_type", "source", "schema", "profile",
                     "tags", "experiment_id", "logged_time")})
         _upsert_latest(c, ch.latest)
+        for run_id in dict.fromkeys(r.run_id for r in ch.rewinds):
+            _recompute_latest(c, run_id)
         if ch.log:
             log = ch.log
             # Plain INSERT: the fold never emits an event id that is already logged (it checks the
@@ -250,7 +237,9 @@ class Store:
                 "experiment_id": [e.experiment_id for e in log], "run_id": [e.run_id for e in log],
                 "ingest_time": [e.ingest_time for e in log], "user_id": [e.user for e in log],
                 "error_code": [e.error_code for e in log], "message": [e.message for e in log],
-                "payload": [None if e.payload is None else orjson.dumps(e.payload).decode() for e in log]})
+                "payload": [None if e.payload is None else orjson.dumps(e.payload).decode() for e in log],
+                "actor_verified": [e.actor_verified for e in log], "request_id": [e.request_id for e in log],
+                "api": [e.api for e in log]})
             rejected = [e for e in log if e.error_code is not None]
             if rejected:
                 _insert(c, "rejections", "INSERT", {
@@ -259,6 +248,58 @@ class Store:
                     "run_id": [e.run_id for e in rejected], "experiment_id": [e.experiment_id for e in rejected],
                     "ingest_time": [e.ingest_time for e in rejected],
                     "error_code": [e.error_code for e in rejected], "reason": [e.message for e in rejected]})
+
+
+def _insert_metrics(c: duckdb.DuckDBPyConnection, metrics: MetricRows) -> None:
+    """Append accepted points; an exact duplicate of a stored point (or of another in the
+    batch) is stored once."""
+    plain, repeated, maybe = metrics.split()
+    if plain.num_rows:
+        with _rows(c, "b", plain) as (source, params):
+            c.execute(f"INSERT INTO metrics SELECT run_id, key, value, timestamp, step FROM {source}", params)
+    if repeated.num_rows:
+        # DISTINCT: a point sent twice in one batch is stored once (DuckDB's DISTINCT takes
+        # NaN as equal to NaN, so a repeated NaN point is a duplicate too).
+        with _rows(c, "b", repeated) as (source, params):
+            c.execute(f"INSERT INTO metrics SELECT DISTINCT run_id, key, value, timestamp, step FROM {source}",
+                      params)
+    if maybe.num_rows:
+        # Exact repeats of stored points (a client retry) are stored once; this scans the
+        # metrics of the runs involved, so only points that may repeat come here.
+        with _rows(c, "b", maybe) as (source, params):
+            c.execute(f"""
+                INSERT INTO metrics
+                SELECT DISTINCT b.run_id, b.key, b.value, b.timestamp, b.step FROM {source}
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM metrics m
+                    WHERE m.run_id = b.run_id AND m.key = b.key AND m.timestamp = b.timestamp
+                      AND m.step = b.step AND m.value = b.value)""", params)
+
+
+def _rewind(c: duckdb.DuckDBPyConnection, rewind: Rewind) -> None:
+    """Move the run's points above the rewind's step aside (DESIGN.md invariant 10: the log
+    keeps them; `rewound_metrics` shows what was moved by which rewind)."""
+    c.execute("INSERT INTO rewound_metrics SELECT run_id, key, value, timestamp, step, ? FROM metrics "
+              "WHERE run_id = ? AND step > ?", [rewind.event_id, rewind.run_id, rewind.step])
+    c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", [rewind.run_id, rewind.step])
+
+
+def _recompute_latest(c: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """A rewound run's latest point per key under both rules (projector.rules.newer: NaN counts
+    as 0), from the points it has left. The fold's "first point wins" among exact ties needs
+    the log order, which the table does not keep; ties go to the smaller step, then non-NaN,
+    which is deterministic however the log was cut into batches."""
+    c.execute("DELETE FROM latest_points WHERE run_id = ?", [run_id])
+    c.execute("""
+        INSERT INTO latest_points
+        WITH m AS (SELECT key, value, timestamp, step, CASE WHEN isnan(value) THEN 0 ELSE value END AS v0
+                   FROM metrics WHERE run_id = $run),
+        ts AS (SELECT * FROM m QUALIFY row_number() OVER (
+                   PARTITION BY key ORDER BY timestamp DESC, v0 DESC, step, isnan(value)) = 1),
+        st AS (SELECT * FROM m QUALIFY row_number() OVER (
+                   PARTITION BY key ORDER BY step DESC, timestamp DESC, v0 DESC, isnan(value)) = 1)
+        SELECT $run, ts.key, ts.value, ts.timestamp, ts.step, st.value, st.timestamp, st.step
+        FROM ts JOIN st USING (key)""", {"run": run_id})
 
 
 def _columns(rows: Iterable[Any], cls: type) -> dict[str, list[Any]]:

@@ -106,6 +106,7 @@ class RunCache:
         runs = set(changes.runs)
         for keyed in (changes.params, changes.tags, changes.datasets, *changes.latest.values()):
             runs.update(k[0] for k in keyed)
+        runs.update(r.run_id for r in changes.rewinds)
         self.drop(runs, changes.experiments)
 
     def _pop(self, key: tuple[str, str]) -> None:

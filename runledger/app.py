@@ -25,6 +25,7 @@ from runledger.ingest.backlog import AppendBacklog
 from runledger.ingest.catalog import ExperimentRef, RunRef
 from runledger.ingest.errors import MlflowError
 from runledger.ingest.outcomes import VerdictBoard
+from runledger.ingest import provenance
 from runledger.ingest.producer import EventLog
 from runledger.ingest.topic import ensure_topic
 from runledger.ingest.writer import Writer, new_event
@@ -111,6 +112,48 @@ class ReadModelCatalog:
         return run
 
 
+class RequestContext:
+    """Every HTTP request gets a request id (the caller's X-Request-Id if sane, else a fresh
+    one), echoed in the response's X-Request-Id header and bound, with the API the request came
+    through, for the events it appends (ingest.provenance). Plain ASGI, so the endpoint runs in
+    the context it binds; the id is also kept in `request.state.request_id` for error handlers
+    that answer outside this middleware."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = next((v.decode("latin-1") for k, v in scope.get("headers") or []
+                         if k == b"x-request-id"), None)
+        request_id = provenance.request_id(incoming)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*(h for h in message.get("headers") or [] if h[0].lower() != b"x-request-id"),
+                                      header]
+            await send(message)
+
+        token = provenance.bind(provenance.Provenance(request_id, api_of(scope.get("path", ""))))
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            provenance.unbind(token)
+
+
+def api_of(path: str) -> str:
+    """Which API a request path belongs to, as events record it."""
+    if path.startswith(API_PREFIXES):
+        return provenance.API_MLFLOW
+    if path.startswith(f"{RUNLEDGER_PREFIX}/metrics/stream"):
+        return provenance.API_STREAM
+    return provenance.API_RUNLEDGER
+
+
 async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
     """Experiment "0" named "Default" exists, as in MLflow. The fixed event id makes a second
     append (every start before the projector caught up) a duplicate the fold ignores."""
@@ -159,6 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.search_cursors = SearchCursors()
+    app.add_middleware(RequestContext)
     for prefix in API_PREFIXES:
         app.include_router(ingest_routes.build_router(), prefix=prefix)
         app.include_router(inputs_routes.build_router(), prefix=prefix)
@@ -203,8 +247,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
+        # Answered by Starlette's outermost middleware, outside RequestContext: add its header here.
+        request_id = getattr(request.state, "request_id", None)
         return OrjsonResponse({"error_code": "INTERNAL_ERROR", "message": f"Internal error: {exc!r}"},
-                              status_code=500)
+                              status_code=500,
+                              headers={provenance.REQUEST_ID_HEADER: request_id} if request_id else None)
 
     return app
 

@@ -53,6 +53,7 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
     "TagDeleted": {"key": "t"},
     "RunBatchLogged": {"params": [["p", "1"]], "metrics": metrics_columns([("m", 1.0, 1, 1)]),
                        "tags": [["t", "v"]]},
+    "RunRewound": {"step": 5},
     "InputsLogged": {"datasets": [{"name": "train", "digest": "abc123", "source_type": "local",
                                    "source": '{"uri": "file:///d"}', "schema": None, "profile": None,
                                    "tags": [["mlflow.data.context", "training"]]}]},
