@@ -33,6 +33,8 @@ from runledger.projector.consumer import Projector
 from runledger.projector.fold_cache import FoldCache
 from runledger.projector.store import ReadModelUnavailable, Store
 from runledger.query import datasets_routes, history_routes, reader
+from runledger.query.tail import TailHub
+from runledger.dialects.native import audit as native_audit
 from runledger.query.run_cache import RunCache
 from runledger.query.run_info import run_info_json
 from runledger.query.search_cursors import SearchCursors
@@ -174,6 +176,8 @@ def create_app(settings: Settings) -> FastAPI:
         store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
         app.state.run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(app.state.run_cache.drop_changed)
+        app.state.tail_hub = TailHub(asyncio.get_running_loop())
+        store.apply_listeners.append(app.state.tail_hub.committed)
         board = VerdictBoard()
         projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
         await projector.start(partitions)
@@ -195,6 +199,8 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
             await projector.close()
+            if getattr(app.state, "log_reader", None) is not None:
+                await app.state.log_reader.close()
             await event_log.stop()
             store.close()
 
@@ -216,6 +222,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     app.include_router(ingest_streaming.build_router(), prefix=RUNLEDGER_PREFIX)
     app.include_router(ops_routes.build_router(), prefix=RUNLEDGER_PREFIX)
+    app.include_router(native_audit.build_router(), prefix=RUNLEDGER_PREFIX)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:

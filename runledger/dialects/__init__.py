@@ -1,0 +1,1 @@
+"""HTTP rooms, one per API dialect (DESIGN.md "Flow")."""

@@ -1,0 +1,1 @@
+"""Runledger's own API under /api/runledger/v1."""

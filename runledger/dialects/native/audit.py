@@ -1,0 +1,259 @@
+"""Audit and time travel over HTTP (Runledger's own API): the trail of runs, experiments and
+everything, as-of reads and diffs folded from the log, non-destructive rewind, live tails.
+
+Reading logic lives in runledger.query (audit_trail, as_of, tail); rewind is one event
+appended by the writer and applied by the fold (projector.fold `_on_RunRewound`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.ingest.routes import acting_user
+from runledger.ingest.writer import Writer, new_event
+from runledger.projector.log_reader import LogReader
+from runledger.query import as_of, audit_trail, reader, tail
+
+
+# ----- response models (the OpenAPI schema of these endpoints)
+
+class Actor(BaseModel):
+    name: str | None
+    verified: bool | None
+
+
+class TrailVerdict(BaseModel):
+    status: Literal["applied", "rejected"]
+    error_code: str | None
+    reason: str | None
+
+
+class TrailEntry(BaseModel):
+    position: str
+    partition: int
+    offset: int
+    time: int | None
+    event_id: str
+    type: str
+    run_id: str | None
+    experiment_id: str | None
+    actor: Actor
+    api: str | None
+    request_id: str | None
+    summary: dict[str, Any] | None
+    verdict: TrailVerdict
+
+
+class TrailPage(BaseModel):
+    events: list[TrailEntry]
+    next_page_token: str | None = None
+
+
+class KeyedChanges(BaseModel):
+    added: list[dict[str, Any]]
+    changed: list[dict[str, Any]]
+    removed: list[dict[str, Any]]
+
+
+class PointsAdded(BaseModel):
+    key: str
+    points_added: int
+    step_min: int
+    step_max: int
+
+
+class RewindInRange(BaseModel):
+    event_id: str
+    step: int
+    points_hidden: int
+
+
+class RunDiff(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    run_id: str
+    from_: dict[str, Any] = Field(alias="from")
+    to: dict[str, Any]
+    existed_before: bool
+    info: dict[str, dict[str, Any]]
+    params: KeyedChanges
+    tags: KeyedChanges
+    metrics: list[PointsAdded]
+    latest_metrics: KeyedChanges
+    rewinds: list[RewindInRange]
+    events: list[TrailEntry]
+
+
+class RewindResult(BaseModel):
+    run_id: str
+    step: int
+    event_id: str
+
+
+# ----- helpers
+
+def _filters(f: Fields) -> audit_trail.TrailFilter:
+    types = [t for raw in f.strings("type") for t in raw.split(",") if t]
+    return audit_trail.TrailFilter(
+        types=types, actor=f.str("actor"),
+        since=_time(f, "since"), until=_time(f, "until"), verdict=f.str("verdict"))
+
+
+def _time(f: Fields, name: str) -> int | None:
+    value = f.str(name)
+    return None if value is None else audit_trail.parse_time(value, name)
+
+
+def _moment(f: Fields, time_name: str, position_name: str, *, required: bool = True) -> as_of.Moment | None:
+    time, position = f.str(time_name), f.str(position_name)
+    if time is not None and position is not None:
+        raise InvalidParameterValue(f"Pass '{time_name}' or '{position_name}', not both.")
+    if position is not None:
+        return as_of.Moment(position=audit_trail.parse_position(position, position_name))
+    if time is not None:
+        return as_of.Moment(time=audit_trail.parse_time(time, time_name))
+    if required:
+        raise missing(f"{time_name}' or '{position_name}")
+    return None
+
+
+def _page(request: Request, **scope: str) -> dict[str, Any]:
+    f = query_fields(request, repeated=("type",))
+    with request.app.state.store.cursor() as cur:
+        return audit_trail.trail(cur, filters=_filters(f), max_results=f.int64("max_results"),
+                                 page_token=f.str("page_token"), **scope)
+
+
+def _log_reader(request: Request) -> LogReader:
+    state = request.app.state
+    if getattr(state, "log_reader", None) is None:
+        settings = state.settings
+        state.log_reader = LogReader(settings.bootstrap_servers, settings.topic)
+    return state.log_reader
+
+
+def _latest_table(request: Request) -> str:
+    return request.app.state.settings.latest_table
+
+
+# ----- trail
+
+def run_events(request: Request, run_id: str) -> dict[str, Any]:
+    return _page(request, run_id=run_id)
+
+
+def experiment_events(request: Request, experiment_id: str) -> dict[str, Any]:
+    return _page(request, experiment_id=experiment_id)
+
+
+def all_events(request: Request) -> dict[str, Any]:
+    return _page(request)
+
+
+# ----- as-of, history, diff
+
+async def get_run(request: Request, run_id: str) -> Any:
+    """runs/get, now or as of a moment (`as_of` = Unix ms or ISO 8601, `as_of_position`)."""
+    f = query_fields(request)
+    moment = _moment(f, "as_of", "as_of_position", required=False)
+    if moment is None:
+        def now() -> Any:
+            with request.app.state.store.cursor() as cur:
+                return reader.get_run(cur, run_id, _latest_table(request))
+        run = await run_in_threadpool(now)
+        if run is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+    else:
+        run = await as_of.run_as_of(request.app.state.store, _log_reader(request), run_id, moment,
+                                    _latest_table(request))
+    return {"run": run}
+
+
+async def get_metric_history(request: Request) -> Any:
+    """metrics/get-history (MLflow's shape) as of a moment."""
+    f = query_fields(request)
+    run_id = f.str("run_id") or f.str("run_uuid")
+    if not run_id:
+        raise missing("run_id")
+    moment = _moment(f, "as_of", "as_of_position")
+    assert moment is not None
+    return await as_of.metric_history_as_of(
+        request.app.state.store, _log_reader(request), run_id, f.req_str("metric_key"), moment,
+        f.int64("max_results"), f.str("page_token"))
+
+
+async def run_diff(request: Request, run_id: str) -> Any:
+    f = query_fields(request)
+    start = _moment(f, "from", "from_position")
+    end = _moment(f, "to", "to_position")
+    assert start is not None and end is not None
+    diff = await as_of.run_diff(request.app.state.store, _log_reader(request), run_id, start, end,
+                                _latest_table(request))
+    return RunDiff.model_validate(diff)
+
+
+# ----- rewind
+
+async def rewind(request: Request, run_id: str) -> RewindResult:
+    """Hide the run's points above `step` from reads, by appending a RunRewound event."""
+    f = Fields(await json_body(request))
+    step = f.int64("step", required=True)
+    assert step is not None
+    writer: Writer = request.app.state.writer
+    run = writer.writable_run(run_id)
+    event = new_event("RunRewound", {"step": step}, user=acting_user(request), run_id=run.run_id,
+                      experiment_id=run.experiment_id)
+    await writer.commit(event)
+    return RewindResult(run_id=run.run_id, step=step, event_id=event.event_id)
+
+
+# ----- live tail
+
+def _tail(request: Request, *, run_id: str | None = None, experiment_id: str | None = None) -> Response:
+    f = query_fields(request)
+    ping = f.double("ping")
+    last = request.headers.get("last-event-id") or f.str("last_event_id")
+    if last:
+        tail.parse_cursor(last)  # a bad id is a 400 now, not a broken stream later
+    store = request.app.state.store
+
+    def read_after(cursor: dict[int, int]) -> list[dict[str, Any]]:
+        with store.cursor() as cur:
+            return audit_trail.entries_after(cur, cursor, run_id=run_id, experiment_id=experiment_id,
+                                             limit=tail.CATCH_UP_PAGE)
+
+    body = tail.stream(request.app.state.tail_hub, read_after, run_id=run_id, experiment_id=experiment_id,
+                       last_event_id=last, ping_seconds=15.0 if ping is None else min(max(ping, 0.05), 60.0))
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def run_tail(request: Request, run_id: str) -> Response:
+    return _tail(request, run_id=run_id)
+
+
+def experiment_tail(request: Request, experiment_id: str) -> Response:
+    return _tail(request, experiment_id=experiment_id)
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/events", all_events, methods=["GET"], response_model=TrailPage)
+    router.add_api_route("/runs/{run_id}/events", run_events, methods=["GET"], response_model=TrailPage)
+    router.add_api_route("/experiments/{experiment_id}/events", experiment_events, methods=["GET"],
+                         response_model=TrailPage)
+    router.add_api_route("/runs/{run_id}/diff", run_diff, methods=["GET"], response_model=RunDiff)
+    router.add_api_route("/runs/{run_id}/rewind", rewind, methods=["POST"], response_model=RewindResult)
+    router.add_api_route("/runs/{run_id}/tail", run_tail, methods=["GET"])
+    router.add_api_route("/experiments/{experiment_id}/tail", experiment_tail, methods=["GET"])
+    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
+    router.add_api_route("/runs/{run_id}", get_run, methods=["GET"])
+    return router
