@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from runledger.ingest.producer import MAX_EVENT_BYTES
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 TOPIC_CONFIG = {
     "retention.ms": "-1",
     "retention.bytes": "-1",
+    "cleanup.policy": "delete",
     "max.message.bytes": str(MAX_EVENT_BYTES),
 }
 
@@ -35,8 +37,49 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> l
             for t in await admin.describe_topics([topic]):
                 found = sorted(p["partition"] for p in t.get("partitions") or [])
                 if t.get("topic") == topic and found and not t.get("error_code"):
+                    check_forever(topic, await topic_config(admin, topic), bootstrap_servers)
                     return found
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {topic!r} has no partitions in the broker's metadata after 10s")
     finally:
         await admin.close()
+
+
+class TopicLosesEvents(RuntimeError):
+    """The event topic is configured to delete or compact events: the log would stop being the truth."""
+
+
+async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str | None]:
+    """The topic's effective settings that decide whether records are ever removed."""
+    wanted = {"retention.ms": None, "retention.bytes": None, "cleanup.policy": None}
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, dict(wanted))])
+    for response in responses:
+        for resource in response.resources:
+            error_code, error_message, _, name, entries = resource[:5]
+            if error_code:
+                raise RuntimeError(f"cannot read the settings of topic {topic!r}: {error_message} ({error_code})")
+            if name == topic:
+                for entry in entries:
+                    if entry[0] in wanted:
+                        wanted[entry[0]] = entry[1]
+    return wanted
+
+
+def check_forever(topic: str, config: dict[str, str | None], bootstrap_servers: str) -> None:
+    """Refuse a topic that would lose events (DESIGN.md invariants 1 and 7), saying how to fix it."""
+    problems = []
+    if config.get("retention.ms") not in ("-1", None):
+        problems.append(f"retention.ms={config['retention.ms']} deletes events older than that")
+    if config.get("retention.bytes") not in ("-1", None):
+        problems.append(f"retention.bytes={config['retention.bytes']} deletes the oldest events past that size")
+    policy = {p.strip() for p in (config.get("cleanup.policy") or "delete").split(",")}
+    if "compact" in policy:
+        problems.append(f"cleanup.policy={config['cleanup.policy']} keeps only the last event per key "
+                        "(a run's earlier events would vanish)")
+    if problems:
+        raise TopicLosesEvents(
+            f"Refusing to use topic {topic!r}: " + "; ".join(problems) + ". Runledger's read model, audit trail and "
+            "replays are folded from the whole log, so no event may ever expire. Fix it with: kafka-configs.sh "
+            f"--bootstrap-server {bootstrap_servers} --alter --entity-type topics --entity-name {topic} "
+            "--add-config retention.ms=-1,retention.bytes=-1,cleanup.policy=delete "
+            "(events already deleted are gone: replay cannot bring them back).")
