@@ -101,6 +101,23 @@ def decode(raw: bytes | None) -> Envelope:
     return _envelope(_json_doc(raw))
 
 
+def peek_ingest_time(raw: bytes | None) -> int | None:
+    """A record's ingest time without decoding its points (None if unreadable): replay stops
+    each partition at the first event after a moment."""
+    if raw is None:
+        return None
+    try:
+        if raw[:len(POINTS_MAGIC)] == POINTS_MAGIC:
+            start = len(POINTS_MAGIC) + 4
+            doc = orjson.loads(raw[start:start + int.from_bytes(raw[len(POINTS_MAGIC):start], "big")])
+        else:
+            doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    value = doc.get("ingest_time") if isinstance(doc, dict) else None
+    return value if isinstance(value, int) else None
+
+
 def _json_doc(raw: bytes | memoryview) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)

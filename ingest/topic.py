@@ -83,3 +83,18 @@ def check_forever(topic: str, config: dict[str, str | None], bootstrap_servers: 
             f"--bootstrap-server {bootstrap_servers} --alter --entity-type topics --entity-name {topic} "
             "--add-config retention.ms=-1,retention.bytes=-1,cleanup.policy=delete "
             "(events already deleted are gone: replay cannot bring them back).")
+
+
+async def existing_partitions(bootstrap_servers: str, topic: str) -> list[int] | None:
+    """The partitions of `topic`, or None if it does not exist (nothing is created)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return None
+        for t in await admin.describe_topics([topic]):
+            if t.get("topic") == topic and not t.get("error_code"):
+                return sorted(p["partition"] for p in t.get("partitions") or [])
+        return None
+    finally:
+        await admin.close()

@@ -61,6 +61,7 @@ class Projector:
         self._committer: Committer | None = None
         self._failure: Exception | None = None
         self.commit_listeners: list[Callable[[], None]] = []   # called on the loop after each commit
+        self.points_folded = 0   # metric points accepted so far (progress reports)
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -130,6 +131,19 @@ class Projector:
             if own:
                 self._stop_committer()
 
+    async def feed(self, batch: dict[TopicPartition, list]) -> None:
+        """Fold `batch`, read by the caller rather than this projector's consumer (a replay),
+        and queue its commit; `finish` waits for every commit."""
+        if self._committer is None:
+            self._start_committer()
+        await self._fold_and_submit(batch)
+
+    async def finish(self) -> None:
+        try:
+            await self.drain()
+        finally:
+            self._stop_committer()
+
     async def drain(self) -> None:
         """Wait until every folded batch is committed (raises if a commit failed)."""
         await self._wait_until(lambda: self._committed >= self._seq)
@@ -177,6 +191,7 @@ class Projector:
         self.store.visibility.release(self._seq)
         self.on_verdicts(result.verdicts)
         points = len(result.changes.metrics)
+        self.points_folded += points
         self._queued_points += points
         assert self._committer is not None
         self._committer.submit(result.changes, next_offsets, self._seq, points)

@@ -70,9 +70,10 @@ class _Plan:
             time = row[0] if row and row[0] is not None else -1
             return _Cut(count, time, offset)
         assert moment.time is not None
-        # A prefix of the partition: the last event appended by then and everything before it.
-        count = max((i + 1 for i, (_, _, t) in enumerate(self.run_rows) if t is not None and t <= moment.time),
-                    default=0)
+        # A prefix of the partition, up to its first event appended after the moment (as
+        # `runledger replay --until` cuts each partition).
+        count = next((i for i, (_, _, t) in enumerate(self.run_rows) if t is not None and t > moment.time),
+                     len(self.run_rows))
         return _Cut(count, moment.time, self.run_rows[count - 1][1] if count else None)
 
 
