@@ -63,7 +63,10 @@ class TailHub:
 
     def committed(self, changes: BatchChanges) -> None:
         if self.subscriptions and changes.log:
-            self.loop.call_soon_threadsafe(self._publish, list(changes.log))
+            try:
+                self.loop.call_soon_threadsafe(self._publish, list(changes.log))
+            except RuntimeError:
+                pass  # the loop is closed (shutting down): nobody is listening any more
 
     def _publish(self, entries: list[LogEntry]) -> None:
         for sub in self.subscriptions:
