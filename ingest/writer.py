@@ -9,7 +9,7 @@ from typing import Any
 
 from runledger.ingest.catalog import Catalog, RunRef
 from runledger.ingest.errors import InvalidParameterValue, MlflowError, ProjectionTimeout, ResourceDoesNotExist
-from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.contract.events import Envelope, Verdict
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
 

@@ -18,7 +18,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldState, LogRecord
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
-from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import reader
 
 

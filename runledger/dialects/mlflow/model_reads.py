@@ -1,5 +1,5 @@
 """Read endpoints for MLflow 3.x logged models: GET `logged-models/{model_id}` and
-POST `logged-models/search` (writes are in ingest.models_routes)."""
+POST `logged-models/search` (writes are in runledger.dialects.mlflow.model_writes)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from runledger.ingest.errors import ResourceDoesNotExist
-from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import models_reader
 
 
@@ -23,13 +23,36 @@ def get_logged_model(request: Request, model_id: str) -> dict[str, Any]:
     return {"model": model}
 
 
+def parse_datasets(items: list[Fields]) -> list[models_reader.DatasetFilter]:
+    out = []
+    for d in items:
+        name = d.str("dataset_name")
+        if not name:
+            raise InvalidParameterValue("`dataset_name` in the `datasets` clause must be specified.")
+        out.append(models_reader.DatasetFilter(name, d.str("dataset_digest") or None))
+    return out
+
+
+def parse_order_by(items: list[Fields]) -> list[models_reader.ModelOrder]:
+    out = []
+    for ob in items:
+        field_name = ob.str("field_name") or ""
+        ascending = ob.data.get("ascending", True)
+        if not isinstance(ascending, bool):
+            raise InvalidParameterValue(f"Invalid value {ascending!r} for parameter '{ob.path}ascending' supplied: "
+                                        "Expected a boolean.")
+        out.append(models_reader.ModelOrder(field_name, ascending, ob.str("dataset_name") or None, ob.str("dataset_digest") or None))
+    return out
+
+
 def _search(request: Request, f: Fields) -> dict[str, Any]:
     if f.data.get("experiment_ids") is None:
         raise missing("experiment_ids")
     with request.app.state.store.cursor() as cur:
         return models_reader.search_logged_models(
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
-            datasets=f.objects("datasets"), max_results=f.int64("max_results"), order_by=f.objects("order_by"),
+            datasets=parse_datasets(f.objects("datasets")), max_results=f.int64("max_results"),
+            order_by=parse_order_by(f.objects("order_by")),
             page_token=f.str("page_token"))
 
 

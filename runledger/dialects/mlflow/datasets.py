@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.request import Fields, json_body
+from runledger.dialects.request import Fields, json_body
 
 MAX_EXPERIMENTS = 20
 MAX_SUMMARIES = 1000

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.request import query_fields
+from runledger.dialects.request import query_fields
 from runledger.query import history
 
 MAX_RUNS = 100

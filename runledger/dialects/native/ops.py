@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue, MlflowError
-from runledger.ingest.request import query_fields
+from runledger.dialects.request import query_fields
 
 DEFAULT_REJECTIONS = 100
 MAX_REJECTIONS = 10_000
