@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import native as native_dialect
+from runledger.dialects.services import Services
 from runledger.ingest.backlog import AppendBacklog
 from runledger.ingest.errors import MlflowError
 from runledger.ingest.outcomes import VerdictBoard
@@ -29,6 +30,7 @@ from runledger.projector.consumer import Projector
 from runledger.projector.store import ReadModelUnavailable, Store
 from runledger.query import models_reader
 from runledger.query.catalog import ReadModelCatalog
+from runledger.query.read_service import ReadService
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger.settings import Settings
@@ -63,8 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
         store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
-        app.state.run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
-        store.apply_listeners.append(app.state.run_cache.drop_changed)
+        run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
+        store.apply_listeners.append(run_cache.drop_changed)
         board = VerdictBoard()
         projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
         await projector.start(partitions)
@@ -73,11 +75,14 @@ def create_app(settings: Settings) -> FastAPI:
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout)
-        app.state.store, app.state.writer, app.state.projector = store, writer, projector
-        app.state.append_backlog = AppendBacklog(lambda: projector.applied_offsets,
-                                                 max_age_s=settings.stream_max_lag_ms / 1000)
-        projector.commit_listeners.append(app.state.append_backlog.progressed)
-        app.state.model_catalog = models_reader.ReadModelModelCatalog(store)
+        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
+        projector.commit_listeners.append(backlog.progressed)
+        reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
+                             search_cursors=SearchCursors())
+        app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
+                                      models=models_reader.ReadModelModelCatalog(store))
+        # The composition root's own handles (not for routes: they use runledger.dialects.services).
+        app.state.store, app.state.projector = store, projector
         try:
             await ensure_default_experiment(writer, settings)
             yield
@@ -92,7 +97,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Runledger", version=VERSION, lifespan=lifespan, default_response_class=OrjsonResponse,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
-    app.state.search_cursors = SearchCursors()
     for prefix in API_PREFIXES:
         for router in mlflow_dialect.routers(ajax=prefix.startswith("/ajax-api")):
             app.include_router(router, prefix=prefix)

@@ -12,11 +12,12 @@ from starlette.requests import Request
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import models_reader
+from runledger.dialects import services
 
 
 def get_logged_model(request: Request, model_id: str) -> dict[str, Any]:
     allow_deleted = (query_fields(request).str("allow_deleted") or "false").lower() == "true"
-    with request.app.state.store.cursor() as cur:
+    with services.reader(request).cursor() as cur:
         model = models_reader.get_logged_model(cur, model_id, allow_deleted=allow_deleted)
     if model is None:
         raise ResourceDoesNotExist(f"Logged model with ID '{model_id}' not found.")
@@ -48,7 +49,7 @@ def parse_order_by(items: list[Fields]) -> list[models_reader.ModelOrder]:
 def _search(request: Request, f: Fields) -> dict[str, Any]:
     if f.data.get("experiment_ids") is None:
         raise missing("experiment_ids")
-    with request.app.state.store.cursor() as cur:
+    with services.reader(request).cursor() as cur:
         return models_reader.search_logged_models(
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             datasets=parse_datasets(f.objects("datasets")), max_results=f.int64("max_results"),

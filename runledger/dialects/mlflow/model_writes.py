@@ -25,6 +25,7 @@ from runledger.dialects.request import Fields, json_body, missing
 from runledger.dialects.mlflow.writes import _writer, acting_user
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import new_event
+from runledger.dialects import services
 
 MAX_MODEL_NAME_LENGTH = 500       # MLflow's logged_models.name column
 MAX_MODEL_TYPE_LENGTH = 500       # logged_models.model_type
@@ -34,7 +35,7 @@ FINAL_STATUSES = {2: "LOGGED_MODEL_READY", 3: "LOGGED_MODEL_UPLOAD_FAILED"}
 
 
 def _catalog(request: Request) -> ModelCatalog:
-    return request.app.state.model_catalog
+    return services.models(request)
 
 
 async def _optional_json_body(request: Request) -> dict[str, Any]:

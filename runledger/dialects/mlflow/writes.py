@@ -23,6 +23,7 @@ from runledger.dialects.mlflow.model_metrics import model_metric_columns
 from runledger.dialects.request import Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event, now_ms
+from runledger.dialects import services
 
 RUN_NAME_TAG = "mlflow.runName"
 _STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
@@ -41,7 +42,7 @@ def acting_user(request: Request) -> str:
 
 
 def _writer(request: Request) -> Writer:
-    return request.app.state.writer
+    return services.writer(request)
 
 
 def _run_id(f: Fields) -> str:
@@ -201,7 +202,7 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     writer = _writer(request)
     event = new_event("ExperimentCreated", {
         "name": name, "artifact_location": artifact_location,
-        "artifact_root": request.app.state.settings.artifact_root, "tags": tags,
+        "artifact_root": services.settings(request).artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
     return {"experiment_id": verdict.result["experiment_id"]}

@@ -34,6 +34,7 @@ from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
 from runledger.dialects.mlflow.writes import acting_user
 from runledger.ingest.writer import Writer, new_event
+from runledger.dialects import services
 
 MAX_POINTS = 100_000
 MAX_EVENT_POINTS = 50_000
@@ -147,10 +148,10 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         table, max_key_bytes = checked
         n, per = table.num_rows, _points_per_event(max_key_bytes)
         payloads = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
-    writer: Writer = request.app.state.writer
+    writer: Writer = services.writer(request)
     run = writer.writable_run(run_id)
     user = acting_user(request)
-    backlog: AppendBacklog = request.app.state.append_backlog
+    backlog: AppendBacklog = services.backlog(request)
     await backlog.admit()
     # One append for all parts: it returns only once Kafka has acknowledged every one of them.
     positions = await writer.append([
