@@ -4,7 +4,12 @@ the projector's progress. Dialects never touch the projector or its DuckDB store
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import duckdb
+
+from runledger.ingest.errors import InternalError
 
 from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
@@ -21,8 +26,23 @@ class ReadService:
         self.run_cache = run_cache
         self.search_cursors = search_cursors
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor that sees every write whose verdict was already given out (read-your-writes)."""
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor that sees every write whose verdict was already given out (read-your-writes).
+
+        DuckDB's errors stop here: a query failing on the read model is our fault, never the
+        caller's input (readers validate that first), so it becomes an InternalError whose text
+        is logged, not sent."""
+        cur = self._store.cursor()
+        try:
+            yield cur
+        except duckdb.Error as e:
+            raise InternalError(f"read model query failed: {type(e).__name__}") from e
+        finally:
+            cur.close()
+
+    def open_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for a streamed answer, which outlives the handler: the caller closes it."""
         return self._store.cursor()
 
     async def lag(self) -> dict[int, tuple[int, int]]:

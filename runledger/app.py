@@ -13,21 +13,21 @@ from typing import Any, AsyncIterator
 
 import orjson
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse
 
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import native as native_dialect
+from runledger.dialects import errors
+from runledger.dialects.mlflow import errors as mlflow_errors
+from runledger.dialects.native import errors as native_errors
 from runledger.dialects.services import Services
 from runledger.ingest.backlog import AppendBacklog
-from runledger.ingest.errors import MlflowError
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
 from runledger.ingest.topic import ensure_topic
 from runledger.ingest.writer import Writer, new_event
 from runledger.projector.consumer import Projector
-from runledger.projector.store import ReadModelUnavailable, Store
+from runledger.projector.store import Store
 from runledger.query import models_reader
 from runledger.query.catalog import ReadModelCatalog
 from runledger.query.read_service import ReadService
@@ -112,30 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     def version() -> str:
         return VERSION
 
-    @app.exception_handler(MlflowError)
-    async def mlflow_error(request: Request, exc: MlflowError) -> Response:
-        return OrjsonResponse(exc.body(), status_code=exc.status_code)
-
-    @app.exception_handler(ReadModelUnavailable)
-    async def read_model_unavailable(request: Request, exc: ReadModelUnavailable) -> Response:
-        return OrjsonResponse({"error_code": "TEMPORARILY_UNAVAILABLE", "message": str(exc)}, status_code=503)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            body = {"error_code": "BAD_REQUEST",
-                    "message": f"Method {request.method} is not allowed for {request.url.path}"}
-        elif exc.status_code == 404:
-            body = {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API endpoint at {request.url.path}"}
-        else:
-            body = {"error_code": "BAD_REQUEST", "message": str(exc.detail)}
-        return OrjsonResponse(body, status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
-        return OrjsonResponse({"error_code": "INTERNAL_ERROR", "message": f"Internal error: {exc!r}"},
-                              status_code=500)
+    errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
 
     return app
 

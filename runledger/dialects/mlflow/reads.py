@@ -103,8 +103,8 @@ def get_metric_history(request: Request) -> Any:
         raise missing("run_id")
     key = f.req_str("metric_key")
     max_results = f.int64("max_results")
-    cur = _cursor(request)
     if max_results is None and not f.str("page_token"):
+        cur = services.reader(request).open_cursor()
         # The whole series, streamed in chunks instead of materialised as one list.
         def chunks():  # type: ignore[no-untyped-def]
             try:
@@ -112,7 +112,7 @@ def get_metric_history(request: Request) -> Any:
             finally:
                 cur.close()
         return StreamingResponse(chunks(), media_type="application/json")
-    with cur:
+    with _cursor(request) as cur:
         return reader.metric_history(cur, run_id, key, max_results=max_results, page_token=f.str("page_token"))
 
 

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from runledger.ingest.errors import InvalidParameterValue, MlflowError
+from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
 from runledger.dialects.request import query_fields
 from runledger.dialects import services
 
@@ -57,7 +57,7 @@ async def lag(request: Request) -> dict[str, Any]:
         oldest = await asyncio.wait_for(
             _oldest_timestamp(settings.bootstrap_servers, settings.topic, lagging), LAG_TIMEOUT_S)
     except (KafkaError, asyncio.TimeoutError) as e:
-        raise MlflowError(f"Kafka did not answer the lag query: {e!r}", "TEMPORARILY_UNAVAILABLE") from e
+        raise TemporarilyUnavailable("Kafka did not answer the lag query; try again.") from e
     partitions = [{"partition": p, "end_offset": end, "applied_offset": applied, "lag": end - applied}
                   for p, (end, applied) in sorted(offsets.items())]
     age = 0 if oldest is None else max(0, time.time_ns() // 1_000_000 - oldest)
