@@ -19,8 +19,8 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runledger.ingest import metric_table
-from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.contract import metric_table
+from runledger.ingest.contract.events import Envelope, Verdict
 from runledger.projector import rules, step_cover
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
@@ -76,7 +76,7 @@ class LogEntry:
     error_code: str | None
     message: str
     payload: dict[str, Any] | None
-    # provenance (ingest.events.Envelope); None: unknown (events older than schema version 2)
+    # provenance (ingest.contract.events.Envelope); None: unknown (events older than schema version 2)
     actor_verified: bool | None = None
     request_id: str | None = None
     api: str | None = None
@@ -346,7 +346,9 @@ class _Fold:
         if new_name == exp.name:
             return
         if new_name in self._names:
-            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment(name={new_name}) already exists.")
+            # mlflow server answers a rename onto a taken name with BAD_REQUEST (its unique
+            # constraint), not RESOURCE_ALREADY_EXISTS as for create.
+            raise Rejected("BAD_REQUEST", f"Experiment(name={new_name}) already exists.")
         del self._names[exp.name]
         self._names[new_name] = exp.experiment_id
         self._put_experiment(replace(exp, name=new_name, last_update_time=ev.ingest_time))
@@ -354,15 +356,16 @@ class _Fold:
     def _on_ExperimentDeleted(self, ev: Envelope) -> None:
         exp = self._active_experiment(ev)
         if exp.lifecycle_stage == "deleted":
-            raise Rejected("INVALID_PARAMETER_VALUE",
-                           f"Cannot delete an already deleted experiment {exp.experiment_id}.")
+            # As mlflow server: a deleted experiment is not found among the active ones.
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={exp.experiment_id} exists")
         self._put_experiment(replace(exp, lifecycle_stage="deleted", deleted_time=ev.ingest_time,
                                      last_update_time=ev.ingest_time))
 
     def _on_ExperimentRestored(self, ev: Envelope) -> None:
         exp = self._active_experiment(ev)
         if exp.lifecycle_stage == "active":
-            raise Rejected("INVALID_PARAMETER_VALUE", f"Cannot restore an active experiment {exp.experiment_id}.")
+            # As mlflow server: an active experiment is not found among the deleted ones.
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={exp.experiment_id} exists")
         self._put_experiment(replace(exp, lifecycle_stage="active", deleted_time=None,
                                      last_update_time=ev.ingest_time))
 
@@ -489,7 +492,7 @@ class _Fold:
                 self.changes.datasets[key] = {**d, "run_id": run.run_id, "experiment_id": run.experiment_id,
                                               "logged_time": ev.ingest_time}
 
-    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.events
+    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.contract.events
     def logged_model(self, model_id: str) -> LoggedModelRow | None:
         return self.changes.models.get(model_id) or self.s.models.get(model_id)
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runledger.ingest.codec import peek_ingest_time
+from runledger.ingest.contract.codec import peek_ingest_time
 from runledger.ingest.topic import existing_partitions
 from runledger.projector.consumer import Projector
 from runledger.projector.store import Store

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from runledger.ingest.events import EXPERIMENT_EVENTS, RUN_EVENTS
+from runledger.ingest.contract.events import EXPERIMENT_EVENTS, RUN_EVENTS
 from runledger.projector.consumer import decode_records
 from runledger.projector.fold import FoldState, LogRecord, fold_batch
 from runledger.projector.log_reader import LogReader

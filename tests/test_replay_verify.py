@@ -20,8 +20,8 @@ NATIVE = "/api/runledger/v1"
 
 
 def _cli(server: RunledgerServer, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": server.bootstrap, "RUNLEDGER_TOPIC": server.topic,
-           "DATA_DIR": str(data_dir or server.data_dir), "PORT": str(server.port)}
+    env = {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": server.bootstrap, "RUNLEDGER_TOPIC": server.topic,
+           "RUNLEDGER_DATA_DIR": str(data_dir or server.data_dir), "RUNLEDGER_PORT": str(server.port)}
     return subprocess.run([sys.executable, "-m", "runledger.cli", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runledger.ingest.codec import encode
-from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.contract.codec import encode
+from runledger.ingest.contract.events import Envelope, metrics_columns
 from tests.log_tools import dump_tables, fold_into, fold_into_cached, interleaved_batches
 
 

@@ -1,8 +1,9 @@
 """Audit and time travel over HTTP (Runledger's own API): the trail of runs, experiments and
 everything, as-of reads and diffs folded from the log, non-destructive rewind, live tails.
 
-Reading logic lives in runledger.query (audit_trail, as_of, tail); rewind is one event
-appended by the writer and applied by the fold (projector.fold `_on_RunRewound`).
+Reading logic lives in runledger.query (audit_trail, as_of, tail, reached through
+query.audit_service); rewind is one event appended by the writer and applied by the fold
+(projector.fold `_on_RunRewound`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from runledger.ingest.request import Fields, json_body, missing, query_fields
-from runledger.ingest.routes import acting_user
-from runledger.ingest.writer import Writer, new_event
-from runledger.projector import replay
-from runledger.projector.log_reader import LogReader
-from runledger.query import as_of, audit_trail, reader, tail
+from runledger.dialects import services
+from runledger.dialects.mlflow.writes import acting_user
+from runledger.dialects.request import Fields, json_body, missing, query_fields
+from runledger.ingest.positions import parse_position, parse_time
+from runledger.ingest.writer import new_event
+from runledger.query import as_of, audit_trail, tail
 
 
 # ----- response models (the OpenAPI schema of these endpoints)
@@ -110,7 +111,7 @@ def _filters(f: Fields) -> audit_trail.TrailFilter:
 
 def _time(f: Fields, name: str) -> int | None:
     value = f.str(name)
-    return None if value is None else audit_trail.parse_time(value, name)
+    return None if value is None else parse_time(value, name)
 
 
 def _moment(f: Fields, time_name: str, position_name: str, *, required: bool = True) -> as_of.Moment | None:
@@ -118,9 +119,9 @@ def _moment(f: Fields, time_name: str, position_name: str, *, required: bool = T
     if time is not None and position is not None:
         raise InvalidParameterValue(f"Pass '{time_name}' or '{position_name}', not both.")
     if position is not None:
-        return as_of.Moment(position=audit_trail.parse_position(position, position_name))
+        return as_of.Moment(position=parse_position(position, position_name))
     if time is not None:
-        return as_of.Moment(time=audit_trail.parse_time(time, time_name))
+        return as_of.Moment(time=parse_time(time, time_name))
     if required:
         raise missing(f"{time_name}' or '{position_name}")
     return None
@@ -128,21 +129,8 @@ def _moment(f: Fields, time_name: str, position_name: str, *, required: bool = T
 
 def _page(request: Request, **scope: str) -> dict[str, Any]:
     f = query_fields(request, repeated=("type",))
-    with request.app.state.store.cursor() as cur:
-        return audit_trail.trail(cur, filters=_filters(f), max_results=f.int64("max_results"),
-                                 page_token=f.str("page_token"), **scope)
-
-
-def _log_reader(request: Request) -> LogReader:
-    state = request.app.state
-    if getattr(state, "log_reader", None) is None:
-        settings = state.settings
-        state.log_reader = LogReader(settings.bootstrap_servers, settings.topic)
-    return state.log_reader
-
-
-def _latest_table(request: Request) -> str:
-    return request.app.state.settings.latest_table
+    return services.audit(request).trail(filters=_filters(f), max_results=f.int64("max_results"),
+                                         page_token=f.str("page_token"), **scope)
 
 
 # ----- trail
@@ -165,16 +153,13 @@ async def get_run(request: Request, run_id: str) -> Any:
     """runs/get, now or as of a moment (`as_of` = Unix ms or ISO 8601, `as_of_position`)."""
     f = query_fields(request)
     moment = _moment(f, "as_of", "as_of_position", required=False)
+    audit = services.audit(request)
     if moment is None:
-        def now() -> Any:
-            with request.app.state.store.cursor() as cur:
-                return reader.get_run(cur, run_id, _latest_table(request))
-        run = await run_in_threadpool(now)
+        run = await run_in_threadpool(audit.run_now, run_id)
         if run is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     else:
-        run = await as_of.run_as_of(request.app.state.store, _log_reader(request), run_id, moment,
-                                    _latest_table(request))
+        run = await audit.run_as_of(run_id, moment)
     return {"run": run}
 
 
@@ -186,9 +171,8 @@ async def get_metric_history(request: Request) -> Any:
         raise missing("run_id")
     moment = _moment(f, "as_of", "as_of_position")
     assert moment is not None
-    return await as_of.metric_history_as_of(
-        request.app.state.store, _log_reader(request), run_id, f.req_str("metric_key"), moment,
-        f.int64("max_results"), f.str("page_token"))
+    return await services.audit(request).metric_history_as_of(
+        run_id, f.req_str("metric_key"), moment, f.int64("max_results"), f.str("page_token"))
 
 
 async def run_diff(request: Request, run_id: str) -> Any:
@@ -196,9 +180,7 @@ async def run_diff(request: Request, run_id: str) -> Any:
     start = _moment(f, "from", "from_position")
     end = _moment(f, "to", "to_position")
     assert start is not None and end is not None
-    diff = await as_of.run_diff(request.app.state.store, _log_reader(request), run_id, start, end,
-                                _latest_table(request))
-    return RunDiff.model_validate(diff)
+    return RunDiff.model_validate(await services.audit(request).run_diff(run_id, start, end))
 
 
 # ----- rewind
@@ -208,7 +190,7 @@ async def rewind(request: Request, run_id: str) -> RewindResult:
     f = Fields(await json_body(request))
     step = f.int64("step", required=True)
     assert step is not None
-    writer: Writer = request.app.state.writer
+    writer = services.writer(request)
     run = writer.writable_run(run_id)
     event = new_event("RunRewound", {"step": step}, user=acting_user(request), run_id=run.run_id,
                       experiment_id=run.experiment_id)
@@ -224,14 +206,12 @@ def _tail(request: Request, *, run_id: str | None = None, experiment_id: str | N
     last = request.headers.get("last-event-id") or f.str("last_event_id")
     if last:
         tail.parse_cursor(last)  # a bad id is a 400 now, not a broken stream later
-    store = request.app.state.store
+    audit = services.audit(request)
 
     def read_after(cursor: dict[int, int]) -> list[dict[str, Any]]:
-        with store.cursor() as cur:
-            return audit_trail.entries_after(cur, cursor, run_id=run_id, experiment_id=experiment_id,
-                                             limit=tail.CATCH_UP_PAGE)
+        return audit.entries_after(cursor, run_id=run_id, experiment_id=experiment_id, limit=tail.CATCH_UP_PAGE)
 
-    body = tail.stream(request.app.state.tail_hub, read_after, run_id=run_id, experiment_id=experiment_id,
+    body = tail.stream(audit.tail_hub, read_after, run_id=run_id, experiment_id=experiment_id,
                        last_event_id=last, ping_seconds=15.0 if ping is None else min(max(ping, 0.05), 60.0))
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -250,8 +230,7 @@ def experiment_tail(request: Request, experiment_id: str) -> Response:
 def verify_checksums(request: Request) -> dict[str, Any]:
     """Every table's row count and order-independent checksum with the log offsets they reflect,
     from one snapshot: what `runledger verify` compares with a replay while the server runs."""
-    with request.app.state.store.cursor() as cur:
-        return replay.snapshot(cur, request.app.state.settings.topic)
+    return services.audit(request).checksums()
 
 
 def build_router() -> APIRouter:
