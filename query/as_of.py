@@ -15,7 +15,7 @@ A moment is a time (ingest time, Unix ms: everything appended up to then) or a l
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -24,8 +24,9 @@ import pyarrow as pa
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.ingest.contract.events import EXPERIMENT_EVENTS, RUN_EVENTS
 from runledger.projector.consumer import decode_records
-from runledger.projector.fold import FoldState, LogRecord, fold_batch
+from runledger.projector.fold import FoldState, LogRecord, MetricRows, fold_batch
 from runledger.projector.log_reader import LogReader
+from runledger.projector.replay import table_names
 from runledger.projector.store import Store
 from runledger.query import reader
 from runledger.query.audit_trail import entries_between, format_position
@@ -96,11 +97,16 @@ def _experiment_positions(cur: duckdb.DuckDBPyConnection, experiment_id: str, ti
 
 
 class _Replica:
-    """A throwaway read model in memory, written by the projector's own store code."""
+    """A throwaway read model in memory, written by the projector's own store code. Emptied
+    stores are kept for the next read (creating the schema costs more than emptying it)."""
 
-    def __init__(self, experiment_id: str) -> None:
-        self.store = Store(":memory:", threads=1)
+    _idle: list[Store] = []
+    _IDLE_MAX = 2
+
+    def __init__(self, experiment_id: str, keep_points: bool = True) -> None:
+        self.store = self._idle.pop() if self._idle else Store(":memory:", threads=1)
         self.experiment_id = experiment_id
+        self.keep_points = keep_points
 
     def fold(self, records: list[LogRecord], first: bool) -> Any:
         if first:
@@ -110,7 +116,13 @@ class _Replica:
         else:
             state = self.store.load_state(records)
         changes = fold_batch(state, records).changes
-        self.store.apply(changes, "as-of", {})
+        # What is read back here is the run, never this replica's audit rows (the trail comes
+        # from the live event_log); and runs/get shows latest metrics only, which the fold
+        # computed from the points, so those need not be written either (unless a rewind must
+        # recompute from them).
+        skip_points = not self.keep_points and not changes.rewinds
+        self.store.apply(replace(changes, log=[], metrics=MetricRows() if skip_points else changes.metrics),
+                         "as-of", {})
         return changes
 
     def run(self, run_id: str, latest_table: str) -> dict[str, Any] | None:
@@ -119,7 +131,18 @@ class _Replica:
         return found if isinstance(found, dict) or found is None else None
 
     def close(self) -> None:
-        self.store.close()
+        store, self.store = self.store, None  # type: ignore[assignment]
+        if len(self._idle) >= self._IDLE_MAX:
+            store.close()
+            return
+        try:
+            for name in table_names(store.con):
+                if name != "schema_info":
+                    store.con.execute(f'DELETE FROM "{name}"')
+        except Exception:
+            store.close()
+            raise
+        self._idle.append(store)
 
 
 async def _records(log: LogReader, positions: list[tuple[int, int]]) -> list[LogRecord]:
@@ -127,7 +150,8 @@ async def _records(log: LogReader, positions: list[tuple[int, int]]) -> list[Log
     return await asyncio.to_thread(decode_records, raw)
 
 
-async def _replica_at(store: Store, log: LogReader, run_id: str, moment: Moment) -> tuple[_Replica, _Plan, _Cut]:
+async def _replica_at(store: Store, log: LogReader, run_id: str, moment: Moment,
+                      keep_points: bool = True) -> tuple[_Replica, _Plan, _Cut]:
     with store.cursor() as cur:
         plan = _plan(cur, run_id)
         cut = plan.cut(cur, moment)
@@ -135,7 +159,7 @@ async def _replica_at(store: Store, log: LogReader, run_id: str, moment: Moment)
     if cut.count == 0:
         raise ResourceDoesNotExist(f"Run with id={run_id} did not exist at {moment.describe()}")
     records = await _records(log, exp_positions + [(p, o) for p, o, _ in plan.run_rows[:cut.count]])
-    replica = _Replica(plan.experiment_id)
+    replica = _Replica(plan.experiment_id, keep_points)
     try:
         await asyncio.to_thread(replica.fold, records, True)
     except BaseException:
@@ -146,7 +170,7 @@ async def _replica_at(store: Store, log: LogReader, run_id: str, moment: Moment)
 
 async def run_as_of(store: Store, log: LogReader, run_id: str, moment: Moment, latest_table: str) -> dict[str, Any]:
     """The run as runs/get answered at `moment` (MLflow's Run JSON)."""
-    replica, _, _ = await _replica_at(store, log, run_id, moment)
+    replica, _, _ = await _replica_at(store, log, run_id, moment, keep_points=False)
     try:
         run = replica.run(run_id, latest_table)
     finally:

@@ -1,0 +1,210 @@
+"""Audit and time travel (issue 14). Runledger only: MLflow keeps no history of a run.
+
+Data: one run with 1,000,000 metric points (20,000-point columnar stream requests) and 10,000
+other events of its own (tags, 8 writers), plus a sentinel tag written last.
+
+- as-of read: `GET /api/runledger/v1/runs/{id}?as_of=<now>` of that run, i.e. every one of its
+  events read back from Kafka, folded and rendered (the worst case: the whole history).
+- trail page: `GET /runs/{id}/events?max_results=100`, first pages and a page deep in the trail.
+- tail latency: 50 SSE clients on one run while a writer logs one point per synchronous
+  log-metric (~20/s); latency = message received - write request sent, over all clients.
+- ingest with 50 tails: 1-client log-batch (1,000 points a request) points/s with the 50 tails
+  open on the runs being written, vs the same window with none.
+- verify: `runledger verify` while the server runs (replay of the whole topic into a temporary
+  folder + checksums of both); points of the topic / wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from common import API, Client, T0_MS, batch_body, lat_summary, median, now_ms, parallel, pct
+from context import Ctx, Row
+from servers import ROOT
+
+NATIVE = "/api/runledger/v1"
+
+
+def _seed(ctx: Ctx, url: str, run_id: str, points: int, events: int) -> None:
+    per = 20_000
+    t = time.monotonic()
+    with httpx.Client(base_url=url, timeout=300) as http:
+        for lo in range(0, points, per):
+            n = min(per, points - lo)
+            body = {"run_id": run_id, "keys": ["loss"] * n, "values": [s * 0.5 for s in range(lo, lo + n)],
+                    "timestamps": [T0_MS + s for s in range(lo, lo + n)], "steps": list(range(lo, lo + n))}
+            http.post(NATIVE + "/metrics/stream", content=orjson.dumps(body),
+                      headers={"content-type": "application/json"}).raise_for_status()
+
+    def tags(w: int) -> None:
+        with Client(url) as c:
+            for i in range(w, events, 8):
+                c.post("/runs/set-tag", {"run_id": run_id, "key": f"t{i % 500}", "value": str(i)})
+    parallel(8, tags)
+    with Client(url) as c:
+        c.post("/runs/set-tag", {"run_id": run_id, "key": "sentinel", "value": "done"})
+    ctx.log(f"audit seed: {points:,} points + {events:,} events in {time.monotonic() - t:.1f}s")
+
+
+def _timed(fn: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _as_of_and_trail(ctx: Ctx, url: str, run_id: str, points: int) -> list[Row]:
+    with httpx.Client(base_url=url + NATIVE, timeout=300) as http:
+        moment = now_ms()
+
+        def as_of() -> None:
+            r = http.get(f"/runs/{run_id}", params={"as_of": moment})
+            r.raise_for_status()
+            assert any(t["key"] == "sentinel" for t in r.json()["run"]["data"]["tags"])
+        as_of()  # first read starts the log reader's consumer
+        as_of_s = _timed(as_of, ctx.size(3, 7))
+        first = _timed(lambda: http.get(f"/runs/{run_id}/events", params={"max_results": 100}).raise_for_status(),
+                       ctx.size(20, 50))
+        token = None
+        for _ in range(20):
+            page = http.get(f"/runs/{run_id}/events", params={"max_results": 100, **({"page_token": token} if token else {})}).json()
+            token = page.get("next_page_token")
+        deep = _timed(lambda: http.get(f"/runs/{run_id}/events", params={"max_results": 100, "page_token": token})
+                      .raise_for_status(), ctx.size(20, 50))
+    size = f"{points:,} pts + {ctx.size(1_000, 10_000):,} events"
+    a, f, d = lat_summary(as_of_s), lat_summary(first), lat_summary(deep)
+    return [
+        Row("audit", "as-of read (whole history)", size, "ms", None, a, False, "p50 <= 100 ms", a["p50_ms"] <= 100),
+        Row("audit", "trail page of 100 (first)", size, "ms", None, f, False, "<= 10 ms", f["p50_ms"] <= 10),
+        Row("audit", "trail page of 100 (page 21)", size, "ms", None, d, False, "<= 10 ms", d["p50_ms"] <= 10),
+    ]
+
+
+class _Tail(threading.Thread):
+    def __init__(self, url: str, sent: dict[int, float], latencies: list[float], lock: threading.Lock) -> None:
+        super().__init__(daemon=True)
+        self.url, self.sent, self.latencies, self.lock = url, sent, latencies, lock
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, timeout=httpx.Timeout(60, read=None)) as response:
+                for line in response.iter_lines():
+                    if line.startswith("retry:"):
+                        self.ready.set()
+                    elif line.startswith("data: "):
+                        received = time.perf_counter()
+                        entry = json.loads(line[6:])
+                        step = (entry.get("summary") or {}).get("step_min")
+                        if entry["type"] == "MetricsLogged" and step in self.sent:
+                            with self.lock:
+                                self.latencies.append(received - self.sent[step])
+                    if self.stop.is_set():
+                        return
+        except httpx.HTTPError:
+            pass
+
+
+def _tails(url: str, n: int, sent: dict[int, float], latencies: list[float]) -> list[_Tail]:
+    lock = threading.Lock()
+    tails = [_Tail(url, sent, latencies, lock) for _ in range(n)]
+    for t in tails:
+        t.start()
+    for t in tails:
+        t.ready.wait(30)
+    return tails
+
+
+def _close(tails: list[_Tail]) -> None:
+    for t in tails:
+        t.stop.set()
+
+
+def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
+    clients = 50
+    with Client(url) as c:
+        exp = c.create_experiment("tail")
+        run_id = c.create_run(exp)
+        sent: dict[int, float] = {}
+        latencies: list[float] = []
+        tails = _tails(f"{url}{NATIVE}/runs/{run_id}/tail", clients, sent, latencies)
+        for step in range(ctx.size(50, 200)):
+            sent[step] = time.perf_counter()
+            c.post("/runs/log-metric", {"run_id": run_id, "key": "m", "value": 1.0, "timestamp": T0_MS + step,
+                                        "step": step})
+            time.sleep(0.05)
+        time.sleep(1.0)
+        _close(tails)
+        # The tails end when their next message arrives: one more write wakes them.
+        c.post("/runs/set-tag", {"run_id": run_id, "key": "end", "value": "1"})
+
+        def throughput(seconds: float) -> float:
+            run = c.create_run(exp)
+            step, points, t0 = 0, 0, time.monotonic()
+            while time.monotonic() - t0 < seconds:
+                c.post_raw(API + "/runs/log-batch", batch_body(run, step, 1000)).raise_for_status()
+                step, points = step + 100, points + 1000
+            return points / (time.monotonic() - t0)
+
+        window = ctx.size(3.0, 8.0)
+        without = [throughput(window) for _ in range(ctx.reps)]
+        busy_sent: dict[int, float] = {}
+        exp_tails = _tails(f"{url}{NATIVE}/experiments/{exp}/tail", clients, busy_sent, [])
+        with_tails = [throughput(window) for _ in range(ctx.reps)]
+        _close(exp_tails)
+        c.post("/runs/set-tag", {"run_id": run_id, "key": "end", "value": "2"})
+        c.create_run(exp)
+    expected = ctx.size(50, 200) * clients
+    lat = lat_summary(latencies)
+    lat["p99_ms"] = round(pct([x * 1000 for x in latencies], 99), 3)
+    ratio = median(with_tails) / median(without)
+    return [
+        Row("audit", f"tail latency, {clients} clients", f"{len(latencies):,}/{expected:,} msgs", "ms", None,
+            {"p50_ms": lat["p50_ms"], "p95_ms": lat["p99_ms"]}, False, "p99 <= 100 ms", lat["p99_ms"] <= 100,
+            "write sent -> message received", stats="p50 / p99"),
+        Row("audit", "log-batch ingest, no tails", "1 client", "points/s", None, median(without), True),
+        Row("audit", f"log-batch ingest, {clients} tails on it", "1 client", "points/s", None, median(with_tails),
+            True, ">= 90% of no tails", ratio >= 0.9, f"{ratio:.0%} of without"),
+    ]
+
+
+def _verify_row(ctx: Ctx, server: Any, points: int) -> Row:
+    env = {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": server.kafka.bootstrap, "RUNLEDGER_TOPIC": server.topic,
+           "RUNLEDGER_DATA_DIR": str(server.data_dir), "RUNLEDGER_PORT": str(server.port)}
+    t = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "runledger.cli", "verify"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=1800)
+    elapsed = time.monotonic() - t
+    ctx.log(f"verify: exit {done.returncode} in {elapsed:.1f}s; {done.stdout.strip().splitlines()[-2:]}")
+    ok = done.returncode == 0
+    rate = points / elapsed
+    return Row("audit", "runledger verify (replay + checksums)", f"{points:,} pts", "points/s", None,
+               rate if ok else None, True, ">= 1,000,000 points/s", rate >= 1e6 if ok else None,
+               "wall time of the CLI, start-up included" if ok else f"verify failed: {done.stdout[-300:]}")
+
+
+def run(ctx: Ctx) -> list[Row]:
+    points, events = ctx.size(100_000, 1_000_000), ctx.size(1_000, 10_000)
+    server = ctx.runledger()
+    try:
+        with Client(server.url) as c:
+            run_id = c.create_run(c.create_experiment("audit"))
+        _seed(ctx, server.url, run_id, points, events)
+        rows = _as_of_and_trail(ctx, server.url, run_id, points)
+        rows.append(_verify_row(ctx, server, points))
+        rows += _tail_rows(ctx, server.url)
+        return rows
+    finally:
+        ctx.stop(server, "audit")
