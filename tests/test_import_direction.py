@@ -37,7 +37,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def _modules(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+    # Hidden folders are tools' environments (bench/.venv-mlflow), not our code.
+    root = ROOT / package
+    return sorted(p for p in root.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 DIALECTS = ROOT / "runledger" / "dialects"

@@ -8,7 +8,7 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -34,7 +34,7 @@ def _messages(response: httpx.Response) -> Iterator[dict[str, Any]]:
 
 
 def _reader(url: str, headers: dict[str, str], out: "queue.Queue[dict[str, Any]]", stop_after: int,
-            ready: threading.Event) -> None:
+            ready: threading.Event, on_message: Callable[[dict[str, Any]], Any] | None = None) -> None:
     with httpx.stream("GET", url, headers=headers, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -43,6 +43,8 @@ def _reader(url: str, headers: dict[str, str], out: "queue.Queue[dict[str, Any]]
             if "retry" in message:
                 ready.set()  # sent once the stream is subscribed to new entries
                 continue
+            if on_message is not None and "data" in message:
+                message["seen_on_receipt"] = on_message(message["data"])
             out.put(message)
             if "data" in message:
                 got += 1
@@ -50,11 +52,12 @@ def _reader(url: str, headers: dict[str, str], out: "queue.Queue[dict[str, Any]]
                     return
 
 
-def _start(url: str, stop_after: int, headers: dict[str, str] | None = None
+def _start(url: str, stop_after: int, headers: dict[str, str] | None = None,
+           on_message: Callable[[dict[str, Any]], Any] | None = None
            ) -> tuple[threading.Thread, "queue.Queue[dict[str, Any]]"]:
     out: queue.Queue[dict[str, Any]] = queue.Queue()
     ready = threading.Event()
-    t = threading.Thread(target=_reader, args=(url, headers or {}, out, stop_after, ready), daemon=True)
+    t = threading.Thread(target=_reader, args=(url, headers or {}, out, stop_after, ready, on_message), daemon=True)
     t.start()
     assert ready.wait(10)
     return t, out
@@ -96,7 +99,13 @@ def test_experiment_tail_pings_and_each_message_is_queryable_when_sent(server: R
                                                                       api: httpx.Client) -> None:
     exp = api.post("/experiments/create", json={"name": f"tail-exp-{time.time_ns()}"}).json()["experiment_id"]
     url = f"{server.url}/api/runledger/v1/experiments/{exp}/tail?ping=0.2"
-    thread, out = _start(url, stop_after=4)
+
+    def read_on_receipt(entry: dict[str, Any]) -> Any:
+        # Sent only after the commit: a read made the moment it arrives already shows the change.
+        run = httpx.get(f"{server.url}/api/2.0/mlflow/runs/get", params={"run_id": entry["run_id"]}).json()
+        return {t["key"] for t in run["run"]["data"].get("tags", [])}
+
+    thread, out = _start(url, stop_after=4, on_message=read_on_receipt)
     comments = []
     deadline = time.monotonic() + 5
     while not comments and time.monotonic() < deadline:
@@ -111,6 +120,7 @@ def test_experiment_tail_pings_and_each_message_is_queryable_when_sent(server: R
         ("RunCreated", runs[0]), ("RunCreated", runs[1]), ("TagsSet", runs[0]), ("TagsSet", runs[1])]
     # The id is a cursor over partitions; each message's content is readable once it is sent.
     assert all(m["data"]["position"] in m["id"].split(",") for m in got)
+    assert all("k" in m["seen_on_receipt"] for m in got if m["data"]["type"] == "TagsSet")
     thread.join(10)
 
 
