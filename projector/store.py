@@ -31,6 +31,17 @@ class ReadModelUnavailable(RuntimeError):
     """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
 
 
+class RowsRefused(Exception):
+    """DuckDB refused a batch's values (out of a column's range, an encoding it cannot hold):
+    the batch's data is at fault, not the database, and the transaction was rolled back. The
+    projector then finds the event responsible and rejects it (projector.consumer)."""
+
+
+# What DuckDB (or building its input) raises for a value it cannot store. Key violations stay
+# out: the fold never emits a duplicate key, so one is a bug that must fail loudly.
+_VALUE_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+
 class Visibility:
     """Read-your-writes across the projector's pipeline.
 
@@ -194,6 +205,9 @@ class Store:
                 self._apply_rows(c, changes)
                 _store_offsets(c, topic, next_offsets)
                 c.execute("COMMIT")
+            except _VALUE_ERRORS as e:
+                c.execute("ROLLBACK")
+                raise RowsRefused(str(e).splitlines()[0][:500]) from e
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
