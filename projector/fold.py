@@ -777,6 +777,9 @@ def _metric_points(cols: dict[str, Any]) -> _Points:
         raise PayloadInvalid(str(e)) from None
 
 
-def _point_count(cols: dict[str, Any]) -> int:
-    table = cols.get("points_table")
-    return table.num_rows if isinstance(table, pa.Table) else len(cols.get("keys") or [])
+def _point_count(cols: Any) -> int:
+    # Runs for rejected events too, outside the handlers' checks: any shape must do.
+    if not isinstance(cols, dict):
+        return 0
+    table, keys = cols.get("points_table"), cols.get("keys")
+    return table.num_rows if isinstance(table, pa.Table) else len(keys) if isinstance(keys, list) else 0
