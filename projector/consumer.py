@@ -18,7 +18,7 @@ from runledger.ingest.codec import MalformedEvent, decode
 from runledger.ingest.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogEntry, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
-from runledger.projector.store import RowsRefused, Store
+from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class Projector:
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
+        loop = asyncio.get_running_loop()
+        # A reader that finds the file damaged wakes the loop, which then rebuilds (`_rebuild`).
+        self.store.corruption_listeners.append(lambda: loop.call_soon_threadsafe(self._progress.set))
         await self._consumer.start()
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self.partitions)
@@ -111,6 +114,8 @@ class Projector:
         try:
             while not self._stopping.is_set():
                 try:
+                    if self.store.corruption is not None:
+                        raise ReadModelCorrupt(str(self.store.corruption))
                     batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
                     if self._failure is not None:
                         raise self._failure
@@ -118,9 +123,32 @@ class Projector:
                         await self._fold_and_submit(batch)
                 except RowsRefused as e:
                     await self._isolate_refused(e)
+                except ReadModelCorrupt:
+                    await self._rebuild()
             await self.drain()
         finally:
             self._stop_committer()
+
+    async def _rebuild(self) -> None:
+        """The file is damaged: move it aside, start an empty one and replay from offset 0.
+
+        What was folded but not committed is dropped with the old file; the replay folds it
+        again, to the same verdicts. Readers get 503 until the failed commit is cleared, then
+        see the new file fill up, as after deleting the file."""
+        self._stop_committer()
+        self.applied_offsets, self._folded_offsets = {}, {}
+        aside = await asyncio.to_thread(self.store.rebuild)
+        self._failure = None  # set by the failed commit, if one found the damage
+        self.cache.reset()
+        self._queued_points = 0
+        self._committed = self._seq
+        self.store.visibility.commit(self._seq)
+        for tp in self.partitions:
+            await self._consumer.seek_to_beginning(tp)
+        await asyncio.to_thread(self._prime_cache)
+        self._start_committer()
+        log.error("read model replaced by an empty one (the damaged file is %s): replaying %s from offset 0",
+                  aside, self.topic)
 
     async def _isolate_refused(self, refused: RowsRefused) -> None:
         """DuckDB refused a commit: find the events it refused and reject them, commit the rest.
@@ -181,11 +209,13 @@ class Projector:
         await self._wait_until(lambda: self._committed >= self._seq)
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
-        while not (done() or self._failure is not None):
+        while not (done() or self._failure is not None or self.store.corruption is not None):
             self._progress.clear()
             await self._progress.wait()
         if self._failure is not None:
             raise self._failure
+        if self.store.corruption is not None:
+            raise ReadModelCorrupt(str(self.store.corruption))
 
     async def _fold_and_submit(self, batch: dict[TopicPartition, list]) -> None:
         """Fold a batch against the cached state, hand out its verdicts, and queue its commit.

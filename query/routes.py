@@ -108,6 +108,11 @@ def get_metric_history(request: Request) -> Any:
         def chunks():  # type: ignore[no-untyped-def]
             try:
                 yield from reader.iter_metric_history_json(cur, run_id, key)
+            except Exception as e:
+                # Too late for an error status: the response is cut off, but a damaged file
+                # is still reported, so the projector rebuilds it.
+                request.app.state.store.report_if_corrupt(e)
+                raise
             finally:
                 cur.close()
         return StreamingResponse(chunks(), media_type="application/json")

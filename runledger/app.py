@@ -202,6 +202,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
+        store = getattr(app.state, "store", None)
+        if store is not None and store.report_if_corrupt(exc):  # the projector rebuilds it
+            return OrjsonResponse({"error_code": "TEMPORARILY_UNAVAILABLE",
+                                   "message": "The read model is damaged and is being rebuilt from the log; "
+                                              "retry shortly."}, status_code=503)
         log.exception("unhandled error on %s", request.url.path)
         return OrjsonResponse({"error_code": "INTERNAL_ERROR", "message": f"Internal error: {exc!r}"},
                               status_code=500)
