@@ -4,7 +4,7 @@ DuckDB stores a checksum with every block and verifies it whenever the block is 
 reads blocks lazily: a damaged block in the middle of the file goes unnoticed until a query
 touches it, and then that query fails (a 500, or a streamed response cut off). So on open every
 column of every table is read once (`verify`), which makes DuckDB check every data block; a
-1M-point file takes about 0.1 s (see docs/read-model.md). A file that fails, or that is
+1M-point file takes about 0.15 s (docs/read-model.md). A file that fails, or that is
 truncated or not a database at all, is moved aside as `<name>.corrupt-<UTC time>` (never
 deleted: it is evidence) and a fresh one takes its place. The read model is derived from the
 log and the consumer offsets live inside the file, so the fresh file is a replay from offset 0.
