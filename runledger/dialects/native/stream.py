@@ -30,16 +30,18 @@ from starlette.requests import Request
 from runledger.ingest import limits
 from runledger.dialects.native import stream_arrow
 from runledger.ingest.backlog import AppendBacklog
+from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
 from runledger.dialects.mlflow.writes import acting_user
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
 
-MAX_POINTS = 100_000
-MAX_EVENT_POINTS = 50_000
-# 100k points with long keys can legitimately exceed the MLflow endpoints' 8 MiB body cap.
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# The published limits (runledger.client.limits). 100k points with long keys can legitimately
+# exceed the MLflow endpoints' 8 MiB body cap, hence a cap of the stream's own.
+MAX_POINTS = published.MAX_STREAM_REQUEST_POINTS
+MAX_EVENT_POINTS = published.MAX_EVENT_POINTS
+MAX_REQUEST_BYTES = published.MAX_STREAM_BODY_BYTES
 # Each event stays far below the topic's 16 MiB max.message.bytes, whatever the keys.
 EVENT_BYTES_BUDGET = 8 * 1024 * 1024
 # Worst-case encoded size of one point besides its key: quotes and commas, a float such as
