@@ -1,7 +1,7 @@
 """The projector loop: read the log from Kafka, fold it, apply it to DuckDB.
 
 Each replica reads every partition of the topic (no consumer group: each folds the full log
-into its own file, DESIGN.md invariant 6) and starts from the offsets stored in DuckDB.
+into its own file, docs/design.md, invariant 6) and starts from the offsets stored in DuckDB.
 """
 
 from __future__ import annotations

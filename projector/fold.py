@@ -1,12 +1,12 @@
 """The fold: a pure function from (state, log records) to (table changes, verdicts).
 
 No I/O and no clock: every decision depends only on the state loaded for the batch and on the
-records themselves, so replaying the log gives the same tables (DESIGN.md invariants 1-2).
+records themselves, so replaying the log gives the same tables (docs/design.md, invariants 1-2).
 The result never depends on where batch boundaries fall: everything the fold remembers across
 events of one batch (event ids, first param values, latest metrics) is also what the store
 loads at the start of the next batch.
 
-Rules (DESIGN.md invariant 4) live in the `_on_<EventType>` handlers below. A handler first
+Rules (docs/design.md, invariant 4) live in the `_on_<EventType>` handlers below. A handler first
 parses and checks everything, then mutates the working state, so a rejected event changes
 nothing.
 """
@@ -541,7 +541,7 @@ class _Fold:
     def _put_model_metrics(self, run: RunRow, links: list[tuple[str, str, int, int, float, str | None, str | None]]
                            ) -> None:
         # Linked by model id only: whether the model exists is another partition's business,
-        # resolved by a join at query time (DESIGN.md invariant 2).
+        # resolved by a join at query time (docs/design.md, invariant 2).
         for model_id, key, ts, step, value, ds_name, ds_digest in links:
             self.changes.model_metrics.setdefault((model_id, key, ts, step, run.run_id),
                                                   (value, ds_name, ds_digest, run.experiment_id))

@@ -2,7 +2,7 @@
 
 `apply` writes the batch's rows, the event log, the rejections and the consumer offsets in
 ONE transaction, so a crash at any instant leaves either all of a batch or none of it, and
-the offsets say exactly where to resume (DESIGN.md invariant 3).
+the offsets say exactly where to resume (docs/design.md, invariant 3).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Visibility:
 
 
 class Store:
-    """Owns the process's only read-write DuckDB connection (DESIGN.md invariant 6).
+    """Owns the process's only read-write DuckDB connection (docs/design.md, invariant 6).
 
     Readers get their own cursors via `cursor()`; the projector's writes go through one
     cursor guarded by a lock so that `load_state`/`apply` never interleave.

@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per session, Runledger servers as real processes.
 
-Broker order (DESIGN.md "Running it"): KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers
+Broker order (docs/design.md, "Tests"): KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers
 when a Docker engine answers; else the local broker provisioned from Maven jars. If none
 works the session fails with the reason; nothing is skipped.
 """

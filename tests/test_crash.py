@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 3: SIGKILL the projector at any instant, restart, and every event has
+"""docs/design.md, invariant 3: SIGKILL the projector at any instant, restart, and every event has
 been applied exactly once (offsets are committed in the same DuckDB transaction as the rows)."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ JSON or converting lists. Decoded, such a payload holds `{"points_table": pyarro
 the columns were.
 
 A record that cannot be decoded raises MalformedEvent with a reason; the projector records it
-as a rejection and carries on (DESIGN.md invariant 7).
+as a rejection and carries on (docs/design.md, invariant 7).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Paths and bodies as MLflow's REST API (service.proto): POST `logged-models` (create),
 PATCH `logged-models/{model_id}` (finalize), DELETE `logged-models/{model_id}`,
 PATCH `logged-models/{model_id}/tags`, DELETE `logged-models/{model_id}/tags/{tag_key}`,
-POST `logged-models/{model_id}/params`. All are synchronous (DESIGN.md invariant 5).
+POST `logged-models/{model_id}/params`. All are synchronous (docs/design.md, invariant 5).
 
 Model events are keyed by model id (ingest.contract.events.MODEL_EVENTS); the model id is allocated
 here, as MLflow's server does (`m-` + 32 hex digits). Reads (get, search) live in

@@ -1,6 +1,6 @@
 """MLflow's write endpoints for experiments and runs. Each turns a request into one event.
 
-All of them are synchronous (DESIGN.md invariant 5): they answer after the projector has
+All of them are synchronous (docs/design.md, invariant 5): they answer after the projector has
 applied the event, with MLflow's error when it was rejected.
 """
 

@@ -1,7 +1,7 @@
 """POST /api/runledger/v1/metrics/stream: many metric points per request, in columns.
 
 Unlike the MLflow endpoints, this path answers once Kafka has acknowledged the events
-(acks=all), not once the projector has applied them (DESIGN.md invariant 5): it is built
+(acks=all), not once the projector has applied them (docs/design.md, invariant 5): it is built
 for volume. Everything the projector would reject for a reason visible now (unknown or
 deleted run, bad key, bad number) is refused here with MLflow's error; what can only fail
 later (the run deleted before its points are applied) lands in the rejections table.
