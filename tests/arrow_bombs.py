@@ -13,7 +13,7 @@ import struct
 
 import pyarrow as pa
 
-from runledger.ingest import arrow_ipc
+from runledger.ingest.contract import arrow_ipc
 
 _FRAME_ZEROS = 16 * 1024 * 1024
 BOMB_COLUMNS = ("key", "value", "timestamp", "step", "extra")

@@ -15,8 +15,8 @@ import orjson
 import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 
-from runledger.ingest import codec, metric_table
-from runledger.ingest.events import EXPERIMENT_EVENTS, EXPERIMENTS_KEY, MODEL_EVENTS
+from runledger.ingest.contract import codec, metric_table
+from runledger.ingest.contract.events import EXPERIMENT_EVENTS, EXPERIMENTS_KEY, MODEL_EVENTS
 from tests.arrow_bombs import bomb_stream, small_table
 
 U64 = 2 ** 64 - 1

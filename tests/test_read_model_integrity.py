@@ -23,7 +23,7 @@ import duckdb
 import httpx
 import pytest
 
-from runledger.ingest.events import Envelope
+from runledger.ingest.contract.events import Envelope
 from runledger.ingest.topic import ensure_topic
 from runledger.projector.consumer import Projector
 from runledger.projector.integrity import is_corruption
