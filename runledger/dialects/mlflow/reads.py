@@ -19,6 +19,7 @@ from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import reader
 from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 
 def _cursor(request: Request):  # type: ignore[no-untyped-def]
@@ -40,7 +41,7 @@ def get_experiment(request: Request) -> dict[str, Any]:
     with _cursor(request) as cur:
         exp = reader.get_experiment(cur, exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     return {"experiment": exp}
 
 
@@ -77,7 +78,7 @@ def get_run(request: Request) -> Response:
     with _cursor(request) as cur:
         run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:
-        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        raise ResourceDoesNotExist(entities.run_not_found(run_id))
     return _json({"run": run})
 
 
