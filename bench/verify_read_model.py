@@ -5,7 +5,10 @@ stops the server, then times `verify` on the file, cold (first read after the se
 the OS page cache still holds the file, as it would after a restart) and warm, and prints the
 median of `--reps` runs of each kind.
 
-    .venv/bin/python bench/verify_read_model.py --points 1000000
+    PYTHONPATH=. .venv/bin/python bench/verify_read_model.py --points 1000000
+
+(PYTHONPATH: since the client became its own distribution, `runledger` is a namespace package
+and the local broker finds its log4j2.properties only with the repo root on the path.)
 """
 
 from __future__ import annotations
