@@ -1,9 +1,9 @@
 """How long the start-up check of the read model takes (projector.integrity.verify).
 
 Builds a real read model (local Kafka, `runledger serve`, points through the stream endpoint),
-stops the server, then times `verify` on the file, cold (first read after the server stopped;
-the OS page cache still holds the file, as it would after a restart) and warm, and prints the
-median of `--reps` runs of each kind.
+stops the server, then times `verify` on the file with one and with two DuckDB threads (median
+of `--reps` runs; the OS page cache holds the file, as right after a restart), and restarts the
+server on the file to print its own "verified in" log line.
 
     PYTHONPATH=. .venv/bin/python bench/verify_read_model.py --points 1000000
 
