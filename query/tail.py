@@ -39,11 +39,20 @@ def format_cursor(cursor: dict[int, int]) -> str:
     return ",".join(format_position(p, o) for p, o in sorted(cursor.items()))
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A committed entry, serialised once for every stream that wants it."""
+
+    partition: int
+    offset: int
+    data: bytes
+
+
 @dataclass(eq=False)
 class Subscription:
     run_id: str | None
     experiment_id: str | None
-    pending: collections.deque[LogEntry] = field(default_factory=collections.deque)
+    pending: collections.deque[Message] = field(default_factory=collections.deque)
     overflowed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -69,8 +78,16 @@ class TailHub:
                 pass  # the loop is closed (shutting down): nobody is listening any more
 
     def _publish(self, entries: list[LogEntry]) -> None:
+        serialised: dict[int, Message] = {}
+
+        def message(i: int, e: LogEntry) -> Message:
+            found = serialised.get(i)
+            if found is None:
+                found = serialised[i] = Message(e.partition, e.offset, orjson.dumps(entry_of(e)))
+            return found
+
         for sub in self.subscriptions:
-            mine = [e for e in entries if sub.wants(e)]
+            mine = [message(i, e) for i, e in enumerate(entries) if sub.wants(e)]
             if not mine:
                 continue
             if len(sub.pending) + len(mine) > QUEUE_MAX:
@@ -89,8 +106,8 @@ class TailHub:
         self.subscriptions.discard(sub)
 
 
-def sse_message(entry: dict[str, Any], cursor: dict[int, int]) -> bytes:
-    return b"id: " + format_cursor(cursor).encode() + b"\ndata: " + orjson.dumps(entry) + b"\n\n"
+def sse_message(data: bytes, cursor: dict[int, int]) -> bytes:
+    return b"id: " + format_cursor(cursor).encode() + b"\ndata: " + data + b"\n\n"
 
 
 async def stream(hub: TailHub, read_after: Callable[[dict[int, int]], Any], *, run_id: str | None,
@@ -115,16 +132,20 @@ async def stream(hub: TailHub, read_after: Callable[[dict[int, int]], Any], *, r
                     missed = await asyncio.to_thread(read_after, dict(cursor))
                     for item in missed:
                         cursor[item["partition"]] = item["offset"]
-                        yield sse_message(item, cursor)
+                        yield sse_message(orjson.dumps(item), cursor)
                     if len(missed) < CATCH_UP_PAGE:
                         break
                 catch_up = False
+            # Whatever is pending goes out as one chunk (one socket write for a whole batch).
+            chunk = []
             while sub.pending and not sub.overflowed:
-                e = sub.pending.popleft()
-                if e.offset <= cursor.get(e.partition, -1):
+                m = sub.pending.popleft()
+                if m.offset <= cursor.get(m.partition, -1):
                     continue
-                cursor[e.partition] = e.offset
-                yield sse_message(entry_of(e), cursor)
+                cursor[m.partition] = m.offset
+                chunk.append(sse_message(m.data, cursor))
+            if chunk:
+                yield b"".join(chunk)
             if sub.overflowed:
                 continue
             sub.wake.clear()
