@@ -30,6 +30,11 @@ class Settings:
     duckdb_threads: int = 1                     # RUNLEDGER_DUCKDB_THREADS
     stream_max_lag_ms: int = 100                # RUNLEDGER_STREAM_MAX_LAG_MS: streaming backpressure bound
     run_cache_mb: int = 64                      # RUNLEDGER_RUN_CACHE_MB: rendered runs kept for reads; 0 = none
+    sql_time_limit_ms: int = 30_000             # RUNLEDGER_SQL_TIME_LIMIT_MS: per SQL query
+    sql_memory_mb: int = 512                    # RUNLEDGER_SQL_MEMORY_MB: per SQL query's intermediates
+    sql_max_rows: int = 10_000                  # RUNLEDGER_SQL_MAX_ROWS: JSON answers, truncated beyond
+    sql_max_bytes: int = 2 << 30                # RUNLEDGER_SQL_MAX_MB (in bytes here): streamed answers
+    sql_max_concurrent: int = 4                 # RUNLEDGER_SQL_MAX_CONCURRENT: more get 429
 
     @property
     def duckdb_path(self) -> Path:
@@ -69,6 +74,11 @@ class Settings:
             stream_max_lag_ms=_int(env, "RUNLEDGER_STREAM_MAX_LAG_MS", 100),
             duckdb_threads=_int(env, "RUNLEDGER_DUCKDB_THREADS", 1),
             run_cache_mb=_int(env, "RUNLEDGER_RUN_CACHE_MB", 64, minimum=0),
+            sql_time_limit_ms=_int(env, "RUNLEDGER_SQL_TIME_LIMIT_MS", 30_000),
+            sql_memory_mb=_int(env, "RUNLEDGER_SQL_MEMORY_MB", 512),
+            sql_max_rows=_int(env, "RUNLEDGER_SQL_MAX_ROWS", 10_000),
+            sql_max_bytes=_int(env, "RUNLEDGER_SQL_MAX_MB", 2048) << 20,
+            sql_max_concurrent=_int(env, "RUNLEDGER_SQL_MAX_CONCURRENT", 4),
         )
 
 
