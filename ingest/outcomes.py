@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.events import Verdict
 
 
 class VerdictBoard:

@@ -8,8 +8,8 @@ import uuid
 from typing import Any
 
 from runledger.ingest.catalog import Catalog, RunRef
-from runledger.ingest.errors import InvalidParameterValue, MlflowError, ProjectionTimeout, ResourceDoesNotExist
-from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.errors import InvalidParameterValue, ProjectionTimeout, RunledgerError, ResourceDoesNotExist
+from runledger.ingest.contract.events import Envelope, Verdict
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
 
@@ -32,7 +32,7 @@ class Writer:
         self.wait_timeout = wait_timeout
 
     async def commit(self, event: Envelope) -> Verdict:
-        """Append `event`, wait until the projector has applied it; raise its rejection as an MlflowError."""
+        """Append `event`, wait until the projector has applied it; raise its rejection as a RunledgerError."""
         fut = self.board.expect(event.event_id)
         try:
             await self.log.append([event])
@@ -45,7 +45,7 @@ class Writer:
             self.board.forget(event.event_id)
         if not verdict.applied:
             code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
-            raise MlflowError(verdict.message, code)
+            raise RunledgerError(verdict.message, code)
         return verdict
 
     async def commit_many(self, events: list[Envelope]) -> list[Verdict]:
@@ -67,7 +67,7 @@ class Writer:
         for verdict in verdicts:
             if not verdict.applied:
                 code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
-                raise MlflowError(verdict.message, code)
+                raise RunledgerError(verdict.message, code)
         return list(verdicts)
 
     async def append(self, events: list[Envelope]) -> list[tuple[int, int]]:

@@ -14,8 +14,8 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runledger.ingest.codec import MalformedEvent, decode
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.codec import MalformedEvent, decode
+from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.store import Store

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runledger.ingest import metric_table
-from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.contract import metric_table
+from runledger.ingest.contract.events import Envelope, Verdict
 from runledger.projector import rules, step_cover
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
@@ -455,7 +455,7 @@ class _Fold:
                 self.changes.datasets[key] = {**d, "run_id": run.run_id, "experiment_id": run.experiment_id,
                                               "logged_time": ev.ingest_time}
 
-    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.events
+    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.contract.events
     def logged_model(self, model_id: str) -> LoggedModelRow | None:
         return self.changes.models.get(model_id) or self.s.models.get(model_id)
 

@@ -18,7 +18,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.events import Verdict
+from runledger.ingest.errors import TemporarilyUnavailable
 from runledger.projector.fold import BatchChanges, FoldState, LogRecord
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
@@ -27,7 +28,7 @@ from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_sc
 log = logging.getLogger(__name__)
 
 
-class ReadModelUnavailable(RuntimeError):
+class ReadModelUnavailable(TemporarilyUnavailable):
     """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
 
 
@@ -67,7 +68,7 @@ class Visibility:
             if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
                 raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")
             if self.committed < target:
-                raise ReadModelUnavailable(f"the projector stopped before committing acknowledged writes: {self.failure!r}")
+                raise ReadModelUnavailable("the projector stopped before committing acknowledged writes; see the server log")
 
 
 class Store:

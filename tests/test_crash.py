@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.contract.events import Envelope, metrics_columns
 from tests.conftest import RunledgerServer
 from tests.log_tools import append_events
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from runledger.ingest.events import Envelope, Verdict, metrics_columns
+from runledger.ingest.contract.events import Envelope, Verdict, metrics_columns
 from runledger.projector.fold import LATEST_RULES, BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
 from runledger.projector.rows import LatestPoint
 

@@ -1,5 +1,6 @@
-"""DESIGN.md layout: imports point one way. Nothing imports `query` but the composition root
-(`runledger.app`); `ingest` never imports `projector` (nor `query`)."""
+"""Imports point one way (docs/design.md, "Rooms"): dialects -> query, ingest; query ->
+projector -> ingest. `ingest` imports no other room; only the dialect rooms and the composition
+root (`runledger.app`) import `query`; no dialect reaches past the reader into `projector`."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ ROOMS = {"ingest", "projector", "query"}
 
 
 def _room(module: str) -> str:
-    """`runledger.ingest.writer` -> "ingest"; `runledger.app` -> "runledger"; `duckdb` -> "duckdb"."""
+    """`runledger.ingest.writer` -> "ingest"; `runledger.dialects.mlflow.reads` -> "dialects";
+    `runledger.app` -> "runledger"; `duckdb` -> "duckdb"."""
     parts = module.split(".")
-    if parts[0] == "runledger" and len(parts) > 1 and parts[1] in ROOMS:
+    if parts[0] == "runledger" and len(parts) > 1 and parts[1] in ROOMS | {"dialects"}:
         return parts[1]
     return parts[0]
 
@@ -38,19 +40,32 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
+DIALECTS = ROOT / "runledger" / "dialects"
+
+
 @pytest.mark.parametrize("path", _modules("ingest"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_ingest_imports_neither_projector_nor_query(path: Path) -> None:
-    assert not _imports(path) & {"projector", "query", "runledger"}
+def test_ingest_imports_no_other_room(path: Path) -> None:
+    assert not _imports(path) & {"projector", "query", "dialects", "runledger"}
 
 
 @pytest.mark.parametrize("path", _modules("projector"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_projector_does_not_import_query(path: Path) -> None:
-    assert not _imports(path) & {"query", "runledger"}
+def test_projector_imports_only_ingest(path: Path) -> None:
+    assert not _imports(path) & {"query", "dialects", "runledger"}
 
 
-def test_only_the_app_imports_query_outside_query_itself() -> None:
+@pytest.mark.parametrize("path", _modules("query"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_query_imports_no_dialect(path: Path) -> None:
+    assert not _imports(path) & {"dialects", "runledger"}
+
+
+@pytest.mark.parametrize("path", sorted(DIALECTS.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_dialects_reach_the_read_model_only_through_query(path: Path) -> None:
+    assert "projector" not in _imports(path)
+
+
+def test_only_dialects_and_the_app_import_query() -> None:
     importers = {str(p.relative_to(ROOT)) for pkg in ("ingest", "projector", "runledger")
-                 for p in _modules(pkg) if "query" in _imports(p)}
+                 for p in _modules(pkg) if "query" in _imports(p) and DIALECTS not in p.parents}
     assert importers == {"runledger/app.py"}
 
 

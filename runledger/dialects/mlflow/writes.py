@@ -15,13 +15,15 @@ import pyarrow.compute as pc
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from runledger.ingest import codec, limits, metric_table
+from runledger.ingest import limits
+from runledger.ingest.contract import codec, metric_table
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from runledger.ingest.events import Envelope, metrics_columns
-from runledger.ingest.model_metrics import model_metric_columns
-from runledger.ingest.request import Fields, json_body, missing
+from runledger.ingest.contract.events import Envelope, metrics_columns
+from runledger.dialects.mlflow.model_metrics import model_metric_columns
+from runledger.dialects.request import Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event, now_ms
+from runledger.dialects import services
 
 RUN_NAME_TAG = "mlflow.runName"
 _STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
@@ -40,7 +42,7 @@ def acting_user(request: Request) -> str:
 
 
 def _writer(request: Request) -> Writer:
-    return request.app.state.writer
+    return services.writer(request)
 
 
 def _run_id(f: Fields) -> str:
@@ -134,7 +136,7 @@ _VALUE = operator.itemgetter("value")
 
 def _plain_metric_table(raw: list[Any]) -> pa.Table | None:
     """`_plain_metric_columns` for a large batch, straight to the Arrow table its event carries
-    (ingest.codec): Arrow converts the metric objects in one call and the checks run on whole
+    (ingest.contract.codec): Arrow converts the metric objects in one call and the checks run on whole
     columns, where the loop costs a few Python operations per point and the lists are then
     converted again. Accepts exactly what that loop accepts, except infinities (which JSON
     cannot spell); None sends the batch down the loop or the general path."""
@@ -200,7 +202,7 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     writer = _writer(request)
     event = new_event("ExperimentCreated", {
         "name": name, "artifact_location": artifact_location,
-        "artifact_root": request.app.state.settings.artifact_root, "tags": tags,
+        "artifact_root": services.settings(request).artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
     return {"experiment_id": verdict.result["experiment_id"]}

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.request import query_fields
+from runledger.dialects.request import query_fields
 from runledger.query import history
+from runledger.dialects import services
 
 MAX_RUNS = 100
 MAX_SAMPLED_PER_RUN = 2500
@@ -39,7 +40,7 @@ def get_history_bulk_interval(request: Request) -> dict[str, Any]:
     if start is not None and end is not None and start > end:
         raise InvalidParameterValue(
             f"end_step must be greater than start_step. Found start_step={start} and end_step={end}.")
-    with request.app.state.store.cursor() as cur:
+    with services.reader(request).cursor() as cur:
         metrics = history.sampled_history(cur, run_ids, key, max_results, start, end)
     return {"metrics": metrics} if metrics else {}
 
@@ -53,7 +54,7 @@ def get_history_bulk(request: Request) -> dict[str, Any]:
     max_results = min(f.int64("max_results", default=MAX_BULK_RESULTS) or MAX_BULK_RESULTS, MAX_BULK_RESULTS)
     if max_results <= 0:
         raise InvalidParameterValue("max_results must be a positive integer.")
-    with request.app.state.store.cursor() as cur:
+    with services.reader(request).cursor() as cur:
         return {"metrics": history.bulk_history(cur, run_ids, key, max_results)}
 
 
