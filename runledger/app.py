@@ -21,6 +21,7 @@ from runledger.dialects import errors
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
 from runledger.dialects.services import Services
+from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
@@ -65,6 +66,10 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
         store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
+        sql_engine = SqlEngine(store, settings.topic, SqlLimits(
+            time_limit_ms=settings.sql_time_limit_ms, memory_mb=settings.sql_memory_mb, max_rows=settings.sql_max_rows,
+            max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent))
+        sql_engine.prepare(settings.latest_table)   # views + instance lockdown, before the projector writes
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(run_cache.drop_changed)
         board = VerdictBoard()
@@ -80,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors())
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
-                                      models=models_reader.ReadModelModelCatalog(store))
+                                      models=models_reader.ReadModelModelCatalog(store), sql=sql_engine)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
         try:

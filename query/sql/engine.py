@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from runledger.ingest.errors import MlflowError
+from runledger.ingest.errors import InternalError, InvalidParameterValue, RunledgerError
 from runledger.projector.store import Store
 from runledger.query.sql import sandbox
 from runledger.query.sql.views import SCHEMA, install
@@ -40,20 +40,13 @@ class SqlLimits:
     max_concurrent: int = 4            # RUNLEDGER_SQL_MAX_CONCURRENT: beyond it, 429
 
 
-class SqlError(MlflowError):
-    """A SQL request that failed; carries its own HTTP status (the SQL API's codes are not MLflow's)."""
-
-    def __init__(self, message: str, error_code: str, status: int) -> None:
-        super().__init__(message, error_code)
-        self._status = status
-
-    @property
-    def status_code(self) -> int:
-        return self._status
+class SqlError(RunledgerError):
+    """A SQL request that failed for a reason of its own: QUERY_TIMEOUT, QUERY_OUT_OF_MEMORY,
+    REQUEST_LIMIT_EXCEEDED (too many at once) or CANCELLED (the client went away)."""
 
 
-def refused(message: str) -> SqlError:
-    return SqlError(message, "INVALID_PARAMETER_VALUE", 400)
+def refused(message: str) -> InvalidParameterValue:
+    return InvalidParameterValue(message)
 
 
 # DuckDB errors whose text is about the caller's query (a typo, a bad cast, a wrong column):
@@ -88,7 +81,7 @@ class SqlEngine:
         with self._lock:
             if self._running >= self.limits.max_concurrent:
                 raise SqlError(f"{self._running} SQL queries are already running, the limit "
-                               f"(RUNLEDGER_SQL_MAX_CONCURRENT); retry shortly.", "REQUEST_LIMIT_EXCEEDED", 429)
+                               f"(RUNLEDGER_SQL_MAX_CONCURRENT); retry shortly.", "REQUEST_LIMIT_EXCEEDED")
             self._running += 1
 
     def release(self) -> None:
@@ -96,7 +89,7 @@ class SqlEngine:
             self._running -= 1
 
     # ----- one query
-    def open(self, query: str, time_limit_ms: int | None = None) -> "SqlQuery":
+    def open(self, query: str, time_limit_ms: int | None = None, batch_rows: int = 122_880) -> "SqlQuery":
         """Check and start `query`. The caller holds a slot (`acquire`); the returned query
         releases it when closed, and so does a failure here."""
         try:
@@ -109,7 +102,7 @@ class SqlEngine:
         except BaseException:
             self.release()
             raise
-        return SqlQuery(self, cur, query, limit)
+        return SqlQuery(self, cur, query, limit, batch_rows)
 
 
 class SqlQuery:
@@ -120,8 +113,10 @@ class SqlQuery:
     finishes last, never while the other is inside DuckDB.
     """
 
-    def __init__(self, engine: SqlEngine, cur: duckdb.DuckDBPyConnection, query: str, time_limit_ms: int) -> None:
+    def __init__(self, engine: SqlEngine, cur: duckdb.DuckDBPyConnection, query: str, time_limit_ms: int,
+                 batch_rows: int) -> None:
         self.engine = engine
+        self.batch_rows = batch_rows
         self.time_limit_ms = time_limit_ms
         self.started = time.monotonic()
         self._cur = cur
@@ -149,16 +144,16 @@ class SqlQuery:
     def elapsed_ms(self) -> float:
         return round((time.monotonic() - self.started) * 1000, 3)
 
-    def next_batch(self, rows: int) -> pa.RecordBatch | None:
+    def next_batch(self) -> pa.RecordBatch | None:
         """The next record batch (None at the end). Errors are translated to SqlError; after
         an error or the end the query is closed."""
         with self._guard:
             if self._closed or self._cancelled:
-                raise SqlError("The query was cancelled.", "CANCELLED", 499)
+                raise SqlError("The query was cancelled.", "CANCELLED")
             self._busy = True
         try:
             if self._reader is None:
-                self._reader = self._rel.to_arrow_reader(rows)
+                self._reader = self._rel.to_arrow_reader(self.batch_rows)
             try:
                 return self._reader.read_next_batch()
             except StopIteration:
@@ -172,11 +167,18 @@ class SqlQuery:
 
     @property
     def schema(self) -> pa.Schema:
+        """The answer's Arrow schema (starts the query; call on a worker thread)."""
         if self._reader is None:
             with self._guard:
+                if self._closed or self._cancelled:
+                    raise SqlError("The query was cancelled.", "CANCELLED")
                 self._busy = True
             try:
-                self._reader = self._rel.to_arrow_reader(65_536)
+                self._reader = self._rel.to_arrow_reader(self.batch_rows)
+            except BaseException as e:
+                self._busy_done()
+                self.close()
+                raise translate(e, self.time_limit_ms) from None
             finally:
                 self._busy_done()
         return self._reader.schema
@@ -228,22 +230,22 @@ class _suppress:
 
 def translate(e: BaseException, time_limit_ms: int) -> BaseException:
     """A DuckDB failure as the caller should see it."""
-    if isinstance(e, SqlError):
+    if isinstance(e, RunledgerError):
         return e
     if isinstance(e, duckdb.InterruptException):
         if "maximum execution time" in str(e):
             return SqlError(f"The query ran longer than its time limit of {time_limit_ms} ms "
-                            "(RUNLEDGER_SQL_TIME_LIMIT_MS) and was stopped.", "QUERY_TIMEOUT", 400)
-        return SqlError("The query was cancelled.", "CANCELLED", 499)
+                            "(RUNLEDGER_SQL_TIME_LIMIT_MS) and was stopped.", "QUERY_TIMEOUT")
+        return SqlError("The query was cancelled.", "CANCELLED")
     if isinstance(e, duckdb.OutOfMemoryException):
         return SqlError("The query needed more memory than the SQL limit (RUNLEDGER_SQL_MEMORY_MB) allows; "
-                        "aggregate more or select fewer columns.", "QUERY_OUT_OF_MEMORY", 400)
+                        "aggregate more or select fewer columns.", "QUERY_OUT_OF_MEMORY")
     if isinstance(e, _QUERY_ERRORS):
         return refused(f"The query failed: {str(e).strip()}")
-    if isinstance(e, MlflowError):
+    if isinstance(e, RunledgerError):
         return e
     if isinstance(e, duckdb.Error):
-        log.exception("SQL query failed")
-        return SqlError("The query failed inside the database; the server log has the details.",
-                        "INTERNAL_ERROR", 500)
+        internal = InternalError(f"SQL query failed: {type(e).__name__}")
+        internal.__cause__ = e
+        return internal
     return e

@@ -10,7 +10,7 @@ import decimal
 import io
 import math
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
@@ -196,5 +196,3 @@ ENCODERS: dict[str, Callable[[], StreamEncoder]] = {
     "ndjson": NdjsonEncoder, "csv": CsvEncoder, "arrow": ArrowEncoder, "parquet": ParquetEncoder}
 
 
-def joined(parts: Iterable[bytes]) -> bytes:
-    return b"".join(parts)

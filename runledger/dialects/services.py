@@ -13,6 +13,7 @@ from runledger.ingest.backlog import AppendBacklog
 from runledger.ingest.catalog import ModelCatalog
 from runledger.ingest.writer import Writer
 from runledger.query.read_service import ReadService
+from runledger.query.sql.engine import SqlEngine
 from runledger.settings import Settings
 
 
@@ -23,6 +24,7 @@ class Services:
     models: ModelCatalog
     backlog: AppendBacklog
     settings: Settings
+    sql: SqlEngine | None = None
 
 
 def services(conn: HTTPConnection) -> Services:
