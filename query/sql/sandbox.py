@@ -244,7 +244,7 @@ class _Walker:
         if name in DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES):
             raise SqlRefused(f"Function {name}() is not allowed: it reads files, settings or session state, "
                              "or has side effects.")
-        if name not in self.builtins and not _is_operator_name(name):
+        if name not in self.builtins and name not in SAFE_TABLE_FUNCTIONS and not _is_operator_name(name):
             raise SqlRefused(f"Function {name}() is not allowed: only DuckDB's built-in scalar, aggregate and "
                              "window functions are.")
 
