@@ -1,4 +1,5 @@
-"""`runledger` console script: `up` (everything), `serve` (no broker), `kafka start|stop|status`."""
+"""`runledger` console script: `up` (everything), `serve` (no broker), `kafka start|stop|status`,
+`sql "SELECT ..."` (ask a running server)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 
 import uvicorn
 
+from runledger import sql_cli
 from runledger.app import create_app
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
 from runledger.settings import Settings, SettingsError
@@ -91,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="start Runledger against KAFKA_BOOTSTRAP_SERVERS")
     kafka = sub.add_parser("kafka", help="run the local broker on its own")
     kafka.add_argument("action", choices=["start", "stop", "status"])
+    sql_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "sql":
+        return sql_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
