@@ -27,14 +27,14 @@ USER runledger
 
 # Listen on all interfaces inside the container (the default, 127.0.0.1, is unreachable
 # through a port mapping); DuckDB read model and artifacts live under /data.
-ENV HOST=0.0.0.0 \
-    DATA_DIR=/data
+ENV RUNLEDGER_HOST=0.0.0.0 \
+    RUNLEDGER_DATA_DIR=/data
 VOLUME /data
 EXPOSE 5000
 
 # /health only answers once start-up (topic check, projector start, default experiment) is
 # done, so healthy means ready. No curl in the slim image: use python's urllib.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '5000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RUNLEDGER_PORT', '5000'), timeout=4)"]
 
 CMD ["runledger", "serve"]

@@ -319,7 +319,9 @@ class _Fold:
         if new_name == exp.name:
             return
         if new_name in self._names:
-            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment(name={new_name}) already exists.")
+            # mlflow server answers a rename onto a taken name with BAD_REQUEST (its unique
+            # constraint), not RESOURCE_ALREADY_EXISTS as for create.
+            raise Rejected("BAD_REQUEST", f"Experiment(name={new_name}) already exists.")
         del self._names[exp.name]
         self._names[new_name] = exp.experiment_id
         self._put_experiment(replace(exp, name=new_name, last_update_time=ev.ingest_time))
@@ -327,15 +329,16 @@ class _Fold:
     def _on_ExperimentDeleted(self, ev: Envelope) -> None:
         exp = self._active_experiment(ev)
         if exp.lifecycle_stage == "deleted":
-            raise Rejected("INVALID_PARAMETER_VALUE",
-                           f"Cannot delete an already deleted experiment {exp.experiment_id}.")
+            # As mlflow server: a deleted experiment is not found among the active ones.
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={exp.experiment_id} exists")
         self._put_experiment(replace(exp, lifecycle_stage="deleted", deleted_time=ev.ingest_time,
                                      last_update_time=ev.ingest_time))
 
     def _on_ExperimentRestored(self, ev: Envelope) -> None:
         exp = self._active_experiment(ev)
         if exp.lifecycle_stage == "active":
-            raise Rejected("INVALID_PARAMETER_VALUE", f"Cannot restore an active experiment {exp.experiment_id}.")
+            # As mlflow server: an active experiment is not found among the deleted ones.
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={exp.experiment_id} exists")
         self._put_experiment(replace(exp, lifecycle_stage="active", deleted_time=None,
                                      last_update_time=ev.ingest_time))
 

@@ -22,7 +22,7 @@ from runledger.ingest.contract.events import Envelope, metrics_columns
 from runledger.dialects.mlflow.model_metrics import model_metric_columns
 from runledger.dialects.request import Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
-from runledger.ingest.writer import Writer, new_event, now_ms
+from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
 
 RUN_NAME_TAG = "mlflow.runName"
@@ -56,11 +56,13 @@ def _experiment_id(f: Fields, name: str = "experiment_id") -> str:
     return limits.check_experiment_id(f.req_str(name))
 
 
-def parse_status(value: Any) -> str:
+def parse_status(value: Any) -> str | None:
+    """A run status by name or number. An unknown name is None (the status stays as it is), as
+    mlflow server answers it: its protobuf parser drops enum names it does not know."""
     if isinstance(value, int) and not isinstance(value, bool) and value in _STATUS_NUMBERS:
         return _STATUS_NUMBERS[value]
-    if isinstance(value, str) and value in _STATUSES:
-        return value
+    if isinstance(value, str):
+        return value if value in _STATUSES else None
     raise limits.invalid_value("status", value, f"Run status must be one of {sorted(_STATUSES)}.")
 
 
@@ -284,7 +286,7 @@ async def create_run(request: Request) -> dict[str, Any]:
     event = Envelope(
         event_id=event.event_id, type=event.type, experiment_id=exp_id, run_id=run_id,
         ingest_time=event.ingest_time, user=event.user,
-        payload={"run_name": run_name, "start_time": f.int64("start_time", default=now_ms()),
+        payload={"run_name": run_name, "start_time": f.int64("start_time", default=0),
                  "user_id": f.str("user_id") or "", "tags": tags,
                  "artifact_uri": f"{exp.artifact_location.rstrip('/')}/{run_id}/artifacts"})
     await writer.commit(event)
@@ -341,8 +343,16 @@ async def log_metric(request: Request) -> dict[str, Any]:
     return {}
 
 
+def _run_id_type_first(f: Fields) -> None:
+    """MLflow checks a request's fields in its schema's order, run_id first: with run_id and value
+    both of the wrong type, the error names run_id."""
+    f.str("run_id")
+    f.str("run_uuid")
+
+
 async def log_param(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
+    _run_id_type_first(f)
     params = _params([f])
     await _commit_run_event(request, "ParamsLogged", f, {"params": params})
     return {}
@@ -350,6 +360,7 @@ async def log_param(request: Request) -> dict[str, Any]:
 
 async def set_tag(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
+    _run_id_type_first(f)
     tags = _tags([f], limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
     if not f.has("value"):
         raise missing("value")
