@@ -485,17 +485,17 @@ class SqlQueryError(Exception):
 
 def default_url() -> str:
     """The server to talk to: RUNLEDGER_URL, else MLFLOW_TRACKING_URI when it is an http(s) URL,
-    else http://HOST:PORT from the same variables the server reads (127.0.0.1:5000)."""
+    else http://RUNLEDGER_HOST:RUNLEDGER_PORT, the variables the server reads (127.0.0.1:5000)."""
     import os
 
     for name in ("RUNLEDGER_URL", "MLFLOW_TRACKING_URI"):
         value = os.environ.get(name, "")
         if value.startswith(("http://", "https://")):
             return value.rstrip("/")
-    host = os.environ.get("HOST") or "127.0.0.1"
+    host = os.environ.get("RUNLEDGER_HOST") or os.environ.get("HOST") or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://{host}:{os.environ.get('PORT') or 5000}"
+    return f"http://{host}:{os.environ.get('RUNLEDGER_PORT') or os.environ.get('PORT') or 5000}"
 
 
 def sql_stream(query: str, url: str | None = None, *, format: str = "arrow", max_rows: int | None = None,

@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--format", "-f", choices=FORMATS, help="default: table on a terminal, csv otherwise")
     p.add_argument("-o", "--output", type=Path, help="write the answer to this file")
     p.add_argument("--max-rows", type=int, help=f"at most this many rows (table: {TABLE_ROWS})")
-    p.add_argument("--url", help="the server (default: RUNLEDGER_URL, MLFLOW_TRACKING_URI or http://HOST:PORT)")
+    p.add_argument("--url", help="the server (default: RUNLEDGER_URL, MLFLOW_TRACKING_URI or http://RUNLEDGER_HOST:RUNLEDGER_PORT)")
 
 
 def pick_format(fmt: str | None, output: Path | None, tty: bool) -> str:
