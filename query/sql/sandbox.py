@@ -113,7 +113,12 @@ def check(query: str) -> None:
         raise SqlRefused(f"The query cannot be checked: {tree.get('error_message', 'unknown parse error')}")
     if len(tree.get("statements", [])) != 1:
         raise SqlRefused("Exactly one statement is allowed.")
-    _Walker(parser.builtin_functions).statement(tree["statements"][0])
+    try:
+        _Walker(parser.builtin_functions).statement(tree["statements"][0])
+    except SqlRefused:
+        raise
+    except Exception as e:  # a parse-tree shape the walker does not know: refuse, never run it
+        raise SqlRefused(f"The query uses a construct the sandbox cannot check ({type(e).__name__}).") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -205,7 +210,7 @@ class _Walker:
         catalog = str(ref.get("catalog_name", "") or "")
         if not schema and not catalog and name.lower() in ctes:
             return
-        if catalog or schema not in ("", SCHEMA) or name.lower() not in PUBLIC_VIEWS:
+        if catalog or schema.lower() not in ("", SCHEMA) or name.lower() not in PUBLIC_VIEWS:
             raise SqlRefused(f"Table {_qualified(catalog, schema, name)!s} is not allowed: queries may read only "
                              f"the public views ({', '.join(sorted(PUBLIC_VIEWS))}), not internal tables, "
                              f"files or other databases.")
@@ -226,10 +231,11 @@ class _Walker:
             self.query_node(value["subquery"]["node"], ctes)
             self.expressions([v for k, v in value.items() if k != "subquery"], ctes)
             return
-        if value.get("type") in _TABLE_REFS and "class" not in value:
+        kind = value.get("type")
+        if isinstance(kind, str) and kind in _TABLE_REFS and "class" not in value:
             self.table_ref(value, ctes)
             return
-        if value.get("type") in _QUERY_NODES and "class" not in value:
+        if isinstance(kind, str) and kind in _QUERY_NODES and "class" not in value:
             self.query_node(value, ctes)
             return
         for v in value.values():
