@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import sqlite3
 import statistics
@@ -243,6 +244,9 @@ def run(ctx: Ctx) -> list[Row]:
     import duckdb
 
     n_runs, steps = ctx.size((1_000, 100), (20_000, 500))
+    # BENCH_SQL_RUNS / BENCH_SQL_STEPS override the sizes (e.g. a mid-size run on a busy machine).
+    n_runs = int(os.environ.get("BENCH_SQL_RUNS", n_runs))
+    steps = int(os.environ.get("BENCH_SQL_STEPS", steps))
     per_rep = ctx.size(3, 5)
     qs = questions()
     rl = ctx.runledger()
@@ -291,12 +295,12 @@ def run(ctx: Ctx) -> list[Row]:
             for view in VIEWS:
                 con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{folder / (view + '.parquet')}')")
             for n, (_, q) in qs.items():
-                con.execute(q).fetchall()
+                con.sql(q).to_arrow_table()
             for _ in range(ctx.reps):
                 for n, (_, q) in qs.items():
                     for _ in range(per_rep):
                         t = time.perf_counter()
-                        con.execute(q).fetch_arrow_table()
+                        con.sql(q).to_arrow_table()
                         samples[("inprocess", n)].append(time.perf_counter() - t)
             con.close()
 
