@@ -126,11 +126,11 @@ class SqlQuery:
         self._cancelled = False
         self._reader: pa.RecordBatchReader | None = None
         try:
-            cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}")
-            cur.execute(f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'")
-            cur.execute(f"SET schema = '{SCHEMA}'")
-            # One snapshot for the answer and the log position it reflects.
-            cur.execute("BEGIN TRANSACTION READ ONLY")
+            # Our own statements, one round trip; then one snapshot for the answer and the log
+            # position it reflects.
+            cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}; "
+                        f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'; "
+                        f"SET schema = '{SCHEMA}'; BEGIN TRANSACTION READ ONLY")
             self.log_position = {str(p): o for p, o in cur.execute(
                 'SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ? ORDER BY 1',
                 [engine.topic]).fetchall()}

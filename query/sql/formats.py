@@ -172,20 +172,35 @@ class ArrowEncoder(StreamEncoder):
 
 
 class ParquetEncoder(StreamEncoder):
-    """A Parquet file (zstd), one row group per batch, written as it goes; the footer's
+    """A Parquet file (zstd), written as it goes, in row groups of up to ROW_GROUP_ROWS rows: the
+    batches of one row group are held until it is written (fewer, larger row groups make the
+    file smaller and the export about twice as fast as one row group per batch). The footer's
     key-value metadata holds `runledger.truncated` when the answer stops early."""
+
+    ROW_GROUP_ROWS = 1 << 20
 
     def begin(self, schema: pa.Schema) -> bytes:
         import pyarrow.parquet as pq
         self.sink = _Sink()
         self.writer = pq.ParquetWriter(self.sink, schema, compression="zstd")
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
         return self.sink.take()
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
-        self.writer.write_batch(batch)
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= self.ROW_GROUP_ROWS:
+            self._flush()
         return self.sink.take()
 
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending), row_group_size=max(1, self.pending_rows))
+            self.pending, self.pending_rows = [], 0
+
     def end(self, truncated: str | None) -> bytes:
+        self._flush()
         if truncated is not None:
             self.writer.add_key_value_metadata({TRUNCATED_KEY: truncated})
         self.writer.close()

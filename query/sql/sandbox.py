@@ -12,11 +12,12 @@ refused: the checker fails closed.
 
 from __future__ import annotations
 
-import json
+import functools
 import threading
 from typing import Any, Iterable
 
 import duckdb
+import orjson
 
 from runledger.query.sql.views import PUBLIC_VIEWS, SCHEMA
 
@@ -70,7 +71,7 @@ class _Parser:
         with self._lock:
             row = self._con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()
         assert row is not None
-        return json.loads(row[0])
+        return orjson.loads(row[0])
 
 
 _parser: _Parser | None = None
@@ -87,6 +88,23 @@ def _get_parser() -> _Parser:
 
 def check(query: str) -> None:
     """Raise SqlRefused unless `query` is one read-only SELECT over the public views."""
+    refusal = _refusal(query)
+    if refusal is not None:
+        raise SqlRefused(refusal)
+
+
+@functools.lru_cache(maxsize=512)
+def _refusal(query: str) -> str | None:
+    """Why `query` is refused, or None. Depends on the text alone, so dashboards repeating a
+    query are checked once."""
+    try:
+        _check(query)
+    except SqlRefused as e:
+        return e.message
+    return None
+
+
+def _check(query: str) -> None:
     if not query.strip():
         raise SqlRefused("The query is empty.")
     if len(query) > MAX_QUERY_CHARS:
