@@ -11,12 +11,11 @@ and its configuration locked, as defence in depth: the parser check is the guara
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from typing import Any
-
 import duckdb
 import pyarrow as pa
 
@@ -198,7 +197,7 @@ class SqlQuery:
                 return
             self._cancelled = True
             busy = self._busy
-        with _suppress():
+        with contextlib.suppress(Exception):
             self._cur.interrupt()
         if not busy:
             self._close()
@@ -213,19 +212,11 @@ class SqlQuery:
             self._closed = True
         self._reader = None
         self._rel = None  # type: ignore[assignment]
-        with _suppress():
+        with contextlib.suppress(Exception):
             self._cur.execute("ROLLBACK")
-        with _suppress():
+        with contextlib.suppress(Exception):
             self._cur.close()
         self.engine.release()
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is not None and issubclass(exc[0], Exception)
 
 
 def translate(e: BaseException, time_limit_ms: int) -> BaseException:
