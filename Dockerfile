@@ -9,14 +9,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-# Only what `pip install .` needs (pyproject.toml names README.md as the readme and these four
-# packages), so tests, benchmarks and local data never enter the image.
+# Only what `pip install .` needs (the client distribution it depends on, pyproject.toml, README.md and the
+# server's packages), so tests, benchmarks and local data never enter the image.
+COPY client/ client/
 COPY pyproject.toml README.md ./
 COPY ingest/ ingest/
 COPY projector/ projector/
 COPY query/ query/
 COPY runledger/ runledger/
-RUN pip install . && rm -rf /src
+RUN pip install ./client . && rm -rf /src
 
 # Unprivileged user; /data is created and chowned *before* VOLUME so a fresh named volume
 # inherits this ownership (changes after VOLUME would be discarded).

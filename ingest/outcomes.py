@@ -1,4 +1,4 @@
-"""Waiting for the projector's verdict on events this process appended (DESIGN.md invariant 5)."""
+"""Waiting for the projector's verdict on events this process appended (docs/design.md, invariant 5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The composition root: one process runs ingest, the projector and the query API.
 
-DuckDB allows one read-write process per file (DESIGN.md invariant 6), so the projector and
+DuckDB allows one read-write process per file (docs/design.md, invariant 6), so the projector and
 the API that reads its file live together; more read capacity means more replicas.
 """
 

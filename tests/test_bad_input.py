@@ -1,6 +1,6 @@
 """Bad input over raw HTTP: MLflow's error shape, code and status, and nothing half-written.
 
-DESIGN.md invariant 8. Every request goes to a real Runledger process (real Kafka, real
+docs/design.md, invariant 8. Every request goes to a real Runledger process (real Kafka, real
 DuckDB) through httpx; each test checks one behaviour. Where MLflow itself is lax (an
 unparseable enum silently ignored, 404/405 as HTML) Runledger answers with a JSON error
 instead, and the tests pin that.

@@ -1,6 +1,6 @@
 """The event codec (`ingest.contract.codec`): bytes in the log <-> Envelope.
 
-Specified here (DESIGN.md invariant 7, "the log is forever"):
+Specified here (docs/design.md, invariant 7, "the log is forever"):
 - every event type round-trips through encode/decode unchanged;
 - NaN metric values are written as JSON null (orjson cannot write NaN) and stay null in the
   decoded payload; the fold reads null as NaN. +/-inf would also become null, which is why

@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 7: the log is forever. tests/data keeps sample events of every schema
+"""docs/design.md, invariant 7: the log is forever. tests/data keeps sample events of every schema
 version ever written; each must still decode and fold to the same tables. A change to the
 event contract that breaks an old sample needs an upcaster, not an edit of the sample."""
 

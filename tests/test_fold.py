@@ -1,11 +1,11 @@
 """What the fold (`projector.fold.fold_batch`) decides, one behaviour per test.
 
-Pure fold logic, no Kafka and no DuckDB (DESIGN.md "Running it" allows this for the fold):
+Pure fold logic, no Kafka and no DuckDB (docs/design.md, "Tests" allows this for the fold):
 events are built as Envelopes, wrapped in LogRecords and folded over a FoldState. When a test
 needs more than one batch, `merge` carries state forward exactly as `projector.store` would
 load it for the next batch, so "later batch" tests exercise the same path as the projector.
 
-Specified here (DESIGN.md invariants 2, 3, 4 and 7):
+Specified here (docs/design.md, invariants 2, 3, 4 and 7):
 - params: first value stays; same value again is fine; another value is INVALID_PARAMETER_VALUE,
   and a RunBatchLogged with a conflicting param is rejected whole;
 - tags: overwrite, last value wins within one event, deleting a missing tag is

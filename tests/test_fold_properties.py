@@ -5,7 +5,7 @@ deletions, deletes, restores, updates, log-batches, dataset inputs and the odd m
 alphabets so that conflicts, NaN values and timestamp/step ties are common. Every event goes
 through `ingest.contract.codec` (encode, then decode) as it would through Kafka.
 
-Specified here (DESIGN.md invariants 1-4):
+Specified here (docs/design.md, invariants 1-4):
 (a) cutting the log into batches anywhere, carrying state between batches as the store loads
     it, gives the same tables, verdicts and audit log as folding it in one batch;
 (b) any interleaving of per-run streams that keeps each run's order gives the same tables;

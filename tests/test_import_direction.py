@@ -19,7 +19,7 @@ def _room(module: str) -> str:
     """`runledger.ingest.writer` -> "ingest"; `runledger.dialects.mlflow.reads` -> "dialects";
     `runledger.app` -> "runledger"; `duckdb` -> "duckdb"."""
     parts = module.split(".")
-    if parts[0] == "runledger" and len(parts) > 1 and parts[1] in ROOMS | {"dialects"}:
+    if parts[0] == "runledger" and len(parts) > 1 and parts[1] in ROOMS | {"dialects", "client"}:
         return parts[1]
     return parts[0]
 
@@ -37,7 +37,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def _modules(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+    """The package's own modules (not a virtual environment kept inside it, as bench/ keeps MLflow's)."""
+    return sorted(p for p in (ROOT / package).rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(ROOT).parts))
 
 
 DIALECTS = ROOT / "runledger" / "dialects"
@@ -45,6 +46,8 @@ DIALECTS = ROOT / "runledger" / "dialects"
 
 @pytest.mark.parametrize("path", _modules("ingest"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_ingest_imports_no_other_room(path: Path) -> None:
+    """The client's published limits (runledger.client.limits) are the one exception: the
+    contract both sides read."""
     assert not _imports(path) & {"projector", "query", "dialects", "runledger"}
 
 
@@ -84,3 +87,31 @@ def _raw_top_levels(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module.split(".")[0])
     return found
+
+
+CLIENT = ROOT / "client" / "runledger" / "client"
+
+
+def _full_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(CLIENT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_client_imports_nothing_from_the_server(path: Path) -> None:
+    """Only the opt-in straight-to-Kafka transport, imported when asked for, lives server-side."""
+    server_side = {m for m in _full_imports(path) if m.startswith("runledger.") and not m.startswith("runledger.client")}
+    assert server_side <= {"runledger.kafka_transport"}
+    assert not _full_imports(path) & {"duckdb", "aiokafka", "fastapi", "uvicorn", "starlette"}
+
+
+def test_ingest_reads_only_the_published_limits_from_the_client() -> None:
+    readers = {str(p.relative_to(ROOT)): {m for m in _full_imports(p) if m.startswith("runledger.client")}
+               for p in _modules("ingest")}
+    assert {m for found in readers.values() for m in found} <= {"runledger.client"}
+    assert {k for k, v in readers.items() if v} == {"ingest/limits.py"}

@@ -1,6 +1,6 @@
 """The streaming path: POST /api/runledger/v1/metrics/stream, GET /rejections, GET /lag.
 
-Real Kafka, real DuckDB, a real server process (DESIGN.md "Running it"). The stream endpoint
+Real Kafka, real DuckDB, a real server process (docs/design.md, "Tests"). The stream endpoint
 answers on Kafka's acknowledgement, so every read here polls until the projector caught up.
 """
 

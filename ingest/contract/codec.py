@@ -8,7 +8,7 @@ JSON or converting lists. Decoded, such a payload holds `{"points_table": pyarro
 the columns were.
 
 A record that cannot be decoded raises MalformedEvent with a reason; the projector records it
-as a rejection and carries on (DESIGN.md invariant 7).
+as a rejection and carries on (docs/design.md, invariant 7).
 """
 
 from __future__ import annotations
@@ -145,8 +145,10 @@ def _envelope(doc: dict[str, Any]) -> Envelope:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MalformedEvent(f"cannot upcast {etype} payload from schema_version {v}: {e!r}") from e
     ingest_time = doc.get("ingest_time")
-    if not isinstance(ingest_time, int):
-        raise MalformedEvent("ingest_time is not an integer")
+    # Bounded to int64: it lands in BIGINT columns, and the envelope is logged even when the
+    # payload is refused, so only here can it be caught before it reaches a commit.
+    if isinstance(ingest_time, bool) or not isinstance(ingest_time, int) or not -2 ** 63 <= ingest_time < 2 ** 63:
+        raise MalformedEvent(f"ingest_time is not an integer in the 64-bit range: {str(ingest_time)[:40]}")
     return Envelope(
         event_id=event_id,
         type=etype,

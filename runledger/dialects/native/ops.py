@@ -1,7 +1,7 @@
 """Operational reads outside the MLflow API: rejected events and projector freshness.
 
 The streaming endpoint answers before the projector has applied its events, so these are how
-its callers learn the rest: GET /rejections lists what the projector refused (DESIGN.md
+its callers learn the rest: GET /rejections lists what the projector refused (docs/design.md,
 invariant 5), GET /lag says how far the read model is behind the log.
 """
 

@@ -1,7 +1,7 @@
 """POST /api/runledger/v1/metrics/stream: many metric points per request, in columns.
 
 Unlike the MLflow endpoints, this path answers once Kafka has acknowledged the events
-(acks=all), not once the projector has applied them (DESIGN.md invariant 5): it is built
+(acks=all), not once the projector has applied them (docs/design.md, invariant 5): it is built
 for volume. Everything the projector would reject for a reason visible now (unknown or
 deleted run, bad key, bad number) is refused here with MLflow's error; what can only fail
 later (the run deleted before its points are applied) lands in the rejections table.
@@ -30,21 +30,20 @@ from starlette.requests import Request
 from runledger.ingest import limits
 from runledger.dialects.native import stream_arrow
 from runledger.ingest.backlog import AppendBacklog
+from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
 from runledger.dialects.mlflow.writes import acting_user
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
 
-MAX_POINTS = 100_000
-MAX_EVENT_POINTS = 50_000
-# 100k points with long keys can legitimately exceed the MLflow endpoints' 8 MiB body cap.
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# The published limits (runledger.client.limits). 100k points with long keys can legitimately
+# exceed the MLflow endpoints' 8 MiB body cap, hence a cap of the stream's own.
+MAX_POINTS = published.MAX_STREAM_REQUEST_POINTS
+MAX_EVENT_POINTS = published.MAX_EVENT_POINTS
+MAX_REQUEST_BYTES = published.MAX_STREAM_BODY_BYTES
 # Each event stays far below the topic's 16 MiB max.message.bytes, whatever the keys.
 EVENT_BYTES_BUDGET = 8 * 1024 * 1024
-# Worst-case encoded size of one point besides its key: quotes and commas, a float such as
-# -1.7976931348623157e+308, and two int64s.
-_POINT_BYTES_BESIDES_KEY = 3 + 25 + 21 + 21
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
@@ -106,7 +105,7 @@ def event_payloads(points: Points) -> list[dict[str, Any]]:
 
 
 def _points_per_event(max_key_bytes: int) -> int:
-    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + _POINT_BYTES_BESIDES_KEY)))
+    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + published.POINT_BYTES_BESIDES_KEY)))
 
 
 def log_event_ids(run_id: str, event_id: str, parts: int) -> list[str]:
@@ -139,7 +138,7 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         raise limits.invalid_value("event_id", event_id, "Expected 8 to 64 characters of [A-Za-z0-9_-].")
     # Off the event loop: the projector and the synchronous endpoints share it.
     if arrow:
-        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS)
+        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS, MAX_REQUEST_BYTES)
     else:
         checked = await run_in_threadpool(_checked_columns, doc)
     if isinstance(checked, Points):

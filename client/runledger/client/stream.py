@@ -1,5 +1,4 @@
-"""A Python client for Runledger's streaming metrics endpoint (docs/streaming.md) and its SQL
-endpoint (`sql()`, returning a pyarrow.Table; docs/sql.md).
+"""A Python client for Runledger's streaming metrics endpoint (docs/streaming.md).
 
     from runledger.client import MetricStream
 
@@ -27,7 +26,6 @@ times, after which the chunk is dropped and reported the same way.
 
 from __future__ import annotations
 
-import io
 import math
 import operator
 import random
@@ -35,24 +33,17 @@ import threading
 import time
 import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import httpx
 import orjson
 
-from runledger.ingest import limits
-from runledger.ingest.errors import InvalidParameterValue
+from runledger.client import limits
+from runledger.client.limits import MAX_EVENT_POINTS, STREAM_PATH
 
-if TYPE_CHECKING:
-    import pyarrow
-
-STREAM_PATH = "/api/runledger/v1/metrics/stream"
-# A chunk's body stays well below the endpoint's 32 MiB cap whatever the key lengths; the
-# server's own cap on points per request is 100k.
-MAX_CHUNK_BYTES = 8 * 1024 * 1024
-MAX_CHUNK_POINTS = 100_000
-MAX_EVENT_POINTS = 50_000  # the server cuts requests into events of at most this many points
-_POINT_BYTES_BESIDES_KEY = 64  # quotes, commas, a float and two int64s, generously
+# A chunk's body stays well below the endpoint's body cap whatever the key lengths.
+MAX_CHUNK_BYTES = limits.MAX_STREAM_BODY_BYTES // 4
+MAX_CHUNK_POINTS = limits.MAX_STREAM_REQUEST_POINTS
 _RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_MAX_S = 8.0
@@ -101,7 +92,11 @@ class MetricStream:
         self.retries = retries
         self._transport: _Transport
         if bootstrap_servers is not None:
-            from runledger.kafka_transport import KafkaTransport  # aiokafka only when asked for
+            try:  # the server's event encoder and aiokafka, only when asked for
+                from runledger.kafka_transport import KafkaTransport
+            except ImportError as e:
+                raise ImportError("MetricStream(bootstrap_servers=...) produces the server's own events and needs "
+                                  "the server distribution (runledger-server) installed too") from e
 
             self._transport = KafkaTransport(bootstrap_servers, topic, timeout, user)
         else:
@@ -283,15 +278,14 @@ class MetricStream:
             raise ValueError(f"metric key must be a string, got {type(key).__name__}")
         if key in self._known_keys:
             return
-        try:
-            limits.check_key(key)
-        except InvalidParameterValue as e:
-            raise ValueError(e.message) from None
+        problem = limits.key_problem(key)
+        if problem is not None:
+            raise ValueError(f"Invalid metric key {key!r}: {problem}")
         with self._cv:
             self._known_keys.add(key)
             # A chunk stays near MAX_CHUNK_BYTES whatever the keys: long keys, fewer points.
             self._max_key_bytes = max(self._max_key_bytes, len(key.encode()))
-            by_bytes = MAX_CHUNK_BYTES // (self._max_key_bytes + _POINT_BYTES_BESIDES_KEY)
+            by_bytes = MAX_CHUNK_BYTES // (self._max_key_bytes + limits.POINT_BYTES_BESIDES_KEY)
             self._chunk_limit = max(1, min(self.max_points, by_bytes))
 
     # ----- the sender thread
@@ -466,105 +460,3 @@ def _timestamp(value: int | None) -> int:
     if ts < 0:
         raise ValueError("timestamp must be non-negative")
     return ts
-
-
-# ----- SQL (docs/sql.md)
-
-SQL_PATH = "/api/runledger/v1/sql"
-
-
-class SqlQueryError(Exception):
-    """The server refused or failed a SQL query; `error_code` and `message` are its answer."""
-
-    def __init__(self, status_code: int, error_code: str | None, message: str) -> None:
-        super().__init__(f"{status_code} {error_code}: {message}")
-        self.status_code = status_code
-        self.error_code = error_code
-        self.message = message
-
-
-def default_url() -> str:
-    """The server to talk to: RUNLEDGER_URL, else MLFLOW_TRACKING_URI when it is an http(s) URL,
-    else http://RUNLEDGER_HOST:RUNLEDGER_PORT, the variables the server reads (127.0.0.1:5000)."""
-    import os
-
-    for name in ("RUNLEDGER_URL", "MLFLOW_TRACKING_URI"):
-        value = os.environ.get(name, "")
-        if value.startswith(("http://", "https://")):
-            return value.rstrip("/")
-    host = os.environ.get("RUNLEDGER_HOST") or os.environ.get("HOST") or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"http://{host}:{os.environ.get('RUNLEDGER_PORT') or os.environ.get('PORT') or 5000}"
-
-
-def sql_stream(query: str, url: str | None = None, *, format: str = "arrow", max_rows: int | None = None,
-               timeout_ms: int | None = None, timeout: float = 600,
-               headers: dict[str, str] | None = None) -> Iterator[bytes]:
-    """The raw body of a SQL answer in `format`, as it arrives (raises SqlQueryError first if
-    the server refuses the query)."""
-    body: dict[str, Any] = {"query": query, "format": format}
-    if max_rows is not None:
-        body["max_rows"] = max_rows
-    if timeout_ms is not None:
-        body["timeout_ms"] = timeout_ms
-    with httpx.Client(base_url=(url or default_url()).rstrip("/"), timeout=timeout, headers=headers) as http:
-        with http.stream("POST", SQL_PATH, json=body) as r:
-            if r.status_code >= 300:
-                r.read()
-                raise SqlQueryError(r.status_code, *_error_of(r))
-            yield from r.iter_bytes()
-
-
-def sql(query: str, url: str | None = None, *, max_rows: int | None = None, timeout_ms: int | None = None,
-        timeout: float = 600, headers: dict[str, str] | None = None) -> "pyarrow.Table":
-    """Run a read-only SQL query (docs/sql.md) and return its answer as a `pyarrow.Table`
-    (`.to_pandas()` is one call away). Streams Arrow IPC, so large answers are not copied as
-    JSON. If the server cut the answer at its byte limit (or `max_rows`), a warning says so and
-    the table's schema metadata holds `runledger.truncated`."""
-    import io
-    import warnings
-
-    import pyarrow as pa  # only SQL users need pyarrow
-
-    chunks = sql_stream(query, url, format="arrow", max_rows=max_rows, timeout_ms=timeout_ms,
-                        timeout=timeout, headers=headers)
-    reader = pa.ipc.open_stream(io.BufferedReader(_IterReader(chunks), buffer_size=1 << 20))
-    batches = []
-    truncated: str | None = None
-    while True:
-        try:
-            batch, meta = reader.read_next_batch_with_custom_metadata()
-        except StopIteration:
-            break
-        if meta is not None and b"runledger.truncated" in meta:
-            truncated = meta[b"runledger.truncated"].decode()
-        if batch.num_rows:
-            batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=reader.schema)
-    if truncated is not None:
-        warnings.warn(f"SQL answer truncated: {truncated}", stacklevel=2)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"runledger.truncated": truncated})
-    return table
-
-
-class _IterReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (for pyarrow's stream reader)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
