@@ -273,3 +273,28 @@ def test_wal_trap_refused_and_data_survives_a_crash(make_server) -> None:
         assert con.execute("SELECT count(*) FROM metrics WHERE run_id = ?", [run]).fetchone() == (50,)
     finally:
         con.close()
+
+
+def test_a_new_instance_is_prepared_again(tmp_path: Path) -> None:
+    """When the store opens a new DuckDB instance (a damaged file rebuilt), the next query
+    recreates the views and locks the new instance down before it runs."""
+    store = Store(tmp_path / "runledger.duckdb")
+    engine = SqlEngine(store, "t", SqlLimits())
+    engine.prepare("latest_metrics")
+    try:
+        store.close()
+        (tmp_path / "runledger.duckdb").unlink()
+        store.con = duckdb.connect(str(tmp_path / "runledger.duckdb"))
+        from runledger.projector.schema import create_schema
+        create_schema(store.con)
+        store._writer = store.con.cursor()
+        engine.acquire()
+        q = engine.open("SELECT count(*) AS n FROM runs")
+        try:
+            assert q.next_batch().column(0).to_pylist() == [0]
+        finally:
+            q.close()
+        with store.con.cursor() as cur, pytest.raises(duckdb.Error):
+            cur.execute("SELECT * FROM read_text('/etc/passwd')")
+    finally:
+        store.close()

@@ -63,10 +63,15 @@ class SqlEngine:
         self.limits = limits
         self._running = 0
         self._lock = threading.Lock()
+        self._latest_table = "latest_metrics"
+        self._prepared_for: duckdb.DuckDBPyConnection | None = None
 
     def prepare(self, latest_table: str) -> None:
         """Create the public views and lock the instance down. Run once at start-up, before the
-        projector writes (a locked configuration refuses later SET statements instance-wide)."""
+        projector writes (a locked configuration refuses later SET statements instance-wide),
+        and again by `open` if the store has since opened a new DuckDB instance (a damaged
+        file is rebuilt into a new one: views and lockdown go with the instance)."""
+        self._latest_table = latest_table
         con = self.store.con
         install(con, latest_table)
         for setting in ("enable_external_access = false", "autoload_known_extensions = false",
@@ -74,6 +79,7 @@ class SqlEngine:
                         "python_enable_replacements = false",
                         f"allowed_configs = {_CURSOR_SETTINGS!r}", "lock_configuration = true"):
             con.execute(f"SET {setting}")
+        self._prepared_for = con
 
     # ----- concurrency
     def acquire(self) -> None:
@@ -97,6 +103,10 @@ class SqlEngine:
             except sandbox.SqlRefused as e:
                 raise refused(e.message) from None
             limit = self.limits.time_limit_ms if time_limit_ms is None else min(time_limit_ms, self.limits.time_limit_ms)
+            if self.store.con is not self._prepared_for:
+                with self._lock:
+                    if self.store.con is not self._prepared_for:
+                        self.prepare(self._latest_table)
             cur = self.store.cursor()
         except BaseException:
             self.release()
