@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from runledger.ingest.codec import MalformedEvent, decode
 from runledger.ingest.events import Verdict
@@ -21,6 +21,9 @@ from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.store import Store
 
 log = logging.getLogger(__name__)
+
+# Kafka's record timestamp types: 0 = CreateTime (set by the producer), 1 = LogAppendTime.
+LOG_APPEND_TIME = 1
 
 VerdictSink = Callable[[dict[str, Verdict]], None]
 RawRecord = tuple[int, int, "bytes | None"]  # (partition, offset, value) as read from Kafka
@@ -287,6 +290,12 @@ def _slices(raw: list[RawRecord], max_bytes: int) -> list[list[RawRecord]]:
         out[-1].append(record)
         size += n
     return out
+
+
+def append_time(msg: ConsumerRecord) -> int | None:
+    """The record's broker-stamped append time (Unix ms), or None when the topic keeps the
+    producer's create time instead: only a broker stamp can say when a record reached the log."""
+    return msg.timestamp if msg.timestamp_type == LOG_APPEND_TIME else None
 
 
 def decode_records(raw: list[RawRecord]) -> list[LogRecord]:

@@ -1,0 +1,197 @@
+"""Issue 11 items 1 and 4, against a real broker and a real server process.
+
+The broker is stopped while log-batch, stream, runs/create and experiments/create clients write,
+kept down longer than the send timeout, and started again. Then:
+- writes resume by themselves within seconds of the broker's return (a producer whose idempotent
+  sequence broke is replaced, and the projector's consumer reconnects);
+- every acknowledged write is present exactly once;
+- DESIGN.md invariant 14: a write answered with an error (503) never takes effect later;
+- a replay of the log from offset 0 gives the same verdicts and tables.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from runledger.kafka_local import LocalKafka, free_port
+from tests.conftest import RunledgerServer
+from tests.log_tools import dump_tables, fold_into, read_topic, without_offsets
+
+KAFKA_TIMEOUT_S = 4
+DOWN_S = 15           # > the send timeout: the old producer's batches expire and its sequence breaks
+RECOVER_S = 15        # writes must succeed again this soon after the broker is back
+AFTER_S = 6           # and keep succeeding for this long after that
+
+
+@dataclass
+class Attempt:
+    kind: str
+    ident: int
+    started: float
+    status: int
+    body: dict[str, Any]
+
+
+class Writers:
+    """One thread per kind of write, each sending one request after another until stopped."""
+
+    def __init__(self, server: RunledgerServer, exp_id: str, run_id: str, tag: str) -> None:
+        self.api = f"{server.url}/api/2.0/mlflow"
+        self.stream_url = f"{server.url}/api/runledger/v1/metrics/stream"
+        self.exp_id, self.run_id, self.tag = exp_id, run_id, tag
+        self.attempts: list[Attempt] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(kind, send), daemon=True)
+                         for kind, send in (("log-batch", self._log_batch), ("stream", self._stream),
+                                            ("runs/create", self._create_run),
+                                            ("experiments/create", self._create_experiment))]
+
+    def _log_batch(self, client: httpx.Client, i: int) -> httpx.Response:
+        return client.post(f"{self.api}/runs/log-batch", json={
+            "run_id": self.run_id, "metrics": [{"key": "lb", "value": i, "timestamp": i, "step": i}]})
+
+    def _stream(self, client: httpx.Client, i: int) -> httpx.Response:
+        return client.post(self.stream_url, json={
+            "run_id": self.run_id, "event_id": f"{self.tag}-st-{i:06d}", "keys": ["st"], "values": [i],
+            "timestamps": [i], "steps": [i]})
+
+    def _create_run(self, client: httpx.Client, i: int) -> httpx.Response:
+        return client.post(f"{self.api}/runs/create", json={"experiment_id": self.exp_id, "run_name": f"rc-{i}"})
+
+    def _create_experiment(self, client: httpx.Client, i: int) -> httpx.Response:
+        return client.post(f"{self.api}/experiments/create", json={"name": f"{self.tag}-ec-{i}"})
+
+    def _loop(self, kind: str, send: Callable[[httpx.Client, int], httpx.Response]) -> None:
+        with httpx.Client(timeout=120) as client:
+            i = 0
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    r = send(client, i)
+                    status, body = r.status_code, r.json()
+                except (httpx.HTTPError, ValueError) as e:
+                    status, body = -1, {"error": repr(e)}
+                with self._lock:
+                    self.attempts.append(Attempt(kind, i, started, status, body))
+                i += 1
+                if status != 200:
+                    time.sleep(0.2)  # a client backing off a little, as MLflow's does
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(180)
+
+    def of(self, kind: str) -> list[Attempt]:
+        with self._lock:
+            return [a for a in self.attempts if a.kind == kind]
+
+
+def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return check()
+
+
+def test_writes_resume_after_a_broker_restart_and_an_error_answer_is_final(tmp_path: Path) -> None:
+    broker = LocalKafka(home=tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    broker.start()
+    tag = uuid.uuid4().hex[:8]
+    server = RunledgerServer(broker.bootstrap_servers, tmp_path / "data", f"restart-{tag}",
+                             RUNLEDGER_KAFKA_TIMEOUT=str(KAFKA_TIMEOUT_S), RUNLEDGER_SYNC_TIMEOUT="20")
+    writers: Writers | None = None
+    try:
+        server.start()
+        api = httpx.Client(base_url=f"{server.url}/api/2.0/mlflow", timeout=60)
+        exp_id = api.post("experiments/create", json={"name": f"{tag}-main"}).json()["experiment_id"]
+        run_id = api.post("runs/create", json={"experiment_id": exp_id}).json()["run"]["info"]["run_id"]
+
+        writers = Writers(server, exp_id, run_id, tag)
+        writers.start()
+        time.sleep(2)  # writes in flight
+        broker.stop()
+        time.sleep(DOWN_S)
+        broker.start()
+        back = time.monotonic()
+
+        def recovered(kind: str) -> bool:
+            late = [a for a in writers.of(kind) if a.started >= back + RECOVER_S]
+            return len(late) >= 2 and time.monotonic() >= back + RECOVER_S + AFTER_S
+
+        _wait_until(lambda: all(recovered(k) for k in ("log-batch", "stream", "runs/create",
+                                                         "experiments/create")), RECOVER_S + AFTER_S + 60)
+        writers.stop()
+
+        answered = {a.status for a in writers.attempts}
+        assert answered <= {200, 503, 504}, f"unexpected answers: {sorted(answered)}"
+        for kind in ("log-batch", "stream", "runs/create", "experiments/create"):
+            attempts = writers.of(kind)
+            late = [a for a in attempts if a.started >= back + RECOVER_S]
+            failed = [(round(a.started - back, 1), a.status, a.body.get("message", "")[:120]) for a in late
+                      if a.status != 200]
+            assert late and not failed, f"{kind} still fails {RECOVER_S}s after the broker is back: {failed[:3]}"
+            assert any(a.status != 200 for a in attempts), f"{kind} never failed: the outage did not bite"
+
+        # Every acknowledged write is there exactly once; a write answered 503 is not there.
+        def outcome(kind: str) -> tuple[set[int], set[int], set[int]]:
+            attempts = writers.of(kind)
+            return ({a.ident for a in attempts if a.status == 200}, {a.ident for a in attempts if a.status == 503},
+                    {a.ident for a in attempts if a.status == 504})
+
+        for kind, key in (("log-batch", "lb"), ("stream", "st")):
+            ok, refused, unknown = outcome(kind)
+            history = api.get("metrics/get-history", params={"run_id": run_id, "metric_key": key,
+                                                             "max_results": 100000}).json().get("metrics", [])
+            steps = [m["step"] for m in history]
+            assert sorted(s for s in steps if s in ok) == sorted(ok), f"{kind}: acknowledged points missing"
+            assert len(steps) == len(set(steps)), f"{kind}: a point is stored twice"
+            assert not set(steps) & refused, f"{kind}: points answered 503 took effect: {sorted(set(steps) & refused)}"
+            assert set(steps) <= ok | unknown
+
+        ok, refused, unknown = outcome("runs/create")
+        runs = api.post("runs/search", json={"experiment_ids": [exp_id], "max_results": 1000}).json().get("runs", [])
+        names = [r["info"]["run_name"] for r in runs if r["info"]["run_name"].startswith("rc-")]
+        created = {int(n[3:]) for n in names}
+        assert len(names) == len(created), "a run was created twice"
+        assert ok <= created, f"acknowledged runs missing: {sorted(ok - created)}"
+        assert not created & refused, f"runs answered 503 exist: {sorted(created & refused)}"
+        assert created <= ok | unknown
+
+        ok, refused, unknown = outcome("experiments/create")
+        exps = api.post("experiments/search", json={"max_results": 1000, "view_type": "ALL"}).json()["experiments"]
+        prefix = f"{tag}-ec-"
+        made = [int(e["name"][len(prefix):]) for e in exps if e["name"].startswith(prefix)]
+        assert len(made) == len(set(made)), "an experiment was created twice"
+        assert ok <= set(made), f"acknowledged experiments missing: {sorted(ok - set(made))}"
+        assert not set(made) & refused, f"experiments answered 503 exist: {sorted(set(made) & refused)}"
+        assert set(made) <= ok | unknown
+        api.close()
+    finally:
+        if writers is not None:
+            writers.stop()
+        server.stop()
+
+    # A replay of the log from offset 0 reaches the same verdicts (and tables) as the live server.
+    try:
+        live = dump_tables(str(server.duckdb_path))
+        path = str(tmp_path / "replayed.duckdb")
+        log = read_topic(broker.bootstrap_servers, server.topic, with_time=True)
+        fold_into(path, server.topic, [[(p, *rec) for p, recs in sorted(log.items()) for rec in recs]])
+        assert without_offsets(dump_tables(path)) == without_offsets(live)
+    finally:
+        broker.stop()
