@@ -138,7 +138,8 @@ def create_app(settings: Settings) -> FastAPI:
         task.add_done_callback(_report_projector_exit)
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
-        writer = Writer(event_log, board, ReadModelCatalog(store, settings, projector.cache), settings.sync_timeout)
+        writer = Writer(event_log, board, ReadModelCatalog(store, settings, projector.cache), settings.sync_timeout,
+                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000)
         app.state.store, app.state.writer, app.state.projector = store, writer, projector
         app.state.append_backlog = AppendBacklog(lambda: projector.applied_offsets,
                                                  max_age_s=settings.stream_max_lag_ms / 1000)

@@ -26,6 +26,7 @@ class Settings:
     latest_metric: str = "timestamp"        # or "step" (MLflow OSS server's rule)
     sync_timeout: float = 30.0
     kafka_timeout: float = 30.0                 # RUNLEDGER_KAFKA_TIMEOUT: wait for an ack before a 503
+    clock_margin_ms: int = 1000                 # RUNLEDGER_CLOCK_MARGIN_MS: how far the broker's clock may lag ours
     artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
     duckdb_threads: int = 1                     # RUNLEDGER_DUCKDB_THREADS
     stream_max_lag_ms: int = 100                # RUNLEDGER_STREAM_MAX_LAG_MS: streaming backpressure bound
@@ -65,6 +66,7 @@ class Settings:
             latest_metric=latest,
             sync_timeout=float(_int(env, "RUNLEDGER_SYNC_TIMEOUT", 30)),
             kafka_timeout=float(_int(env, "RUNLEDGER_KAFKA_TIMEOUT", 30)),
+            clock_margin_ms=_int(env, "RUNLEDGER_CLOCK_MARGIN_MS", 1000, minimum=0),
             artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
             stream_max_lag_ms=_int(env, "RUNLEDGER_STREAM_MAX_LAG_MS", 100),
             duckdb_threads=_int(env, "RUNLEDGER_DUCKDB_THREADS", 1),
