@@ -78,7 +78,7 @@ def interleaved_batches(log: dict[int, list[tuple[int, bytes]]], rng: random.Ran
                         max_batch: int) -> list[list[tuple[int, int, bytes]]]:
     """Merge the partitions in a random order that keeps each partition's own order, then cut
     the result into random-sized batches of (partition, offset, value)."""
-    queues = {p: [(p, o, v) for o, v in recs] for p, recs in log.items()}
+    queues = {p: [(p, *rec) for rec in recs] for p, recs in log.items()}
     merged = []
     while any(queues.values()):
         p = rng.choice([p for p, q in queues.items() if q])
@@ -127,7 +127,7 @@ def fold_into_cached(path: str, topic: str, batches: list[list[tuple[int, int, b
     try:
         for batch in batches:
             next_offsets: dict[int, int] = {}
-            for partition, offset, _ in batch:
+            for partition, offset, *_ in batch:
                 next_offsets[partition] = offset + 1
             records = decode_records(batch)
             request = cache.plan(records)
