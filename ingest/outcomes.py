@@ -24,14 +24,16 @@ class VerdictBoard:
         self._waiting.setdefault(event_id, []).append(fut)
         return fut
 
-    def forget(self, event_id: str, fut: asyncio.Future[Verdict]) -> None:
-        waiting = self._waiting.get(event_id)
-        if waiting is not None and fut in waiting:
-            waiting.remove(fut)
-            if not waiting:
-                del self._waiting[event_id]
-        if not fut.done():
-            fut.cancel()
+    def forget(self, event_id: str, fut: asyncio.Future[Verdict] | None = None) -> None:
+        """Stop waiting with `fut` (every waiter of `event_id` if None)."""
+        waiting = self._waiting.get(event_id, [])
+        for f in [fut] if fut is not None else list(waiting):
+            if f in waiting:
+                waiting.remove(f)
+            if not f.done():
+                f.cancel()
+        if not waiting:
+            self._waiting.pop(event_id, None)
 
     def resolve(self, verdicts: dict[str, Verdict]) -> None:
         if not self._waiting:

@@ -38,7 +38,6 @@ class EventLog:
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
-        self.producers_started = 0
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -70,7 +69,6 @@ class EventLog:
                     self._retire(producer)
                     raise
                 self._producer = producer
-                self.producers_started += 1
             return self._producer
 
     def _retire(self, producer: AIOKafkaProducer) -> None:
@@ -113,25 +111,26 @@ class EventLog:
             records = await asyncio.to_thread(lambda: [encode(e) for e in events])
         else:
             records = [encode(e) for e in events]
-        loop = asyncio.get_running_loop()
-        until = loop.time() + timeout
+        # One deadline for every step, without a task per step (asyncio.timeout, not wait_for):
+        # when all is well none of them suspends for long.
+        until = asyncio.get_running_loop().time() + timeout
         producer = None
         try:
-            producer = await asyncio.wait_for(self._current(timeout), timeout)
-            if not await asyncio.wait_for(self._leaders_reachable(producer, events), max(until - loop.time(), 0.001)):
-                raise LogUnreachable("no connection to the broker leading the events' partitions")
-        except (KafkaError, asyncio.TimeoutError, OSError, LogUnreachable) as e:
+            async with asyncio.timeout_at(until):
+                producer = self._producer or await self._current(timeout)
+                if not await self._leaders_reachable(producer, events):
+                    raise LogUnreachable("no connection to the broker leading the events' partitions")
+        except (KafkaError, TimeoutError, OSError, LogUnreachable) as e:
             log.warning("append to %s failed before sending: %r", self.topic, e)
             if producer is not None:
                 self._retire(producer)
             raise LogUnreachable(f"The event log (Kafka) cannot be reached: {e!r}. Nothing was sent.") from e
         try:
-            futures = [await asyncio.wait_for(producer.send(self.topic, raw, key=e.partition_key),
-                                              max(until - loop.time(), 0.001))
-                       for e, raw in zip(events, records)]
-            acks = await asyncio.wait_for(asyncio.gather(*futures), max(until - loop.time(), 0.001))
+            async with asyncio.timeout_at(until):
+                futures = [await producer.send(self.topic, raw, key=e.partition_key) for e, raw in zip(events, records)]
+                acks = await asyncio.gather(*futures)
             return [(a.partition, a.offset, a.timestamp if a.timestamp_type == _LOG_APPEND_TIME else None) for a in acks]
-        except (KafkaError, asyncio.TimeoutError, OSError) as e:
+        except (KafkaError, TimeoutError, OSError) as e:
             log.warning("append to %s failed: %r", self.topic, e)
             if producer is not None:
                 self._retire(producer)

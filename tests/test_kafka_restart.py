@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import pytest
 
 from runledger.kafka_local import LocalKafka, free_port
 from tests.conftest import RunledgerServer
@@ -28,7 +29,7 @@ from tests.log_tools import dump_tables, fold_into, read_topic, without_offsets
 
 KAFKA_TIMEOUT_S = 4
 DOWN_S = 15           # > the send timeout: the old producer's batches expire and its sequence breaks
-RECOVER_S = 15        # writes must succeed again this soon after the broker is back
+RECOVER_S = 10        # writes must succeed again this soon after the broker is back
 AFTER_S = 6           # and keep succeeding for this long after that
 
 
@@ -101,6 +102,18 @@ class Writers:
             return [a for a in self.attempts if a.kind == kind]
 
 
+def _all(api: httpx.Client, path: str, body: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """Every page of a search."""
+    out: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = api.post(path, json={**body, **({"page_token": token} if token else {})}).json()
+        out += page.get(field, [])
+        token = page.get("next_page_token")
+        if not token:
+            return out
+
+
 def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -141,7 +154,10 @@ def test_writes_resume_after_a_broker_restart_and_an_error_answer_is_final(tmp_p
 
         print({k: sorted({a.status for a in writers.of(k)}) for k in ("log-batch", "stream", "runs/create",
                                                                        "experiments/create")},
-              {s: sum(a.status == s for a in writers.attempts) for s in (200, 503, 504)})
+              {s: sum(a.status == s for a in writers.attempts) for s in (200, 503, 504)},
+              "first success after the broker was back (s):",
+              {k: round(min((a.started for a in writers.of(k) if a.status == 200 and a.started >= back),
+                            default=-1) - back, 1) for k in ("log-batch", "stream", "runs/create", "experiments/create")})
         answered = {a.status for a in writers.attempts}
         assert answered <= {200, 503, 504}, f"unexpected answers: {sorted(answered)}"
         for kind in ("log-batch", "stream", "runs/create", "experiments/create"):
@@ -169,7 +185,7 @@ def test_writes_resume_after_a_broker_restart_and_an_error_answer_is_final(tmp_p
             assert set(steps) <= ok | unknown
 
         ok, refused, unknown = outcome("runs/create")
-        runs = api.post("runs/search", json={"experiment_ids": [exp_id], "max_results": 1000}).json().get("runs", [])
+        runs = _all(api, "runs/search", {"experiment_ids": [exp_id], "max_results": 1000}, "runs")
         names = [r["info"]["run_name"] for r in runs if r["info"]["run_name"].startswith("rc-")]
         created = {int(n[3:]) for n in names}
         assert len(names) == len(created), "a run was created twice"
@@ -178,7 +194,7 @@ def test_writes_resume_after_a_broker_restart_and_an_error_answer_is_final(tmp_p
         assert created <= ok | unknown
 
         ok, refused, unknown = outcome("experiments/create")
-        exps = api.post("experiments/search", json={"max_results": 1000, "view_type": "ALL"}).json()["experiments"]
+        exps = _all(api, "experiments/search", {"max_results": 1000, "view_type": "ALL"}, "experiments")
         prefix = f"{tag}-ec-"
         made = [int(e["name"][len(prefix):]) for e in exps if e["name"].startswith(prefix)]
         assert len(made) == len(set(made)), "an experiment was created twice"
@@ -202,15 +218,20 @@ def test_writes_resume_after_a_broker_restart_and_an_error_answer_is_final(tmp_p
         broker.stop()
 
 
-def test_a_write_answered_503_while_the_broker_is_frozen_never_takes_effect(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync_timeout,frozen_s,status", [
+    (20, 7, 503),  # resumed while the writer waits to read the log: it can tell, "not applied"
+    (2, 9, 504),   # still frozen when the writer gives up: it says the outcome is unknown
+])
+def test_a_write_answered_with_an_error_while_the_broker_is_frozen_never_takes_effect(
+        tmp_path: Path, sync_timeout: int, frozen_s: int, status: int) -> None:
     """The broker freezes (SIGSTOP) with requests already on its sockets, past the send timeout,
     then resumes and processes them: the writes were answered with an error, so they must not
-    take effect (on the old code, experiments created after their 503 was sent)."""
+    take effect (on the old code, all were answered 503 and all took effect)."""
     broker = LocalKafka(home=tmp_path / "kafka", port=free_port(), controller_port=free_port())
     broker.start()
     tag = uuid.uuid4().hex[:8]
     server = RunledgerServer(broker.bootstrap_servers, tmp_path / "data", f"frozen-{tag}",
-                             RUNLEDGER_KAFKA_TIMEOUT="3", RUNLEDGER_SYNC_TIMEOUT="20")
+                             RUNLEDGER_KAFKA_TIMEOUT="3", RUNLEDGER_SYNC_TIMEOUT=str(sync_timeout))
     pid = None
     try:
         server.start()
@@ -236,7 +257,7 @@ def test_a_write_answered_503_while_the_broker_is_frozen_never_takes_effect(tmp_
                    for kind in ("experiments/create", "runs/create", "runs/log-batch") for i in range(3)]
         for t in threads:
             t.start()
-        time.sleep(3 + 4)  # past the deadline and its margin
+        time.sleep(frozen_s)  # past the deadline (3 s) and its margin (1 s)
         os.kill(pid, signal.SIGCONT)
         pid = None
         for t in threads:
@@ -244,10 +265,14 @@ def test_a_write_answered_503_while_the_broker_is_frozen_never_takes_effect(tmp_
         statuses = {k: r.status_code for k, r in answers.items()}
         print(statuses)
         assert len(answers) == 9 and set(statuses.values()) <= {200, 503, 504}, statuses
-        refused = [k for k, s in statuses.items() if s == 503]
-        assert refused, f"no write was answered 503: {statuses}"
+        refused = [k for k, s in statuses.items() if s != 200]
+        assert [k for k in refused if statuses[k] == status], f"no write was answered {status}: {statuses}"
         for k in refused:
-            assert answers[k].json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            body = answers[k].json()
+            if statuses[k] == 503:
+                assert body["error_code"] == "TEMPORARILY_UNAVAILABLE" and "Retrying is safe" in body["message"]
+            else:
+                assert body["error_code"] == "DEADLINE_EXCEEDED" and "may or may not" in body["message"]
         time.sleep(5)  # whatever the old producer still held has reached the log by now
 
         exps = {e["name"] for e in api.post("experiments/search", json={"max_results": 1000, "view_type": "ALL"}
@@ -261,7 +286,8 @@ def test_a_write_answered_503_while_the_broker_is_frozen_never_takes_effect(tmp_
         present |= {("runs/log-batch", i): steps.count(i) == 1 for i in range(3)}
         assert len(steps) == len(set(steps))
         took_effect = [k for k in refused if present[k]]
-        assert not took_effect, f"answered 503 yet applied: {took_effect}"
+        # A 504 here did not promise it; but these records reached the log late, so they are refused.
+        assert not took_effect, f"answered with an error yet applied: {took_effect}"
         assert all(present[k] for k, s in statuses.items() if s == 200)
         api.close()
     finally:
