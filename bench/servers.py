@@ -352,8 +352,8 @@ class RunledgerServer:
         """Start the process without waiting; returns the monotonic time it was spawned."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap, "DATA_DIR": str(self.data_dir),
-               "PORT": str(self.port), "RUNLEDGER_TOPIC": self.topic, **self.env}
+        env = {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap, "RUNLEDGER_DATA_DIR": str(self.data_dir),
+               "RUNLEDGER_PORT": str(self.port), "RUNLEDGER_TOPIC": self.topic, **self.env}
         t0 = time.monotonic()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "runledger.cli", "serve"], env=env, cwd=ROOT,

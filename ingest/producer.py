@@ -6,7 +6,7 @@ send timeout), the numbering has a gap and every later batch is refused with
 OutOfOrderSequenceNumber; the producer cannot recover by itself. So any failed append retires
 the producer and the next append starts a fresh one (a new producer id, numbering from zero).
 Exactly-once effect does not rest on the producer alone: every event carries an id and the
-fold applies an id once (DESIGN.md invariant 3).
+fold applies an id once (docs/design.md, invariant 3).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from runledger.ingest.codec import encode
+from runledger.ingest.contract.codec import encode
+from runledger.ingest.contract.events import Envelope
 from runledger.ingest.errors import LogUnavailable, LogUnreachable
-from runledger.ingest.events import Envelope
 
 log = logging.getLogger(__name__)
 

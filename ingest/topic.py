@@ -2,7 +2,7 @@
 
 Records are stamped by the broker with their append time (LogAppendTime): the fold compares
 that stamp with each event's deadline, so whether a write counts depends only on the log
-(DESIGN.md invariants 2 and 14). A topic created before that setting existed is switched on
+(docs/design.md, invariants 2 and 14). A topic created before that setting existed is switched on
 start; records already in it keep their producer timestamps and carry no deadline.
 """
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
 from runledger.ingest.catalog import Catalog, RunRef
-from runledger.ingest.errors import (InvalidParameterValue, LogUnavailable, LogUnreachable, MlflowError, OutcomeUnknown,
-                                     ProjectionTimeout, ResourceDoesNotExist)
-from runledger.ingest.events import LATE_EVENT, Envelope, Verdict
+from runledger.ingest.contract.events import LATE_EVENT, Envelope, Verdict
+from runledger.ingest.errors import (InvalidParameterValue, LogUnavailable, LogUnreachable, OutcomeUnknown,
+                                     ProjectionTimeout, ResourceDoesNotExist, RunledgerError)
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
 
@@ -32,7 +32,7 @@ Settle = Callable[[float], Awaitable[bool]]
 
 
 class Writer:
-    """Appends events and reports their fate. An error answer is final (DESIGN.md invariant 14):
+    """Appends events and reports their fate. An error answer is final (docs/design.md, invariant 14):
 
     every event gets a deadline (now + the send timeout) and the fold refuses a record the
     broker appended after it. Without an acknowledgement by the deadline (plus `clock_margin`
@@ -52,7 +52,7 @@ class Writer:
         self.clock_margin = clock_margin
 
     async def commit(self, event: Envelope) -> Verdict:
-        """Append `event`, wait until the projector has applied it; raise its rejection as an MlflowError."""
+        """Append `event`, wait until the projector has applied it; raise its rejection as a RunledgerError."""
         return (await self._commit([event]))[0]
 
     async def commit_many(self, events: list[Envelope]) -> list[Verdict]:
@@ -82,7 +82,7 @@ class Writer:
                 raise LogUnavailable(f"The event log (Kafka) did not take the write in time: {verdict.message}")
             if not verdict.applied:
                 code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
-                raise MlflowError(verdict.message, code)
+                raise RunledgerError(verdict.message, code)
         return list(verdicts)
 
     async def append(self, events: list[Envelope]) -> list[tuple[int, int]]:

@@ -27,8 +27,7 @@ import duckdb
 import orjson
 
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.models_routes import ModelRef
-from runledger.ingest.request import Fields
+from runledger.ingest.catalog import ModelRef
 from runledger.query.search_filter import (
     _LIST_OPS, _NUMERIC_OPS, _STRING_OPS, Comparison, SearchFilterError, _parse_filter, _Profile,
 )
@@ -151,7 +150,7 @@ def get_logged_model(cur: duckdb.DuckDBPyConnection, model_id: str, *, allow_del
 
 
 class ReadModelModelCatalog:
-    """ingest.models_routes.ModelCatalog answered from the read model."""
+    """ingest.catalog.ModelCatalog answered from the read model."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -172,13 +171,13 @@ class ReadModelModelCatalog:
 # ----- search
 
 @dataclass(frozen=True)
-class _Dataset:
+class DatasetFilter:
     name: str
     digest: str | None
 
 
 @dataclass(frozen=True)
-class _Order:
+class ModelOrder:
     field_name: str
     ascending: bool
     dataset_name: str | None
@@ -189,29 +188,7 @@ class _Order:
                 "dataset_digest": self.dataset_digest}
 
 
-def parse_datasets(items: list[Fields]) -> list[_Dataset]:
-    out = []
-    for d in items:
-        name = d.str("dataset_name")
-        if not name:
-            raise InvalidParameterValue("`dataset_name` in the `datasets` clause must be specified.")
-        out.append(_Dataset(name, d.str("dataset_digest") or None))
-    return out
-
-
-def parse_order_by(items: list[Fields]) -> list[_Order]:
-    out = []
-    for ob in items:
-        field_name = ob.str("field_name") or ""
-        ascending = ob.data.get("ascending", True)
-        if not isinstance(ascending, bool):
-            raise InvalidParameterValue(f"Invalid value {ascending!r} for parameter '{ob.path}ascending' supplied: "
-                                        "Expected a boolean.")
-        out.append(_Order(field_name, ascending, ob.str("dataset_name") or None, ob.str("dataset_digest") or None))
-    return out
-
-
-def _dataset_clause(datasets: list[_Dataset], params: list[Any]) -> str:
+def _dataset_clause(datasets: list[DatasetFilter], params: list[Any]) -> str:
     parts = []
     for d in datasets:
         if d.digest is None:
@@ -223,7 +200,7 @@ def _dataset_clause(datasets: list[_Dataset], params: list[Any]) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def compile_where(comparisons: list[Comparison], datasets: list[_Dataset]) -> tuple[str, list[Any]]:
+def compile_where(comparisons: list[Comparison], datasets: list[DatasetFilter]) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     has_metric = False
@@ -258,7 +235,7 @@ def compile_where(comparisons: list[Comparison], datasets: list[_Dataset]) -> tu
     return (" AND ".join(f"({p})" for p in parts) if parts else "TRUE"), params
 
 
-def compile_order_by(order: list[_Order]) -> tuple[str, list[Any]]:
+def compile_order_by(order: list[ModelOrder]) -> tuple[str, list[Any]]:
     items: list[str] = []
     params: list[Any] = []
     has_creation = has_model_id = False
@@ -294,14 +271,14 @@ def compile_order_by(order: list[_Order]) -> tuple[str, list[Any]]:
     return ", ".join(items), params
 
 
-def _encode_token(experiment_ids: list[str], filter_string: str | None, order: list[_Order], offset: int) -> str:
+def _encode_token(experiment_ids: list[str], filter_string: str | None, order: list[ModelOrder], offset: int) -> str:
     # MLflow's own token layout (SearchLoggedModelsPaginationToken): base64 JSON naming the query.
     doc = {"experiment_ids": experiment_ids, "filter_string": filter_string,
            "order_by": [o.as_json() for o in order] or None, "offset": offset}
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
-def _decode_token(token: str, experiment_ids: list[str], filter_string: str | None, order: list[_Order]) -> int:
+def _decode_token(token: str, experiment_ids: list[str], filter_string: str | None, order: list[ModelOrder]) -> int:
     try:
         doc = orjson.loads(base64.b64decode(token.encode(), validate=True))
         if not isinstance(doc, dict):
@@ -328,15 +305,14 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
 
 
 def search_logged_models(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
-                         datasets: list[Fields], max_results: int | None, order_by: list[Fields],
+                         datasets: list[DatasetFilter], max_results: int | None, order_by: list[ModelOrder],
                          page_token: str | None) -> dict[str, Any]:
     """One page of active logged models of `experiment_ids`, as MLflow's search."""
     filter_string = filter_string or None
     for exp_id in experiment_ids:
         if not exp_id.strip().lstrip("-").isdigit():
             raise InvalidParameterValue(f"Invalid experiment ID '{exp_id}'. Experiment ID must be a valid integer.")
-    dataset_filters = parse_datasets(datasets)
-    order = parse_order_by(order_by)
+    dataset_filters, order = datasets, order_by
     if max_results is None or max_results == 0:
         max_results = DEFAULT_MAX_RESULTS
     if not 0 < max_results <= MAX_RESULTS_LIMIT:

@@ -27,7 +27,7 @@ VIEW_TYPES = {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3, 1: 1, 2: 2, 3: 3}
 MAX_RESULTS_LIMIT = 50000
 
 # A run is deleted if it was deleted itself or its experiment is (resolved here, at read
-# time, rather than by rewriting the runs of another partition: DESIGN.md invariant 2). Pages of
+# time, rather than by rewriting the runs of another partition: docs/design.md, invariant 2). Pages of
 # runs resolve it in `runs_json`, searches in `search_sql.compile_runs_search`.
 
 

@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per session, Runledger servers as real processes.
 
-Broker order (DESIGN.md "Running it"): KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers
+Broker order (docs/design.md, "Tests"): KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers
 when a Docker engine answers; else the local broker provisioned from Maven jars. If none
 works the session fails with the reason; nothing is skipped.
 """
@@ -75,8 +75,8 @@ class RunledgerServer:
         return self.data_dir / "runledger.duckdb"
 
     def start(self, timeout: float = 60.0) -> "RunledgerServer":
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATA_DIR": str(self.data_dir),
-               "PORT": str(self.port), "RUNLEDGER_TOPIC": self.topic, **self.env}
+        env = {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "RUNLEDGER_DATA_DIR": str(self.data_dir),
+               "RUNLEDGER_PORT": str(self.port), "RUNLEDGER_TOPIC": self.topic, **self.env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "runledger.cli", "serve"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -131,7 +131,7 @@ def make_server(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunledgerServer]:
-    """One server per test module (timestamp rule), for tests that only add their own runs."""
+    """One server per test module (default settings), for tests that only add their own runs."""
     s = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("data"), f"test-{uuid.uuid4().hex[:12]}")
     s.start()
     yield s

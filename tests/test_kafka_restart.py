@@ -5,7 +5,7 @@ kept down longer than the send timeout, and started again. Then:
 - writes resume by themselves within seconds of the broker's return (a producer whose idempotent
   sequence broke is replaced, and the projector's consumer reconnects);
 - every acknowledged write is present exactly once;
-- DESIGN.md invariant 14: a write answered with an error (503) never takes effect later;
+- docs/design.md, invariant 14: a write answered with an error (503) never takes effect later;
 - a replay of the log from offset 0 gives the same verdicts and tables.
 """
 

@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 14 in the fold: an event whose record the broker appended after the
+"""docs/design.md, invariant 14 in the fold: an event whose record the broker appended after the
 event's deadline is refused (the writer has answered it with an error by then), its id stays
 free for the client's retry, and the verdict depends only on the log (replays agree).
 
@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runledger.ingest.codec import decode, encode
-from runledger.ingest.events import LATE_EVENT, Envelope
+from runledger.ingest.contract.codec import decode, encode
+from runledger.ingest.contract.events import LATE_EVENT, Envelope
 from runledger.projector.fold import FoldState, LogRecord, fold_batch
 from tests.log_tools import dump_tables, fold_into, fold_into_cached, interleaved_batches, without_offsets
 from tests.test_fold import create_run, log_metrics as metrics, log_params

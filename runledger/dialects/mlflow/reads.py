@@ -16,16 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
-from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import reader
+from runledger.dialects import services
 
 
 def _cursor(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.store.cursor()
+    return services.reader(request).cursor()
 
 
 def _latest_table(request: Request) -> str:
-    return request.app.state.settings.latest_table
+    return services.reader(request).latest_table
 
 
 def _json(content: dict[str, Any]) -> Response:
@@ -74,7 +75,7 @@ def get_run(request: Request) -> Response:
     if not run_id:
         raise missing("run_id")
     with _cursor(request) as cur:
-        run = reader.get_run(cur, run_id, _latest_table(request), request.app.state.run_cache)
+        run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     return _json({"run": run})
@@ -86,7 +87,7 @@ def _search_runs(request: Request, f: Fields) -> Response:
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
             order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
-            cursors=request.app.state.search_cursors, cache=request.app.state.run_cache)
+            cursors=services.reader(request).search_cursors, cache=services.reader(request).run_cache)
     return _json(found)
 
 
@@ -102,8 +103,8 @@ def get_metric_history(request: Request) -> Any:
         raise missing("run_id")
     key = f.req_str("metric_key")
     max_results = f.int64("max_results")
-    cur = _cursor(request)
     if max_results is None and not f.str("page_token"):
+        cur = services.reader(request).open_cursor()
         # The whole series, streamed in chunks instead of materialised as one list.
         def chunks():  # type: ignore[no-untyped-def]
             try:
@@ -111,7 +112,7 @@ def get_metric_history(request: Request) -> Any:
             finally:
                 cur.close()
         return StreamingResponse(chunks(), media_type="application/json")
-    with cur:
+    with _cursor(request) as cur:
         return reader.metric_history(cur, run_id, key, max_results=max_results, page_token=f.str("page_token"))
 
 

@@ -1,6 +1,6 @@
 """MLflow's write endpoints for experiments and runs. Each turns a request into one event.
 
-All of them are synchronous (DESIGN.md invariant 5): they answer after the projector has
+All of them are synchronous (docs/design.md, invariant 5): they answer after the projector has
 applied the event, with MLflow's error when it was rejected.
 """
 
@@ -15,13 +15,15 @@ import pyarrow.compute as pc
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from runledger.ingest import codec, limits, metric_table
+from runledger.ingest import limits
+from runledger.ingest.contract import codec, metric_table
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from runledger.ingest.events import Envelope, metrics_columns
-from runledger.ingest.model_metrics import model_metric_columns
-from runledger.ingest.request import Fields, json_body, missing
+from runledger.ingest.contract.events import Envelope, metrics_columns
+from runledger.dialects.mlflow.model_metrics import model_metric_columns
+from runledger.dialects.request import Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
-from runledger.ingest.writer import Writer, new_event, now_ms
+from runledger.ingest.writer import Writer, new_event
+from runledger.dialects import services
 
 RUN_NAME_TAG = "mlflow.runName"
 _STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
@@ -40,7 +42,7 @@ def acting_user(request: Request) -> str:
 
 
 def _writer(request: Request) -> Writer:
-    return request.app.state.writer
+    return services.writer(request)
 
 
 def _run_id(f: Fields) -> str:
@@ -54,11 +56,13 @@ def _experiment_id(f: Fields, name: str = "experiment_id") -> str:
     return limits.check_experiment_id(f.req_str(name))
 
 
-def parse_status(value: Any) -> str:
+def parse_status(value: Any) -> str | None:
+    """A run status by name or number. An unknown name is None (the status stays as it is), as
+    mlflow server answers it: its protobuf parser drops enum names it does not know."""
     if isinstance(value, int) and not isinstance(value, bool) and value in _STATUS_NUMBERS:
         return _STATUS_NUMBERS[value]
-    if isinstance(value, str) and value in _STATUSES:
-        return value
+    if isinstance(value, str):
+        return value if value in _STATUSES else None
     raise limits.invalid_value("status", value, f"Run status must be one of {sorted(_STATUSES)}.")
 
 
@@ -134,7 +138,7 @@ _VALUE = operator.itemgetter("value")
 
 def _plain_metric_table(raw: list[Any]) -> pa.Table | None:
     """`_plain_metric_columns` for a large batch, straight to the Arrow table its event carries
-    (ingest.codec): Arrow converts the metric objects in one call and the checks run on whole
+    (ingest.contract.codec): Arrow converts the metric objects in one call and the checks run on whole
     columns, where the loop costs a few Python operations per point and the lists are then
     converted again. Accepts exactly what that loop accepts, except infinities (which JSON
     cannot spell); None sends the batch down the loop or the general path."""
@@ -200,7 +204,7 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     writer = _writer(request)
     event = new_event("ExperimentCreated", {
         "name": name, "artifact_location": artifact_location,
-        "artifact_root": request.app.state.settings.artifact_root, "tags": tags,
+        "artifact_root": services.settings(request).artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
     return {"experiment_id": verdict.result["experiment_id"]}
@@ -282,7 +286,7 @@ async def create_run(request: Request) -> dict[str, Any]:
     event = Envelope(
         event_id=event.event_id, type=event.type, experiment_id=exp_id, run_id=run_id,
         ingest_time=event.ingest_time, user=event.user,
-        payload={"run_name": run_name, "start_time": f.int64("start_time", default=now_ms()),
+        payload={"run_name": run_name, "start_time": f.int64("start_time", default=0),
                  "user_id": f.str("user_id") or "", "tags": tags,
                  "artifact_uri": f"{exp.artifact_location.rstrip('/')}/{run_id}/artifacts"})
     await writer.commit(event)
@@ -339,8 +343,16 @@ async def log_metric(request: Request) -> dict[str, Any]:
     return {}
 
 
+def _run_id_type_first(f: Fields) -> None:
+    """MLflow checks a request's fields in its schema's order, run_id first: with run_id and value
+    both of the wrong type, the error names run_id."""
+    f.str("run_id")
+    f.str("run_uuid")
+
+
 async def log_param(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
+    _run_id_type_first(f)
     params = _params([f])
     await _commit_run_event(request, "ParamsLogged", f, {"params": params})
     return {}
@@ -348,6 +360,7 @@ async def log_param(request: Request) -> dict[str, Any]:
 
 async def set_tag(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
+    _run_id_type_first(f)
     tags = _tags([f], limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
     if not f.has("value"):
         raise missing("value")

@@ -2,7 +2,7 @@
 
 Every event travels in an `Envelope`; the `type` names one fact and `payload` carries that
 fact's fields. Payloads are plain JSON objects (documented per type below) so that an event
-written by any past version of Runledger can still be read: `ingest.codec` upcasts old
+written by any past version of Runledger can still be read: `ingest.contract.codec` upcasts old
 schema versions before the projector sees them.
 
 Payloads by type (schema version 1):
@@ -33,7 +33,7 @@ Every event written by the server's writer carries `deadline` (Unix ms): the tim
 must have reached the log. The topic stamps each record with the broker's append time
 (LogAppendTime); the fold refuses an event whose record was appended after its deadline
 (`LATE_EVENT`), so a write the server already answered with an error never takes effect
-later (DESIGN.md invariant 14). Events without a deadline (older ones, or produced straight
+later (docs/design.md, invariant 14). Events without a deadline (older ones, or produced straight
 to Kafka) are folded as before.
 
 MetricsLogged (and RunBatchLogged's metrics) may carry three more columns, present only when
