@@ -14,6 +14,7 @@ from runledger.ingest.errors import (InvalidParameterValue, LogUnavailable, LogU
                                      ProjectionTimeout, ResourceDoesNotExist, RunledgerError)
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
+from runledger.ingest.contract import entities
 
 
 def now_ms() -> int:
@@ -143,9 +144,8 @@ class Writer:
         """Fail early, with MLflow's error, for writes the projector would reject anyway."""
         run = self.catalog.run(run_id)
         if run is None:
-            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            raise ResourceDoesNotExist(entities.run_not_found(run_id))
         for stage in (run.lifecycle_stage, run.experiment_lifecycle_stage):
             if stage != "active":
-                raise InvalidParameterValue(
-                    f"The run {run_id} must be in the 'active' state. Current state is {stage}.")
+                raise InvalidParameterValue(entities.run_not_active(run_id, stage))
         return run

@@ -16,18 +16,15 @@ descending (unless ordered on), then model id ascending (unless ordered on).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import orjson
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.catalog import ModelRef
+from runledger.query import page_token as tokens
 from runledger.query.search_filter import (
     _LIST_OPS, _NUMERIC_OPS, _STRING_OPS, Comparison, SearchFilterError, _parse_filter, _Profile,
 )
@@ -275,15 +272,13 @@ def _encode_token(experiment_ids: list[str], filter_string: str | None, order: l
     # MLflow's own token layout (SearchLoggedModelsPaginationToken): base64 JSON naming the query.
     doc = {"experiment_ids": experiment_ids, "filter_string": filter_string,
            "order_by": [o.as_json() for o in order] or None, "offset": offset}
-    return base64.b64encode(json.dumps(doc).encode()).decode()
+    return tokens.encode(doc, urlsafe=False)
 
 
 def _decode_token(token: str, experiment_ids: list[str], filter_string: str | None, order: list[ModelOrder]) -> int:
     try:
-        doc = orjson.loads(base64.b64decode(token.encode(), validate=True))
-        if not isinstance(doc, dict):
-            raise ValueError("not an object")
-    except (ValueError, binascii.Error, orjson.JSONDecodeError) as e:
+        doc = tokens.decode(token, urlsafe=False)
+    except tokens.BadPageToken as e:
         raise InvalidParameterValue(f"Invalid page token: {token}. {e}") from None
     if doc.get("experiment_ids") != experiment_ids:
         raise InvalidParameterValue(
@@ -299,7 +294,7 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
             "Order by in the page token does not match the requested order by. "
             f"Expected: {wanted}. Found: {doc.get('order_by')}")
     offset = doc.get("offset") or 0
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+    if not tokens.non_negative_int(offset):
         raise InvalidParameterValue(f"Invalid page token: {token}.")
     return offset
 

@@ -6,7 +6,6 @@ NaN is the string "NaN".
 
 from __future__ import annotations
 
-import base64
 import math
 import operator
 import warnings
@@ -17,6 +16,7 @@ import orjson
 import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue
+from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql
 from runledger.query.run_cache import RunCache
 from runledger.query.run_info import info_json
@@ -311,7 +311,7 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
             else rendered_runs(cur, page, latest_table, experiment_ids, cache))
     out: dict[str, Any] = {"runs": runs}
     if len(ids) > offset + limit:
-        out["next_page_token"] = base64.urlsafe_b64encode(orjson.dumps({"cursor": cursor, "offset": offset + limit})).decode()
+        out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": offset + limit})
     return _compact(out)
 
 
@@ -343,13 +343,13 @@ warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", cat
 
 def _decode_cursor_token(token: str) -> tuple[str, int]:
     try:
-        doc = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor, offset = doc["cursor"], doc["offset"]
-        if not isinstance(cursor, str) or not isinstance(offset, int) or offset < 0:
-            raise ValueError
-        return cursor, offset
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}") from None
+        doc = tokens.decode(token)
+    except tokens.BadPageToken:
+        doc = {}
+    cursor, offset = doc.get("cursor"), doc.get("offset")
+    if not isinstance(cursor, str) or not tokens.non_negative_int(offset):
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}")
+    return cursor, offset
 
 
 # ----- metric history
@@ -439,16 +439,16 @@ def _stage_clause(column: str, view_type: Any) -> str:
 
 
 def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"offset": offset})).decode()
+    return tokens.encode({"offset": offset})
 
 
 def decode_page_token(token: str | None) -> int:
     if not token:
         return 0
     try:
-        offset = orjson.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-        if not isinstance(offset, int) or offset < 0:
-            raise ValueError
-        return offset
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}") from None
+        offset = tokens.decode(token).get("offset")
+    except tokens.BadPageToken:
+        offset = None
+    if not tokens.non_negative_int(offset):
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}")
+    return offset

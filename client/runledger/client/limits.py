@@ -19,6 +19,9 @@ MAX_STREAM_REQUEST_POINTS = 100_000
 MAX_EVENT_POINTS = 50_000
 # Bytes of one stream request's body.
 MAX_STREAM_BODY_BYTES = 32 * 1024 * 1024
+# Worst-case JSON size of one point besides its key: quotes and commas, a float such as
+# -1.7976931348623157e+308, and two int64s. Sizes requests and events whatever the keys.
+POINT_BYTES_BESIDES_KEY = 3 + 25 + 21 + 21
 
 # Keys of metrics, params and tags (MLflow's rules, mlflow/utils/validation.py).
 MAX_KEY_LENGTH = 250

@@ -44,7 +44,6 @@ from runledger.client.limits import MAX_EVENT_POINTS, STREAM_PATH
 # A chunk's body stays well below the endpoint's body cap whatever the key lengths.
 MAX_CHUNK_BYTES = limits.MAX_STREAM_BODY_BYTES // 4
 MAX_CHUNK_POINTS = limits.MAX_STREAM_REQUEST_POINTS
-_POINT_BYTES_BESIDES_KEY = 64  # quotes, commas, a float and two int64s, generously
 _RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_MAX_S = 8.0
@@ -286,7 +285,7 @@ class MetricStream:
             self._known_keys.add(key)
             # A chunk stays near MAX_CHUNK_BYTES whatever the keys: long keys, fewer points.
             self._max_key_bytes = max(self._max_key_bytes, len(key.encode()))
-            by_bytes = MAX_CHUNK_BYTES // (self._max_key_bytes + _POINT_BYTES_BESIDES_KEY)
+            by_bytes = MAX_CHUNK_BYTES // (self._max_key_bytes + limits.POINT_BYTES_BESIDES_KEY)
             self._chunk_limit = max(1, min(self.max_points, by_bytes))
 
     # ----- the sender thread

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import Fields
 from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 
 def model_metric_columns(items: list[Fields], request: Request) -> dict[str, list[Any]]:
@@ -25,7 +26,7 @@ def model_metric_columns(items: list[Fields], request: Request) -> dict[str, lis
     catalog = services.models(request)
     for model_id in dict.fromkeys(m for m in model_ids if m):
         if catalog.logged_model(model_id) is None:
-            raise InvalidParameterValue(f"Logged model with ID '{model_id}' not found.")
+            raise InvalidParameterValue(entities.model_not_found(model_id))
     return {
         "model_ids": model_ids,
         "dataset_names": [f.str("dataset_name") or None for f in items],

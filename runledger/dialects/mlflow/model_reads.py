@@ -13,6 +13,7 @@ from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import models_reader
 from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 
 def get_logged_model(request: Request, model_id: str) -> dict[str, Any]:
@@ -20,7 +21,7 @@ def get_logged_model(request: Request, model_id: str) -> dict[str, Any]:
     with services.reader(request).cursor() as cur:
         model = models_reader.get_logged_model(cur, model_id, allow_deleted=allow_deleted)
     if model is None:
-        raise ResourceDoesNotExist(f"Logged model with ID '{model_id}' not found.")
+        raise ResourceDoesNotExist(entities.model_not_found(model_id))
     return {"model": model}
 
 

@@ -26,6 +26,7 @@ from runledger.dialects.mlflow.writes import _writer, acting_user
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import new_event
 from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 MAX_MODEL_NAME_LENGTH = 500       # MLflow's logged_models.name column
 MAX_MODEL_TYPE_LENGTH = 500       # logged_models.model_type
@@ -107,7 +108,7 @@ def parse_final_status(value: Any) -> str:
 def _existing(request: Request, model_id: str) -> ModelRef:
     model = _catalog(request).logged_model(model_id)
     if model is None:
-        raise ResourceDoesNotExist(f"Logged model with ID '{model_id}' not found.")
+        raise ResourceDoesNotExist(entities.model_not_found(model_id))
     return model
 
 
@@ -131,10 +132,10 @@ async def create_logged_model(request: Request) -> dict[str, Any]:
     tags = parse_model_tags(f.objects("tags"))
     exp = _writer(request).catalog.experiment(exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     if exp.lifecycle_stage != "active":
         raise InvalidParameterValue(
-            f"The experiment {exp_id} must be in the 'active' state. Current state is {exp.lifecycle_stage}.")
+            entities.experiment_not_active(exp_id, exp.lifecycle_stage))
     model_id = f"m-{uuid.uuid4().hex}"
     model = ModelRef(model_id, exp_id, "active")
     await _commit_model_event(request, "LoggedModelCreated", model, {

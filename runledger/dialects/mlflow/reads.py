@@ -19,6 +19,7 @@ from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import reader
 from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 
 def _cursor(request: Request):  # type: ignore[no-untyped-def]
@@ -40,7 +41,7 @@ def get_experiment(request: Request) -> dict[str, Any]:
     with _cursor(request) as cur:
         exp = reader.get_experiment(cur, exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     return {"experiment": exp}
 
 
@@ -77,7 +78,7 @@ def get_run(request: Request) -> Response:
     with _cursor(request) as cur:
         run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:
-        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        raise ResourceDoesNotExist(entities.run_not_found(run_id))
     return _json({"run": run})
 
 
@@ -109,6 +110,11 @@ def get_metric_history(request: Request) -> Any:
         def chunks():  # type: ignore[no-untyped-def]
             try:
                 yield from reader.iter_metric_history_json(cur, run_id, key)
+            except Exception as e:
+                # Too late for an error status: the response is cut off, but a damaged file
+                # is still reported, so the projector rebuilds it.
+                services.reader(request).streamed_read_failed(e)
+                raise
             finally:
                 cur.close()
         return StreamingResponse(chunks(), media_type="application/json")

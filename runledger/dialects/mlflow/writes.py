@@ -24,10 +24,9 @@ from runledger.dialects.request import Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
+from runledger.ingest.contract import entities
 
-RUN_NAME_TAG = "mlflow.runName"
-_STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
-_STATUSES = frozenset(_STATUS_NUMBERS.values())
+RUN_NAME_TAG = entities.RUN_NAME_TAG
 
 
 def acting_user(request: Request) -> str:
@@ -59,11 +58,11 @@ def _experiment_id(f: Fields, name: str = "experiment_id") -> str:
 def parse_status(value: Any) -> str | None:
     """A run status by name or number. An unknown name is None (the status stays as it is), as
     mlflow server answers it: its protobuf parser drops enum names it does not know."""
-    if isinstance(value, int) and not isinstance(value, bool) and value in _STATUS_NUMBERS:
-        return _STATUS_NUMBERS[value]
+    if isinstance(value, int) and not isinstance(value, bool) and value in entities.RUN_STATUS_NUMBERS:
+        return entities.RUN_STATUS_NUMBERS[value]
     if isinstance(value, str):
-        return value if value in _STATUSES else None
-    raise limits.invalid_value("status", value, f"Run status must be one of {sorted(_STATUSES)}.")
+        return value if value in entities.RUN_STATUSES else None
+    raise limits.invalid_value("status", value, f"Run status must be one of {sorted(entities.RUN_STATUSES)}.")
 
 
 def _tags(items: list[Fields], value_limit: int, *, truncate: bool) -> list[list[str]]:
@@ -218,7 +217,7 @@ async def _experiment_event(request: Request, type_: str, payload_fields: tuple[
         payload[name] = f.req_str(name, allow_empty=name == "value")
     writer = _writer(request)
     if writer.catalog.experiment(exp_id) is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     await writer.commit(new_event(type_, payload, user=acting_user(request), experiment_id=exp_id))
     return {}
 
@@ -277,10 +276,9 @@ async def create_run(request: Request) -> dict[str, Any]:
     run_name = run_name or tag_name or generate_run_name()
     exp = writer.catalog.experiment(exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     if exp.lifecycle_stage != "active":
-        raise InvalidParameterValue(
-            f"The experiment {exp_id} must be in the 'active' state. Current state is {exp.lifecycle_stage}.")
+        raise InvalidParameterValue(entities.experiment_not_active(exp_id, exp.lifecycle_stage))
     event = new_event("RunCreated", {}, user=acting_user(request), experiment_id=exp_id)
     run_id = event.event_id  # a fresh uuid4 hex, as MLflow's run ids are
     event = Envelope(
@@ -321,7 +319,7 @@ async def _run_lifecycle(request: Request, type_: str) -> dict[str, Any]:
     run_id = _run_id(f)
     run = writer.catalog.run(run_id)
     if run is None:
-        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        raise ResourceDoesNotExist(entities.run_not_found(run_id))
     await writer.commit(new_event(type_, {}, user=acting_user(request), run_id=run_id,
                                   experiment_id=run.experiment_id))
     return {}
@@ -412,7 +410,7 @@ async def _bulk_lifecycle(request: Request, type_: str, stage: str, bound: str) 
         raise limits.invalid_value("max_runs", max_runs, f"It must be between 1 and {MAX_BULK_RUNS}.")
     writer = _writer(request)
     if writer.catalog.experiment(exp_id) is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     if type_ == "RunDeleted":
         ids = writer.catalog.run_ids(exp_id, lifecycle_stage=stage, started_at_or_before=limit_ms, limit=max_runs)
     else:

@@ -44,9 +44,6 @@ MAX_EVENT_POINTS = published.MAX_EVENT_POINTS
 MAX_REQUEST_BYTES = published.MAX_STREAM_BODY_BYTES
 # Each event stays far below the topic's 16 MiB max.message.bytes, whatever the keys.
 EVENT_BYTES_BUDGET = 8 * 1024 * 1024
-# Worst-case encoded size of one point besides its key: quotes and commas, a float such as
-# -1.7976931348623157e+308, and two int64s.
-_POINT_BYTES_BESIDES_KEY = 3 + 25 + 21 + 21
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
@@ -108,7 +105,7 @@ def event_payloads(points: Points) -> list[dict[str, Any]]:
 
 
 def _points_per_event(max_key_bytes: int) -> int:
-    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + _POINT_BYTES_BESIDES_KEY)))
+    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + published.POINT_BYTES_BESIDES_KEY)))
 
 
 def log_event_ids(run_id: str, event_id: str, parts: int) -> list[str]:
@@ -141,7 +138,7 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         raise limits.invalid_value("event_id", event_id, "Expected 8 to 64 characters of [A-Za-z0-9_-].")
     # Off the event loop: the projector and the synchronous endpoints share it.
     if arrow:
-        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS)
+        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS, MAX_REQUEST_BYTES)
     else:
         checked = await run_in_threadpool(_checked_columns, doc)
     if isinstance(checked, Points):
