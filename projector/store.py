@@ -77,7 +77,7 @@ class Store:
     cursor guarded by a lock so that `load_state`/`apply` never interleave.
     """
 
-    def __init__(self, path: Path | str, threads: int | None = None) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = str(path)
         self.con = duckdb.connect(self.path)
         version = stored_version(self.con)
@@ -93,6 +93,9 @@ class Store:
         create_schema(self.con)
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
+        if memory_limit is not None:
+            # Unset, DuckDB takes 80% of RAM for its buffers and keeps what a big sort grew to.
+            self.con.execute("SET memory_limit = ?", [memory_limit])
         self._writer = self.con.cursor()
         self._lock = threading.Lock()
         self.visibility = Visibility()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any, AsyncIterator
 
 import orjson
@@ -38,6 +39,7 @@ from runledger.query.search_cursors import SearchCursors
 from runledger.query import routes as query_routes
 from runledger.query import ops_routes
 from runledger.query import models_reader, models_routes as query_models_routes
+from runledger import http_guards
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
-        store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
+        store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
         app.state.run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(app.state.run_cache.drop_changed)
         board = VerdictBoard()
@@ -202,9 +204,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
-        return OrjsonResponse({"error_code": "INTERNAL_ERROR", "message": f"Internal error: {exc!r}"},
-                              status_code=500)
+        # The traceback goes to the log under the request id; the caller gets only the id, never
+        # exception text (it can carry SQL, paths or values of other requests).
+        rid = http_guards.request_id(request.scope) or uuid.uuid4().hex
+        log.error("unhandled error on %s %s, request id %s", request.method, request.url.path, rid,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return OrjsonResponse({"error_code": "INTERNAL_ERROR", "message": f"Internal error; request id {rid}"},
+                              status_code=500, headers={http_guards.REQUEST_ID_HEADER: rid})
+
+    # Outermost last: the request id is set before the host check, so refusals carry it too.
+    app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
+    app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(http_guards.RequestIdMiddleware)
 
     return app
 
