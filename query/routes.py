@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.ingest.request import Fields, json_body, missing, query_fields
-from runledger.query import reader
+from runledger.query import memory, reader
 
 
 def _cursor(request: Request):  # type: ignore[no-untyped-def]
@@ -101,18 +101,18 @@ def get_metric_history(request: Request) -> Any:
     if not run_id:
         raise missing("run_id")
     key = f.req_str("metric_key")
-    max_results = f.int64("max_results")
+    limit, offset = reader.history_page_bounds(f.int64("max_results"), f.str("page_token"))
     cur = _cursor(request)
-    if max_results is None and not f.str("page_token"):
-        # The whole series, streamed in chunks instead of materialised as one list.
-        def chunks():  # type: ignore[no-untyped-def]
-            try:
-                yield from reader.iter_metric_history_json(cur, run_id, key)
-            finally:
-                cur.close()
-        return StreamingResponse(chunks(), media_type="application/json")
-    with cur:
-        return reader.metric_history(cur, run_id, key, max_results=max_results, page_token=f.str("page_token"))
+
+    # Streamed in chunks instead of materialised as one list, paged or not (a page may be the
+    # whole history); the memory the read grew is handed back once it is sent.
+    def chunks():  # type: ignore[no-untyped-def]
+        try:
+            yield from reader.iter_metric_history_json(cur, run_id, key, limit, offset)
+        finally:
+            cur.close()
+            memory.release_after_large_read()
+    return StreamingResponse(chunks(), media_type="application/json")
 
 
 def build_router() -> APIRouter:

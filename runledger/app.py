@@ -32,7 +32,7 @@ from runledger.ingest.writer import Writer, new_event
 from runledger.projector.consumer import Projector
 from runledger.projector.fold_cache import FoldCache
 from runledger.projector.store import ReadModelUnavailable, Store
-from runledger.query import datasets_routes, history_routes, reader
+from runledger.query import datasets_routes, history_routes, memory, reader
 from runledger.query.run_cache import RunCache
 from runledger.query.run_info import run_info_json
 from runledger.query.search_cursors import SearchCursors
@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)
+        releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings, projector.cache), settings.sync_timeout)
@@ -150,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_default_experiment(writer, settings)
             yield
         finally:
+            releaser.cancel()
             await projector.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
