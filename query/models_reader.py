@@ -27,6 +27,7 @@ import duckdb
 import orjson
 
 from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.limits import shown_value
 from runledger.ingest.models_routes import ModelRef
 from runledger.ingest.request import Fields
 from runledger.query.search_filter import (
@@ -205,7 +206,7 @@ def parse_order_by(items: list[Fields]) -> list[_Order]:
         field_name = ob.str("field_name") or ""
         ascending = ob.data.get("ascending", True)
         if not isinstance(ascending, bool):
-            raise InvalidParameterValue(f"Invalid value {ascending!r} for parameter '{ob.path}ascending' supplied: "
+            raise InvalidParameterValue(f"Invalid value {shown_value(ascending)} for parameter '{ob.path}ascending' supplied: "
                                         "Expected a boolean.")
         out.append(_Order(field_name, ascending, ob.str("dataset_name") or None, ob.str("dataset_digest") or None))
     return out
@@ -307,7 +308,7 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
         if not isinstance(doc, dict):
             raise ValueError("not an object")
     except (ValueError, binascii.Error, orjson.JSONDecodeError) as e:
-        raise InvalidParameterValue(f"Invalid page token: {token}. {e}") from None
+        raise InvalidParameterValue(f"Invalid page token: {shown_value(token)}. {e}") from None
     if doc.get("experiment_ids") != experiment_ids:
         raise InvalidParameterValue(
             "Experiment IDs in the page token do not match the requested experiment IDs. "
@@ -322,8 +323,8 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
             "Order by in the page token does not match the requested order by. "
             f"Expected: {wanted}. Found: {doc.get('order_by')}")
     offset = doc.get("offset") or 0
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise InvalidParameterValue(f"Invalid page token: {token}.")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 2 ** 62:  # an SQL BIGINT
+        raise InvalidParameterValue(f"Invalid page token: {shown_value(token)}.")
     return offset
 
 
@@ -334,7 +335,8 @@ def search_logged_models(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list
     filter_string = filter_string or None
     for exp_id in experiment_ids:
         if not exp_id.strip().lstrip("-").isdigit():
-            raise InvalidParameterValue(f"Invalid experiment ID '{exp_id}'. Experiment ID must be a valid integer.")
+            raise InvalidParameterValue(
+                f"Invalid experiment ID {shown_value(exp_id)}. Experiment ID must be a valid integer.")
     dataset_filters = parse_datasets(datasets)
     order = parse_order_by(order_by)
     if max_results is None or max_results == 0:
@@ -346,7 +348,7 @@ def search_logged_models(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list
     try:
         where, where_params = compile_where(parse_models_filter(filter_string), dataset_filters)
     except SearchFilterError as e:
-        raise InvalidParameterValue(f"Invalid filter string: {filter_string!r}. {e}") from e
+        raise InvalidParameterValue(f"Invalid filter string: {shown_value(filter_string)}. {e}") from e
     order_sql, order_params = compile_order_by(order)
     ids = [r[0] for r in cur.execute(
         "SELECT lm.model_id FROM logged_models lm WHERE lm.lifecycle_stage != 'deleted' "

@@ -452,7 +452,7 @@ def _max_results(value: int | None, default: int) -> int:
 def _view_code(view_type: Any) -> int:
     if view_type is None:
         return 1
-    if isinstance(view_type, str) and view_type.strip().isdigit():  # a query string's "3"
+    if view_type in ("1", "2", "3"):  # a query string's "3"
         view_type = int(view_type)
     # only a str or an int can be a view type; a list or an object is not even a dict key
     code = VIEW_TYPES.get(view_type) if type(view_type) in (str, int) else None

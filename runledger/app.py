@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 RUNLEDGER_PREFIX = "/api/runledger/v1"
 VERSION = "0.1.0"
+MAX_ERROR_MESSAGE_CHARS = 2000
 
 
 class OrjsonResponse(JSONResponse):
@@ -187,7 +188,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(MlflowError)
     async def mlflow_error(request: Request, exc: MlflowError) -> Response:
-        return OrjsonResponse(exc.body(), status_code=exc.status_code)
+        body = exc.body()
+        if len(body["message"]) > MAX_ERROR_MESSAGE_CHARS:  # a value echoed whole somewhere: never a megabyte back
+            body["message"] = body["message"][:MAX_ERROR_MESSAGE_CHARS] + "..."
+        return OrjsonResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(ReadModelUnavailable)
     async def read_model_unavailable(request: Request, exc: ReadModelUnavailable) -> Response:
