@@ -9,14 +9,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-# Only what `pip install .` needs (pyproject.toml names README.md as the readme and these four
-# packages), so tests, benchmarks and local data never enter the image.
+# Only what `pip install .` needs (the client distribution it depends on, pyproject.toml, README.md and the
+# server's packages), so tests, benchmarks and local data never enter the image.
+COPY client/ client/
 COPY pyproject.toml README.md ./
 COPY ingest/ ingest/
 COPY projector/ projector/
 COPY query/ query/
 COPY runledger/ runledger/
-RUN pip install . && rm -rf /src
+RUN pip install ./client . && rm -rf /src
 
 # Unprivileged user; /data is created and chowned *before* VOLUME so a fresh named volume
 # inherits this ownership (changes after VOLUME would be discarded).
@@ -27,14 +28,14 @@ USER runledger
 
 # Listen on all interfaces inside the container (the default, 127.0.0.1, is unreachable
 # through a port mapping); DuckDB read model and artifacts live under /data.
-ENV HOST=0.0.0.0 \
-    DATA_DIR=/data
+ENV RUNLEDGER_HOST=0.0.0.0 \
+    RUNLEDGER_DATA_DIR=/data
 VOLUME /data
 EXPOSE 5000
 
 # /health only answers once start-up (topic check, projector start, default experiment) is
 # done, so healthy means ready. No curl in the slim image: use python's urllib.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '5000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RUNLEDGER_PORT', '5000'), timeout=4)"]
 
 CMD ["runledger", "serve"]

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/memory_probe.py [--server-root DIR] [--points 6000000] [--clients 2]
 
-Starts a local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and one `runledger serve`
+Starts a local Kafka broker (unless RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS is set) and one `runledger serve`
 from --server-root (default: this checkout; point it at an export of another commit, with its
 own .venv, to compare), then reports the server's RSS (VmRSS of the process) at each stage:
 
@@ -88,14 +88,16 @@ def main() -> int:
     broker = None
     proc = None
     try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = os.environ.get("RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
             broker = LocalKafka(home=scratch / "kafka", port=free_port(), controller_port=free_port())
             broker.start()
             bootstrap = broker.bootstrap_servers
         port = free_port()
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATA_DIR": str(scratch / "data"),
-               "PORT": str(port), "RUNLEDGER_TOPIC": f"memprobe-{uuid.uuid4().hex[:8]}"}
+        # Both spellings of the settings: older commits (compared with --server-root) read the short ones.
+        env = {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+               "RUNLEDGER_DATA_DIR": str(scratch / "data"), "DATA_DIR": str(scratch / "data"),
+               "RUNLEDGER_PORT": str(port), "PORT": str(port), "RUNLEDGER_TOPIC": f"memprobe-{uuid.uuid4().hex[:8]}"}
         proc = subprocess.Popen([str(server_python), "-m", "runledger.cli", "serve"], env=env, cwd=args.server_root,
                                 stdout=open(scratch / "server.log", "wb"), stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"

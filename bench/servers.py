@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from runledger.kafka_local import LocalKafka, free_port
+from runledger.server_process import ServerProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -332,38 +333,29 @@ class RunledgerServer:
     def __init__(self, kafka: Kafka, scratch: Path, topic: str | None = None, data_dir: Path | None = None,
                  **env: str) -> None:
         self.kafka = kafka
-        self.topic = topic or f"bench-{uuid.uuid4().hex[:10]}"
-        self.data_dir = data_dir or scratch / f"runledger-{uuid.uuid4().hex[:8]}"
-        self.env = env
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        # The process itself is the one the test suite starts (runledger.server_process).
+        self.process = ServerProcess(kafka.bootstrap, data_dir or scratch / f"runledger-{uuid.uuid4().hex[:8]}",
+                                     topic or f"bench-{uuid.uuid4().hex[:10]}", **env)
         self.rss: RssSampler | None = None
         self.startup_s = 0.0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def duckdb_path(self) -> Path:
-        return self.data_dir / "runledger.duckdb"
+    topic = property(lambda self: self.process.topic)
+    data_dir = property(lambda self: self.process.data_dir)
+    port = property(lambda self: self.process.port)
+    url = property(lambda self: self.process.url)
+    duckdb_path = property(lambda self: self.process.duckdb_path)
+    proc = property(lambda self: self.process.proc)
+    log_path = property(lambda self: self.process.log_path)
 
     def spawn(self) -> float:
         """Start the process without waiting; returns the monotonic time it was spawned."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap, "DATA_DIR": str(self.data_dir),
-               "PORT": str(self.port), "RUNLEDGER_TOPIC": self.topic, **self.env}
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "runledger.cli", "serve"], env=env, cwd=ROOT,
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.rss = RssSampler(self.proc.pid)
+        t0 = self.process.spawn(cwd=ROOT)
+        self.rss = RssSampler(self.process.proc.pid)
         return t0
 
     def wait_ready(self, timeout: float = 120.0) -> float:
-        assert self.proc is not None
-        return _wait_http(f"{self.url}/health", self.proc, timeout, self.log_path)
+        return self.process.wait_ready(timeout)
 
     def start(self) -> "RunledgerServer":
         t0 = self.spawn()
@@ -376,7 +368,7 @@ class RunledgerServer:
         if self.rss is not None:
             self.rss.stop()
         if self.proc is not None:
-            _terminate(self.proc, timeout=30)
+            self.process.stop(timeout=30)
         return self.stats()
 
     def stats(self) -> dict:

@@ -42,3 +42,22 @@ class Catalog(Protocol):
     def run_json(self, run_id: str) -> dict[str, Any]:
         """The MLflow Run JSON ({info, data, inputs, outputs}) of an existing run."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    model_id: str
+    experiment_id: str
+    lifecycle_stage: str
+
+
+class ModelCatalog(Protocol):
+    """What the model endpoints read before and after they write (filled in by the composition root)."""
+
+    def logged_model(self, model_id: str) -> ModelRef | None:
+        """The model, deleted or not, or None."""
+        ...
+
+    def logged_model_json(self, model_id: str) -> dict[str, Any]:
+        """The MLflow LoggedModel JSON ({info, data}) of an existing model, deleted or not."""
+        ...

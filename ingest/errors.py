@@ -1,24 +1,15 @@
-"""Errors a caller can see, each carrying MLflow's error_code and HTTP status.
+"""The one error hierarchy: every failure a caller can see, whatever API it came through.
 
-The FastAPI app maps the whole family once (runledger.app) to
-`{"error_code": ..., "message": ...}` with the status below.
+An error carries a code (MLflow's ErrorCode names, the most widely scripted against) and a
+message. It knows nothing of HTTP: each dialect room maps the family once to its wire shape
+and status (runledger.dialects.errors; MLflow's `{"error_code", "message"}` and its statuses).
 """
 
 from __future__ import annotations
 
-# MLflow's ErrorCode -> HTTP status (mlflow/exceptions.py); unknown codes are 500.
-HTTP_STATUS = {
-    "INVALID_PARAMETER_VALUE": 400, "BAD_REQUEST": 400, "RESOURCE_ALREADY_EXISTS": 400,
-    "RESOURCE_DOES_NOT_EXIST": 404, "ENDPOINT_NOT_FOUND": 404, "NOT_FOUND": 404,
-    "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401, "RESOURCE_CONFLICT": 409, "ABORTED": 409,
-    "REQUEST_LIMIT_EXCEEDED": 429, "RESOURCE_EXHAUSTED": 429, "INTERNAL_ERROR": 500,
-    "INVALID_STATE": 500, "NOT_IMPLEMENTED": 501, "TEMPORARILY_UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504, "METHOD_NOT_ALLOWED": 405,
-}
 
-
-class MlflowError(Exception):
-    """Base of every user-visible failure; `error_code` picks the HTTP status."""
+class RunledgerError(Exception):
+    """Base of every user-visible failure."""
 
     error_code = "INTERNAL_ERROR"
 
@@ -28,37 +19,47 @@ class MlflowError(Exception):
         if error_code is not None:
             self.error_code = error_code
 
-    @property
-    def status_code(self) -> int:
-        return HTTP_STATUS.get(self.error_code, 500)
 
-    def body(self) -> dict[str, str]:
-        return {"error_code": self.error_code, "message": self.message}
+# Transitional name, kept while older branches merge in; new code raises RunledgerError.
+MlflowError = RunledgerError
 
 
-class InvalidParameterValue(MlflowError):
+class InvalidParameterValue(RunledgerError):
     error_code = "INVALID_PARAMETER_VALUE"
 
 
-class ResourceDoesNotExist(MlflowError):
+class BadRequest(RunledgerError):
+    error_code = "BAD_REQUEST"
+
+
+class ResourceDoesNotExist(RunledgerError):
     error_code = "RESOURCE_DOES_NOT_EXIST"
 
 
-class ResourceAlreadyExists(MlflowError):
+class ResourceAlreadyExists(RunledgerError):
     error_code = "RESOURCE_ALREADY_EXISTS"
 
 
-class EndpointNotFound(MlflowError):
+class EndpointNotFound(RunledgerError):
     error_code = "ENDPOINT_NOT_FOUND"
 
 
-class LogUnavailable(MlflowError):
-    """Kafka did not acknowledge the write; nothing was acknowledged, so retrying is safe."""
-
+class TemporarilyUnavailable(RunledgerError):
     error_code = "TEMPORARILY_UNAVAILABLE"
 
 
-class ProjectionTimeout(MlflowError):
+class LogUnavailable(TemporarilyUnavailable):
+    """Kafka did not acknowledge the write; nothing was acknowledged, so retrying is safe."""
+
+
+class ProjectionTimeout(RunledgerError):
     """The write is in the log but the projector did not apply it within the wait limit."""
 
     error_code = "DEADLINE_EXCEEDED"
+
+
+class InternalError(RunledgerError):
+    """A fault of ours (a bug, a damaged read model). Its message is logged, never sent: the
+    caller gets a request id to quote."""
+
+    error_code = "INTERNAL_ERROR"

@@ -1,17 +1,20 @@
-"""MLflow's size, count and naming limits (mlflow/utils/validation.py, 3.x), in one place."""
+"""MLflow's size, count and naming limits (mlflow/utils/validation.py, 3.x), in one place.
+
+What a client must respect is published in runledger.client.limits (the client distribution);
+the numbers and the key rule are read from there, and every request is still checked here."""
 
 from __future__ import annotations
 
-import posixpath
 import re
 import urllib.parse
 from typing import Any
 
 import orjson
 
+from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 
-MAX_KEY_LENGTH = 250
+MAX_KEY_LENGTH = published.MAX_KEY_LENGTH
 MAX_PARAM_VALUE_LENGTH = 6000        # longer values are truncated, as MLflow does by default
 MAX_RUN_TAG_VALUE_LENGTH = 8000      # likewise truncated
 MAX_EXPERIMENT_NAME_LENGTH = 500
@@ -20,7 +23,8 @@ MAX_BATCH_METRICS = 1000
 MAX_BATCH_PARAMS = 100
 MAX_BATCH_TAGS = 100
 MAX_BATCH_ENTITIES = 1000
-MAX_DOUBLE = 1.7976931348623157e308
+MAX_DOUBLE = published.MAX_DOUBLE
+clamp_metric_value = published.clamp_metric_value
 MAX_ARTIFACT_LOCATION_LENGTH = 2048  # MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH's default
 # A request body above this is refused with 400 before it is parsed. One request becomes one
 # event, and an event never outgrows its request by more than a few KB, so this keeps every
@@ -29,7 +33,6 @@ MAX_ARTIFACT_LOCATION_LENGTH = 2048  # MLFLOW_ARTIFACT_LOCATION_MAX_LENGTH's def
 # request the MLflow client sends (a full log-batch) is about 1.5 MB.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
-_NAME = re.compile(r"^[/\w.\- :]*$")
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 _EXPERIMENT_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,63}$")
 
@@ -71,17 +74,14 @@ def _jsonable(value: Any) -> bool:
 
 
 def check_key(key: str, path: str = "key") -> str:
-    """A metric, param or tag key: MLflow's characters, length, and no path tricks."""
-    if not _NAME.match(key):
-        raise invalid_value(path, key, "Names may only contain alphanumerics, underscores (_), dashes (-), "
-                                       "periods (.), spaces ( ), colon(:) and slashes (/).")
-    norm = posixpath.normpath(key)
-    if norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"):
-        raise invalid_value(path, key, "Names may be treated as files in certain cases, and must not resolve "
-                                       f"to other names when treated as such. This name would resolve to {norm!r}")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidParameterValue(f"'{path}' exceeds the maximum length of {MAX_KEY_LENGTH} characters")
-    return key
+    """A metric, param or tag key: MLflow's characters, length, and no path tricks (the rule is
+    the published one, runledger.client.limits.key_problem)."""
+    problem = published.key_problem(key)
+    if problem is None:
+        return key
+    if problem == published.KEY_TOO_LONG:  # MLflow words this one without echoing the value
+        raise InvalidParameterValue(f"'{path}' {problem}")
+    raise invalid_value(path, key, problem)
 
 
 def key_ok(key: str) -> bool:
@@ -136,15 +136,6 @@ def request_too_large(size: int, limit: int = MAX_REQUEST_BYTES, *, at_least: bo
 
 def truncate(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[:limit]
-
-
-def clamp_metric_value(value: float) -> float:
-    """+/-inf is stored as +/-max double, as MLflow's SQL store does; NaN is kept."""
-    if value == float("inf"):
-        return MAX_DOUBLE
-    if value == float("-inf"):
-        return -MAX_DOUBLE
-    return value
 
 
 def check_batch_sizes(n_metrics: int, n_params: int, n_tags: int) -> None:

@@ -1,10 +1,10 @@
-"""Waiting for the projector's verdict on events this process appended (DESIGN.md invariant 5)."""
+"""Waiting for the projector's verdict on events this process appended (docs/design.md, invariant 5)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.events import Verdict
 
 
 class VerdictBoard:

@@ -8,9 +8,9 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from runledger.ingest.codec import encode
+from runledger.ingest.contract.codec import encode
 from runledger.ingest.errors import LogUnavailable
-from runledger.ingest.events import Envelope
+from runledger.ingest.contract.events import Envelope
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,11 @@ import uuid
 from typing import Any
 
 from runledger.ingest.catalog import Catalog, RunRef
-from runledger.ingest.errors import InvalidParameterValue, MlflowError, ProjectionTimeout, ResourceDoesNotExist
-from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.errors import InvalidParameterValue, ProjectionTimeout, RunledgerError, ResourceDoesNotExist
+from runledger.ingest.contract.events import Envelope, Verdict
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
+from runledger.ingest.contract import entities
 
 
 def now_ms() -> int:
@@ -32,7 +33,7 @@ class Writer:
         self.wait_timeout = wait_timeout
 
     async def commit(self, event: Envelope) -> Verdict:
-        """Append `event`, wait until the projector has applied it; raise its rejection as an MlflowError."""
+        """Append `event`, wait until the projector has applied it; raise its rejection as a RunledgerError."""
         fut = self.board.expect(event.event_id)
         try:
             await self.log.append([event])
@@ -45,7 +46,7 @@ class Writer:
             self.board.forget(event.event_id)
         if not verdict.applied:
             code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
-            raise MlflowError(verdict.message, code)
+            raise RunledgerError(verdict.message, code)
         return verdict
 
     async def commit_many(self, events: list[Envelope]) -> list[Verdict]:
@@ -67,7 +68,7 @@ class Writer:
         for verdict in verdicts:
             if not verdict.applied:
                 code = verdict.error_code if verdict.error_code != "MALFORMED_EVENT" else "INTERNAL_ERROR"
-                raise MlflowError(verdict.message, code)
+                raise RunledgerError(verdict.message, code)
         return list(verdicts)
 
     async def append(self, events: list[Envelope]) -> list[tuple[int, int]]:
@@ -78,9 +79,8 @@ class Writer:
         """Fail early, with MLflow's error, for writes the projector would reject anyway."""
         run = self.catalog.run(run_id)
         if run is None:
-            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            raise ResourceDoesNotExist(entities.run_not_found(run_id))
         for stage in (run.lifecycle_stage, run.experiment_lifecycle_stage):
             if stage != "active":
-                raise InvalidParameterValue(
-                    f"The run {run_id} must be in the 'active' state. Current state is {stage}.")
+                raise InvalidParameterValue(entities.run_not_active(run_id, stage))
         return run

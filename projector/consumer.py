@@ -1,7 +1,7 @@
 """The projector loop: read the log from Kafka, fold it, apply it to DuckDB.
 
 Each replica reads every partition of the topic (no consumer group: each folds the full log
-into its own file, DESIGN.md invariant 6) and starts from the offsets stored in DuckDB.
+into its own file, docs/design.md, invariant 6) and starts from the offsets stored in DuckDB.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runledger.ingest.codec import MalformedEvent, decode
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.codec import MalformedEvent, decode
+from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.store import Store

@@ -1,12 +1,12 @@
 """The fold: a pure function from (state, log records) to (table changes, verdicts).
 
 No I/O and no clock: every decision depends only on the state loaded for the batch and on the
-records themselves, so replaying the log gives the same tables (DESIGN.md invariants 1-2).
+records themselves, so replaying the log gives the same tables (docs/design.md, invariants 1-2).
 The result never depends on where batch boundaries fall: everything the fold remembers across
 events of one batch (event ids, first param values, latest metrics) is also what the store
 loads at the start of the next batch.
 
-Rules (DESIGN.md invariant 4) live in the `_on_<EventType>` handlers below. A handler first
+Rules (docs/design.md, invariant 4) live in the `_on_<EventType>` handlers below. A handler first
 parses and checks everything, then mutates the working state, so a rejected event changes
 nothing.
 """
@@ -19,8 +19,8 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runledger.ingest import metric_table
-from runledger.ingest.events import Envelope, Verdict
+from runledger.ingest.contract import metric_table
+from runledger.ingest.contract.events import Envelope, Verdict
 from runledger.projector import rules, step_cover
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
@@ -319,7 +319,9 @@ class _Fold:
         if new_name == exp.name:
             return
         if new_name in self._names:
-            raise Rejected("RESOURCE_ALREADY_EXISTS", f"Experiment(name={new_name}) already exists.")
+            # mlflow server answers a rename onto a taken name with BAD_REQUEST (its unique
+            # constraint), not RESOURCE_ALREADY_EXISTS as for create.
+            raise Rejected("BAD_REQUEST", f"Experiment(name={new_name}) already exists.")
         del self._names[exp.name]
         self._names[new_name] = exp.experiment_id
         self._put_experiment(replace(exp, name=new_name, last_update_time=ev.ingest_time))
@@ -327,15 +329,16 @@ class _Fold:
     def _on_ExperimentDeleted(self, ev: Envelope) -> None:
         exp = self._active_experiment(ev)
         if exp.lifecycle_stage == "deleted":
-            raise Rejected("INVALID_PARAMETER_VALUE",
-                           f"Cannot delete an already deleted experiment {exp.experiment_id}.")
+            # As mlflow server: a deleted experiment is not found among the active ones.
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={exp.experiment_id} exists")
         self._put_experiment(replace(exp, lifecycle_stage="deleted", deleted_time=ev.ingest_time,
                                      last_update_time=ev.ingest_time))
 
     def _on_ExperimentRestored(self, ev: Envelope) -> None:
         exp = self._active_experiment(ev)
         if exp.lifecycle_stage == "active":
-            raise Rejected("INVALID_PARAMETER_VALUE", f"Cannot restore an active experiment {exp.experiment_id}.")
+            # As mlflow server: an active experiment is not found among the deleted ones.
+            raise Rejected("RESOURCE_DOES_NOT_EXIST", f"No Experiment with id={exp.experiment_id} exists")
         self._put_experiment(replace(exp, lifecycle_stage="active", deleted_time=None,
                                      last_update_time=ev.ingest_time))
 
@@ -455,7 +458,7 @@ class _Fold:
                 self.changes.datasets[key] = {**d, "run_id": run.run_id, "experiment_id": run.experiment_id,
                                               "logged_time": ev.ingest_time}
 
-    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.events
+    # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.contract.events
     def logged_model(self, model_id: str) -> LoggedModelRow | None:
         return self.changes.models.get(model_id) or self.s.models.get(model_id)
 
@@ -538,7 +541,7 @@ class _Fold:
     def _put_model_metrics(self, run: RunRow, links: list[tuple[str, str, int, int, float, str | None, str | None]]
                            ) -> None:
         # Linked by model id only: whether the model exists is another partition's business,
-        # resolved by a join at query time (DESIGN.md invariant 2).
+        # resolved by a join at query time (docs/design.md, invariant 2).
         for model_id, key, ts, step, value, ds_name, ds_digest in links:
             self.changes.model_metrics.setdefault((model_id, key, ts, step, run.run_id),
                                                   (value, ds_name, ds_digest, run.experiment_id))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from rbloom import Bloom
 
-from runledger.ingest.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
+from runledger.ingest.contract.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
 from runledger.projector.fold import LATEST_RULES, FoldResult, FoldState, LogRecord
 from runledger.projector.rows import ExperimentRow, LatestPoint, RunRow
 from runledger.projector.step_cover import Cover

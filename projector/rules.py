@@ -8,10 +8,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runledger.ingest.contract.entities import RUN_NAME_TAG, RUN_STATUSES
 from runledger.projector.rows import LatestPoint
 
-RUN_NAME_TAG = "mlflow.runName"
-RUN_STATUSES = frozenset({"RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"})
+__all__ = ["RUN_NAME_TAG", "RUN_STATUSES", "newer"]
 
 
 def newer(rule: str, new: LatestPoint, old: LatestPoint) -> bool:

@@ -2,7 +2,7 @@
 
 `apply` writes the batch's rows, the event log, the rejections and the consumer offsets in
 ONE transaction, so a crash at any instant leaves either all of a batch or none of it, and
-the offsets say exactly where to resume (DESIGN.md invariant 3).
+the offsets say exactly where to resume (docs/design.md, invariant 3).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.events import Verdict
+from runledger.ingest.errors import TemporarilyUnavailable
 from runledger.projector.fold import BatchChanges, FoldState, LogRecord
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
@@ -27,7 +28,7 @@ from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_sc
 log = logging.getLogger(__name__)
 
 
-class ReadModelUnavailable(RuntimeError):
+class ReadModelUnavailable(TemporarilyUnavailable):
     """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
 
 
@@ -67,11 +68,11 @@ class Visibility:
             if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
                 raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")
             if self.committed < target:
-                raise ReadModelUnavailable(f"the projector stopped before committing acknowledged writes: {self.failure!r}")
+                raise ReadModelUnavailable("the projector stopped before committing acknowledged writes; see the server log")
 
 
 class Store:
-    """Owns the process's only read-write DuckDB connection (DESIGN.md invariant 6).
+    """Owns the process's only read-write DuckDB connection (docs/design.md, invariant 6).
 
     Readers get their own cursors via `cursor()`; the projector's writes go through one
     cursor guarded by a lock so that `load_state`/`apply` never interleave.

@@ -16,20 +16,16 @@ descending (unless ordered on), then model id ascending (unless ordered on).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import orjson
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.limits import shown_value
-from runledger.ingest.models_routes import ModelRef
-from runledger.ingest.request import Fields
+from runledger.ingest.catalog import ModelRef
+from runledger.query import page_token as tokens
 from runledger.query.search_filter import (
     _LIST_OPS, _NUMERIC_OPS, _STRING_OPS, Comparison, SearchFilterError, _parse_filter, _Profile,
 )
@@ -152,7 +148,7 @@ def get_logged_model(cur: duckdb.DuckDBPyConnection, model_id: str, *, allow_del
 
 
 class ReadModelModelCatalog:
-    """ingest.models_routes.ModelCatalog answered from the read model."""
+    """ingest.catalog.ModelCatalog answered from the read model."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -173,13 +169,13 @@ class ReadModelModelCatalog:
 # ----- search
 
 @dataclass(frozen=True)
-class _Dataset:
+class DatasetFilter:
     name: str
     digest: str | None
 
 
 @dataclass(frozen=True)
-class _Order:
+class ModelOrder:
     field_name: str
     ascending: bool
     dataset_name: str | None
@@ -190,29 +186,7 @@ class _Order:
                 "dataset_digest": self.dataset_digest}
 
 
-def parse_datasets(items: list[Fields]) -> list[_Dataset]:
-    out = []
-    for d in items:
-        name = d.str("dataset_name")
-        if not name:
-            raise InvalidParameterValue("`dataset_name` in the `datasets` clause must be specified.")
-        out.append(_Dataset(name, d.str("dataset_digest") or None))
-    return out
-
-
-def parse_order_by(items: list[Fields]) -> list[_Order]:
-    out = []
-    for ob in items:
-        field_name = ob.str("field_name") or ""
-        ascending = ob.data.get("ascending", True)
-        if not isinstance(ascending, bool):
-            raise InvalidParameterValue(f"Invalid value {shown_value(ascending)} for parameter '{ob.path}ascending' supplied: "
-                                        "Expected a boolean.")
-        out.append(_Order(field_name, ascending, ob.str("dataset_name") or None, ob.str("dataset_digest") or None))
-    return out
-
-
-def _dataset_clause(datasets: list[_Dataset], params: list[Any]) -> str:
+def _dataset_clause(datasets: list[DatasetFilter], params: list[Any]) -> str:
     parts = []
     for d in datasets:
         if d.digest is None:
@@ -224,7 +198,7 @@ def _dataset_clause(datasets: list[_Dataset], params: list[Any]) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def compile_where(comparisons: list[Comparison], datasets: list[_Dataset]) -> tuple[str, list[Any]]:
+def compile_where(comparisons: list[Comparison], datasets: list[DatasetFilter]) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     has_metric = False
@@ -259,7 +233,7 @@ def compile_where(comparisons: list[Comparison], datasets: list[_Dataset]) -> tu
     return (" AND ".join(f"({p})" for p in parts) if parts else "TRUE"), params
 
 
-def compile_order_by(order: list[_Order]) -> tuple[str, list[Any]]:
+def compile_order_by(order: list[ModelOrder]) -> tuple[str, list[Any]]:
     items: list[str] = []
     params: list[Any] = []
     has_creation = has_model_id = False
@@ -295,19 +269,17 @@ def compile_order_by(order: list[_Order]) -> tuple[str, list[Any]]:
     return ", ".join(items), params
 
 
-def _encode_token(experiment_ids: list[str], filter_string: str | None, order: list[_Order], offset: int) -> str:
+def _encode_token(experiment_ids: list[str], filter_string: str | None, order: list[ModelOrder], offset: int) -> str:
     # MLflow's own token layout (SearchLoggedModelsPaginationToken): base64 JSON naming the query.
     doc = {"experiment_ids": experiment_ids, "filter_string": filter_string,
            "order_by": [o.as_json() for o in order] or None, "offset": offset}
-    return base64.b64encode(json.dumps(doc).encode()).decode()
+    return tokens.encode(doc, urlsafe=False)
 
 
-def _decode_token(token: str, experiment_ids: list[str], filter_string: str | None, order: list[_Order]) -> int:
+def _decode_token(token: str, experiment_ids: list[str], filter_string: str | None, order: list[ModelOrder]) -> int:
     try:
-        doc = orjson.loads(base64.b64decode(token.encode(), validate=True))
-        if not isinstance(doc, dict):
-            raise ValueError("not an object")
-    except (ValueError, binascii.Error, orjson.JSONDecodeError) as e:
+        doc = tokens.decode(token, urlsafe=False)
+    except tokens.BadPageToken as e:
         raise InvalidParameterValue(f"Invalid page token: {shown_value(token)}. {e}") from None
     if doc.get("experiment_ids") != experiment_ids:
         raise InvalidParameterValue(
@@ -323,22 +295,20 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
             "Order by in the page token does not match the requested order by. "
             f"Expected: {wanted}. Found: {doc.get('order_by')}")
     offset = doc.get("offset") or 0
-    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 2 ** 62:  # an SQL BIGINT
+    if not tokens.non_negative_int(offset):
         raise InvalidParameterValue(f"Invalid page token: {shown_value(token)}.")
     return offset
 
 
 def search_logged_models(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
-                         datasets: list[Fields], max_results: int | None, order_by: list[Fields],
+                         datasets: list[DatasetFilter], max_results: int | None, order_by: list[ModelOrder],
                          page_token: str | None) -> dict[str, Any]:
     """One page of active logged models of `experiment_ids`, as MLflow's search."""
     filter_string = filter_string or None
     for exp_id in experiment_ids:
         if not exp_id.strip().lstrip("-").isdigit():
-            raise InvalidParameterValue(
-                f"Invalid experiment ID {shown_value(exp_id)}. Experiment ID must be a valid integer.")
-    dataset_filters = parse_datasets(datasets)
-    order = parse_order_by(order_by)
+            raise InvalidParameterValue(f"Invalid experiment ID {shown_value(exp_id)}. Experiment ID must be a valid integer.")
+    dataset_filters, order = datasets, order_by
     if max_results is None or max_results == 0:
         max_results = DEFAULT_MAX_RESULTS
     if not 0 < max_results <= MAX_RESULTS_LIMIT:

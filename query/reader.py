@@ -6,7 +6,6 @@ NaN is the string "NaN".
 
 from __future__ import annotations
 
-import base64
 import math
 import operator
 import warnings
@@ -18,6 +17,7 @@ import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.limits import shown_value
+from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql
 from runledger.query.run_cache import RunCache
 from runledger.query.run_info import info_json
@@ -26,11 +26,9 @@ from runledger.query.search_filter import SearchFilterError
 
 VIEW_TYPES = {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3, 1: 1, 2: 2, 3: 3}
 MAX_RESULTS_LIMIT = 50000
-# Offsets and limits go into SQL as BIGINT and are added to each other: bounded well below 2**63.
-MAX_OFFSET = 2 ** 62
 
 # A run is deleted if it was deleted itself or its experiment is (resolved here, at read
-# time, rather than by rewriting the runs of another partition: DESIGN.md invariant 2). Pages of
+# time, rather than by rewriting the runs of another partition: docs/design.md, invariant 2). Pages of
 # runs resolve it in `runs_json`, searches in `search_sql.compile_runs_search`.
 
 
@@ -314,7 +312,7 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
             else rendered_runs(cur, page, latest_table, experiment_ids, cache))
     out: dict[str, Any] = {"runs": runs}
     if len(ids) > offset + limit:
-        out["next_page_token"] = base64.urlsafe_b64encode(orjson.dumps({"cursor": cursor, "offset": offset + limit})).decode()
+        out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": offset + limit})
     return _compact(out)
 
 
@@ -346,13 +344,13 @@ warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", cat
 
 def _decode_cursor_token(token: str) -> tuple[str, int]:
     try:
-        doc = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor, offset = doc["cursor"], doc["offset"]
-        if not isinstance(cursor, str) or type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
-            raise ValueError
-        return cursor, offset
-    except (ValueError, KeyError, TypeError, IndexError, orjson.JSONDecodeError):
-        raise InvalidParameterValue(f"Invalid page token, could not decode: {shown_value(token)}") from None
+        doc = tokens.decode(token)
+    except tokens.BadPageToken:
+        doc = {}
+    cursor, offset = doc.get("cursor"), doc.get("offset")
+    if not isinstance(cursor, str) or not tokens.non_negative_int(offset):
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {shown_value(token)}")
+    return cursor, offset
 
 
 # ----- metric history
@@ -364,7 +362,7 @@ def history_page_bounds(max_results: int | None, page_token: str | None) -> tupl
         raise InvalidParameterValue(
             f"Invalid value {max_results} for parameter 'max_results' supplied. It must be a positive integer")
     # Any larger page is the whole rest of the history; clamped so LIMIT n + 1 stays a BIGINT.
-    return (None if max_results is None else min(max_results, MAX_OFFSET)), offset
+    return (None if max_results is None else min(max_results, tokens.MAX_OFFSET)), offset
 
 
 def metric_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, max_results: int | None,
@@ -467,16 +465,16 @@ def _stage_clause(column: str, view_type: Any) -> str:
 
 
 def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"offset": offset})).decode()
+    return tokens.encode({"offset": offset})
 
 
 def decode_page_token(token: str | None) -> int:
     if not token:
         return 0
     try:
-        offset = orjson.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
-            raise ValueError
-        return offset
-    except (ValueError, KeyError, TypeError, IndexError, orjson.JSONDecodeError):
-        raise InvalidParameterValue(f"Invalid page token, could not decode: {shown_value(token)}") from None
+        offset = tokens.decode(token).get("offset")
+    except tokens.BadPageToken:
+        offset = None
+    if not tokens.non_negative_int(offset):
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {shown_value(token)}")
+    return offset

@@ -66,7 +66,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_serve(settings: Settings) -> int:
     if settings.bootstrap_servers is None:
-        print("runledger serve needs KAFKA_BOOTSTRAP_SERVERS (or use `runledger up`)", file=sys.stderr)
+        print("runledger serve needs RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS (or KAFKA_BOOTSTRAP_SERVERS), or use `runledger up`", file=sys.stderr)
         return 2
     _serve(settings)
     return 0

@@ -17,7 +17,6 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-Id"
-SCOPE_KEY = "runledger.request_id"
 # A caller's id is echoed into logs and headers, so only short ids of harmless characters
 # are kept; anything else is replaced by a fresh one.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -27,7 +26,7 @@ _HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0
 
 def request_id(scope: Scope) -> str:
     """The id of the request `scope` belongs to ('' outside `RequestIdMiddleware`)."""
-    return str(scope.get(SCOPE_KEY, ""))
+    return str(scope.get("state", {}).get("request_id", ""))
 
 
 async def _send_json(send: Send, status: int, body: dict[str, str], scope: Scope) -> None:
@@ -53,7 +52,9 @@ class RequestIdMiddleware:
             return
         incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
         rid = incoming if incoming is not None and _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-        scope[SCOPE_KEY] = rid  # the same dict reaches the outermost 500 handler
+        # request.state.request_id, where runledger.dialects.errors looks for it; the same dict
+        # reaches the outermost 500 handler
+        scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

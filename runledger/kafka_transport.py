@@ -20,7 +20,7 @@ import threading
 from typing import Any, Callable
 
 from runledger.ingest.errors import LogUnavailable
-from runledger.ingest.events import Envelope
+from runledger.ingest.contract.events import Envelope
 from runledger.ingest.producer import EventLog
 from runledger.ingest.writer import now_ms
 
@@ -46,7 +46,7 @@ class KafkaTransport:
     def prepare(self, run_id: str, event_id: str,
                 chunk: tuple[list[str], list[float | None], list[int], list[int]]) -> Callable[[], str | None]:
         keys, values, timestamps, steps = chunk
-        # The id the stream endpoint gives a one-event request (ingest.streaming.log_event_ids).
+        # The id the stream endpoint gives a one-event request (runledger.dialects.native.stream.log_event_ids).
         event = Envelope(event_id=f"{run_id}:{event_id}", type="MetricsLogged", experiment_id=None,
                          run_id=run_id, ingest_time=now_ms(), user=self.user,
                          payload={"keys": keys, "values": values, "timestamps": timestamps, "steps": steps})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -9,6 +10,25 @@ from pathlib import Path
 from typing import Mapping
 
 from runledger.projector.schema import LATEST_TABLES
+
+
+log = logging.getLogger(__name__)
+
+# Names from before every setting shared the RUNLEDGER_ prefix; still read, with a warning.
+DEPRECATED_NAMES = {"RUNLEDGER_HOST": "HOST", "RUNLEDGER_PORT": "PORT", "RUNLEDGER_DATA_DIR": "DATA_DIR",
+                    "RUNLEDGER_KAFKA_PORT": "KAFKA_PORT"}
+# Kafka tooling's conventional name, kept as a plain alias (the design and compose files use it).
+ALIASES = {"RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": "KAFKA_BOOTSTRAP_SERVERS"}
+
+
+def _env(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """`env` with `name` filled in from its old or alias name when only that is set."""
+    old = DEPRECATED_NAMES.get(name) or ALIASES.get(name)
+    if old is None or env.get(name) or not env.get(old):
+        return env
+    if name in DEPRECATED_NAMES:
+        log.warning("%s is deprecated; set %s instead (the old name still works for now)", old, name)
+    return {**env, name: env[old]}
 
 
 class SettingsError(ValueError):
@@ -24,7 +44,7 @@ class Settings:
     kafka_port: int = 19092
     topic: str = "runledger.events"
     partitions: int = 4
-    latest_metric: str = "timestamp"        # or "step" (MLflow OSS server's rule)
+    latest_metric: str = "step"             # MLflow server's rule; or "timestamp" (its API reference's)
     sync_timeout: float = 30.0
     kafka_timeout: float = 30.0                 # RUNLEDGER_KAFKA_TIMEOUT: wait for an ack before a 503
     artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
@@ -66,15 +86,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
-        latest = env.get("RUNLEDGER_LATEST_METRIC", "timestamp")
+        for name in (*DEPRECATED_NAMES, *ALIASES):
+            env = _env(env, name)
+        latest = env.get("RUNLEDGER_LATEST_METRIC", "step")
         if latest not in LATEST_TABLES:
-            raise SettingsError(f"RUNLEDGER_LATEST_METRIC={latest!r}: use 'timestamp' (default) or 'step'")
+            raise SettingsError(f"RUNLEDGER_LATEST_METRIC={latest!r}: use 'step' (default) or 'timestamp'")
         return cls(
-            host=env.get("HOST", "127.0.0.1"),
-            port=_int(env, "PORT", 5000),
-            data_dir=Path(env.get("DATA_DIR") or "data"),
-            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-            kafka_port=_int(env, "KAFKA_PORT", 19092),
+            host=env.get("RUNLEDGER_HOST", "127.0.0.1"),
+            port=_int(env, "RUNLEDGER_PORT", 5000),
+            data_dir=Path(env.get("RUNLEDGER_DATA_DIR") or "data"),
+            bootstrap_servers=env.get("RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS") or None,
+            kafka_port=_int(env, "RUNLEDGER_KAFKA_PORT", 19092),
             topic=env.get("RUNLEDGER_TOPIC", "runledger.events"),
             partitions=_int(env, "RUNLEDGER_PARTITIONS", 4),
             latest_metric=latest,

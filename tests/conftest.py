@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per session, Runledger servers as real processes.
 
-Broker order (DESIGN.md "Running it"): KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers
+Broker order (docs/design.md, "Tests"): KAFKA_BOOTSTRAP_SERVERS if set; else testcontainers
 when a Docker engine answers; else the local broker provisioned from Maven jars. If none
 works the session fails with the reason; nothing is skipped.
 """
@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +18,7 @@ import httpx
 import pytest
 
 from runledger.kafka_local import LocalKafka, free_port
+from runledger.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,63 +52,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
-class RunledgerServer:
+class RunledgerServer(ServerProcess):
     """`runledger serve` in a child process, on its own port, data folder and topic."""
 
-    def __init__(self, bootstrap: str, data_dir: Path, topic: str, **env: str) -> None:
-        self.bootstrap = bootstrap
-        self.data_dir = data_dir
-        self.topic = topic
-        self.port = free_port()
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def duckdb_path(self) -> Path:
-        return self.data_dir / "runledger.duckdb"
-
-    def start(self, timeout: float = 60.0) -> "RunledgerServer":
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATA_DIR": str(self.data_dir),
-               "PORT": str(self.port), "RUNLEDGER_TOPIC": self.topic, **self.env}
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runledger.cli", "serve"], env=env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"runledger exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"runledger did not answer within {timeout}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
+    def start(self, timeout: float = 60.0, cwd: Path | None = ROOT) -> "RunledgerServer":
+        super().start(timeout, cwd)
+        return self
 
 
 @pytest.fixture
@@ -131,7 +78,7 @@ def make_server(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunledgerServer]:
-    """One server per test module (timestamp rule), for tests that only add their own runs."""
+    """One server per test module (default settings), for tests that only add their own runs."""
     s = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("data"), f"test-{uuid.uuid4().hex[:12]}")
     s.start()
     yield s

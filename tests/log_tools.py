@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runledger.ingest.events import Envelope
+from runledger.ingest.contract.events import Envelope
 from runledger.ingest.producer import EventLog
 from runledger.ingest.topic import ensure_topic
 from runledger.projector.consumer import decode_records, fold_and_apply

@@ -1,6 +1,6 @@
 """Bad input over raw HTTP: MLflow's error shape, code and status, and nothing half-written.
 
-DESIGN.md invariant 8. Every request goes to a real Runledger process (real Kafka, real
+docs/design.md, invariant 8. Every request goes to a real Runledger process (real Kafka, real
 DuckDB) through httpx; each test checks one behaviour. Where MLflow itself is lax (an
 unparseable enum silently ignored, 404/405 as HTML) Runledger answers with a JSON error
 instead, and the tests pin that.
@@ -667,11 +667,55 @@ def test_negative_timestamp_is_400(api: httpx.Client, run_id: str) -> None:
     assert history(api, run_id, "m") == []
 
 
-@pytest.mark.parametrize("status", ["BOGUS", "finished", "", 0, 9, True, ["FINISHED"]])
-def test_runs_update_with_bad_status_is_400(api: httpx.Client, run_id: str, status: Any) -> None:
+@pytest.mark.parametrize("status", [0, 9, True, ["FINISHED"], {"a": 1}])
+def test_runs_update_with_a_status_of_the_wrong_kind_is_400(api: httpx.Client, run_id: str, status: Any) -> None:
     error(api.post("runs/update", json={"run_id": run_id, "status": status}), 400, "INVALID_PARAMETER_VALUE",
           "'status'")
     assert get_run(api, run_id)["info"]["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize("status", ["BOGUS", "finished", ""])
+def test_runs_update_with_an_unknown_status_name_keeps_the_status_as_mlflow_does(
+        api: httpx.Client, run_id: str, status: str) -> None:
+    ok(api.post("runs/update", json={"run_id": run_id, "status": status, "end_time": 1700000009999}))
+    info = get_run(api, run_id)["info"]
+    assert (info["status"], info["end_time"]) == ("RUNNING", 1700000009999)
+
+
+def test_runs_update_applies_a_known_status_such_as_scheduled(api: httpx.Client, run_id: str) -> None:
+    ok(api.post("runs/update", json={"run_id": run_id, "status": "SCHEDULED"}))
+    assert get_run(api, run_id)["info"]["status"] == "SCHEDULED"
+
+
+def test_runs_create_without_start_time_stores_zero_as_mlflow_does(api: httpx.Client) -> None:
+    run = ok(api.post("runs/create", json={"experiment_id": "0"}))["run"]["info"]
+    assert run["start_time"] == 0
+    assert get_run(api, run["run_id"])["info"]["start_time"] == 0
+
+
+@pytest.mark.parametrize("route", ["runs/log-parameter", "runs/set-tag"])
+def test_run_id_is_named_first_when_run_id_and_value_are_both_of_the_wrong_type(api: httpx.Client, route: str) -> None:
+    error(api.post(route, json={"run_id": 123, "key": "k", "value": 456}), 400, "INVALID_PARAMETER_VALUE",
+          "'run_id'")
+
+
+def test_history_bulk_interval_errors_are_worded_as_mlflow_words_them(api: httpx.Client) -> None:
+    error(api.get("metrics/get-history-bulk-interval", params={"metric_key": "m"}), 400, "INVALID_PARAMETER_VALUE",
+          "Missing value for required parameter 'run_ids'. See the API docs for more information about request "
+          "parameters.")
+    many = [("run_ids", f"r{i}") for i in range(101)] + [("metric_key", "m")]
+    error(api.get("metrics/get-history-bulk-interval", params=many), 400, "INVALID_PARAMETER_VALUE",
+          "GetMetricHistoryBulkInterval request must specify at most 100 run_ids. Received 101 run_ids. "
+          "See the API docs for more information about request parameters.")
+
+
+def test_history_bulk_errors_are_worded_as_mlflow_words_them(server: Any) -> None:
+    url = f"{server.url}/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+    error(httpx.get(url, params={"metric_key": "m"}), 400, "INVALID_PARAMETER_VALUE",
+          "GetMetricHistoryBulk request must specify at least one run_id.")
+    many = [("run_id", f"r{i}") for i in range(101)] + [("metric_key", "m")]
+    error(httpx.get(url, params=many), 400, "INVALID_PARAMETER_VALUE",
+          "GetMetricHistoryBulk request cannot specify more than 100 run_ids. Received 101 run_ids.")
 
 
 def test_duplicate_experiment_name_is_resource_already_exists(api: httpx.Client) -> None:

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from runledger.ingest.codec import decode
-from runledger.ingest.events import Envelope
+from runledger.ingest.contract.codec import decode
+from runledger.ingest.contract.events import Envelope
 from runledger.client import MetricStream, StreamError
 from tests.conftest import RunledgerServer
 from tests.log_tools import read_topic

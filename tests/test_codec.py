@@ -1,6 +1,6 @@
-"""The event codec (`ingest.codec`): bytes in the log <-> Envelope.
+"""The event codec (`ingest.contract.codec`): bytes in the log <-> Envelope.
 
-Specified here (DESIGN.md invariant 7, "the log is forever"):
+Specified here (docs/design.md, invariant 7, "the log is forever"):
 - every event type round-trips through encode/decode unchanged;
 - NaN metric values are written as JSON null (orjson cannot write NaN) and stay null in the
   decoded payload; the fold reads null as NaN. +/-inf would also become null, which is why
@@ -11,8 +11,8 @@ Specified here (DESIGN.md invariant 7, "the log is forever"):
 - upcasting: a record of an older schema version is passed through UPCASTERS[v] for every v
   from its version up to SCHEMA_VERSION, in order, and comes out as the current version.
   Only version 1 exists today, so the upcaster tests simulate a v2 (and v3) by monkeypatching
-  `ingest.codec.SCHEMA_VERSION` and `ingest.codec.UPCASTERS`, which `decode` reads at call
-  time. What this cannot show: `Envelope.schema_version` defaults to `ingest.events`'
+  `ingest.contract.codec.SCHEMA_VERSION` and `ingest.contract.codec.UPCASTERS`, which `decode` reads at call
+  time. What this cannot show: `Envelope.schema_version` defaults to `ingest.contract.events`'
   SCHEMA_VERSION, bound at import, so the simulated "old" records are written by giving the
   version explicitly; and the fold itself only knows today's payload shapes.
 """
@@ -25,9 +25,9 @@ from typing import Any, Callable
 import orjson
 import pytest
 
-import runledger.ingest.codec as codec
-from runledger.ingest.codec import MalformedEvent, decode, encode
-from runledger.ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope, metrics_columns
+import runledger.ingest.contract.codec as codec
+from runledger.ingest.contract.codec import MalformedEvent, decode, encode
+from runledger.ingest.contract.events import EVENT_TYPES, SCHEMA_VERSION, Envelope, metrics_columns
 from runledger.ingest.limits import MAX_DOUBLE, clamp_metric_value
 from runledger.projector.fold import FoldState, LogRecord, fold_batch
 

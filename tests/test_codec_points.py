@@ -1,4 +1,4 @@
-"""Metric points in the log as Arrow (ingest.codec, ingest.metric_table).
+"""Metric points in the log as Arrow (ingest.contract.codec, ingest.contract.metric_table).
 
 An event with many points travels as a JSON header plus an Arrow IPC stream; decoded, it must
 fold exactly like the same event in JSON, and a damaged record is a MalformedEvent with a
@@ -11,9 +11,9 @@ import math
 import pyarrow as pa
 import pytest
 
-from runledger.ingest import metric_table
-from runledger.ingest.codec import POINTS_MAGIC, POINTS_MIN, MalformedEvent, decode, encode
-from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.contract import metric_table
+from runledger.ingest.contract.codec import POINTS_MAGIC, POINTS_MIN, MalformedEvent, decode, encode
+from runledger.ingest.contract.events import Envelope, metrics_columns
 from runledger.projector.fold import FoldState, LogRecord, fold_batch
 from tests.test_fold import create_run, log_batch, log_metrics
 

@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 7: the log is forever. tests/data keeps sample events of every schema
+"""docs/design.md, invariant 7: the log is forever. tests/data keeps sample events of every schema
 version ever written; each must still decode and fold to the same tables. A change to the
 event contract that breaks an old sample needs an upcaster, not an edit of the sample."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runledger.ingest.codec import decode
-from runledger.ingest.events import EVENT_TYPES
+from runledger.ingest.contract.codec import decode
+from runledger.ingest.contract.events import EVENT_TYPES
 from runledger.projector.fold import FoldState, LogRecord, fold_batch
 
 DATA = Path(__file__).parent / "data"
@@ -23,7 +23,7 @@ def _records(path: Path) -> list[LogRecord]:
 
 
 def test_there_is_a_sample_file_for_every_schema_version_up_to_the_current_one() -> None:
-    from runledger.ingest.events import SCHEMA_VERSION
+    from runledger.ingest.contract.events import SCHEMA_VERSION
 
     assert [p.name for p in SAMPLES] == [f"events-v{v}.jsonl" for v in range(1, SCHEMA_VERSION + 1)]
 

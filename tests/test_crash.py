@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 3: SIGKILL the projector at any instant, restart, and every event has
+"""docs/design.md, invariant 3: SIGKILL the projector at any instant, restart, and every event has
 been applied exactly once (offsets are committed in the same DuckDB transaction as the rows)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.contract.events import Envelope, metrics_columns
 from tests.conftest import RunledgerServer
 from tests.log_tools import append_events
 
@@ -37,7 +37,7 @@ def _history(server: RunledgerServer, run_id: str) -> list[dict]:
 
 
 def test_sigkill_during_ingest_loses_nothing_and_applies_nothing_twice(make_server, kafka_bootstrap: str) -> None:
-    server = make_server()
+    server = make_server(RUNLEDGER_LATEST_METRIC="timestamp")  # the latest checked below is by timestamp
     api = f"{server.url}/api/2.0/mlflow"
     exp_id = httpx.post(f"{api}/experiments/create", json={"name": "crash"}).json()["experiment_id"]
     run_id = httpx.post(f"{api}/runs/create", json={"experiment_id": exp_id}).json()["run"]["info"]["run_id"]

@@ -1,11 +1,11 @@
 """What the fold (`projector.fold.fold_batch`) decides, one behaviour per test.
 
-Pure fold logic, no Kafka and no DuckDB (DESIGN.md "Running it" allows this for the fold):
+Pure fold logic, no Kafka and no DuckDB (docs/design.md, "Tests" allows this for the fold):
 events are built as Envelopes, wrapped in LogRecords and folded over a FoldState. When a test
 needs more than one batch, `merge` carries state forward exactly as `projector.store` would
 load it for the next batch, so "later batch" tests exercise the same path as the projector.
 
-Specified here (DESIGN.md invariants 2, 3, 4 and 7):
+Specified here (docs/design.md, invariants 2, 3, 4 and 7):
 - params: first value stays; same value again is fine; another value is INVALID_PARAMETER_VALUE,
   and a RunBatchLogged with a conflicting param is rejected whole;
 - tags: overwrite, last value wins within one event, deleting a missing tag is
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from runledger.ingest.events import Envelope, Verdict, metrics_columns
+from runledger.ingest.contract.events import Envelope, Verdict, metrics_columns
 from runledger.projector.fold import LATEST_RULES, BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
 from runledger.projector.rows import LatestPoint
 
@@ -603,10 +603,10 @@ def test_name_of_a_deleted_experiment_stays_taken() -> None:
     assert_rejected(result, dup, "RESOURCE_ALREADY_EXISTS")
 
 
-def test_rename_to_a_taken_name_is_rejected_with_resource_already_exists() -> None:
+def test_rename_to_a_taken_name_is_rejected_with_bad_request() -> None:
     rename = exp_event("ExperimentRenamed", "2", {"new_name": "a"})
     result = fold(rename, state=state_after(create_experiment("a"), create_experiment("b")))
-    assert_rejected(result, rename, "RESOURCE_ALREADY_EXISTS")
+    assert_rejected(result, rename, "BAD_REQUEST")
     assert_no_table_changes(result.changes)
 
 
@@ -623,14 +623,14 @@ def test_deleting_an_experiment_twice_rejects_the_second_deletion() -> None:
     first, second = exp_event("ExperimentDeleted", "1"), exp_event("ExperimentDeleted", "1")
     result = fold(first, second, state=state_after(create_experiment("a")))
     assert_applied(result, first)
-    assert_rejected(result, second, "INVALID_PARAMETER_VALUE")
+    assert_rejected(result, second, "RESOURCE_DOES_NOT_EXIST")
     assert result.changes.experiments["1"].lifecycle_stage == "deleted"
 
 
-def test_restoring_an_active_experiment_is_rejected_with_invalid_parameter_value() -> None:
+def test_restoring_an_active_experiment_is_rejected_with_resource_does_not_exist() -> None:
     restore = exp_event("ExperimentRestored", "1")
     result = fold(restore, state=state_after(create_experiment("a")))
-    assert_rejected(result, restore, "INVALID_PARAMETER_VALUE")
+    assert_rejected(result, restore, "RESOURCE_DOES_NOT_EXIST")
     assert_no_table_changes(result.changes)
 
 

@@ -6,7 +6,7 @@ the rules that make skipping a query safe.
 
 from __future__ import annotations
 
-from runledger.ingest.events import Verdict
+from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import FoldState, fold_batch
 from runledger.projector.fold_cache import FoldCache, IdFilter, StateRequest
 from runledger.projector.rows import RunRow

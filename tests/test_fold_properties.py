@@ -3,9 +3,9 @@
 Streams are a few runs' events (RunCreated first, usually; then params, metrics, tags, tag
 deletions, deletes, restores, updates, log-batches, dataset inputs and the odd malformed event) drawn from tiny
 alphabets so that conflicts, NaN values and timestamp/step ties are common. Every event goes
-through `ingest.codec` (encode, then decode) as it would through Kafka.
+through `ingest.contract.codec` (encode, then decode) as it would through Kafka.
 
-Specified here (DESIGN.md invariants 1-4):
+Specified here (docs/design.md, invariants 1-4):
 (a) cutting the log into batches anywhere, carrying state between batches as the store loads
     it, gives the same tables, verdicts and audit log as folding it in one batch;
 (b) any interleaving of per-run streams that keeps each run's order gives the same tables;
@@ -27,8 +27,8 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runledger.ingest.codec import decode, encode
-from runledger.ingest.events import Envelope
+from runledger.ingest.contract.codec import decode, encode
+from runledger.ingest.contract.events import Envelope
 from runledger.projector.fold import LATEST_RULES, FoldState, LogRecord, fold_batch
 from tests.test_fold import (create_experiment, create_run, dataset, delete_tag, ev, exp_event, log_batch,
                              log_inputs, log_metrics, log_params, merge, metric_rows, set_tags)

@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 8: a failure to reach Kafka is a 5xx the client can retry, never a
+"""docs/design.md, invariant 8: a failure to reach Kafka is a 5xx the client can retry, never a
 silent drop; once the broker is back, the same request succeeds and nothing is doubled."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The "latest" metric shown by runs/get and used by search, under both rules.
 
-Default (API reference): greatest timestamp, ties -> greater value.
-RUNLEDGER_LATEST_METRIC=step (MLflow's OSS server): greatest (step, timestamp, value).
+RUNLEDGER_LATEST_METRIC=timestamp (MLflow's API reference): greatest timestamp, ties -> greater value.
+Default, RUNLEDGER_LATEST_METRIC=step (what `mlflow server` shows): greatest (step, timestamp, value).
 Both servers below fold the same topic, each into its own DuckDB file (two replicas).
 """
 
@@ -31,9 +31,9 @@ def replicas(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):  #
     from tests.conftest import RunledgerServer
 
     topic = f"test-rules-{uuid.uuid4().hex[:8]}"
-    by_ts = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("ts"), topic).start()
-    by_step = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("step"), topic,
-                              RUNLEDGER_LATEST_METRIC="step").start()
+    by_ts = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("ts"), topic,
+                            RUNLEDGER_LATEST_METRIC="timestamp").start()
+    by_step = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("step"), topic).start()
     yield by_ts, by_step
     by_ts.stop()
     by_step.stop()

@@ -50,14 +50,16 @@ def test_a_deleted_experiment_keeps_its_name(client: MlflowClient) -> None:
     assert client.get_experiment_by_name("keeps-name").lifecycle_stage == "deleted"
 
 
-def test_deleting_or_restoring_an_experiment_twice_is_rejected(client: MlflowClient) -> None:
+def test_deleting_or_restoring_an_experiment_twice_is_resource_does_not_exist_as_in_mlflow(
+        client: MlflowClient) -> None:
     exp = client.create_experiment("twice")
-    with pytest.raises(MlflowException):
+    with pytest.raises(MlflowException) as err:
         client.restore_experiment(exp)
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     client.delete_experiment(exp)
     with pytest.raises(MlflowException) as err:
         client.delete_experiment(exp)
-    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
 def test_creating_a_run_in_a_deleted_experiment_is_rejected(client: MlflowClient) -> None:
@@ -76,7 +78,7 @@ def test_rename_experiment_and_names_stay_unique(client: MlflowClient) -> None:
     assert client.get_experiment_by_name("old-name") is None
     with pytest.raises(MlflowException) as err:
         client.rename_experiment(exp, "taken-name")
-    assert err.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    assert err.value.error_code == "BAD_REQUEST"  # as mlflow server: its unique constraint, not create's code
 
 
 def test_experiment_tags_set_overwrite_and_delete(client: MlflowClient) -> None:

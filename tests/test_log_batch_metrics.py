@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runledger.ingest.errors import MlflowError
-from runledger.ingest.events import metrics_columns
-from runledger.ingest.request import Fields
-from runledger.ingest.routes import _metric, _plain_metric_columns
+from runledger.ingest.contract.events import metrics_columns
+from runledger.dialects.request import Fields
+from runledger.dialects.mlflow.writes import _metric, _plain_metric_columns
 
 keys = st.sampled_from(["loss", "acc", "a/b", "x.y", "sp ace", "bad..//", "/abs", "", "k:1"])
 numbers = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=False), st.just(float("inf")),

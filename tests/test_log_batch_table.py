@@ -1,4 +1,4 @@
-"""log-batch's Arrow fast path (`ingest.routes._plain_metric_table`) accepts exactly the batches
+"""log-batch's Arrow fast path (`runledger.dialects.mlflow.writes._plain_metric_table`) accepts exactly the batches
 the per-point check (`_plain_metric_columns`) accepts, and yields the same points."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runledger.ingest import metric_table
-from runledger.ingest.routes import _plain_metric_columns, _plain_metric_table
+from runledger.ingest.contract import metric_table
+from runledger.dialects.mlflow.writes import _plain_metric_columns, _plain_metric_table
 
 _KEYS = st.sampled_from(["loss", "acc", "a/b", "x" * 250, "bad key!", "../up", "", "é"])
 _INTS = st.integers(min_value=-(2**64), max_value=2**64)

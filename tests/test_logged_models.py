@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus, Metric
 from mlflow.exceptions import MlflowException
 
-from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.contract.events import Envelope, metrics_columns
 from runledger.projector.fold import FoldState, LogRecord, fold_batch
 from tests.conftest import RunledgerServer
 from tests.log_tools import dump_tables, fold_into, interleaved_batches, read_topic, without_offsets

@@ -14,7 +14,7 @@ import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runledger.ingest.codec import encode
+from runledger.ingest.contract.codec import encode
 from tests.log_tools import fold_into_cached
 from tests.test_fold import create_run, log_batch, log_metrics
 

@@ -73,7 +73,7 @@ def test_sampled_history_of_several_runs_follows_request_order(api: httpx.Client
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"metric_key": "m"}, "at least one run_id"),
+    ({"metric_key": "m"}, "Missing value for required parameter 'run_ids'"),
     ({"run_ids": "x", "metric_key": "m", "max_results": 0}, "between 1 and 2500"),
     ({"run_ids": "x", "metric_key": "m", "max_results": 2501}, "between 1 and 2500"),
     ({"run_ids": "x", "metric_key": "m", "start_step": 1}, "both must be specified"),

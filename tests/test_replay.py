@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 1: the log is the truth.
+"""docs/design.md, invariant 1: the log is the truth.
 
 Delete the DuckDB file, replay the topic from offset 0, and every query answers exactly as
 before; folding the same partitions in a different interleaving gives the same tables.

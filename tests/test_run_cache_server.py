@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from runledger.projector.schema import LATEST_TABLES
 from runledger.query import reader
 from tests.conftest import RunledgerServer
 
@@ -87,10 +88,11 @@ def test_restoring_a_deleted_experiment_shows_its_runs_active_again(api: httpx.C
 
 
 def test_a_metric_point_below_the_latest_leaves_the_shown_latest_value(api: httpx.Client) -> None:
+    # Below under the default (step) rule: an earlier step, whatever its timestamp.
     run_id = ok(api.post("/runs/create", json={"experiment_id": "0"}))["run"]["info"]["run_id"]
-    ok(api.post("/runs/log-metric", json={"run_id": run_id, "key": "m", "value": 3, "timestamp": 10, "step": 1}))
+    ok(api.post("/runs/log-metric", json={"run_id": run_id, "key": "m", "value": 3, "timestamp": 10, "step": 2}))
     before = ok(api.get("/runs/get", params={"run_id": run_id}))["run"]
-    ok(api.post("/runs/log-metric", json={"run_id": run_id, "key": "m", "value": 7, "timestamp": 5, "step": 2}))
+    ok(api.post("/runs/log-metric", json={"run_id": run_id, "key": "m", "value": 7, "timestamp": 50, "step": 1}))
     assert ok(api.get("/runs/get", params={"run_id": run_id}))["run"] == before
 
 
@@ -127,7 +129,7 @@ def test_interleaved_reads_and_writes_end_as_the_uncached_read_model(make_server
             assert got == last[run_id]
     server.stop()
     with duckdb.connect(str(server.duckdb_path), read_only=True) as con:
-        fresh = reader.runs_json(con, runs, "latest_metrics")
+        fresh = reader.runs_json(con, runs, LATEST_TABLES["step"])  # the server's default rule
     assert orjson.loads(orjson.dumps(fresh)) == [last[r] for r in runs]
 
 

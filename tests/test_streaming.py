@@ -1,6 +1,6 @@
 """The streaming path: POST /api/runledger/v1/metrics/stream, GET /rejections, GET /lag.
 
-Real Kafka, real DuckDB, a real server process (DESIGN.md "Running it"). The stream endpoint
+Real Kafka, real DuckDB, a real server process (docs/design.md, "Tests"). The stream endpoint
 answers on Kafka's acknowledgement, so every read here polls until the projector caught up.
 """
 
@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from runledger.ingest.events import Envelope, metrics_columns
+from runledger.ingest.contract.events import Envelope, metrics_columns
 from runledger.ingest.topic import ensure_topic
 from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
-from runledger.query.ops_routes import _oldest_timestamp
+from runledger.dialects.native.ops import _oldest_timestamp
 from tests.conftest import RunledgerServer
 from tests.log_tools import append_events
 

@@ -1,4 +1,4 @@
-"""POST /api/runledger/v1/metrics/stream with an Arrow IPC body (ingest.stream_arrow).
+"""POST /api/runledger/v1/metrics/stream with an Arrow IPC body (runledger.dialects.native.stream_arrow).
 
 Same contract as the JSON columns (test_streaming.py): run and event id in the query string,
 the same checks with the same messages' substance, the same answer on Kafka's acknowledgement.

@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 
 def _up(data_dir: Path, port: int, kafka_port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS")}
     env.update(DATA_DIR=str(data_dir), PORT=str(port), KAFKA_PORT=str(kafka_port))
     return subprocess.Popen([sys.executable, "-m", "runledger.cli", "up"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -84,7 +84,7 @@ def seed_runledger_log(server, exp_id: str, artifact_location: str, lo: int, hi:
     has applied them all (GET /api/runledger/v1/lag -> total_lag 0)."""
     import asyncio
 
-    from runledger.ingest.events import metrics_columns
+    from runledger.ingest.contract.events import metrics_columns
     from runledger.ingest.producer import EventLog
     from runledger.ingest.writer import new_event
 

@@ -1,7 +1,7 @@
 """MLflow 3.x metrics linked to a logged model: `model_id`, `dataset_name`, `dataset_digest`
 on a runs/log-metric request or on each metric of runs/log-batch.
 
-They travel as three extra columns of the MetricsLogged payload (see ingest.events), present
+They travel as three extra columns of the MetricsLogged payload (see ingest.contract.events), present
 only when some point names a model, so ordinary metric events keep their shape.
 """
 
@@ -12,7 +12,9 @@ from typing import Any
 from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.request import Fields
+from runledger.dialects.request import Fields
+from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 
 def model_metric_columns(items: list[Fields], request: Request) -> dict[str, list[Any]]:
@@ -21,10 +23,10 @@ def model_metric_columns(items: list[Fields], request: Request) -> dict[str, lis
     model_ids = [f.str("model_id") or None for f in items]
     if not any(model_ids):
         return {}
-    catalog = request.app.state.model_catalog
+    catalog = services.models(request)
     for model_id in dict.fromkeys(m for m in model_ids if m):
         if catalog.logged_model(model_id) is None:
-            raise InvalidParameterValue(f"Logged model with ID '{model_id}' not found.")
+            raise InvalidParameterValue(entities.model_not_found(model_id))
     return {
         "model_ids": model_ids,
         "dataset_names": [f.str("dataset_name") or None for f in items],

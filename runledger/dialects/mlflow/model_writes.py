@@ -3,9 +3,9 @@
 Paths and bodies as MLflow's REST API (service.proto): POST `logged-models` (create),
 PATCH `logged-models/{model_id}` (finalize), DELETE `logged-models/{model_id}`,
 PATCH `logged-models/{model_id}/tags`, DELETE `logged-models/{model_id}/tags/{tag_key}`,
-POST `logged-models/{model_id}/params`. All are synchronous (DESIGN.md invariant 5).
+POST `logged-models/{model_id}/params`. All are synchronous (docs/design.md, invariant 5).
 
-Model events are keyed by model id (ingest.events.MODEL_EVENTS); the model id is allocated
+Model events are keyed by model id (ingest.contract.events.MODEL_EVENTS); the model id is allocated
 here, as MLflow's server does (`m-` + 32 hex digits). Reads (get, search) live in
 query.models_routes; ingest asks the read model only through `ModelCatalog`.
 """
@@ -15,18 +15,20 @@ from __future__ import annotations
 import re
 
 import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 
 from runledger.ingest import limits
+from runledger.ingest.catalog import ModelCatalog, ModelRef
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
-from runledger.ingest.request import Fields, json_body, missing
-from runledger.ingest.routes import _writer, acting_user
+from runledger.dialects.request import Fields, json_body, missing
+from runledger.dialects.mlflow.writes import _writer, acting_user
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import new_event
+from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 MAX_MODEL_NAME_LENGTH = 500       # MLflow's logged_models.name column
 MAX_MODEL_TYPE_LENGTH = 500       # logged_models.model_type
@@ -35,27 +37,8 @@ _NAME_BAD_CHARS = ("/", ":", ".", "%", '"', "'")
 FINAL_STATUSES = {2: "LOGGED_MODEL_READY", 3: "LOGGED_MODEL_UPLOAD_FAILED"}
 
 
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    model_id: str
-    experiment_id: str
-    lifecycle_stage: str
-
-
-class ModelCatalog(Protocol):
-    """What the model endpoints read before and after they write (filled in by runledger.app)."""
-
-    def logged_model(self, model_id: str) -> ModelRef | None:
-        """The model, deleted or not, or None."""
-        ...
-
-    def logged_model_json(self, model_id: str) -> dict[str, Any]:
-        """The MLflow LoggedModel JSON ({info, data}) of an existing model, deleted or not."""
-        ...
-
-
 def _catalog(request: Request) -> ModelCatalog:
-    return request.app.state.model_catalog
+    return services.models(request)
 
 
 async def _optional_json_body(request: Request) -> dict[str, Any]:
@@ -127,7 +110,7 @@ def parse_final_status(value: Any) -> str:
 def _existing(request: Request, model_id: str) -> ModelRef:
     model = _catalog(request).logged_model(model_id)
     if model is None:
-        raise ResourceDoesNotExist(f"Logged model with ID '{model_id}' not found.")
+        raise ResourceDoesNotExist(entities.model_not_found(model_id))
     return model
 
 
@@ -151,10 +134,10 @@ async def create_logged_model(request: Request) -> dict[str, Any]:
     tags = parse_model_tags(f.objects("tags"))
     exp = _writer(request).catalog.experiment(exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     if exp.lifecycle_stage != "active":
         raise InvalidParameterValue(
-            f"The experiment {exp_id} must be in the 'active' state. Current state is {exp.lifecycle_stage}.")
+            entities.experiment_not_active(exp_id, exp.lifecycle_stage))
     model_id = f"m-{uuid.uuid4().hex}"
     model = ModelRef(model_id, exp_id, "active")
     await _commit_model_event(request, "LoggedModelCreated", model, {

@@ -1,10 +1,10 @@
 """The stream endpoint's Arrow body: an Arrow IPC stream of metric points, checked by the same
-rules as the JSON columns (ingest.streaming) with whole-column Arrow kernels.
+rules as the JSON columns (runledger.dialects.native.stream) with whole-column Arrow kernels.
 
 Columns: `key` (string, large string or dictionary of strings), `value` (any integer or float
 type; null is NaN), `timestamp` (integer, milliseconds, >= 0), and optionally `step`
 (integer, 0 if absent). Other columns are ignored. The points go into the log as they are
-(ingest.codec writes them as Arrow), so a client that already holds columns (NumPy, pandas,
+(ingest.contract.codec writes them as Arrow), so a client that already holds columns (NumPy, pandas,
 Polars) never turns them into Python objects or JSON.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runledger.ingest import limits, metric_table
+from runledger.ingest import limits
+from runledger.ingest.contract import metric_table
 from runledger.ingest.errors import InvalidParameterValue
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"

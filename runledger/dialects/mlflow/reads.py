@@ -16,16 +16,18 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
-from runledger.ingest.request import Fields, json_body, missing, query_fields
+from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import memory, reader
+from runledger.dialects import services
+from runledger.ingest.contract import entities
 
 
 def _cursor(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.store.cursor()
+    return services.reader(request).cursor()
 
 
 def _latest_table(request: Request) -> str:
-    return request.app.state.settings.latest_table
+    return services.reader(request).latest_table
 
 
 def _json(content: dict[str, Any]) -> Response:
@@ -39,7 +41,7 @@ def get_experiment(request: Request) -> dict[str, Any]:
     with _cursor(request) as cur:
         exp = reader.get_experiment(cur, exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     return {"experiment": exp}
 
 
@@ -74,9 +76,9 @@ def get_run(request: Request) -> Response:
     if not run_id:
         raise missing("run_id")
     with _cursor(request) as cur:
-        run = reader.get_run(cur, run_id, _latest_table(request), request.app.state.run_cache)
+        run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:
-        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        raise ResourceDoesNotExist(entities.run_not_found(run_id))
     return _json({"run": run})
 
 
@@ -86,7 +88,7 @@ def _search_runs(request: Request, f: Fields) -> Response:
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
             order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
-            cursors=request.app.state.search_cursors, cache=request.app.state.run_cache)
+            cursors=services.reader(request).search_cursors, cache=services.reader(request).run_cache)
     return _json(found)
 
 
@@ -102,7 +104,7 @@ def get_metric_history(request: Request) -> Any:
         raise missing("run_id")
     key = f.req_str("metric_key")
     limit, offset = reader.history_page_bounds(f.int64("max_results"), f.str("page_token"))
-    cur = _cursor(request)
+    cur = services.reader(request).open_cursor()
 
     # Streamed in chunks instead of materialised as one list, paged or not (a page may be the
     # whole history); the memory the read grew is handed back once it is sent.

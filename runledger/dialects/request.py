@@ -21,10 +21,12 @@ _MAX_DRAIN_BYTES = 256 * 1024 * 1024
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+# MLflow appends this to every message of its request-schema checks.
+SEE_API_DOCS = "See the API docs for more information about request parameters."
+
+
 def missing(path: str) -> InvalidParameterValue:
-    return InvalidParameterValue(
-        f"Missing value for required parameter '{path}'. "
-        "See the API docs for more information about request parameters.")
+    return InvalidParameterValue(f"Missing value for required parameter '{path}'. {SEE_API_DOCS}")
 
 
 async def json_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:

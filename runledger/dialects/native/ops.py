@@ -1,7 +1,7 @@
 """Operational reads outside the MLflow API: rejected events and projector freshness.
 
 The streaming endpoint answers before the projector has applied its events, so these are how
-its callers learn the rest: GET /rejections lists what the projector refused (DESIGN.md
+its callers learn the rest: GET /rejections lists what the projector refused (docs/design.md,
 invariant 5), GET /lag says how far the read model is behind the log.
 """
 
@@ -16,8 +16,9 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from runledger.ingest.errors import InvalidParameterValue, MlflowError
-from runledger.ingest.request import query_fields
+from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
+from runledger.dialects.request import query_fields
+from runledger.dialects import services
 
 DEFAULT_REJECTIONS = 100
 MAX_REJECTIONS = 10_000
@@ -38,7 +39,7 @@ def rejections(request: Request) -> dict[str, Any]:
         raise InvalidParameterValue(f"max_results must be between 1 and {MAX_REJECTIONS}, got {max_results}.")
     where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
     names = ", ".join(f'"{c}"' for c in _REJECTION_COLUMNS)
-    with request.app.state.store.cursor() as cur:
+    with services.reader(request).cursor() as cur:
         rows = cur.execute(
             f'SELECT {names} FROM rejections {where} '
             'ORDER BY ingest_time DESC NULLS LAST, "partition", "offset" DESC LIMIT ?',
@@ -49,14 +50,14 @@ def rejections(request: Request) -> dict[str, Any]:
 async def lag(request: Request) -> dict[str, Any]:
     """Per partition, log end offset minus the next offset the projector will apply, and the
     age of the oldest event not yet applied (0 when there is none)."""
-    settings = request.app.state.settings
+    settings = services.settings(request)
     try:
-        offsets = await asyncio.wait_for(request.app.state.projector.lag(), LAG_TIMEOUT_S)
+        offsets = await asyncio.wait_for(services.reader(request).lag(), LAG_TIMEOUT_S)
         lagging = {p: applied for p, (end, applied) in offsets.items() if end > applied}
         oldest = await asyncio.wait_for(
             _oldest_timestamp(settings.bootstrap_servers, settings.topic, lagging), LAG_TIMEOUT_S)
     except (KafkaError, asyncio.TimeoutError) as e:
-        raise MlflowError(f"Kafka did not answer the lag query: {e!r}", "TEMPORARILY_UNAVAILABLE") from e
+        raise TemporarilyUnavailable("Kafka did not answer the lag query; try again.") from e
     partitions = [{"partition": p, "end_offset": end, "applied_offset": applied, "lag": end - applied}
                   for p, (end, applied) in sorted(offsets.items())]
     age = 0 if oldest is None else max(0, time.time_ns() // 1_000_000 - oldest)

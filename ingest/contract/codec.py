@@ -3,12 +3,12 @@
 Two record forms. Most events are one orjson document. An event carrying many metric points
 (MetricsLogged, RunBatchLogged) is `POINTS_MAGIC`, the header length (4 bytes, big-endian), the
 same JSON document with the point columns replaced by `{"points_table": <count>}`, then the
-points as an Arrow IPC stream (ingest.metric_table): the projector reads them without parsing
+points as an Arrow IPC stream (ingest.contract.metric_table): the projector reads them without parsing
 JSON or converting lists. Decoded, such a payload holds `{"points_table": pyarrow.Table}` where
 the columns were.
 
 A record that cannot be decoded raises MalformedEvent with a reason; the projector records it
-as a rejection and carries on (DESIGN.md invariant 7).
+as a rejection and carries on (docs/design.md, invariant 7).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Callable
 import orjson
 import pyarrow as pa
 
-from runledger.ingest import metric_table
-from runledger.ingest.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
+from runledger.ingest.contract import metric_table
+from runledger.ingest.contract.events import EVENT_TYPES, SCHEMA_VERSION, Envelope
 
 
 class MalformedEvent(ValueError):

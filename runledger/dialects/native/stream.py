@@ -1,13 +1,13 @@
 """POST /api/runledger/v1/metrics/stream: many metric points per request, in columns.
 
 Unlike the MLflow endpoints, this path answers once Kafka has acknowledged the events
-(acks=all), not once the projector has applied them (DESIGN.md invariant 5): it is built
+(acks=all), not once the projector has applied them (docs/design.md, invariant 5): it is built
 for volume. Everything the projector would reject for a reason visible now (unknown or
 deleted run, bad key, bad number) is refused here with MLflow's error; what can only fail
 later (the run deleted before its points are applied) lands in the rejections table.
 
 Validation works on whole columns. Plainly valid JSON columns (and every Arrow body) become
-one Arrow table checked with kernels and one check per distinct key (ingest.stream_arrow),
+one Arrow table checked with kernels and one check per distinct key (runledger.dialects.native.stream_arrow),
 which is also the form the points are written to the log in. Anything else goes through
 `parse_points` (C-level `set(map(type, ...))`, `min`/`max`, a per-point loop only for columns
 that need converting: special-value strings, whole-number floats), which also names the first
@@ -27,28 +27,29 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from runledger.ingest import limits, stream_arrow
+from runledger.ingest import limits
+from runledger.dialects.native import stream_arrow
 from runledger.ingest.backlog import AppendBacklog
+from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.request import missing, parse_json, read_capped, require_json
-from runledger.ingest.routes import acting_user
+from runledger.dialects.request import missing, parse_json, read_capped, require_json
+from runledger.dialects.mlflow.writes import acting_user
 from runledger.ingest.writer import Writer, new_event
+from runledger.dialects import services
 
-MAX_POINTS = 100_000
-MAX_EVENT_POINTS = 50_000
-# 100k points with long keys can legitimately exceed the MLflow endpoints' 8 MiB body cap.
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# The published limits (runledger.client.limits). 100k points with long keys can legitimately
+# exceed the MLflow endpoints' 8 MiB body cap, hence a cap of the stream's own.
+MAX_POINTS = published.MAX_STREAM_REQUEST_POINTS
+MAX_EVENT_POINTS = published.MAX_EVENT_POINTS
+MAX_REQUEST_BYTES = published.MAX_STREAM_BODY_BYTES
 # Each event stays far below the topic's 16 MiB max.message.bytes, whatever the keys.
 EVENT_BYTES_BUDGET = 8 * 1024 * 1024
-# Worst-case encoded size of one point besides its key: quotes and commas, a float such as
-# -1.7976931348623157e+308, and two int64s.
-_POINT_BYTES_BESIDES_KEY = 3 + 25 + 21 + 21
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _NUMBERS_OR_NULL = frozenset({float, int, type(None)})
 # JSON has no NaN or infinity literals; these strings stand in for them (protobuf JSON's
-# spelling). NaN travels as null in the event (ingest.codec); infinities are clamped as
+# spelling). NaN travels as null in the event (ingest.contract.codec); infinities are clamped as
 # MLflow's SQL store does.
 _SPECIAL = {"NaN": None, "Infinity": limits.MAX_DOUBLE, "-Infinity": -limits.MAX_DOUBLE}
 _BAD = object()
@@ -88,7 +89,7 @@ def parse_points(doc: dict[str, Any]) -> Points:
 
 def _checked_columns(doc: dict[str, Any]) -> "Points | tuple[pa.Table, int]":
     """The body's points: as a table when they are plainly valid (the common case, and the
-    form they are written to the log in), else checked element by element (ingest.stream_arrow
+    form they are written to the log in), else checked element by element (runledger.dialects.native.stream_arrow
     .from_json_columns says which)."""
     return stream_arrow.from_json_columns(doc, MAX_POINTS) or parse_points(doc)
 
@@ -104,7 +105,7 @@ def event_payloads(points: Points) -> list[dict[str, Any]]:
 
 
 def _points_per_event(max_key_bytes: int) -> int:
-    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + _POINT_BYTES_BESIDES_KEY)))
+    return max(1, min(MAX_EVENT_POINTS, EVENT_BYTES_BUDGET // (max_key_bytes + published.POINT_BYTES_BESIDES_KEY)))
 
 
 def log_event_ids(run_id: str, event_id: str, parts: int) -> list[str]:
@@ -146,10 +147,10 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         table, max_key_bytes = checked
         n, per = table.num_rows, _points_per_event(max_key_bytes)
         payloads = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
-    writer: Writer = request.app.state.writer
+    writer: Writer = services.writer(request)
     run = writer.writable_run(run_id)
     user = acting_user(request)
-    backlog: AppendBacklog = request.app.state.append_backlog
+    backlog: AppendBacklog = services.backlog(request)
     await backlog.admit()
     # One append for all parts: it returns only once Kafka has acknowledged every one of them.
     positions = await writer.append([

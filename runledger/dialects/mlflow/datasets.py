@@ -10,14 +10,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue
-from runledger.ingest.request import Fields, json_body
+from runledger.dialects.request import Fields, json_body
+from runledger.dialects import services
 
 MAX_EXPERIMENTS = 20
 MAX_SUMMARIES = 1000
 
 
 def _summaries(request: Request, experiment_ids: list[str]) -> list[dict[str, Any]]:
-    with request.app.state.store.cursor() as cur:
+    with services.reader(request).cursor() as cur:
         rows = cur.execute(
             "SELECT experiment_id, name, digest, context FROM run_datasets "
             "WHERE experiment_id IN (SELECT unnest(?::VARCHAR[])) "

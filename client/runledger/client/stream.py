@@ -38,16 +38,12 @@ from typing import Any, Callable, Iterable, Protocol
 import httpx
 import orjson
 
-from runledger.ingest import limits
-from runledger.ingest.errors import InvalidParameterValue
+from runledger.client import limits
+from runledger.client.limits import MAX_EVENT_POINTS, STREAM_PATH
 
-STREAM_PATH = "/api/runledger/v1/metrics/stream"
-# A chunk's body stays well below the endpoint's 32 MiB cap whatever the key lengths; the
-# server's own cap on points per request is 100k.
-MAX_CHUNK_BYTES = 8 * 1024 * 1024
-MAX_CHUNK_POINTS = 100_000
-MAX_EVENT_POINTS = 50_000  # the server cuts requests into events of at most this many points
-_POINT_BYTES_BESIDES_KEY = 64  # quotes, commas, a float and two int64s, generously
+# A chunk's body stays well below the endpoint's body cap whatever the key lengths.
+MAX_CHUNK_BYTES = limits.MAX_STREAM_BODY_BYTES // 4
+MAX_CHUNK_POINTS = limits.MAX_STREAM_REQUEST_POINTS
 _RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_MAX_S = 8.0
@@ -96,7 +92,11 @@ class MetricStream:
         self.retries = retries
         self._transport: _Transport
         if bootstrap_servers is not None:
-            from runledger.kafka_transport import KafkaTransport  # aiokafka only when asked for
+            try:  # the server's event encoder and aiokafka, only when asked for
+                from runledger.kafka_transport import KafkaTransport
+            except ImportError as e:
+                raise ImportError("MetricStream(bootstrap_servers=...) produces the server's own events and needs "
+                                  "the server distribution (runledger-server) installed too") from e
 
             self._transport = KafkaTransport(bootstrap_servers, topic, timeout, user)
         else:
@@ -278,15 +278,14 @@ class MetricStream:
             raise ValueError(f"metric key must be a string, got {type(key).__name__}")
         if key in self._known_keys:
             return
-        try:
-            limits.check_key(key)
-        except InvalidParameterValue as e:
-            raise ValueError(e.message) from None
+        problem = limits.key_problem(key)
+        if problem is not None:
+            raise ValueError(f"Invalid metric key {key!r}: {problem}")
         with self._cv:
             self._known_keys.add(key)
             # A chunk stays near MAX_CHUNK_BYTES whatever the keys: long keys, fewer points.
             self._max_key_bytes = max(self._max_key_bytes, len(key.encode()))
-            by_bytes = MAX_CHUNK_BYTES // (self._max_key_bytes + _POINT_BYTES_BESIDES_KEY)
+            by_bytes = MAX_CHUNK_BYTES // (self._max_key_bytes + limits.POINT_BYTES_BESIDES_KEY)
             self._chunk_limit = max(1, min(self.max_points, by_bytes))
 
     # ----- the sender thread

@@ -2,7 +2,7 @@
 
 Every event travels in an `Envelope`; the `type` names one fact and `payload` carries that
 fact's fields. Payloads are plain JSON objects (documented per type below) so that an event
-written by any past version of Runledger can still be read: `ingest.codec` upcasts old
+written by any past version of Runledger can still be read: `ingest.contract.codec` upcasts old
 schema versions before the projector sees them.
 
 Payloads by type (schema version 1):

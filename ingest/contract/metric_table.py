@@ -1,7 +1,7 @@
 """Metric points as one Arrow table (key, value, timestamp, step), and its bytes in the log.
 
 The columnar payload of MetricsLogged / RunBatchLogged is four JSON lists. Large ones travel in
-the log as an Arrow IPC stream instead (see ingest.codec): the projector then reads them
+the log as an Arrow IPC stream instead (see ingest.contract.codec): the projector then reads them
 without parsing JSON or converting Python lists, which was most of folding a streamed event.
 Both forms hold the same points, checked by the same rules (`from_columns`, `from_ipc`).
 """

@@ -1,6 +1,6 @@
 """MLflow's write endpoints for experiments and runs. Each turns a request into one event.
 
-All of them are synchronous (DESIGN.md invariant 5): they answer after the projector has
+All of them are synchronous (docs/design.md, invariant 5): they answer after the projector has
 applied the event, with MLflow's error when it was rejected.
 """
 
@@ -15,18 +15,19 @@ import pyarrow.compute as pc
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from runledger.ingest import codec, limits, metric_table
+from runledger.ingest import limits
+from runledger.ingest.contract import codec, metric_table
 from runledger.ingest.artifact_policy import check_artifact_location_policy
-from runledger.ingest.errors import InvalidParameterValue, MlflowError, ResourceDoesNotExist
-from runledger.ingest.events import Envelope, metrics_columns
-from runledger.ingest.model_metrics import model_metric_columns
-from runledger.ingest.request import Fields, json_body, missing
+from runledger.ingest.errors import BadRequest, InvalidParameterValue, ResourceDoesNotExist
+from runledger.ingest.contract.events import Envelope, metrics_columns
+from runledger.dialects.mlflow.model_metrics import model_metric_columns
+from runledger.dialects.request import SEE_API_DOCS, Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
-from runledger.ingest.writer import Writer, new_event, now_ms
+from runledger.ingest.writer import Writer, new_event
+from runledger.dialects import services
+from runledger.ingest.contract import entities
 
-RUN_NAME_TAG = "mlflow.runName"
-_STATUS_NUMBERS = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
-_STATUSES = frozenset(_STATUS_NUMBERS.values())
+RUN_NAME_TAG = entities.RUN_NAME_TAG
 
 
 def acting_user(request: Request) -> str:
@@ -41,7 +42,7 @@ def acting_user(request: Request) -> str:
 
 
 def _writer(request: Request) -> Writer:
-    return request.app.state.writer
+    return services.writer(request)
 
 
 def _run_id(f: Fields) -> str:
@@ -55,12 +56,14 @@ def _experiment_id(f: Fields, name: str = "experiment_id") -> str:
     return limits.check_experiment_id(f.req_str(name))
 
 
-def parse_status(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and value in _STATUS_NUMBERS:
-        return _STATUS_NUMBERS[value]
-    if isinstance(value, str) and value in _STATUSES:
-        return value
-    raise limits.invalid_value("status", value, f"Run status must be one of {sorted(_STATUSES)}.")
+def parse_status(value: Any) -> str | None:
+    """A run status by name or number. An unknown name is None (the status stays as it is), as
+    mlflow server answers it: its protobuf parser drops enum names it does not know."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in entities.RUN_STATUS_NUMBERS:
+        return entities.RUN_STATUS_NUMBERS[value]
+    if isinstance(value, str):
+        return value if value in entities.RUN_STATUSES else None
+    raise limits.invalid_value("status", value, f"Run status must be one of {sorted(entities.RUN_STATUSES)}.")
 
 
 def _tags(items: list[Fields], value_limit: int, *, truncate: bool) -> list[list[str]]:
@@ -138,7 +141,7 @@ _VALUE = operator.itemgetter("value")
 
 def _plain_metric_table(raw: list[Any]) -> pa.Table | None:
     """`_plain_metric_columns` for a large batch, straight to the Arrow table its event carries
-    (ingest.codec): Arrow converts the metric objects in one call and the checks run on whole
+    (ingest.contract.codec): Arrow converts the metric objects in one call and the checks run on whole
     columns, where the loop costs a few Python operations per point and the lists are then
     converted again. Accepts exactly what that loop accepts, except infinities (which JSON
     cannot spell); None sends the batch down the loop or the general path."""
@@ -201,11 +204,11 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     artifact_location = f.str("artifact_location") or None
     if artifact_location is not None:
         limits.check_artifact_location(artifact_location)
-        check_artifact_location_policy(artifact_location, request.app.state.settings.artifact_root)
+        check_artifact_location_policy(artifact_location, services.settings(request).artifact_root)
     writer = _writer(request)
     event = new_event("ExperimentCreated", {
         "name": name, "artifact_location": artifact_location,
-        "artifact_root": request.app.state.settings.artifact_root, "tags": tags,
+        "artifact_root": services.settings(request).artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
     return {"experiment_id": verdict.result["experiment_id"]}
@@ -219,7 +222,7 @@ async def _experiment_event(request: Request, type_: str, payload_fields: tuple[
         payload[name] = f.req_str(name, allow_empty=name == "value")
     writer = _writer(request)
     if writer.catalog.experiment(exp_id) is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     await writer.commit(new_event(type_, payload, user=acting_user(request), experiment_id=exp_id))
     return {}
 
@@ -270,8 +273,7 @@ async def create_run(request: Request) -> dict[str, Any]:
     if not f.str("experiment_id"):
         # MLflow's server has no default here either: its store fails to insert the run and
         # answers 400 BAD_REQUEST with the SQL error (MLflow's client always sends an id).
-        raise MlflowError("Missing value for required parameter 'experiment_id'. "
-                          "See the API docs for more information about request parameters.", "BAD_REQUEST")
+        raise BadRequest(f"Missing value for required parameter 'experiment_id'. {SEE_API_DOCS}")
     exp_id = limits.check_experiment_id(f.req_str("experiment_id"))
     tags = _tags(f.objects("tags"), limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
     tag_name = next((v for k, v in reversed(tags) if k == RUN_NAME_TAG), None)
@@ -286,16 +288,15 @@ async def create_run(request: Request) -> dict[str, Any]:
     run_name = run_name or tag_name or generate_run_name()
     exp = writer.catalog.experiment(exp_id)
     if exp is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     if exp.lifecycle_stage != "active":
-        raise InvalidParameterValue(
-            f"The experiment {exp_id} must be in the 'active' state. Current state is {exp.lifecycle_stage}.")
+        raise InvalidParameterValue(entities.experiment_not_active(exp_id, exp.lifecycle_stage))
     event = new_event("RunCreated", {}, user=acting_user(request), experiment_id=exp_id)
     run_id = event.event_id  # a fresh uuid4 hex, as MLflow's run ids are
     event = Envelope(
         event_id=event.event_id, type=event.type, experiment_id=exp_id, run_id=run_id,
         ingest_time=event.ingest_time, user=event.user,
-        payload={"run_name": run_name, "start_time": f.int64("start_time", default=now_ms()),
+        payload={"run_name": run_name, "start_time": f.int64("start_time", default=0),
                  "user_id": user_id, "tags": tags,
                  "artifact_uri": f"{exp.artifact_location.rstrip('/')}/{run_id}/artifacts"})
     await writer.commit(event)
@@ -332,7 +333,7 @@ async def _run_lifecycle(request: Request, type_: str) -> dict[str, Any]:
     run_id = _run_id(f)
     run = writer.catalog.run(run_id)
     if run is None:
-        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        raise ResourceDoesNotExist(entities.run_not_found(run_id))
     await writer.commit(new_event(type_, {}, user=acting_user(request), run_id=run_id,
                                   experiment_id=run.experiment_id))
     return {}
@@ -354,8 +355,16 @@ async def log_metric(request: Request) -> dict[str, Any]:
     return {}
 
 
+def _run_id_type_first(f: Fields) -> None:
+    """MLflow checks a request's fields in its schema's order, run_id first: with run_id and value
+    both of the wrong type, the error names run_id."""
+    f.str("run_id")
+    f.str("run_uuid")
+
+
 async def log_param(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
+    _run_id_type_first(f)
     params = _params([f])
     await _commit_run_event(request, "ParamsLogged", f, {"params": params})
     return {}
@@ -363,6 +372,7 @@ async def log_param(request: Request) -> dict[str, Any]:
 
 async def set_tag(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
+    _run_id_type_first(f)
     tags = _tags([f], limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
     if not f.has("value"):
         raise missing("value")
@@ -414,7 +424,7 @@ async def _bulk_lifecycle(request: Request, type_: str, stage: str, bound: str) 
         raise limits.invalid_value("max_runs", max_runs, f"It must be between 1 and {MAX_BULK_RUNS}.")
     writer = _writer(request)
     if writer.catalog.experiment(exp_id) is None:
-        raise ResourceDoesNotExist(f"No Experiment with id={exp_id} exists")
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp_id))
     if type_ == "RunDeleted":
         ids = writer.catalog.run_ids(exp_id, lifecycle_stage=stage, started_at_or_before=limit_ms, limit=max_runs)
     else:

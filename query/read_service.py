@@ -1,0 +1,50 @@
+"""The reader as the dialect rooms see it: cursors on the read model that see every write already
+answered, the configured latest-metric rule, the rendered-run cache, paged-search snapshots and
+the projector's progress. Dialects never touch the projector or its DuckDB store directly."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import duckdb
+
+from runledger.ingest.errors import InternalError
+
+from runledger.projector.consumer import Projector
+from runledger.projector.store import Store
+from runledger.query.run_cache import RunCache
+from runledger.query.search_cursors import SearchCursors
+
+
+class ReadService:
+    def __init__(self, store: Store, projector: Projector, *, latest_table: str, run_cache: RunCache,
+                 search_cursors: SearchCursors) -> None:
+        self._store = store
+        self._projector = projector
+        self.latest_table = latest_table
+        self.run_cache = run_cache
+        self.search_cursors = search_cursors
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor that sees every write whose verdict was already given out (read-your-writes).
+
+        DuckDB's errors stop here: a query failing on the read model is our fault, never the
+        caller's input (readers validate that first), so it becomes an InternalError whose text
+        is logged, not sent."""
+        cur = self._store.cursor()
+        try:
+            yield cur
+        except duckdb.Error as e:
+            raise InternalError(f"read model query failed: {type(e).__name__}") from e
+        finally:
+            cur.close()
+
+    def open_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for a streamed answer, which outlives the handler: the caller closes it."""
+        return self._store.cursor()
+
+    async def lag(self) -> dict[int, tuple[int, int]]:
+        """Per partition: (log end offset, next offset the projector will apply)."""
+        return await self._projector.lag()
