@@ -129,13 +129,13 @@ def test_run_name_and_user_id_have_mlflow_column_limits(api: httpx.Client, exp_i
 @pytest.mark.parametrize("request_", [
     ("POST", "runs/create", {"experiment_id": "!" * MB}),
     ("POST", "runs/log-metric", {"run_id": "!" * MB, "key": "k", "value": 1, "timestamp": 1}),
-    ("POST", "runs/update", {"run_id": "r" * 32, "status": "S" * MB}),
+    ("POST", "experiments/create", {"name": "n", "tags": [{"key": "!" * MB, "value": "v"}]}),
     ("POST", "runs/search", {"experiment_ids": ["0"], "run_view_type": "V" * MB}),
     ("POST", "runs/search", {"experiment_ids": ["0"], "page_token": "t" * MB}),
     ("POST", "runs/search", {"experiment_ids": ["0"], "filter": "attributes.x = '" + "f" * MB}),
     ("POST", "logged-models/search", {"experiment_ids": ["0"], "filter": "(" + "f" * MB}),
     ("POST", "experiments/create", {"name": "n", "artifact_location": "file:///etc/" + "a" * 2000}),
-], ids=["experiment-id", "run-id", "status", "view-type", "page-token", "filter", "model-filter", "location"])
+], ids=["experiment-id", "run-id", "tag-key", "view-type", "page-token", "filter", "model-filter", "location"])
 def test_an_invalid_megabyte_is_not_echoed_back(api: httpx.Client, request_: tuple[str, str, dict[str, Any]]) -> None:
     method, path, body = request_
     resp = api.request(method, path, json=body)
