@@ -13,6 +13,7 @@ import time
 import uvicorn
 
 from runledger.app import create_app
+from runledger.header_deadline import protocol_with_header_deadline
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
 from runledger.settings import Settings, SettingsError
 
@@ -27,7 +28,8 @@ def local_kafka(settings: Settings) -> LocalKafka:
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.max_concurrency)
+                timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.max_concurrency,
+                http=protocol_with_header_deadline(settings.header_timeout))
 
 
 def cmd_up(settings: Settings) -> int:

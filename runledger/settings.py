@@ -54,6 +54,7 @@ class Settings:
     duckdb_memory_limit: str = field(default_factory=lambda: default_duckdb_memory_limit())
     allowed_hosts_override: tuple[str, ...] | None = None  # RUNLEDGER_ALLOWED_HOSTS
     body_timeout: float = 30.0                  # RUNLEDGER_BODY_TIMEOUT: max wait for the next body chunk
+    header_timeout: float = 10.0                # RUNLEDGER_HEADER_TIMEOUT: max time to send request headers
     keep_alive_timeout: int = 5                 # RUNLEDGER_KEEP_ALIVE_TIMEOUT: idle keep-alive connections
     max_concurrency: int = 1000                 # RUNLEDGER_MAX_CONCURRENCY: connections + tasks before 503s
 
@@ -109,6 +110,7 @@ class Settings:
             duckdb_memory_limit=_size(env, "RUNLEDGER_DUCKDB_MEMORY_LIMIT") or default_duckdb_memory_limit(),
             allowed_hosts_override=_hosts(env.get("RUNLEDGER_ALLOWED_HOSTS")),
             body_timeout=float(_int(env, "RUNLEDGER_BODY_TIMEOUT", 30)),
+            header_timeout=float(_int(env, "RUNLEDGER_HEADER_TIMEOUT", 10)),
             keep_alive_timeout=_int(env, "RUNLEDGER_KEEP_ALIVE_TIMEOUT", 5),
             max_concurrency=_int(env, "RUNLEDGER_MAX_CONCURRENCY", 1000),
         )

@@ -217,14 +217,72 @@ def test_a_stalled_body_is_cut_off_within_the_timeout(make_server: Any) -> None:
         for i in range(0, len(body), 9):
             time.sleep(1)
             sock.sendall(body[i:i + 9])
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _read_response(sock).startswith(b"HTTP/1.1 200")
     # an idle keep-alive connection is closed after RUNLEDGER_KEEP_ALIVE_TIMEOUT
     with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
         sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n".encode())
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _read_response(sock).startswith(b"HTTP/1.1 200")
         t0 = time.monotonic()
         assert sock.recv(65536) == b""
         assert time.monotonic() - t0 < 5
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response with a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_silent_and_byte_a_time_headers_are_cut_off(make_server: Any) -> None:
+    s = make_server(RUNLEDGER_HEADER_TIMEOUT="2")
+    silent = [socket.create_connection(("127.0.0.1", s.port), timeout=15) for _ in range(20)]
+    dribbling = [socket.create_connection(("127.0.0.1", s.port), timeout=15) for _ in range(20)]
+    head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\nX-Slow: ".encode()
+    socks = silent + dribbling
+    t0 = time.monotonic()
+    try:
+        for sock in dribbling:
+            sock.sendall(head)
+        still_open = set(range(len(socks)))
+        while still_open and time.monotonic() - t0 < 10:
+            time.sleep(0.5)
+            for i in list(still_open):
+                if i >= len(silent):  # a byte every half second, never the end of the headers
+                    try:
+                        socks[i].sendall(b"a")
+                    except OSError:
+                        still_open.discard(i)
+                        continue
+                if _closed_by_peer(socks[i]):
+                    still_open.discard(i)
+        elapsed = time.monotonic() - t0
+        assert not still_open, f"{len(still_open)} connections still open after {elapsed:.1f}s"
+        assert elapsed < 8, f"headers held {elapsed:.1f}s with a 2 s deadline"
+    finally:
+        for sock in socks:
+            sock.close()
+    # a request whose headers arrive in time is answered, and its connection then stays open
+    # for further requests until the keep-alive timeout
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
+        for _ in range(2):
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n".encode())
+            assert _read_response(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(1)
 
 
 # ----- artifact locations
