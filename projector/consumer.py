@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from runledger.ingest.contract.codec import MalformedEvent, decode
 from runledger.ingest.contract.events import Verdict
-from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogRecord, fold_batch
+from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogEntry, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
-from runledger.projector.store import Store
+from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,14 @@ class Projector:
         self._progress = asyncio.Event()
         self._committer: Committer | None = None
         self._failure: Exception | None = None
+        self._folded_offsets: dict[int, int] = {}   # next offset per partition, of all folded so far
         self.commit_listeners: list[Callable[[], None]] = []   # called on the loop after each commit
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
+        loop = asyncio.get_running_loop()
+        # A reader that finds the file damaged wakes the loop, which then rebuilds (`_rebuild`).
+        self.store.corruption_listeners.append(lambda: loop.call_soon_threadsafe(self._progress.set))
         await self._consumer.start()
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self.partitions)
@@ -109,14 +113,84 @@ class Projector:
         self._start_committer()
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                if self._failure is not None:
-                    raise self._failure
-                if batch:
-                    await self._fold_and_submit(batch)
+                try:
+                    if self.store.corruption is not None:
+                        raise ReadModelCorrupt(str(self.store.corruption))
+                    batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                    if self._failure is not None:
+                        raise self._failure
+                    if batch:
+                        await self._fold_and_submit(batch)
+                except RowsRefused as e:
+                    await self._isolate_refused(e)
+                except ReadModelCorrupt:
+                    await self._rebuild()
             await self.drain()
         finally:
             self._stop_committer()
+
+    async def _rebuild(self) -> None:
+        """The file is damaged: move it aside, start an empty one and replay from offset 0.
+
+        What was folded but not committed is dropped with the old file; the replay folds it
+        again, to the same verdicts. Readers get 503 until the failed commit is cleared, then
+        see the new file fill up, as after deleting the file."""
+        self._stop_committer()
+        self.applied_offsets, self._folded_offsets = {}, {}
+        aside = await asyncio.to_thread(self.store.rebuild)
+        self._failure = None  # set by the failed commit, if one found the damage
+        self.cache.reset()
+        self._queued_points = 0
+        self._committed = self._seq
+        self.store.visibility.commit(self._seq)
+        for tp in self.partitions:
+            await self._consumer.seek_to_beginning(tp)
+        await asyncio.to_thread(self._prime_cache)
+        self._start_committer()
+        log.error("read model replaced by an empty one (the damaged file is %s): replaying %s from offset 0",
+                  aside, self.topic)
+
+    async def _isolate_refused(self, refused: RowsRefused) -> None:
+        """DuckDB refused a commit: find the events it refused and reject them, commit the rest.
+
+        The fold checks every field, so this is the net under it (DESIGN.md invariant 7). What
+        was folded since the last commit is folded again from the offsets in DuckDB, in groups
+        halved until each refusal is one event (projector.consumer.apply_isolating), on a fresh
+        cache (the old one absorbed the refused changes). Verdicts already handed out for those
+        events are sent again; they differ only for a refused event, which only a record written
+        around ingest can be, since ingest checks the same ranges.
+        """
+        log.warning("the read model refused a commit (%s): finding the event responsible", refused)
+        self._stop_committer()
+        self._failure = None
+        target = dict(self._folded_offsets)
+        stored = await asyncio.to_thread(self.store.offsets, self.topic)
+        for tp in self.partitions:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+        position = {tp.partition: stored.get(tp.partition, 0) for tp in self.partitions}
+        while any(position.get(p, 0) < o for p, o in target.items()) and not self._stopping.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            raw = [(tp.partition, msg.offset, msg.value) for tp in sorted(batch, key=lambda t: t.partition)
+                   for msg in batch[tp]]
+            if not raw:
+                continue
+            verdicts = await asyncio.to_thread(apply_isolating, self.store, self.topic, raw)
+            for partition, offset, _ in raw:
+                position[partition] = offset + 1
+            self.applied_offsets.update(position)
+            self.on_verdicts(verdicts)
+        self._folded_offsets.update(position)
+        self.cache.reset()
+        await asyncio.to_thread(self._prime_cache)
+        self._queued_points = 0
+        self._committed = self._seq
+        self.store.visibility.commit(self._seq)
+        self._progress.set()
+        self._start_committer()
+        log.warning("resumed after isolating refused events, at %s", position)
 
     async def process(self, batch: dict[TopicPartition, list]) -> None:
         """Fold `batch` and return once it is committed to DuckDB (tests and tools)."""
@@ -135,11 +209,13 @@ class Projector:
         await self._wait_until(lambda: self._committed >= self._seq)
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
-        while not (done() or self._failure is not None):
+        while not (done() or self._failure is not None or self.store.corruption is not None):
             self._progress.clear()
             await self._progress.wait()
         if self._failure is not None:
             raise self._failure
+        if self.store.corruption is not None:
+            raise ReadModelCorrupt(str(self.store.corruption))
 
     async def _fold_and_submit(self, batch: dict[TopicPartition, list]) -> None:
         """Fold a batch against the cached state, hand out its verdicts, and queue its commit.
@@ -173,6 +249,7 @@ class Projector:
         state = self.cache.state_for(records, loaded)
         result = await asyncio.to_thread(fold_batch, state, records) if big else fold_batch(state, records)
         self.cache.absorb(result)
+        self._folded_offsets.update(next_offsets)
         self._seq += 1
         self.store.visibility.release(self._seq)
         self.on_verdicts(result.verdicts)
@@ -256,6 +333,11 @@ class Committer:
             seq, points = items[-1][2], sum(i[3] for i in items)
             try:
                 self.store.apply(changes, self.topic, offsets)
+            except RowsRefused as e:
+                # Not the end: the projector isolates the refused event and goes on, so readers
+                # keep waiting rather than fail (Projector._isolate_refused).
+                self._on_failed(e)
+                return
             except BaseException as e:
                 log.error("commit to the read model failed", exc_info=e)
                 self.store.visibility.fail(e)
@@ -301,8 +383,76 @@ def decode_records(raw: list[RawRecord]) -> list[LogRecord]:
 
 
 def fold_and_apply(store: Store, topic: str, raw: list[RawRecord], next_offsets: dict[int, int]) -> FoldResult:
-    """One batch: decode, load its state, fold, and apply it with the offsets in one transaction."""
+    """One batch: decode, load its state, fold, and apply it with the offsets in one transaction
+    (if DuckDB refuses it, event by event as `apply_isolating` does)."""
     records = decode_records(raw)
     result = fold_batch(store.load_state(records), records)
-    store.apply(result.changes, topic, next_offsets)
+    try:
+        store.apply(result.changes, topic, next_offsets)
+    except RowsRefused:
+        result.verdicts.clear()
+        result.verdicts.update(apply_isolating(store, topic, raw))  # commits the offsets part by part
     return result
+
+
+def apply_isolating(store: Store, topic: str, raw: list[RawRecord]) -> dict[str, Verdict]:
+    """Fold and commit `raw` (in log order) in groups halved until DuckDB accepts each; an
+    event it refuses even alone is recorded as a MALFORMED_EVENT rejection saying why.
+
+    The verdicts equal those of folding the records one at a time, each committed before the
+    next, which depends only on the log: a replay isolates the same events the same way.
+    """
+    verdicts: dict[str, Verdict] = {}
+
+    def attempt(part: list[RawRecord]) -> None:
+        records = decode_records(part)
+        result = fold_batch(store.load_state(records), records)
+        try:
+            store.apply(result.changes, topic, _next_offsets(part))
+            verdicts.update(result.verdicts)
+            return
+        except RowsRefused as e:
+            if len(part) > 1:
+                attempt(part[:len(part) // 2])
+                attempt(part[len(part) // 2:])
+                return
+            refused = e
+        record = records[0]
+        log.warning("the read model refused the event at partition %s offset %s: %s",
+                    record.partition, record.offset, refused)
+        verdict = Verdict("MALFORMED_EVENT", f"the read model cannot store this event: {refused}")
+        _reject_unstorable(store, topic, record, verdict, _next_offsets(part))
+        if record.event is not None:
+            verdicts[record.event.event_id] = verdict
+
+    attempt(raw)
+    return verdicts
+
+
+def _reject_unstorable(store: Store, topic: str, record: LogRecord, verdict: Verdict,
+                       next_offsets: dict[int, int]) -> None:
+    """Log the refused event as a rejection, keeping only fields DuckDB cannot refuse (its id,
+    type and position, as an undecodable record has) if the full entry is refused too."""
+    ev = record.event
+    fallback = LogEntry(record.partition, record.offset, f"undecodable:{record.partition}:{record.offset}", "?",
+                        None, None, None, "", verdict.error_code, verdict.message, None)
+    entries = [fallback] if ev is None else [
+        LogEntry(record.partition, record.offset, ev.event_id, ev.type, ev.experiment_id, ev.run_id,
+                 ev.ingest_time, ev.user, verdict.error_code, verdict.message, None), fallback]
+    for entry in entries:
+        changes = BatchChanges()
+        changes.log.append(entry)
+        try:
+            store.apply(changes, topic, next_offsets)
+            return
+        except RowsRefused:
+            continue
+    raise RuntimeError(f"the read model refused even the rejection of partition {record.partition} "
+                       f"offset {record.offset}")
+
+
+def _next_offsets(raw: list[RawRecord]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for partition, offset, _ in raw:
+        out[partition] = offset + 1
+    return out

@@ -199,6 +199,24 @@ class Rejected(Exception):
         self.message = message
 
 
+class PayloadInvalid(Exception):
+    """A field of an event has the wrong type or is out of the range its column can hold.
+
+    Raised by the field checks (`_str`, `_int`, `_pairs`) that every handler reads its payload
+    through; the event becomes a MALFORMED_EVENT rejection naming the field. A record written
+    straight into the topic can hold anything JSON can, and DuckDB refuses what its columns
+    cannot hold only at commit time, which must never be where a bad event is found (DESIGN.md
+    invariant 7).
+    """
+
+
+# Column ranges. BIGINT is int64; a JSON integer can be up to 2**64-1 (orjson reads it as int).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+# No string a request could carry is longer than its body (ingest.limits.MAX_REQUEST_BYTES), so
+# this refuses only records written around ingest and changes no past verdict on replay.
+MAX_STRING_CHARS = 8 * 1024 * 1024
+
+
 def fold_batch(state: FoldState, records: list[LogRecord]) -> FoldResult:
     """Fold `records` (in log order per partition) over `state`; `state` is not modified."""
     fold = _Fold(state)
@@ -261,6 +279,8 @@ class _Fold:
             verdict = Verdict(result=result)
         except Rejected as r:
             verdict = Verdict(r.error_code, r.message)
+        except PayloadInvalid as e:
+            verdict = Verdict("MALFORMED_EVENT", f"malformed {ev.type} payload: {e}")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             verdict = Verdict("MALFORMED_EVENT", f"malformed {ev.type} payload: {e!r}")
         self._seen[ev.event_id] = verdict
@@ -386,7 +406,7 @@ class _Fold:
     def _on_RunUpdated(self, ev: Envelope) -> None:
         p = ev.payload
         status, end_time, run_name = p.get("status"), p.get("end_time"), p.get("run_name")
-        if status is not None and status not in rules.RUN_STATUSES:
+        if status is not None and _str(status) not in rules.RUN_STATUSES:
             raise Rejected("INVALID_PARAMETER_VALUE", f"Invalid run status {status!r}")
         run = self._writable_run(ev)
         run = replace(
@@ -450,7 +470,7 @@ class _Fold:
         self._put_tags(run, tags)
 
     def _on_InputsLogged(self, ev: Envelope) -> None:
-        datasets = [_dataset_input(d) for d in ev.payload["datasets"]]
+        datasets = [_dataset_input(d) for d in _list(ev.payload["datasets"], "datasets")]
         run = self._writable_run(ev)
         for d in datasets:
             key = (run.run_id, d["name"], d["digest"])
@@ -671,6 +691,8 @@ def _model_metric_links(cols: dict[str, Any], points: "_Points"
         return []
     keys, values, timestamps, steps = (points.column(c).to_pylist() for c in ("key", "value", "timestamp", "step"))
     names, digests = cols.get("dataset_names") or [None] * len(keys), cols.get("dataset_digests") or [None] * len(keys)
+    for name, column in (("model_ids", model_ids), ("dataset_names", names), ("dataset_digests", digests)):
+        _list(column, name)
     if not (len(model_ids) == len(names) == len(digests) == len(keys)):
         raise ValueError("model metric columns have different lengths")
     return [(_str(m), keys[i], timestamps[i], steps[i], values[i],
@@ -698,21 +720,44 @@ def _audit_payload(ev: Envelope) -> dict[str, Any]:
 
 def _str(v: Any) -> str:
     if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {type(v).__name__}")
+        raise PayloadInvalid(f"expected a string, got {type(v).__name__}")
+    if len(v) > MAX_STRING_CHARS:
+        raise PayloadInvalid(f"a string of {len(v)} characters is longer than {MAX_STRING_CHARS}")
     return v
 
 
 def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"expected an integer, got {type(v).__name__}")
+        raise PayloadInvalid(f"expected an integer, got {type(v).__name__}")
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise PayloadInvalid(f"integer {v} is out of the 64-bit range")
     return v
 
 
 def _pairs(items: Any) -> list[tuple[str, str]]:
+    """[[key, value], ...]; anything else (a dict, a string, a triple) is refused rather than
+    unpacked into something the writer never meant."""
+    if not isinstance(items, (list, tuple)):
+        raise PayloadInvalid(f"expected a list of [key, value] pairs, got {type(items).__name__}")
+    for item in items:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise PayloadInvalid(f"expected a [key, value] pair, got {_shape(item)}")
     return [(_str(k), _str(v)) for k, v in items]
 
 
-def _dataset_input(d: dict[str, Any]) -> dict[str, Any]:
+def _list(v: Any, name: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise PayloadInvalid(f"{name}: expected a list, got {type(v).__name__}")
+    return v
+
+
+def _shape(v: Any) -> str:
+    return f"a list of {len(v)}" if isinstance(v, (list, tuple)) else type(v).__name__
+
+
+def _dataset_input(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise PayloadInvalid(f"expected a dataset object, got {type(d).__name__}")
     tags = _pairs(d.get("tags") or [])
     optional = {name: (None if d.get(name) is None else _str(d[name])) for name in ("schema", "profile")}
     return {"name": _str(d["name"]), "digest": _str(d["digest"]), "source_type": _str(d["source_type"]),
@@ -724,12 +769,20 @@ def _dataset_input(d: dict[str, Any]) -> dict[str, Any]:
 def _metric_points(cols: dict[str, Any]) -> _Points:
     """The points of a metrics payload as a table: read from the log as Arrow already, or
     converted from its JSON columns. Raises TypeError/ValueError if malformed."""
+    if not isinstance(cols, dict):
+        raise PayloadInvalid(f"expected metric columns as an object, got {type(cols).__name__}")
     table = cols.get("points_table")
     if isinstance(table, pa.Table):
         return table
-    return metric_table.from_columns(cols)
+    try:
+        return metric_table.from_columns(cols)
+    except metric_table.BadPoints as e:
+        raise PayloadInvalid(str(e)) from None
 
 
-def _point_count(cols: dict[str, Any]) -> int:
-    table = cols.get("points_table")
-    return table.num_rows if isinstance(table, pa.Table) else len(cols.get("keys") or [])
+def _point_count(cols: Any) -> int:
+    # Runs for rejected events too, outside the handlers' checks: any shape must do.
+    if not isinstance(cols, dict):
+        return 0
+    table, keys = cols.get("points_table"), cols.get("keys")
+    return table.num_rows if isinstance(table, pa.Table) else len(keys) if isinstance(keys, list) else 0

@@ -136,6 +136,10 @@ class FoldCache:
         self.created_runs = IdFilter()
 
     # ----- before a batch
+    def reset(self) -> None:
+        """Forget everything (after the projector discarded folded batches it could not commit)."""
+        self.__init__(self.max_runs)  # type: ignore[misc]
+
     def plan(self, records: list[LogRecord]) -> StateRequest:
         """What must be read from the store before `records` can be folded. Runs that
         certainly do not exist are cached as absent on the way."""

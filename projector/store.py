@@ -22,6 +22,7 @@ from runledger.ingest.contract.events import Verdict
 from runledger.ingest.errors import TemporarilyUnavailable
 from runledger.projector.fold import BatchChanges, FoldState, LogRecord
 from runledger.projector.fold_cache import StateRequest
+from runledger.projector.integrity import is_corruption, move_aside, open_verified
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
 
@@ -30,6 +31,25 @@ log = logging.getLogger(__name__)
 
 class ReadModelUnavailable(TemporarilyUnavailable):
     """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
+
+
+class ReadModelCorrupt(RuntimeError):
+    """The DuckDB file is damaged; the projector moves it aside and rebuilds it from the log."""
+
+
+class ReadModelDamaged(TemporarilyUnavailable):
+    """A read found the file damaged; it is being rebuilt from the log (retry shortly)."""
+
+
+class RowsRefused(Exception):
+    """DuckDB refused a batch's values (out of a column's range, an encoding it cannot hold):
+    the batch's data is at fault, not the database, and the transaction was rolled back. The
+    projector then finds the event responsible and rejects it (projector.consumer)."""
+
+
+# What DuckDB (or building its input) raises for a value it cannot store. Key violations stay
+# out: the fold never emits a duplicate key, so one is a bug that must fail loudly.
+_VALUE_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 
 class Visibility:
@@ -80,7 +100,7 @@ class Store:
 
     def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None) -> None:
         self.path = str(path)
-        self.con = duckdb.connect(self.path)
+        self.con = open_verified(self.path)
         version = stored_version(self.con)
         if version is not None and version != SCHEMA_VERSION:
             # The read model is disposable: a file from another schema version is rebuilt
@@ -91,23 +111,57 @@ class Store:
             for suffix in ("", ".wal"):
                 Path(self.path + suffix).unlink(missing_ok=True)
             self.con = duckdb.connect(self.path)
+        self._threads = threads
+        self._memory_limit = memory_limit
+        self._prepare()
+        self._lock = threading.Lock()
+        self.visibility = Visibility()
+        # Set when a query finds the file damaged (`report_if_corrupt`); the projector then
+        # calls `rebuild`. `corruption_listeners` are told at once, from the thread that found it.
+        self.corruption: BaseException | None = None
+        self.corruption_listeners: list[Callable[[], None]] = []
+        # Called with each batch right after its transaction commits, before `apply` returns
+        # (so before readers waiting on `visibility` for this batch's writes go on): caches of
+        # read results drop what the batch changed here.
+        self.apply_listeners: list[Callable[[BatchChanges], None]] = []
+
+    def _prepare(self) -> None:
         create_schema(self.con)
-        if threads is not None:
-            self.con.execute(f"SET threads = {int(threads)}")
-        if memory_limit is not None:
+        if self._threads is not None:
+            self.con.execute(f"SET threads = {int(self._threads)}")
+        if self._memory_limit is not None:
             # Unset, DuckDB takes 80% of RAM for its buffers and keeps what a big sort grew to.
-            self.con.execute("SET memory_limit = ?", [memory_limit])
+            self.con.execute("SET memory_limit = ?", [self._memory_limit])
         # DuckDB's own allocator (jemalloc on Linux) returns freed pages to the OS only from its
         # background threads: without them a sorted read of 8.8M points left RSS 380 MB up for
         # good; with them it fell back within ~10 s (bench/memory_probe.py, docs/memory.md).
         self.con.execute("SET allocator_background_threads = true")
         self._writer = self.con.cursor()
-        self._lock = threading.Lock()
-        self.visibility = Visibility()
-        # Called with each batch right after its transaction commits, before `apply` returns
-        # (so before readers waiting on `visibility` for this batch's writes go on): caches of
-        # read results drop what the batch changed here.
-        self.apply_listeners: list[Callable[[BatchChanges], None]] = []
+
+    def report_if_corrupt(self, exc: BaseException) -> bool:
+        """Whether `exc` says the file is damaged; if so, the first report starts a rebuild."""
+        if not is_corruption(exc):
+            return False
+        if self.corruption is None:
+            self.corruption = exc
+            log.error("read model %s is damaged: %s", self.path, str(exc).splitlines()[0])
+            for listener in self.corruption_listeners:
+                listener()
+        return True
+
+    def rebuild(self) -> Path:
+        """Close the damaged file, move it aside and start an empty one (no offsets: the
+        projector replays the log from offset 0). Returns where the old file went."""
+        with self._lock:
+            for closable in (self._writer, self.con):
+                with contextlib.suppress(duckdb.Error):
+                    closable.close()
+            aside = move_aside(self.path, self.corruption or ReadModelCorrupt("damaged"))
+            self.con = duckdb.connect(self.path)
+            self._prepare()
+            self.corruption = None
+            self.visibility.failure = None
+        return aside
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""
@@ -131,7 +185,16 @@ class Store:
         return self.load(StateRequest.for_records(records))
 
     def load(self, request: StateRequest) -> FoldState:
-        """Exactly the state `request` names, in one short read under the writer's lock."""
+        """Exactly the state `request` names, in one short read under the writer's lock.
+        Raises ReadModelCorrupt if the file is found damaged."""
+        try:
+            return self._load(request)
+        except duckdb.Error as e:
+            if self.report_if_corrupt(e):
+                raise ReadModelCorrupt(str(e).splitlines()[0]) from e
+            raise
+
+    def _load(self, request: StateRequest) -> FoldState:
         state = FoldState()
         with self._lock:
             c = self._writer
@@ -202,8 +265,14 @@ class Store:
                 self._apply_rows(c, changes)
                 _store_offsets(c, topic, next_offsets)
                 c.execute("COMMIT")
-            except BaseException:
+            except _VALUE_ERRORS as e:
                 c.execute("ROLLBACK")
+                raise RowsRefused(str(e).splitlines()[0][:500]) from e
+            except BaseException as e:
+                with contextlib.suppress(duckdb.Error):
+                    c.execute("ROLLBACK")
+                if self.report_if_corrupt(e):
+                    raise ReadModelCorrupt(str(e).splitlines()[0]) from e
                 raise
             for listener in self.apply_listeners:
                 listener(changes)

@@ -12,7 +12,7 @@ import duckdb
 from runledger.ingest.errors import InternalError
 
 from runledger.projector.consumer import Projector
-from runledger.projector.store import Store
+from runledger.projector.store import ReadModelDamaged, Store
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 
@@ -37,6 +37,9 @@ class ReadService:
         try:
             yield cur
         except duckdb.Error as e:
+            if self._store.report_if_corrupt(e):  # the projector moves the file aside and rebuilds it
+                raise ReadModelDamaged("The read model is damaged and is being rebuilt from the log; "
+                                       "retry shortly.") from e
             raise InternalError(f"read model query failed: {type(e).__name__}") from e
         finally:
             cur.close()
@@ -44,6 +47,11 @@ class ReadService:
     def open_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for a streamed answer, which outlives the handler: the caller closes it."""
         return self._store.cursor()
+
+    def streamed_read_failed(self, exc: BaseException) -> None:
+        """A streamed answer failed after its status was sent: if the file is damaged, this
+        still starts the rebuild that `cursor` would have started."""
+        self._store.report_if_corrupt(exc)
 
     async def lag(self) -> dict[int, tuple[int, int]]:
         """Per partition: (log end offset, next offset the projector will apply)."""

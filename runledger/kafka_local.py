@@ -56,7 +56,7 @@ def ensure_jars(cache_dir: Path | None = None) -> Path:
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     pom = staging / "pom.xml"
-    pom.write_text(resources.files("runledger").joinpath("kafka/pom.xml").read_text())
+    pom.write_text(resources.files("runledger.kafka").joinpath("pom.xml").read_text())
     log.info("resolving Apache Kafka %s jars from Maven Central into %s", KAFKA_VERSION, libs)
     proc = subprocess.run(
         ["mvn", "-q", "-B", "-f", str(pom), _DEPENDENCY_PLUGIN,
@@ -107,7 +107,7 @@ class LocalKafka:
         return self.home / "kafka.log"
 
     def _java_opts(self) -> list[str]:
-        log_config = resources.files("runledger").joinpath("kafka/log4j2.properties")
+        log_config = resources.files("runledger.kafka").joinpath("log4j2.properties")
         return [
             *self.heap.split(),
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",

@@ -145,8 +145,10 @@ def _envelope(doc: dict[str, Any]) -> Envelope:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MalformedEvent(f"cannot upcast {etype} payload from schema_version {v}: {e!r}") from e
     ingest_time = doc.get("ingest_time")
-    if not isinstance(ingest_time, int):
-        raise MalformedEvent("ingest_time is not an integer")
+    # Bounded to int64: it lands in BIGINT columns, and the envelope is logged even when the
+    # payload is refused, so only here can it be caught before it reaches a commit.
+    if isinstance(ingest_time, bool) or not isinstance(ingest_time, int) or not -2 ** 63 <= ingest_time < 2 ** 63:
+        raise MalformedEvent(f"ingest_time is not an integer in the 64-bit range: {str(ingest_time)[:40]}")
     return Envelope(
         event_id=event_id,
         type=etype,

@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runledger.ingest.contract import arrow_ipc
+
 # pyarrow's type inference (`pa.array(list)`, on the hot path) tries to import pandas on every
 # call when it is not installed, a file-system search each time (~20% of converting a
 # 20,000-point event). Marking it absent makes that import fail at once; nothing changes where
@@ -25,6 +27,10 @@ if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.float64()), ("timestamp", pa.int64()),
                     ("step", pa.int64())])
+# What a record's points may take in memory once read. A record is at most 16 MiB
+# (ingest.producer.MAX_EVENT_BYTES) and ingest writes it uncompressed, so only a record
+# written around ingest, with compressed buffers, could claim more (a decompression bomb).
+MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 
 class BadPoints(TypeError):
@@ -64,13 +70,18 @@ def to_ipc(table: pa.Table) -> bytes:
 
 
 def from_ipc(data: bytes | memoryview) -> pa.Table:
-    """The table in an IPC stream written by `to_ipc`, checked as strictly as `from_columns`."""
+    """The table in an IPC stream written by `to_ipc`, checked as strictly as `from_columns`
+    (keys valid UTF-8, offsets in range: DuckDB would refuse them only at commit time)."""
     try:
-        table = pa.ipc.open_stream(data).read_all()
-    except (pa.ArrowInvalid, OSError) as e:
+        table = arrow_ipc.read_bounded(data, MAX_DECODED_BYTES)
+    except arrow_ipc.StreamRefused as e:
         raise BadPoints(f"not an Arrow IPC stream of metric points: {e}") from None
     if not table.schema.equals(SCHEMA):
         raise BadPoints(f"metric points have schema {table.schema}, expected {SCHEMA}")
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid as e:
+        raise BadPoints(f"invalid metric points: {e}") from None
     if any(table.column(name).null_count for name in ("key", "timestamp", "step")):
         raise BadPoints("metric keys, timestamps and steps cannot be null")
     value = table.column("value").combine_chunks()

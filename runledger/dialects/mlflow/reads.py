@@ -111,6 +111,11 @@ def get_metric_history(request: Request) -> Any:
     def chunks():  # type: ignore[no-untyped-def]
         try:
             yield from reader.iter_metric_history_json(cur, run_id, key, limit, offset)
+        except Exception as e:
+            # Too late for an error status: the response is cut off, but a damaged file
+            # is still reported, so the projector rebuilds it.
+            services.reader(request).streamed_read_failed(e)
+            raise
         finally:
             cur.close()
             memory.release_after_large_read()

@@ -138,7 +138,7 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         raise limits.invalid_value("event_id", event_id, "Expected 8 to 64 characters of [A-Za-z0-9_-].")
     # Off the event loop: the projector and the synchronous endpoints share it.
     if arrow:
-        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS)
+        checked = await run_in_threadpool(stream_arrow.parse_table, body, MAX_POINTS, MAX_REQUEST_BYTES)
     else:
         checked = await run_in_threadpool(_checked_columns, doc)
     if isinstance(checked, Points):

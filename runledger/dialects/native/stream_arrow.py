@@ -17,19 +17,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runledger.ingest import limits
-from runledger.ingest.contract import metric_table
+from runledger.ingest.contract import arrow_ipc, metric_table
 from runledger.ingest.errors import InvalidParameterValue
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+COLUMNS = ("key", "value", "timestamp", "step")
 
 
-def parse_table(body: bytes, max_points: int) -> tuple[pa.Table, int]:
+def parse_table(body: bytes, max_points: int, max_bytes: int) -> tuple[pa.Table, int]:
     """The body's points in `metric_table.SCHEMA` and the longest key's UTF-8 size; raises
-    MLflow's 400 for the first problem."""
+    MLflow's 400 for the first problem. Compressed buffers are accepted, but the body may take
+    at most `max_bytes` once decompressed (as an uncompressed body may), counted before
+    anything is decompressed; only the columns used are read."""
     try:
-        table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InvalidParameterValue(f"The body is not an Arrow IPC stream: {e}") from None
+        table = arrow_ipc.read_bounded(body, max_bytes, COLUMNS)
+    except arrow_ipc.StreamRefused as e:
+        raise InvalidParameterValue(f"The body is not an Arrow IPC stream we can accept: {e}.") from None
     n = table.num_rows
     if not 1 <= n <= max_points:
         raise InvalidParameterValue(
@@ -89,6 +92,10 @@ def _strings(column: pa.ChunkedArray) -> pa.Array:
     elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
         raise InvalidParameterValue(f"Column 'key' must hold strings, got {t}.")
     keys = column.combine_chunks().cast(pa.string())
+    try:
+        keys.validate(full=True)
+    except pa.ArrowInvalid:
+        raise InvalidParameterValue("Column 'key' must hold valid UTF-8 strings.") from None
     if keys.null_count:
         i = pc.index(pc.is_null(keys), True).as_py()
         raise limits.invalid_value(f"key[{i}]", None, "Expected a string.")
