@@ -28,11 +28,12 @@ from runledger.ingest.topic import ensure_topic
 from runledger.ingest.writer import Writer, new_event
 from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
-from runledger.query import models_reader
+from runledger.query import memory, models_reader
 from runledger.query.catalog import ReadModelCatalog
 from runledger.query.read_service import ReadService
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
+from runledger import http_guards
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
-        store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
+        store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(run_cache.drop_changed)
         board = VerdictBoard()
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)
+        releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_default_experiment(writer, settings)
             yield
         finally:
+            releaser.cancel()
             await projector.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
@@ -114,6 +117,10 @@ def create_app(settings: Settings) -> FastAPI:
         return VERSION
 
     errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    # Outermost last: the request id is set before the host check, so refusals carry it too.
+    app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
+    app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(http_guards.RequestIdMiddleware)
 
     return app
 

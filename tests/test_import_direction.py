@@ -37,7 +37,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def _modules(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+    """The package's own modules (not a virtual environment kept inside it, as bench/ keeps MLflow's)."""
+    return sorted(p for p in (ROOT / package).rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(ROOT).parts))
 
 
 DIALECTS = ROOT / "runledger" / "dialects"
