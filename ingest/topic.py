@@ -41,11 +41,11 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> l
                 log.info("created topic %s with %d partitions", topic, partitions)
             except TopicAlreadyExistsError:
                 pass
-        await _stamp_append_time(admin, topic)
         for _ in range(100):
             for t in await admin.describe_topics([topic]):
                 found = sorted(p["partition"] for p in t.get("partitions") or [])
                 if t.get("topic") == topic and found and not t.get("error_code"):
+                    await _stamp_append_time(admin, topic)
                     return found
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {topic!r} has no partitions in the broker's metadata after 10s")

@@ -31,7 +31,11 @@ def test_new_and_existing_topics_stamp_the_append_time(kafka_bootstrap: str) -> 
             await admin.create_topics([NewTopic(old, 1, 1, topic_configs={
                 "retention.ms": "-1", "max.message.bytes": "1234567", "message.timestamp.type": "CreateTime"})])
             assert await ensure_topic(kafka_bootstrap, old, 4) == [0]  # an existing topic keeps its partitions
-            settings = await _own_settings(admin, old)
+            for _ in range(50):  # the broker applies a change the controller accepted shortly after
+                settings = await _own_settings(admin, old)
+                if settings["message.timestamp.type"] == "LogAppendTime":
+                    break
+                await asyncio.sleep(0.1)
             assert settings["message.timestamp.type"] == "LogAppendTime"
             assert settings["retention.ms"] == "-1" and settings["max.message.bytes"] == "1234567"
         finally:
