@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ import uvicorn
 
 from runledger import sql_cli
 from runledger.app import create_app
+from runledger.header_deadline import protocol_with_header_deadline
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
 from runledger.settings import Settings, SettingsError
 
@@ -27,7 +29,9 @@ def local_kafka(settings: Settings) -> LocalKafka:
 
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.max_concurrency,
+                http=protocol_with_header_deadline(settings.header_timeout))
 
 
 def cmd_up(settings: Settings) -> int:
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     kafka.add_argument("action", choices=["start", "stop", "status"])
     sql_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    # Everything this process creates (the data folder, DuckDB files, the local broker's log
+    # segments) holds experiment data: readable by its owner only.
+    os.umask(0o077)
     if args.command == "sql":
         return sql_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

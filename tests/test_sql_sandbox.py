@@ -267,6 +267,10 @@ def test_wal_trap_refused_and_data_survives_a_crash(make_server) -> None:
                        f"SELECT 1; COPY (SELECT 'x') TO '{wal}' (FORMAT csv, USE_TMP_FILE false)",
                        f"EXPLAIN ANALYZE COPY (SELECT 'x') TO '{wal}'"):
             assert rl.post("sql", json={"query": attack}).status_code == 400
+        # A read waits for the commits of answered writes: the 50 rows are in DuckDB (its
+        # file or WAL) before the crash, not only in the log.
+        counted = rl.post("sql", json={"query": f"SELECT count(*) FROM metrics WHERE run_id = '{run}'"})
+        assert counted.json()["rows"] == [[50]]
     s.kill()
     con = duckdb.connect(str(s.duckdb_path), read_only=True)
     try:
