@@ -49,11 +49,25 @@ class TemporarilyUnavailable(RunledgerError):
 
 
 class LogUnavailable(TemporarilyUnavailable):
-    """Kafka did not acknowledge the write; nothing was acknowledged, so retrying is safe."""
+    """The write is not in the log and never will take effect (invariant 14), so retrying is
+    safe."""
+
+
+class LogUnreachable(LogUnavailable):
+    """No broker could be reached, so the write was never handed to a producer: certainly not
+    in the log."""
 
 
 class ProjectionTimeout(RunledgerError):
-    """The write is in the log but the projector did not apply it within the wait limit."""
+    """The write is in the log but the projector had not ruled on it within the wait limit:
+    not a failure, its outcome is pending."""
+
+    error_code = "DEADLINE_EXCEEDED"
+
+
+class OutcomeUnknown(RunledgerError):
+    """Kafka did not acknowledge the write and the log cannot be read to tell whether it got
+    there in time: the write may or may not take effect."""
 
     error_code = "DEADLINE_EXCEEDED"
 

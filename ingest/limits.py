@@ -37,10 +37,32 @@ _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 _EXPERIMENT_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,63}$")
 
 
+MAX_RUN_NAME_LENGTH = 250           # MLflow's runs.name column is String(250)
+MAX_USER_ID_LENGTH = 256            # and runs.user_id String(256); longer values fail on MySQL/Postgres
+# An error message shows at most this much of the offending value: enough to recognise it,
+# never a megabyte copied back into the answer (and the logs).
+SHOWN_VALUE_CHARS = 200
+
+
+def shown_value(value: Any) -> str:
+    """`value` as an error message shows it: JSON (else repr), cut to SHOWN_VALUE_CHARS + '...'."""
+    if isinstance(value, str) and len(value) > 4 * SHOWN_VALUE_CHARS:
+        value = value[:SHOWN_VALUE_CHARS + 1]  # don't serialise a megabyte only to cut it
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() if _jsonable(value) else repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[:SHOWN_VALUE_CHARS] + "..."
+
+
 def invalid_value(path: str, value: Any, why: str | None = None) -> InvalidParameterValue:
-    shown = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() if _jsonable(value) else repr(value)
     suffix = f": {why}" if why else "."
-    return InvalidParameterValue(f"Invalid value {shown} for parameter '{path}' supplied{suffix}")
+    return InvalidParameterValue(f"Invalid value {shown_value(value)} for parameter '{path}' supplied{suffix}")
+
+
+def check_length(value: str, limit: int, path: str) -> str:
+    """A string field MLflow stores in a bounded column: over `limit` characters is a 400."""
+    if len(value) > limit:
+        raise InvalidParameterValue(f"'{path}' exceeds the maximum length of {limit} characters "
+                                    f"(got {len(value)})")
+    return value
 
 
 def _jsonable(value: Any) -> bool:
@@ -79,7 +101,7 @@ def check_run_id(run_id: str, path: str = "run_id") -> str:
 
 def check_experiment_id(exp_id: str) -> str:
     if not _EXPERIMENT_ID.match(exp_id):
-        raise InvalidParameterValue(f"Invalid experiment ID: '{exp_id}'")
+        raise InvalidParameterValue(f"Invalid experiment ID: {shown_value(exp_id)}")
     return exp_id
 
 

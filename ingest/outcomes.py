@@ -15,25 +15,33 @@ class VerdictBoard:
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[str, asyncio.Future[Verdict]] = {}
+        # Several waiters may share an id: a streaming client may retry a request (same event
+        # id) while its first attempt still waits.
+        self._waiting: dict[str, list[asyncio.Future[Verdict]]] = {}
 
     def expect(self, event_id: str) -> asyncio.Future[Verdict]:
         fut: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._waiting[event_id] = fut
+        self._waiting.setdefault(event_id, []).append(fut)
         return fut
 
-    def forget(self, event_id: str) -> None:
-        fut = self._waiting.pop(event_id, None)
-        if fut is not None and not fut.done():
-            fut.cancel()
+    def forget(self, event_id: str, fut: asyncio.Future[Verdict] | None = None) -> None:
+        """Stop waiting with `fut` (every waiter of `event_id` if None)."""
+        waiting = self._waiting.get(event_id, [])
+        for f in [fut] if fut is not None else list(waiting):
+            if f in waiting:
+                waiting.remove(f)
+            if not f.done():
+                f.cancel()
+        if not waiting:
+            self._waiting.pop(event_id, None)
 
     def resolve(self, verdicts: dict[str, Verdict]) -> None:
         if not self._waiting:
             return
         for event_id, verdict in verdicts.items():
-            fut = self._waiting.pop(event_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(verdict)
+            for fut in self._waiting.pop(event_id, ()):
+                if not fut.done():
+                    fut.set_result(verdict)
 
     def __len__(self) -> int:
         return len(self._waiting)

@@ -1,4 +1,10 @@
-"""Creating the event topic: the log is forever, so nothing may expire it."""
+"""Creating the event topic: the log is forever, so nothing may expire it.
+
+Records are stamped by the broker with their append time (LogAppendTime): the fold compares
+that stamp with each event's deadline, so whether a write counts depends only on the log
+(docs/design.md, invariants 2 and 14). A topic created before that setting existed is switched on
+start; records already in it keep their producer timestamps and carry no deadline.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,10 @@ TOPIC_CONFIG = {
     "retention.bytes": "-1",
     "cleanup.policy": "delete",
     "max.message.bytes": str(MAX_EVENT_BYTES),
+    "message.timestamp.type": "LogAppendTime",
 }
+_TIMESTAMP_TYPE = "message.timestamp.type"
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for a setting made on the topic itself
 
 
 async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> list[int]:
@@ -37,7 +46,9 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> l
             for t in await admin.describe_topics([topic]):
                 found = sorted(p["partition"] for p in t.get("partitions") or [])
                 if t.get("topic") == topic and found and not t.get("error_code"):
+                    # Refused before anything of it is changed.
                     check_forever(topic, await topic_config(admin, topic), bootstrap_servers)
+                    await _stamp_append_time(admin, topic)
                     return found
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {topic!r} has no partitions in the broker's metadata after 10s")
@@ -45,6 +56,30 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> l
         await admin.close()
 
 
+async def _stamp_append_time(admin: AIOKafkaAdminClient, topic: str) -> None:
+    """Make the broker stamp `topic`'s records with their append time, keeping the topic's
+    other own settings: the AlterConfigs request aiokafka offers replaces the whole set."""
+    [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    error_code, message, _, _, entries = response.resources[0]
+    if error_code or response.API_VERSION < 1:
+        log.error("cannot read the settings of topic %s (%s %s): late writes cannot be told apart, "
+                  "set %s=LogAppendTime on it by hand", topic, error_code, message, _TIMESTAMP_TYPE)
+        return
+    own = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG}
+    if own.get(_TIMESTAMP_TYPE) == "LogAppendTime":
+        return
+    if any(e[3] == _DYNAMIC_TOPIC_CONFIG and e[4] for e in entries):
+        log.error("topic %s has secret settings that cannot be carried over: set %s=LogAppendTime on it by hand",
+                  topic, _TIMESTAMP_TYPE)
+        return
+    [altered] = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                          configs={**own, _TIMESTAMP_TYPE: "LogAppendTime"})])
+    error_code, message, *_ = altered.resources[0]
+    if error_code:
+        log.error("cannot set %s=LogAppendTime on topic %s (%s %s): late writes cannot be told apart",
+                  _TIMESTAMP_TYPE, topic, error_code, message)
+    else:
+        log.info("topic %s now stamps records with the broker's append time", topic)
 class TopicLosesEvents(RuntimeError):
     """The event topic is configured to delete or compact events: the log would stop being the truth."""
 

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Callable
+from typing import Any, Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from runledger.ingest.contract.codec import MalformedEvent, decode
 from runledger.ingest.contract.events import Verdict
@@ -22,8 +23,13 @@ from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
 
 log = logging.getLogger(__name__)
 
+# Kafka's record timestamp types: 0 = CreateTime (set by the producer), 1 = LogAppendTime.
+LOG_APPEND_TIME = 1
+
 VerdictSink = Callable[[dict[str, Verdict]], None]
-RawRecord = tuple[int, int, "bytes | None"]  # (partition, offset, value) as read from Kafka
+# (partition, offset, value[, broker append time]) as read from Kafka; without the fourth item
+# (tools, older tests) the fold cannot tell late events (fold.py) and applies them.
+RawRecord = tuple[Any, ...]
 
 
 class Projector:
@@ -52,6 +58,8 @@ class Projector:
         )
         self._stopping = asyncio.Event()
         self.applied_offsets: dict[int, int] = {}
+        # Next offset per partition whose verdict is out, from the stored offsets on (caught_up).
+        self.folded_offsets: dict[int, int] = {}
         self.partitions: list[TopicPartition] = []
         self.cache = FoldCache()
         self._seq = 0            # batches folded (and their verdicts handed out)
@@ -75,6 +83,7 @@ class Projector:
         stored = await asyncio.to_thread(self.store.offsets, self.topic)
         await asyncio.to_thread(self._prime_cache)
         self.applied_offsets = dict(stored)
+        self.folded_offsets = dict(stored)
         for tp in self.partitions:
             if tp.partition in stored:
                 self._consumer.seek(tp, stored[tp.partition])
@@ -117,7 +126,14 @@ class Projector:
                 try:
                     if self.store.corruption is not None:
                         raise ReadModelCorrupt(str(self.store.corruption))
-                    batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                    try:
+                        batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                    except KafkaError as e:
+                        # The broker is away (restart, network): the consumer reconnects by itself;
+                        # the projector must outlive the outage rather than end with it.
+                        log.warning("projector fetch failed, retrying: %r", e)
+                        await asyncio.sleep(0.5)
+                        continue
                     if self._failure is not None:
                         raise self._failure
                     if batch:
@@ -174,12 +190,12 @@ class Projector:
         position = {tp.partition: stored.get(tp.partition, 0) for tp in self.partitions}
         while any(position.get(p, 0) < o for p, o in target.items()) and not self._stopping.is_set():
             batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            raw = [(tp.partition, msg.offset, msg.value) for tp in sorted(batch, key=lambda t: t.partition)
-                   for msg in batch[tp]]
+            raw = [(tp.partition, msg.offset, msg.value, append_time(msg))
+                   for tp in sorted(batch, key=lambda t: t.partition) for msg in batch[tp]]
             if not raw:
                 continue
             verdicts = await asyncio.to_thread(apply_isolating, self.store, self.topic, raw)
-            for partition, offset, _ in raw:
+            for partition, offset, *_ in raw:
                 position[partition] = offset + 1
             self.applied_offsets.update(position)
             self.on_verdicts(verdicts)
@@ -218,6 +234,23 @@ class Projector:
         finally:
             self._stop_committer()
 
+    async def caught_up(self, timeout: float) -> bool:
+        """Wait until every record the log held when called has been folded (its verdict
+        handed out); False if the broker could not say where the log ends, or the fold did not
+        get there, within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets(self.partitions), timeout)
+        except (KafkaError, asyncio.TimeoutError) as e:
+            log.info("cannot learn the log's end offsets: %r", e)
+            return False
+        while any(self.folded_offsets.get(tp.partition, 0) < ends[tp] for tp in self.partitions):
+            if loop.time() >= deadline or self._failure is not None:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def drain(self) -> None:
         """Wait until every folded batch is committed (raises if a commit failed)."""
         await self._wait_until(lambda: self._committed >= self._seq)
@@ -241,16 +274,16 @@ class Projector:
         deterministic, so a crash before the commit replays to the same verdicts. Readers wait
         for the commit (Store.visibility), so nobody reads older state than they were told.
         """
-        raw = [(tp.partition, msg.offset, msg.value) for tp in sorted(batch, key=lambda t: t.partition)
-               for msg in batch[tp]]
+        raw = [(tp.partition, msg.offset, msg.value, append_time(msg))
+               for tp in sorted(batch, key=lambda t: t.partition) for msg in batch[tp]]
         for part in _slices(raw, _SLICE_BYTES):
             await self._fold_slice(part)
 
     async def _fold_slice(self, raw: list[RawRecord]) -> FoldResult:
         next_offsets: dict[int, int] = {}
-        for partition, offset, _ in raw:
+        for partition, offset, *_ in raw:
             next_offsets[partition] = offset + 1
-        big = sum(len(v or b"") for _, _, v in raw) > _INLINE_BYTES
+        big = sum(len(r[2] or b"") for r in raw) > _INLINE_BYTES
         # Large batches (replay, streaming) decode and fold in a worker thread so HTTP stays
         # responsive; a small one is cheaper inline than a thread hop.
         records = await asyncio.to_thread(decode_records, raw) if big else decode_records(raw)
@@ -267,6 +300,7 @@ class Projector:
         self._seq += 1
         self.store.visibility.release(self._seq)
         self.on_verdicts(result.verdicts)
+        self.folded_offsets.update(next_offsets)
         points = len(result.changes.metrics)
         self.points_folded += points
         self._queued_points += points
@@ -386,14 +420,21 @@ def _slices(raw: list[RawRecord], max_bytes: int) -> list[list[RawRecord]]:
     return out
 
 
+def append_time(msg: ConsumerRecord) -> int | None:
+    """The record's broker-stamped append time (Unix ms), or None when the topic keeps the
+    producer's create time instead: only a broker stamp can say when a record reached the log."""
+    return msg.timestamp if msg.timestamp_type == LOG_APPEND_TIME else None
+
+
 def decode_records(raw: list[RawRecord]) -> list[LogRecord]:
     """Decode log records; one that cannot be decoded becomes a record carrying the reason."""
     records = []
-    for partition, offset, value in raw:
+    for partition, offset, value, *rest in raw:
+        appended = rest[0] if rest else None
         try:
-            records.append(LogRecord(partition, offset, decode(value)))
+            records.append(LogRecord(partition, offset, decode(value), append_time=appended))
         except MalformedEvent as e:
-            records.append(LogRecord(partition, offset, None, str(e)))
+            records.append(LogRecord(partition, offset, None, str(e), appended))
     return records
 
 
@@ -468,6 +509,6 @@ def _reject_unstorable(store: Store, topic: str, record: LogRecord, verdict: Ver
 
 def _next_offsets(raw: list[RawRecord]) -> dict[int, int]:
     out: dict[int, int] = {}
-    for partition, offset, _ in raw:
+    for partition, offset, *_ in raw:
         out[partition] = offset + 1
     return out

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runledger.ingest.contract import metric_table
-from runledger.ingest.contract.events import Envelope, Verdict
+from runledger.ingest.contract.events import LATE_EVENT, Envelope, Verdict
 from runledger.projector import rules, step_cover
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
@@ -29,12 +29,14 @@ LATEST_RULES = ("timestamp", "step")
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """A record as read from Kafka: either a decoded event or the reason it could not be."""
+    """A record as read from Kafka: either a decoded event or the reason it could not be.
+    `append_time` is the broker's append timestamp (Unix ms) when the topic stamps one."""
 
     partition: int
     offset: int
     event: Envelope | None
     decode_error: str | None = None
+    append_time: int | None = None
 
 
 @dataclass
@@ -298,6 +300,16 @@ class _Fold:
             # A redelivered or re-produced event: applied once, its first verdict stands.
             self.verdicts[ev.event_id] = self._seen[ev.event_id]
             return
+        if ev.deadline is not None and record.append_time is not None and record.append_time > ev.deadline:
+            # The writer answered this event with an error once its deadline passed (docs/design.md,
+            # invariant 14), so it must not take effect. Its id is not marked seen: the
+            # client's retry, which may carry the same id (streaming), is a new chance.
+            verdict = Verdict(LATE_EVENT, f"{ev.type} {ev.event_id} reached the log at {record.append_time} "
+                                          f"(broker time), after its deadline {ev.deadline}; not applied. "
+                                          "Retrying is safe.")
+            self.verdicts[ev.event_id] = verdict
+            self._log(record, ev, verdict, f"late:{record.partition}:{record.offset}:{ev.event_id}")
+            return
         try:
             handler: Callable[[Envelope], dict[str, Any] | None] = getattr(self, f"_on_{ev.type}")
             result = handler(ev) or {}
@@ -312,10 +324,11 @@ class _Fold:
         self.verdicts[ev.event_id] = verdict
         self._log(record, ev, verdict)
 
-    def _log(self, record: LogRecord, ev: Envelope | None, verdict: Verdict) -> None:
+    def _log(self, record: LogRecord, ev: Envelope | None, verdict: Verdict, log_id: str | None = None) -> None:
+        """`log_id` stands in for the event id where that id may be applied later (late events)."""
         self.changes.log.append(LogEntry(
             partition=record.partition, offset=record.offset,
-            event_id=ev.event_id if ev else f"undecodable:{record.partition}:{record.offset}",
+            event_id=log_id or (ev.event_id if ev else f"undecodable:{record.partition}:{record.offset}"),
             type=ev.type if ev else "?",
             # an allocated experiment id is kept so a redelivery can answer with it
             experiment_id=verdict.result.get("experiment_id", ev.experiment_id) if ev else None,

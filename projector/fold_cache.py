@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from rbloom import Bloom
 
-from runledger.ingest.contract.events import EXPERIMENT_EVENTS, MODEL_EVENTS, Verdict
+from runledger.ingest.contract.events import EXPERIMENT_EVENTS, LATE_EVENT, MODEL_EVENTS, Verdict
 from runledger.projector.fold import LATEST_RULES, FoldResult, FoldState, LogRecord
 from runledger.projector.rows import ExperimentRow, LatestPoint, RunRow
 from runledger.projector.step_cover import Cover
@@ -253,7 +253,8 @@ class FoldCache:
         for (run_id, k), cover in ch.step_cover.items():
             self._entry(run_id).step_cover[k] = cover
         for event_id, verdict in result.verdicts.items():
-            self.seen.add(event_id, verdict)
+            if verdict.error_code != LATE_EVENT:  # a late event leaves its id free (fold.py)
+                self.seen.add(event_id, verdict)
         for rewind in ch.rewinds:
             # Its latest metrics are recomputed by the store: the next batch reads them back.
             self.runs.pop(rewind.run_id, None)

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runledger.projector.consumer import RawRecord
+from runledger.projector.consumer import RawRecord, append_time
 
 # Wanted offsets closer than this are reached by reading on rather than by a seek (a seek
 # costs a fetch round trip; reading a few hundred small records costs less).
@@ -47,17 +47,17 @@ class LogReader:
         by_partition: dict[int, set[int]] = defaultdict(set)
         for partition, offset in wanted:
             by_partition[partition].add(offset)
-        found: dict[tuple[int, int], bytes | None] = {}
+        found: dict[tuple[int, int], tuple[bytes | None, int | None]] = {}
         async with self._lock:
             if not self._started:
                 await self._consumer.start()
                 self._started = True
             for partition, offsets in sorted(by_partition.items()):
                 await self._read_partition(partition, sorted(offsets), found)
-        return [(p, o, found[(p, o)]) for p, o in wanted]
+        return [(p, o, *found[(p, o)]) for p, o in wanted]
 
     async def _read_partition(self, partition: int, offsets: list[int],
-                              found: dict[tuple[int, int], bytes | None]) -> None:
+                              found: dict[tuple[int, int], tuple[bytes | None, int | None]]) -> None:
         tp = TopicPartition(self.topic, partition)
         self._consumer.assign([tp])
         deadline = time.monotonic() + self.timeout
@@ -78,7 +78,8 @@ class LogReader:
                     # which ingest.topic refuses); an as-of read cannot be answered exactly.
                     raise LogUnavailable(f"offset {offsets[i]} of partition {partition} is no longer in the log")
                 if i < len(offsets) and offsets[i] == msg.offset:
-                    found[(partition, msg.offset)] = msg.value
+                    # With the broker's append time, as the projector folds it (late-event check).
+                    found[(partition, msg.offset)] = (msg.value, append_time(msg))
                     i += 1
                 if i == len(offsets):
                     break

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 
 from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.limits import shown_value
 from runledger.ingest.catalog import ModelRef
 from runledger.query import page_token as tokens
 from runledger.query.search_filter import (
@@ -279,7 +280,7 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
     try:
         doc = tokens.decode(token, urlsafe=False)
     except tokens.BadPageToken as e:
-        raise InvalidParameterValue(f"Invalid page token: {token}. {e}") from None
+        raise InvalidParameterValue(f"Invalid page token: {shown_value(token)}. {e}") from None
     if doc.get("experiment_ids") != experiment_ids:
         raise InvalidParameterValue(
             "Experiment IDs in the page token do not match the requested experiment IDs. "
@@ -295,7 +296,7 @@ def _decode_token(token: str, experiment_ids: list[str], filter_string: str | No
             f"Expected: {wanted}. Found: {doc.get('order_by')}")
     offset = doc.get("offset") or 0
     if not tokens.non_negative_int(offset):
-        raise InvalidParameterValue(f"Invalid page token: {token}.")
+        raise InvalidParameterValue(f"Invalid page token: {shown_value(token)}.")
     return offset
 
 
@@ -306,7 +307,7 @@ def search_logged_models(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list
     filter_string = filter_string or None
     for exp_id in experiment_ids:
         if not exp_id.strip().lstrip("-").isdigit():
-            raise InvalidParameterValue(f"Invalid experiment ID '{exp_id}'. Experiment ID must be a valid integer.")
+            raise InvalidParameterValue(f"Invalid experiment ID {shown_value(exp_id)}. Experiment ID must be a valid integer.")
     dataset_filters, order = datasets, order_by
     if max_results is None or max_results == 0:
         max_results = DEFAULT_MAX_RESULTS
@@ -317,7 +318,7 @@ def search_logged_models(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list
     try:
         where, where_params = compile_where(parse_models_filter(filter_string), dataset_filters)
     except SearchFilterError as e:
-        raise InvalidParameterValue(f"Invalid filter string: {filter_string!r}. {e}") from e
+        raise InvalidParameterValue(f"Invalid filter string: {shown_value(filter_string)}. {e}") from e
     order_sql, order_params = compile_order_by(order)
     ids = [r[0] for r in cur.execute(
         "SELECT lm.model_id FROM logged_models lm WHERE lm.lifecycle_stage != 'deleted' "

@@ -35,5 +35,10 @@ def decode(token: str, *, urlsafe: bool = True) -> dict[str, Any]:
     return doc
 
 
+# Offsets go into SQL as BIGINT and get a page size added: bounded well below 2**63.
+MAX_OFFSET = 2 ** 62
+
+
 def non_negative_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """An offset a token may carry: an int in [0, MAX_OFFSET]."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_OFFSET

@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.limits import shown_value
 from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql
 from runledger.query.run_cache import RunCache
@@ -348,71 +349,90 @@ def _decode_cursor_token(token: str) -> tuple[str, int]:
         doc = {}
     cursor, offset = doc.get("cursor"), doc.get("offset")
     if not isinstance(cursor, str) or not tokens.non_negative_int(offset):
-        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}")
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {shown_value(token)}")
     return cursor, offset
 
 
 # ----- metric history
 
-def metric_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, max_results: int | None,
-                   page_token: str | None) -> dict[str, Any]:
+def history_page_bounds(max_results: int | None, page_token: str | None) -> tuple[int | None, int]:
+    """(limit, offset) of a get-history request, checked before any byte of the answer is sent."""
     offset = decode_page_token(page_token)
     if max_results is not None and max_results <= 0:
         raise InvalidParameterValue(
             f"Invalid value {max_results} for parameter 'max_results' supplied. It must be a positive integer")
-    sql = ("SELECT key, value, timestamp, step FROM metrics WHERE run_id = ? AND key = ? "
-           "ORDER BY timestamp, step, value")
-    params: list[Any] = [run_id, key]
-    if max_results is not None:
-        sql += " LIMIT ? OFFSET ?"
-        params += [max_results + 1, offset]
-    rows = cur.execute(sql, params).fetchall()
-    out: dict[str, Any] = {}
-    if max_results is not None and len(rows) > max_results:
-        rows = rows[:max_results]
-        out["next_page_token"] = encode_page_token(offset + max_results)
-    if rows:
-        out["metrics"] = [{"key": k, "value": metric_value(v), "timestamp": ts, "step": s} for k, v, ts, s in rows]
-    return out
+    # Any larger page is the whole rest of the history; clamped so LIMIT n + 1 stays a BIGINT.
+    return (None if max_results is None else min(max_results, tokens.MAX_OFFSET)), offset
 
 
-def iter_metric_history_json(cur: duckdb.DuckDBPyConnection, run_id: str, key: str,
-                             chunk: int = 100000) -> Iterator[bytes]:
-    """The complete history as JSON bytes, produced in chunks so no giant list is built.
+def metric_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, max_results: int | None,
+                   page_token: str | None) -> dict[str, Any]:
+    """One page of a history as a dict (the streamed `iter_metric_history_json` is what the API sends)."""
+    return orjson.loads(b"".join(iter_metric_history_json(cur, run_id, key, *history_page_bounds(max_results, page_token))))
+
+
+def iter_metric_history_json(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, limit: int | None = None,
+                             offset: int = 0, chunk: int = 100000) -> Iterator[bytes]:
+    """A history (or with `limit`, one page from `offset`) as JSON bytes, produced in chunks so
+    no giant list is built: `{"metrics": [...], "next_page_token": ...}` in MLflow's shape.
 
     Formatting is vectorised: DuckDB hands over Arrow batches; values are formatted by one
     orjson call per batch (so floats print exactly as orjson prints them, NaN fixed up to
-    "NaN"), integers by Arrow, and each row is assembled by an Arrow string kernel."""
+    "NaN"), integers by Arrow, and each row is assembled by an Arrow string kernel. A page reads
+    one row past its end to know whether another follows; batches go out one behind the
+    reader so that row can be dropped from the last."""
+    sql = ("SELECT value, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 "
+           "ORDER BY timestamp, step, value")
+    params: list[Any] = [run_id, key]
+    if limit is not None:
+        sql, params = sql + " LIMIT $3 OFFSET $4", [*params, limit + 1, offset]
+    elif offset:
+        sql, params = sql + " OFFSET $3", [*params, offset]
+    batches = cur.sql(sql, params=params).to_arrow_reader(chunk)
+    prefix = pa.scalar('{"key":' + orjson.dumps(key).decode() + ',"value":', pa.large_string())
+    emitted = 0
+    pending: pa.RecordBatch | None = None
+    first = True
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        if pending is not None:
+            yield (b'{"metrics":[' if first else b",") + _history_rows_json(pending, prefix)
+            first, emitted = False, emitted + pending.num_rows
+        pending = batch
+    more = False
+    if pending is not None and limit is not None and emitted + pending.num_rows > limit:
+        pending, more = pending.slice(0, limit - emitted), True
+    if pending is not None and pending.num_rows:
+        yield (b'{"metrics":[' if first else b",") + _history_rows_json(pending, prefix)
+        first = False
+    if first:
+        yield b"{}"
+        return
+    token = b',"next_page_token":' + orjson.dumps(encode_page_token(offset + limit)) if more and limit else b""
+    yield b"]" + token + b"}"
+
+
+def _history_rows_json(batch: pa.RecordBatch, prefix: pa.Scalar) -> bytes:
+    """Rows (value, timestamp, step) of `batch` as comma-separated JSON metric objects."""
     from array import array
 
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    reader = cur.sql("SELECT value, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 "
-                     "ORDER BY timestamp, step, value", params=[run_id, key]).to_arrow_reader(chunk)
     lit = lambda s: pa.scalar(s, pa.large_string())  # noqa: E731
-    prefix = lit('{"key":' + orjson.dumps(key).decode() + ',"value":')
-    mid_ts, mid_step, suffix, nan, empty = lit(',"timestamp":'), lit(',"step":'), lit("},"), lit('"NaN"'), lit("")
-    first = True
-    for batch in reader:
-        n = batch.num_rows
-        if not n:
-            continue
-        values, timestamps, steps = (batch.column(i) for i in range(3))
-        floats = array("d")
-        floats.frombytes(values.buffers()[1][values.offset * 8:(values.offset + n) * 8])
-        text = orjson.dumps(floats.tolist())[1:-1].decode()  # NaN and ±inf print as null
-        formatted = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), ","))
-        formatted = pc.if_else(pc.is_nan(values), nan, formatted)
-        rows = pc.binary_join_element_wise(prefix, formatted, mid_ts, pc.cast(timestamps, pa.large_string()),
-                                           mid_step, pc.cast(steps, pa.large_string()), suffix, empty)
-        offsets = rows.buffers()[1]
-        lo = int.from_bytes(offsets[rows.offset * 8:rows.offset * 8 + 8], "little")
-        hi = int.from_bytes(offsets[(rows.offset + n) * 8:(rows.offset + n) * 8 + 8], "little")
-        body = rows.buffers()[2][lo:hi - 1].to_pybytes()  # drop the last row's trailing comma
-        yield (b'{"metrics":[' if first else b",") + body
-        first = False
-    yield b"{}" if first else b"]}"
+    n = batch.num_rows
+    values, timestamps, steps = (batch.column(i) for i in range(3))
+    floats = array("d")
+    floats.frombytes(values.buffers()[1][values.offset * 8:(values.offset + n) * 8])
+    text = orjson.dumps(floats.tolist())[1:-1].decode()  # NaN and ±inf print as null
+    formatted = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), ","))
+    formatted = pc.if_else(pc.is_nan(values), lit('"NaN"'), formatted)
+    rows = pc.binary_join_element_wise(prefix, formatted, lit(',"timestamp":'), pc.cast(timestamps, pa.large_string()),
+                                       lit(',"step":'), pc.cast(steps, pa.large_string()), lit("},"), lit(""))
+    offsets = rows.buffers()[1]
+    lo = int.from_bytes(offsets[rows.offset * 8:rows.offset * 8 + 8], "little")
+    hi = int.from_bytes(offsets[(rows.offset + n) * 8:(rows.offset + n) * 8 + 8], "little")
+    return rows.buffers()[2][lo:hi - 1].to_pybytes()  # drop the last row's trailing comma
 
 
 # ----- shared request pieces
@@ -428,9 +448,15 @@ def _max_results(value: int | None, default: int) -> int:
 
 
 def _view_code(view_type: Any) -> int:
-    code = VIEW_TYPES.get(view_type if view_type is not None else 1)
+    if view_type is None:
+        return 1
+    if view_type in ("1", "2", "3"):  # a query string's "3"
+        view_type = int(view_type)
+    # only a str or an int can be a view type; a list or an object is not even a dict key
+    code = VIEW_TYPES.get(view_type) if type(view_type) in (str, int) else None
     if code is None:
-        raise InvalidParameterValue(f"Invalid view type {view_type!r}; use ACTIVE_ONLY, DELETED_ONLY or ALL.")
+        raise InvalidParameterValue(
+            f"Invalid view type {shown_value(view_type)}; use ACTIVE_ONLY, DELETED_ONLY or ALL.")
     return code
 
 
@@ -450,5 +476,5 @@ def decode_page_token(token: str | None) -> int:
     except tokens.BadPageToken:
         offset = None
     if not tokens.non_negative_int(offset):
-        raise InvalidParameterValue(f"Invalid page token, could not decode: {token!r}")
+        raise InvalidParameterValue(f"Invalid page token, could not decode: {shown_value(token)}")
     return offset

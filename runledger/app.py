@@ -21,6 +21,7 @@ from runledger.dialects import errors
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
 from runledger.dialects.services import Services
+from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
 from runledger.ingest import provenance
 from runledger.ingest.outcomes import VerdictBoard
@@ -29,13 +30,14 @@ from runledger.ingest.topic import ensure_topic
 from runledger.ingest.writer import Writer, new_event
 from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
-from runledger.query import models_reader
+from runledger.query import memory, models_reader
 from runledger.query.catalog import ReadModelCatalog
 from runledger.query.audit_service import AuditService
 from runledger.query.read_service import ReadService
 from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
+from runledger import http_guards
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,13 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
-        store = Store(settings.duckdb_path, threads=settings.duckdb_threads)
+        store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
+        sql_engine = SqlEngine(store, settings.topic, SqlLimits(
+            time_limit_ms=settings.sql_time_limit_ms, memory_mb=settings.sql_memory_mb, max_rows=settings.sql_max_rows,
+            max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent))
+        sql_engine.prepare(settings.latest_table)   # views + instance lockdown, before the projector writes
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(run_cache.drop_changed)
         tail_hub = TailHub(asyncio.get_running_loop())
@@ -119,22 +125,26 @@ def create_app(settings: Settings) -> FastAPI:
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)
+        releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
-        writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout)
+        writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
+                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000)
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors())
         audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
-                                      models=models_reader.ReadModelModelCatalog(store), audit=audit)
+                                      models=models_reader.ReadModelModelCatalog(store), sql=sql_engine,
+                                      audit=audit)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
         try:
             await ensure_default_experiment(writer, settings)
             yield
         finally:
+            releaser.cancel()
             await projector.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
@@ -163,6 +173,10 @@ def create_app(settings: Settings) -> FastAPI:
         return VERSION
 
     errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    # Outermost last: the request id is set before the host check, so refusals carry it too.
+    app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
+    app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(http_guards.RequestIdMiddleware)
 
     return app
 

@@ -1,6 +1,6 @@
 """`runledger` console script: `up` (everything), `serve` (no broker), `kafka start|stop|status`,
-`replay` (rebuild a read model from the log into a new folder) and `verify` (prove the live
-read model equal to a rebuild)."""
+`sql "SELECT ..."` (ask a running server), `replay` (rebuild a read model from the log into a
+new folder) and `verify` (prove the live read model equal to a rebuild)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -20,7 +21,9 @@ import httpx
 
 import uvicorn
 
+from runledger import sql_cli
 from runledger.app import create_app
+from runledger.header_deadline import protocol_with_header_deadline
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
 from runledger.settings import Settings, SettingsError
 
@@ -34,7 +37,9 @@ def local_kafka(settings: Settings) -> LocalKafka:
 
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.max_concurrency,
+                http=protocol_with_header_deadline(settings.header_timeout))
 
 
 def cmd_up(settings: Settings) -> int:
@@ -247,7 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     until.add_argument("--until-position", help="stop after this log position '<partition>:<offset>' "
                                                 "(comma-separated for several partitions)")
     sub.add_parser("verify", help="replay the log into a temporary folder and compare every table with DATA_DIR's")
+    sql_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    # Everything this process creates (the data folder, DuckDB files, the local broker's log
+    # segments) holds experiment data: readable by its owner only.
+    os.umask(0o077)
+    if args.command == "sql":
+        return sql_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:

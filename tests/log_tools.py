@@ -13,16 +13,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from runledger.ingest.contract.events import Envelope
 from runledger.ingest.producer import EventLog
 from runledger.ingest.topic import ensure_topic
-from runledger.projector.consumer import decode_records, fold_and_apply
+from runledger.projector.consumer import append_time, decode_records, fold_and_apply
 from runledger.projector.fold import BatchChanges, FoldState, fold_batch
 from runledger.projector.fold_cache import FoldCache
 from runledger.projector.store import Store
 
 
-def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[int, bytes]]]:
-    """Every record of every partition, as {partition: [(offset, value), ...]}."""
+def read_topic(bootstrap: str, topic: str, with_time: bool = False) -> dict[int, list[tuple[Any, ...]]]:
+    """Every record of every partition, as {partition: [(offset, value), ...]}; with `with_time`,
+    (offset, value, broker append time or None), the form the projector folds."""
 
-    async def read() -> dict[int, list[tuple[int, bytes]]]:
+    async def read() -> dict[int, list[tuple[Any, ...]]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                     max_partition_fetch_bytes=16 * 1024 * 1024)
         await consumer.start()
@@ -31,11 +32,12 @@ def read_topic(bootstrap: str, topic: str) -> dict[int, list[tuple[int, bytes]]]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            out: dict[int, list[tuple[int, bytes]]] = {tp.partition: [] for tp in tps}
+            out: dict[int, list[tuple[Any, ...]]] = {tp.partition: [] for tp in tps}
             while any((out[tp.partition][-1][0] + 1 if out[tp.partition] else 0) < ends[tp] for tp in tps):
                 batch = await consumer.getmany(timeout_ms=1000)
                 for tp, msgs in batch.items():
-                    out[tp.partition].extend((m.offset, m.value) for m in msgs)
+                    out[tp.partition].extend((m.offset, m.value, append_time(m)) if with_time else (m.offset, m.value)
+                                             for m in msgs)
             return out
         finally:
             await consumer.stop()
@@ -76,7 +78,7 @@ def interleaved_batches(log: dict[int, list[tuple[int, bytes]]], rng: random.Ran
                         max_batch: int) -> list[list[tuple[int, int, bytes]]]:
     """Merge the partitions in a random order that keeps each partition's own order, then cut
     the result into random-sized batches of (partition, offset, value)."""
-    queues = {p: [(p, o, v) for o, v in recs] for p, recs in log.items()}
+    queues = {p: [(p, *rec) for rec in recs] for p, recs in log.items()}
     merged = []
     while any(queues.values()):
         p = rng.choice([p for p, q in queues.items() if q])
@@ -96,7 +98,7 @@ def fold_into(path: str, topic: str, batches: list[list[tuple[int, int, bytes]]]
     try:
         for batch in batches:
             next_offsets: dict[int, int] = {}
-            for partition, offset, _ in batch:
+            for partition, offset, *_ in batch:
                 next_offsets[partition] = offset + 1
             fold_and_apply(store, topic, batch, next_offsets)
     finally:
@@ -125,7 +127,7 @@ def fold_into_cached(path: str, topic: str, batches: list[list[tuple[int, int, b
     try:
         for batch in batches:
             next_offsets: dict[int, int] = {}
-            for partition, offset, _ in batch:
+            for partition, offset, *_ in batch:
                 next_offsets[partition] = offset + 1
             records = decode_records(batch)
             request = cache.plan(records)

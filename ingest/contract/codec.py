@@ -60,6 +60,8 @@ def encode(event: Envelope) -> bytes:
         doc["request_id"] = event.request_id
     if event.api is not None:
         doc["api"] = event.api
+    if event.deadline is not None:
+        doc["deadline"] = event.deadline
     points = _points_as_table(event)
     if points is None:
         # NaN metric values become JSON null (orjson's behaviour); decode() reads null back as NaN.
@@ -176,6 +178,9 @@ def _envelope(doc: dict[str, Any]) -> Envelope:
     # payload is refused, so only here can it be caught before it reaches a commit.
     if isinstance(ingest_time, bool) or not isinstance(ingest_time, int) or not -2 ** 63 <= ingest_time < 2 ** 63:
         raise MalformedEvent(f"ingest_time is not an integer in the 64-bit range: {str(ingest_time)[:40]}")
+    deadline = doc.get("deadline")
+    if deadline is not None and (type(deadline) is not int or not 0 <= deadline < 2 ** 63):
+        raise MalformedEvent("deadline is not a non-negative 64-bit integer")
     return Envelope(
         event_id=event_id,
         type=etype,
@@ -188,6 +193,7 @@ def _envelope(doc: dict[str, Any]) -> Envelope:
         actor_verified=_opt_bool(doc.get("actor_verified"), "actor_verified"),
         request_id=_opt_str(doc.get("request_id"), "request_id"),
         api=_opt_str(doc.get("api"), "api"),
+        deadline=deadline,
     )
 
 

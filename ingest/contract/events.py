@@ -32,6 +32,13 @@ Payloads by type (schema version 1):
                                    tags: [[k, v], ...]}, ...]}
                       a dataset already logged to the run (same name and digest) is kept as is
 
+Every event written by the server's writer carries `deadline` (Unix ms): the time by which it
+must have reached the log. The topic stamps each record with the broker's append time
+(LogAppendTime); the fold refuses an event whose record was appended after its deadline
+(`LATE_EVENT`), so a write the server already answered with an error never takes effect
+later (docs/design.md, invariant 14). Events without a deadline (older ones, or produced straight
+to Kafka) are folded as before.
+
 MetricsLogged (and RunBatchLogged's metrics) may carry three more columns, present only when
 some point names a logged model (MLflow 3.x): model_ids, dataset_names, dataset_digests (null
 where unset). Such points are also linked to their model (`logged_model_metrics`).
@@ -77,6 +84,9 @@ MODEL_EVENTS = frozenset({
 })
 EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS | MODEL_EVENTS
 
+# The verdict's error code for an event whose record reached the log after its deadline.
+LATE_EVENT = "ARRIVED_AFTER_DEADLINE"
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
@@ -99,6 +109,7 @@ class Envelope:
     actor_verified: bool | None = None
     request_id: str | None = None
     api: str | None = None
+    deadline: int | None = None
 
     @property
     def partition_key(self) -> bytes:

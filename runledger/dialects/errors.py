@@ -20,6 +20,7 @@ from starlette.responses import Response
 from runledger.ingest.errors import BadRequest, EndpointNotFound, InternalError, RunledgerError
 
 log = logging.getLogger("runledger.errors")
+MAX_MESSAGE_CHARS = 2000
 
 # Renders one error for one dialect: (error, request id) -> the response.
 ErrorShape = Callable[[RunledgerError, str], Response]
@@ -52,6 +53,8 @@ def install(app: FastAPI, shapes: dict[str, ErrorShape], default: ErrorShape) ->
             log.error("internal error on %s %s (request id %s)", request.method, request.url.path, rid,
                       exc_info=error.__cause__ or error)
             error = InternalError(f"Internal error; request id {rid}.")
+        if len(error.message) > MAX_MESSAGE_CHARS:  # a value echoed whole somewhere: never a megabyte back
+            error = type(error)(error.message[:MAX_MESSAGE_CHARS] + "...", error.error_code)
         response = shape_for(request.url.path)(error, rid)
         response.headers.setdefault("x-request-id", rid)
         return response

@@ -116,6 +116,10 @@ class Fields:
             except ValueError:
                 raise invalid_value(self._p(name), v, "Expected an integer.") from None
         if isinstance(v, float) and v.is_integer():  # protobuf's JSON parser takes 1.7e12 for an int64
+            # A JSON integer past int64 reaches here as a rounded float (-2**63 - 1 becomes
+            # -2.0**63): refuse the bounds themselves rather than accept a different number.
+            if not -(2.0 ** 63) < v < 2.0 ** 63:
+                raise invalid_value(self._p(name), v, "Out of range for a 64-bit integer.")
             v = int(v)
         if isinstance(v, bool) or not isinstance(v, int):
             raise invalid_value(self._p(name), v, "Expected an integer.")

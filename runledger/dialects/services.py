@@ -14,6 +14,7 @@ from runledger.ingest.catalog import ModelCatalog
 from runledger.ingest.writer import Writer
 from runledger.query.audit_service import AuditService
 from runledger.query.read_service import ReadService
+from runledger.query.sql.engine import SqlEngine
 from runledger.settings import Settings
 
 
@@ -24,6 +25,7 @@ class Services:
     models: ModelCatalog
     backlog: AppendBacklog
     settings: Settings
+    sql: SqlEngine | None = None
     audit: AuditService | None = None   # the trail, as-of reads, diffs, tails (issue 14)
 
 

@@ -12,6 +12,8 @@ query.models_routes; ingest asks the read model only through `ModelCatalog`.
 
 from __future__ import annotations
 
+import re
+
 import uuid
 from typing import Any
 
@@ -57,7 +59,7 @@ async def _optional_json_body(request: Request) -> dict[str, Any]:
 def check_model_name(name: str) -> str:
     if not name or any(c in name for c in _NAME_BAD_CHARS):
         raise InvalidParameterValue(
-            f"Invalid model name ({name!r}) provided. Model name must be a non-empty string "
+            f"Invalid model name ({limits.shown_value(name)}) provided. Model name must be a non-empty string "
             f"and cannot contain the following characters: {_NAME_BAD_CHARS}")
     if len(name) > MAX_MODEL_NAME_LENGTH:
         raise InvalidParameterValue(f"'name' exceeds the maximum length of {MAX_MODEL_NAME_LENGTH} characters")
@@ -95,7 +97,7 @@ def parse_model_params(items: list[Fields]) -> list[list[str]]:
 
 
 def parse_final_status(value: Any) -> str:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,4}\s*", value):  # a number as a string
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value in FINAL_STATUSES:
         return FINAL_STATUSES[value]

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing, query_fields
-from runledger.query import reader
+from runledger.query import memory, reader
 from runledger.dialects import services
 from runledger.ingest.contract import entities
 
@@ -103,23 +103,23 @@ def get_metric_history(request: Request) -> Any:
     if not run_id:
         raise missing("run_id")
     key = f.req_str("metric_key")
-    max_results = f.int64("max_results")
-    if max_results is None and not f.str("page_token"):
-        cur = services.reader(request).open_cursor()
-        # The whole series, streamed in chunks instead of materialised as one list.
-        def chunks():  # type: ignore[no-untyped-def]
-            try:
-                yield from reader.iter_metric_history_json(cur, run_id, key)
-            except Exception as e:
-                # Too late for an error status: the response is cut off, but a damaged file
-                # is still reported, so the projector rebuilds it.
-                services.reader(request).streamed_read_failed(e)
-                raise
-            finally:
-                cur.close()
-        return StreamingResponse(chunks(), media_type="application/json")
-    with _cursor(request) as cur:
-        return reader.metric_history(cur, run_id, key, max_results=max_results, page_token=f.str("page_token"))
+    limit, offset = reader.history_page_bounds(f.int64("max_results"), f.str("page_token"))
+    cur = services.reader(request).open_cursor()
+
+    # Streamed in chunks instead of materialised as one list, paged or not (a page may be the
+    # whole history); the memory the read grew is handed back once it is sent.
+    def chunks():  # type: ignore[no-untyped-def]
+        try:
+            yield from reader.iter_metric_history_json(cur, run_id, key, limit, offset)
+        except Exception as e:
+            # Too late for an error status: the response is cut off, but a damaged file
+            # is still reported, so the projector rebuilds it.
+            services.reader(request).streamed_read_failed(e)
+            raise
+        finally:
+            cur.close()
+            memory.release_after_large_read()
+    return StreamingResponse(chunks(), media_type="application/json")
 
 
 def build_router() -> APIRouter:

@@ -18,10 +18,11 @@ from starlette.requests import Request
 
 from runledger.ingest import limits
 from runledger.ingest.contract import codec, metric_table
-from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.ingest.artifact_policy import check_artifact_location_policy
+from runledger.ingest.errors import BadRequest, InvalidParameterValue, ResourceDoesNotExist
 from runledger.ingest.contract.events import Envelope, metrics_columns
 from runledger.dialects.mlflow.model_metrics import model_metric_columns
-from runledger.dialects.request import Fields, json_body, missing
+from runledger.dialects.request import SEE_API_DOCS, Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
@@ -67,10 +68,13 @@ def parse_status(value: Any) -> str | None:
 
 
 def _tags(items: list[Fields], value_limit: int, *, truncate: bool) -> list[list[str]]:
+    """Run tags (`truncate`: long values cut, as MLflow does) or experiment tags (long values refused)."""
     out = []
     for t in items:
         key = limits.check_key(t.req_str("key"), f"{t.path}key")
         value = t.str("value", default="") or ""
+        if truncate and key == RUN_NAME_TAG:  # this tag is the run's name: the name's limit applies
+            limits.check_length(value, limits.MAX_RUN_NAME_LENGTH, f"{t.path}value")
         if len(value) > value_limit:
             if not truncate:
                 raise InvalidParameterValue(f"'{t.path}value' exceeds the maximum length of {value_limit} characters")
@@ -201,6 +205,7 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     artifact_location = f.str("artifact_location") or None
     if artifact_location is not None:
         limits.check_artifact_location(artifact_location)
+        check_artifact_location_policy(artifact_location, services.settings(request).artifact_root)
     writer = _writer(request)
     event = new_event("ExperimentCreated", {
         "name": name, "artifact_location": artifact_location,
@@ -266,14 +271,21 @@ async def delete_experiment_tag(request: Request) -> dict[str, Any]:
 async def create_run(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
     writer = _writer(request)
-    exp_id = limits.check_experiment_id(f.str("experiment_id") or "0")
+    if not f.str("experiment_id"):
+        # MLflow's server has no default here either: its store fails to insert the run and
+        # answers 400 BAD_REQUEST with the SQL error (MLflow's client always sends an id).
+        raise BadRequest(f"Missing value for required parameter 'experiment_id'. {SEE_API_DOCS}")
+    exp_id = limits.check_experiment_id(f.req_str("experiment_id"))
     tags = _tags(f.objects("tags"), limits.MAX_RUN_TAG_VALUE_LENGTH, truncate=True)
     tag_name = next((v for k, v in reversed(tags) if k == RUN_NAME_TAG), None)
     run_name = f.str("run_name")
+    if run_name is not None:
+        limits.check_length(run_name, limits.MAX_RUN_NAME_LENGTH, "run_name")
+    user_id = limits.check_length(f.str("user_id") or "", limits.MAX_USER_ID_LENGTH, "user_id")
     if run_name and tag_name is not None and tag_name != run_name:
         raise InvalidParameterValue(
             f"Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different values "
-            f"(run_name='{run_name}', mlflow.runName='{tag_name}').")
+            f"(run_name={limits.shown_value(run_name)}, mlflow.runName={limits.shown_value(tag_name)}).")
     run_name = run_name or tag_name or generate_run_name()
     exp = writer.catalog.experiment(exp_id)
     if exp is None:
@@ -312,6 +324,8 @@ async def update_run(request: Request) -> dict[str, Any]:
     status = parse_status(f.data["status"]) if f.has("status") else None
     end_time = f.int64("end_time")
     run_name = f.str("run_name") or None
+    if run_name is not None:
+        limits.check_length(run_name, limits.MAX_RUN_NAME_LENGTH, "run_name")
     await _commit_run_event(request, "RunUpdated", f,
                             {"status": status, "end_time": end_time, "run_name": run_name})
     return {"run_info": _writer(request).catalog.run_info(_run_id(f))}

@@ -1,0 +1,100 @@
+"""Handing memory back to the OS after a burst (a large history read, a streaming burst).
+
+Freed memory mostly stays with the allocators, not the OS: glibc keeps freed blocks in its
+per-thread arenas (a heap only shrinks from the top, so one live block pins the rest), and
+Arrow's pool (mimalloc or jemalloc) keeps freed pages for reuse. Measured on this server, a
+streaming burst left RSS at 610 MB after the work was done, from a 202 MB baseline. Both are
+asked to let go, but only after RSS grew by `_MIN_GROWTH` since the last release: trimming
+walks every arena, and on a small heap it would cost more than it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+import time
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+_MIN_GROWTH = 64 << 20
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_RETRY_S = 30.0
+_lock = threading.Lock()
+_rss_after_release = 0
+_floor = 0                # the lowest RSS a release ever reached: the process's working size
+_released_at = 0.0
+
+
+def _load_malloc_trim():  # type: ignore[no-untyped-def]
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        trim = libc.malloc_trim  # glibc only; musl and macOS have none
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (0 where /proc is absent)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_unused() -> tuple[int, int]:
+    """Return freed memory of Arrow's pool and of every glibc arena to the OS; (RSS before, after)."""
+    global _rss_after_release, _floor, _released_at
+    with _lock:
+        before = rss_bytes()
+        pa.default_memory_pool().release_unused()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+        after = rss_bytes()
+        _rss_after_release, _released_at = after, time.monotonic()
+        _floor = after if _floor == 0 else min(_floor, after)
+    return before, after
+
+
+def release_if_grown(min_growth: int = _MIN_GROWTH) -> bool:
+    """`release_unused` if RSS grew by `min_growth` bytes since the last release, or stays that
+    far above the working size `_RETRY_S` seconds after it (a burst that has ended since)."""
+    rss = rss_bytes()
+    grew = rss - _rss_after_release >= min_growth
+    elevated = rss - _floor >= min_growth and time.monotonic() - _released_at >= _RETRY_S
+    if not (grew or elevated):
+        return False
+    t0 = time.perf_counter()
+    before, after = release_unused()
+    log.debug("released memory: RSS %d -> %d MB in %.1f ms", before >> 20, after >> 20,
+              (time.perf_counter() - t0) * 1000)
+    return True
+
+
+def release_after_large_read() -> None:
+    """Called when a response that may have been large is done."""
+    release_if_grown()
+
+
+async def release_loop(interval: float = 5.0) -> None:
+    """Checks every `interval` seconds whether RSS grew, and releases if so (catches bursts that
+    end on no particular request, such as the projector catching up after a streaming burst)."""
+    release_unused()  # the baseline the growth is measured from
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(release_if_grown)
+        except Exception:  # never let housekeeping take the server down
+            log.exception("releasing memory failed")

@@ -1,0 +1,252 @@
+"""Runs sandboxed SQL on the read model: lockdown, limits, one query's cursor and snapshot.
+
+Layers (DESIGN.md invariant 9): query.sql.sandbox proves the text is one SELECT over the public
+views; this module then runs it on its own cursor of the server's DuckDB instance (the process
+holds the file's only read-write handle, invariant 6), inside a read-only transaction, with a
+per-cursor time limit (`max_execution_time`) and memory limit for intermediates
+(`operator_memory_limit`, which spills or fails rather than take the projector's memory). The
+instance itself has external access, extension loading and Python replacement scans turned off
+and its configuration locked, as defence in depth: the parser check is the guarantee.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+import duckdb
+import pyarrow as pa
+
+from runledger.ingest.errors import InternalError, InvalidParameterValue, RunledgerError
+from runledger.projector.store import Store
+from runledger.query.sql import sandbox
+from runledger.query.sql.views import SCHEMA, install
+
+log = logging.getLogger(__name__)
+
+# Settings a SQL cursor sets for itself after the configuration is locked.
+_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlLimits:
+    time_limit_ms: int = 30_000        # RUNLEDGER_SQL_TIME_LIMIT_MS
+    memory_mb: int = 512               # RUNLEDGER_SQL_MEMORY_MB: per query, sorts/joins/aggregates
+    max_rows: int = 10_000             # RUNLEDGER_SQL_MAX_ROWS: JSON answers (truncated beyond)
+    max_bytes: int = 2 << 30           # RUNLEDGER_SQL_MAX_BYTES: streamed formats
+    max_concurrent: int = 4            # RUNLEDGER_SQL_MAX_CONCURRENT: beyond it, 429
+
+
+class SqlError(RunledgerError):
+    """A SQL request that failed for a reason of its own: QUERY_TIMEOUT, QUERY_OUT_OF_MEMORY,
+    REQUEST_LIMIT_EXCEEDED (too many at once) or CANCELLED (the client went away)."""
+
+
+def refused(message: str) -> InvalidParameterValue:
+    return InvalidParameterValue(message)
+
+
+# DuckDB errors whose text is about the caller's query (a typo, a bad cast, a wrong column):
+# shown as they are. Any other failure is logged and answered without its text.
+_QUERY_ERRORS: tuple[type[BaseException], ...] = (
+    duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.ConversionException,
+    duckdb.InvalidInputException, duckdb.OutOfRangeException, duckdb.TypeMismatchException,
+    duckdb.NotImplementedException, duckdb.SyntaxException, duckdb.DataError)
+
+
+class SqlEngine:
+    def __init__(self, store: Store, topic: str, limits: SqlLimits) -> None:
+        self.store = store
+        self.topic = topic
+        self.limits = limits
+        self._running = 0
+        self._lock = threading.Lock()
+        self._latest_table = "latest_metrics"
+        self._prepared_for: duckdb.DuckDBPyConnection | None = None
+
+    def prepare(self, latest_table: str) -> None:
+        """Create the public views and lock the instance down. Run once at start-up, before the
+        projector writes (a locked configuration refuses later SET statements instance-wide),
+        and again by `open` if the store has since opened a new DuckDB instance (a damaged
+        file is rebuilt into a new one: views and lockdown go with the instance)."""
+        self._latest_table = latest_table
+        con = self.store.con
+        install(con, latest_table)
+        for setting in ("enable_external_access = false", "autoload_known_extensions = false",
+                        "autoinstall_known_extensions = false", "allow_community_extensions = false",
+                        "python_enable_replacements = false",
+                        f"allowed_configs = {_CURSOR_SETTINGS!r}", "lock_configuration = true"):
+            con.execute(f"SET {setting}")
+        self._prepared_for = con
+
+    # ----- concurrency
+    def acquire(self) -> None:
+        with self._lock:
+            if self._running >= self.limits.max_concurrent:
+                raise SqlError(f"{self._running} SQL queries are already running, the limit "
+                               f"(RUNLEDGER_SQL_MAX_CONCURRENT); retry shortly.", "REQUEST_LIMIT_EXCEEDED")
+            self._running += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    # ----- one query
+    def open(self, query: str, time_limit_ms: int | None = None, batch_rows: int = 122_880) -> "SqlQuery":
+        """Check and start `query`. The caller holds a slot (`acquire`); the returned query
+        releases it when closed, and so does a failure here."""
+        try:
+            try:
+                sandbox.check(query)
+            except sandbox.SqlRefused as e:
+                raise refused(e.message) from None
+            limit = self.limits.time_limit_ms if time_limit_ms is None else min(time_limit_ms, self.limits.time_limit_ms)
+            if self.store.con is not self._prepared_for:
+                with self._lock:
+                    if self.store.con is not self._prepared_for:
+                        self.prepare(self._latest_table)
+            cur = self.store.cursor()
+        except BaseException:
+            self.release()
+            raise
+        return SqlQuery(self, cur, query, limit, batch_rows)
+
+
+class SqlQuery:
+    """One running query: its cursor, snapshot, columns and log position.
+
+    Thread use: `next_batch` runs on a worker thread; `cancel` may come from any thread (a
+    client that went away) and interrupts DuckDB; the cursor is closed by whichever side
+    finishes last, never while the other is inside DuckDB.
+    """
+
+    def __init__(self, engine: SqlEngine, cur: duckdb.DuckDBPyConnection, query: str, time_limit_ms: int,
+                 batch_rows: int) -> None:
+        self.engine = engine
+        self.batch_rows = batch_rows
+        self.time_limit_ms = time_limit_ms
+        self.started = time.monotonic()
+        self._cur = cur
+        self._guard = threading.Lock()
+        self._busy = False
+        self._closed = False
+        self._cancelled = False
+        self._reader: pa.RecordBatchReader | None = None
+        try:
+            # Our own statements, one round trip; then one snapshot for the answer and the log
+            # position it reflects.
+            cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}; "
+                        f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'; "
+                        f"SET schema = '{SCHEMA}'; BEGIN TRANSACTION READ ONLY")
+            self.log_position = {str(p): o for p, o in cur.execute(
+                'SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ? ORDER BY 1',
+                [engine.topic]).fetchall()}
+            self._rel = cur.sql(query)
+            self.columns = [{"name": n, "type": str(t)} for n, t in zip(self._rel.columns, self._rel.types)]
+        except BaseException as e:
+            self._close()
+            raise translate(e, time_limit_ms) from None
+
+    @property
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 3)
+
+    def next_batch(self) -> pa.RecordBatch | None:
+        """The next record batch (None at the end). Errors are translated to SqlError; after
+        an error or the end the query is closed."""
+        with self._guard:
+            if self._closed or self._cancelled:
+                raise SqlError("The query was cancelled.", "CANCELLED")
+            self._busy = True
+        try:
+            if self._reader is None:
+                self._reader = self._rel.to_arrow_reader(self.batch_rows)
+            try:
+                return self._reader.read_next_batch()
+            except StopIteration:
+                return None
+        except BaseException as e:
+            self._busy_done()
+            self.close()
+            raise translate(e, self.time_limit_ms) from None
+        finally:
+            self._busy_done()
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The answer's Arrow schema (starts the query; call on a worker thread)."""
+        if self._reader is None:
+            with self._guard:
+                if self._closed or self._cancelled:
+                    raise SqlError("The query was cancelled.", "CANCELLED")
+                self._busy = True
+            try:
+                self._reader = self._rel.to_arrow_reader(self.batch_rows)
+            except BaseException as e:
+                self._busy_done()
+                self.close()
+                raise translate(e, self.time_limit_ms) from None
+            finally:
+                self._busy_done()
+        return self._reader.schema
+
+    def _busy_done(self) -> None:
+        with self._guard:
+            self._busy = False
+            close_now = self._cancelled and not self._closed
+        if close_now:
+            self._close()
+
+    def cancel(self) -> None:
+        """Stop the query from any thread: DuckDB is interrupted now; the cursor closes once
+        the worker thread is out of DuckDB."""
+        with self._guard:
+            if self._closed:
+                return
+            self._cancelled = True
+            busy = self._busy
+        with contextlib.suppress(Exception):
+            self._cur.interrupt()
+        if not busy:
+            self._close()
+
+    def close(self) -> None:
+        self.cancel()
+
+    def _close(self) -> None:
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+        self._reader = None
+        self._rel = None  # type: ignore[assignment]
+        with contextlib.suppress(Exception):
+            self._cur.execute("ROLLBACK")
+        with contextlib.suppress(Exception):
+            self._cur.close()
+        self.engine.release()
+
+
+def translate(e: BaseException, time_limit_ms: int) -> BaseException:
+    """A DuckDB failure as the caller should see it."""
+    if isinstance(e, RunledgerError):
+        return e
+    if isinstance(e, duckdb.InterruptException):
+        if "maximum execution time" in str(e):
+            return SqlError(f"The query ran longer than its time limit of {time_limit_ms} ms "
+                            "(RUNLEDGER_SQL_TIME_LIMIT_MS) and was stopped.", "QUERY_TIMEOUT")
+        return SqlError("The query was cancelled.", "CANCELLED")
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return SqlError("The query needed more memory than the SQL limit (RUNLEDGER_SQL_MEMORY_MB) allows; "
+                        "aggregate more or select fewer columns.", "QUERY_OUT_OF_MEMORY")
+    if isinstance(e, _QUERY_ERRORS):
+        return refused(f"The query failed: {str(e).strip()}")
+    if isinstance(e, RunledgerError):
+        return e
+    if isinstance(e, duckdb.Error):
+        internal = InternalError(f"SQL query failed: {type(e).__name__}")
+        internal.__cause__ = e
+        return internal
+    return e
