@@ -228,6 +228,19 @@ def test_rewind_hides_later_points_from_reads_but_not_from_the_past(api: httpx.C
     diff = native.get(f"/runs/{run_id}/diff", params={"from": before_rewind,
                                                        "to": time.time_ns() // 1_000_000 + 1}).json()
     assert diff["rewinds"] == [{"event_id": answer.json()["event_id"], "step": 4, "points_hidden": 6}]
+    # SQL: the `metrics` view hides the rewound points, `events` shows every event with its provenance.
+    def sql(query: str) -> list[dict[str, Any]]:
+        answer = native.post("/sql", json={"query": query})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        names = [c["name"] for c in body["columns"]]
+        return [dict(zip(names, row)) for row in body["rows"]]
+    rows = sql(f"SELECT key, count(*) AS n, max(step) AS top FROM metrics WHERE run_id = '{run_id}' GROUP BY key")
+    assert rows == [{"key": "loss", "n": 7, "top": 6}]
+    events = sql(f"SELECT type, api, actor_verified, request_id FROM events WHERE run_id = '{run_id}' "
+                 "AND type = 'RunRewound'")
+    assert [(e["type"], e["api"], e["actor_verified"]) for e in events] == [("RunRewound", "runledger", False)]
+    assert events[0]["request_id"]
     # Bad input.
     assert native.post(f"/runs/{run_id}/rewind", json={"step": "x"}).status_code == 400
     assert native.post("/runs/nope/rewind", json={"step": 1}).status_code == 404
