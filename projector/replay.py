@@ -8,7 +8,6 @@ every table's rows in an order-independent way, so two files can be compared tab
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable

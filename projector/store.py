@@ -222,7 +222,7 @@ class Store:
                                      [run_ids]).fetchall():
                     state.runs[row[0]] = RunRow(*row)
                 # Params, tags and both latest-metric tables in one round trip.
-                for kind, run_id, k, text, v, ts, step in c.execute(f"""
+                for kind, run_id, k, text, v, ts, step in c.execute("""
                         SELECT 'params', run_id, key, value, NULL, NULL, NULL FROM params
                          WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))
                         UNION ALL SELECT 'tags', run_id, key, value, NULL, NULL, NULL FROM tags

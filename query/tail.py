@@ -19,7 +19,7 @@ import orjson
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.projector.fold import BatchChanges, LogEntry
-from runledger.query.audit_trail import entries_after, entry_of, format_position, parse_position
+from runledger.query.audit_trail import entry_of, format_position, parse_position
 
 QUEUE_MAX = 10_000
 CATCH_UP_PAGE = 10_000   # entries read from event_log per query while catching up

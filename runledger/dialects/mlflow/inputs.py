@@ -9,7 +9,8 @@ from starlette.requests import Request
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import Fields, json_body, missing
-from runledger.dialects.mlflow.writes import _run_id, _writer, acting_user
+from runledger.dialects.identity import acting_user
+from runledger.dialects.mlflow.writes import _run_id, _writer
 from runledger.ingest.writer import new_event
 
 # MLflow's limits (mlflow/utils/validation.py); over-long values are errors, not truncated.

@@ -24,7 +24,8 @@ from runledger.ingest import limits
 from runledger.ingest.catalog import ModelCatalog, ModelRef
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing
-from runledger.dialects.mlflow.writes import _writer, acting_user
+from runledger.dialects.identity import acting_user
+from runledger.dialects.mlflow.writes import _writer
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import new_event
 from runledger.dialects import services

@@ -6,7 +6,6 @@ applied the event, with MLflow's error when it was rejected.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import operator
 from typing import Any
@@ -26,20 +25,10 @@ from runledger.dialects.request import SEE_API_DOCS, Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
+from runledger.dialects.identity import acting_user
 from runledger.ingest.contract import entities
 
 RUN_NAME_TAG = entities.RUN_NAME_TAG
-
-
-def acting_user(request: Request) -> str:
-    """Who made the request: the basic-auth user, else the X-Runledger-User header, else ''."""
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("basic "):
-        try:
-            return base64.b64decode(auth[6:]).decode().split(":", 1)[0]
-        except (ValueError, UnicodeDecodeError):
-            pass
-    return request.headers.get("x-runledger-user", "")
 
 
 def _writer(request: Request) -> Writer:

@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.dialects import services
-from runledger.dialects.mlflow.writes import acting_user
+from runledger.dialects.identity import acting_user
 from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.ingest.positions import parse_position, parse_time
 from runledger.ingest.writer import new_event

@@ -33,7 +33,7 @@ from runledger.ingest.backlog import AppendBacklog
 from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
-from runledger.dialects.mlflow.writes import acting_user
+from runledger.dialects.identity import acting_user
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
 

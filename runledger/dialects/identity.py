@@ -1,0 +1,19 @@
+"""Who a request says it comes from, for every dialect: the basic-auth user, else the
+X-Runledger-User header, else ''. Until authentication exists this is a claim, recorded in each
+event as unverified (docs/design.md, invariant 11)."""
+
+from __future__ import annotations
+
+import base64
+
+from starlette.requests import HTTPConnection
+
+
+def acting_user(conn: HTTPConnection) -> str:
+    auth = conn.headers.get("authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            return base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return conn.headers.get("x-runledger-user", "")
