@@ -1,4 +1,4 @@
-"""Who, how and when: the request context every event records (DESIGN.md invariant 11).
+"""Who, how and when: the request context every event records (docs/design.md, invariant 11).
 
 The HTTP layer binds a `Provenance` for each request (runledger.app's request-context
 middleware); `writer.new_event` stamps it onto every event the request appends, so no route

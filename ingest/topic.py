@@ -101,7 +101,7 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str 
 
 
 def check_forever(topic: str, config: dict[str, str | None], bootstrap_servers: str) -> None:
-    """Refuse a topic that would lose events (DESIGN.md invariants 1 and 7), saying how to fix it."""
+    """Refuse a topic that would lose events (docs/design.md, invariants 1 and 7), saying how to fix it."""
     problems = []
     if config.get("retention.ms") not in ("-1", None):
         problems.append(f"retention.ms={config['retention.ms']} deletes events older than that")

@@ -170,7 +170,7 @@ class Projector:
     async def _isolate_refused(self, refused: RowsRefused) -> None:
         """DuckDB refused a commit: find the events it refused and reject them, commit the rest.
 
-        The fold checks every field, so this is the net under it (DESIGN.md invariant 7). What
+        The fold checks every field, so this is the net under it (docs/design.md, invariant 7). What
         was folded since the last commit is folded again from the offsets in DuckDB, in groups
         halved until each refusal is one event (projector.consumer.apply_isolating), on a fresh
         cache (the old one absorbed the refused changes). Verdicts already handed out for those

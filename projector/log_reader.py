@@ -1,5 +1,5 @@
 """Reading chosen records back from the log: the raw material of as-of reads, diffs and replay
-(DESIGN.md invariant 10: the past is folded again from the log, never kept on the side).
+(docs/design.md, invariant 10: the past is folded again from the log, never kept on the side).
 
 A `LogReader` has its own consumer with no group: it assigns one partition at a time and seeks,
 so it never moves the projector's position or any consumer group's offsets.

@@ -2,7 +2,7 @@
 
 `replay` reads the topic with its own consumer (no group: nothing of a running server moves)
 and feeds the records to a `Projector` over a new `Store`, so the rebuilt file is made by
-exactly the code that made the live one (DESIGN.md invariants 1 and 10). `checksums` sums
+exactly the code that made the live one (docs/design.md, invariants 1 and 10). `checksums` sums
 every table's rows in an order-independent way, so two files can be compared table by table.
 """
 

@@ -354,7 +354,7 @@ def _insert_metrics(c: duckdb.DuckDBPyConnection, metrics: MetricRows) -> None:
 
 
 def _rewind(c: duckdb.DuckDBPyConnection, rewind: Rewind) -> None:
-    """Move the run's points above the rewind's step aside (DESIGN.md invariant 10: the log
+    """Move the run's points above the rewind's step aside (docs/design.md, invariant 10: the log
     keeps them; `rewound_metrics` shows what was moved by which rewind)."""
     c.execute("INSERT INTO rewound_metrics SELECT run_id, key, value, timestamp, step, ? FROM metrics "
               "WHERE run_id = ? AND step > ?", [rewind.event_id, rewind.run_id, rewind.step])

@@ -1,4 +1,4 @@
-"""The past of a run, folded again from the log (DESIGN.md invariant 10).
+"""The past of a run, folded again from the log (docs/design.md, invariant 10).
 
 An as-of read finds in `event_log` the positions of the run's applied events up to the
 moment asked for (and of its experiment's own events, which decide whether it reads as

@@ -808,3 +808,29 @@ def test_fold_gives_equal_results_for_equal_input() -> None:
     events = [create_run(), log_metrics(("m", 1.0, 1, 0)), set_tags(("t", "v")), log_params(("p", "1"))]
     records = [rec(e) for e in events]
     assert fold_batch(FoldState(), records) == fold_batch(FoldState(), records)
+
+
+def test_every_event_type_of_the_contract_has_exactly_one_handler_in_the_table() -> None:
+    from runledger.ingest.contract.events import EVENT_TYPES
+    from runledger.projector.fold import HANDLERS
+
+    assert set(HANDLERS) == set(EVENT_TYPES)
+    assert all(h.__name__ == f"_on_{t}" for t, h in HANDLERS.items())
+
+
+def test_a_missing_payload_field_is_a_malformed_event_naming_the_field() -> None:
+    bad = exp_event("ExperimentRenamed", "1", {})
+    result = fold(bad, state=state_after(create_experiment("a")))
+    assert_rejected(result, bad, "MALFORMED_EVENT")
+    assert "missing field 'new_name'" in result.verdicts[bad.event_id].message
+
+
+def test_a_bug_in_a_handler_propagates_instead_of_becoming_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runledger.projector import fold as fold_module
+
+    def broken(self: object, ev: object) -> None:
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setitem(fold_module.HANDLERS, "ExperimentRenamed", broken)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        fold(exp_event("ExperimentRenamed", "1", {"new_name": "z"}), state=state_after(create_experiment("a")))

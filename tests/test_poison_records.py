@@ -1,4 +1,4 @@
-"""DESIGN.md invariant 7: a bad record never stops the projector.
+"""docs/design.md, invariant 7: a bad record never stops the projector.
 
 Poison records are produced straight into a real server's topic (tests/poison_records.py),
 each followed by a good synchronous write that must be answered; every poison record must end

@@ -1,4 +1,4 @@
-"""Rewind as a fold rule (DESIGN.md invariant 10), on real DuckDB files without a broker: the
+"""Rewind as a fold rule (docs/design.md, invariant 10), on real DuckDB files without a broker: the
 points hidden, the latest metrics recomputed, re-logging allowed, and the same tables however
 the log is cut into batches or commits are merged (invariant 1)."""
 

@@ -1,4 +1,4 @@
-"""The SQL sandbox (DESIGN.md invariant 9): every refusal is tried as an attack.
+"""The SQL sandbox (docs/design.md, invariant 9): every refusal is tried as an attack.
 
 Three layers are tested separately: the parser check on its own (pure: DuckDB's parser, no
 data), the instance lockdown on a real DuckDB file as if the check were bypassed, and the

@@ -92,7 +92,7 @@ LATE_EVENT = "ARRIVED_AFTER_DEADLINE"
 class Envelope:
     """One fact, as appended to the log. `ingest_time` is Unix milliseconds set by ingest.
 
-    Provenance (DESIGN.md invariant 11): `user` is the acting principal ('' if none was
+    Provenance (docs/design.md, invariant 11): `user` is the acting principal ('' if none was
     claimed), `actor_verified` whether it was authenticated, `request_id` the HTTP request that
     appended it, `api` the API it came through (ingest.provenance). None means unknown: events
     written before schema version 2 do not carry them.

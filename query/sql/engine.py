@@ -1,6 +1,6 @@
 """Runs sandboxed SQL on the read model: lockdown, limits, one query's cursor and snapshot.
 
-Layers (DESIGN.md invariant 9): query.sql.sandbox proves the text is one SELECT over the public
+Layers (docs/design.md, invariant 9): query.sql.sandbox proves the text is one SELECT over the public
 views; this module then runs it on its own cursor of the server's DuckDB instance (the process
 holds the file's only read-write handle, invariant 6), inside a read-only transaction, with a
 per-cursor time limit (`max_execution_time`) and memory limit for intermediates
