@@ -144,3 +144,18 @@ class Ticker:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def insert_mlflow_rows(db: Any, runs: list[tuple], tags: list[tuple], params: list[tuple], metrics: list[tuple],
+                       latest: list[tuple]) -> None:
+    """Rows straight into an MLflow SQLite store (its own schema, created by `mlflow server`
+    first), for the seeded search and SQL workloads; the caller holds the transaction."""
+    db.executemany("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, "
+                   "status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, "
+                   "experiment_id, deleted_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", runs)
+    db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?,?,?)", tags)
+    db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?,?,?)", params)
+    db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)",
+                   metrics)
+    db.executemany("INSERT INTO latest_metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                   "VALUES (?,?,?,?,?,?)", latest)

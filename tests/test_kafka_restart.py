@@ -210,10 +210,7 @@ def test_writes_resume_after_a_broker_restart_and_an_error_answer_is_final(tmp_p
     # A replay of the log from offset 0 reaches the same verdicts (and tables) as the live server.
     try:
         live = dump_tables(str(server.duckdb_path))
-        path = str(tmp_path / "replayed.duckdb")
-        log = read_topic(broker.bootstrap_servers, server.topic, with_time=True)
-        fold_into(path, server.topic, [[(p, *rec) for p, recs in sorted(log.items()) for rec in recs]])
-        assert without_offsets(dump_tables(path)) == without_offsets(live)
+        assert_replay_agrees(broker.bootstrap_servers, server.topic, live, tmp_path)
     finally:
         broker.stop()
 
@@ -299,9 +296,14 @@ def test_a_write_answered_with_an_error_while_the_broker_is_frozen_never_takes_e
         late = [r for r in live["event_log"] if r[8] == "ARRIVED_AFTER_DEADLINE"]
         # The frozen broker did take the requests once it resumed: the case was really exercised.
         assert late, "no late record reached the log"
-        path = str(tmp_path / "replayed.duckdb")
-        log = read_topic(broker.bootstrap_servers, server.topic, with_time=True)
-        fold_into(path, server.topic, [[(p, *rec) for p, recs in sorted(log.items()) for rec in recs]])
-        assert without_offsets(dump_tables(path)) == without_offsets(live)
+        assert_replay_agrees(broker.bootstrap_servers, server.topic, live, tmp_path)
     finally:
         broker.stop()
+
+
+def assert_replay_agrees(bootstrap: str, topic: str, live: dict, tmp_path: Path) -> None:
+    """The topic folded from offset 0 (with the broker's append times) gives the live tables."""
+    path = str(tmp_path / "replayed.duckdb")
+    log = read_topic(bootstrap, topic, with_time=True)
+    fold_into(path, topic, [[(p, *rec) for p, recs in sorted(log.items()) for rec in recs]])
+    assert without_offsets(dump_tables(path)) == without_offsets(live)

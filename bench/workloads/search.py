@@ -32,7 +32,7 @@ import uuid
 
 import orjson
 
-from common import API, T0_MS, Client, lat_summary, parallel
+from common import API, T0_MS, Client, insert_mlflow_rows, lat_summary, parallel
 from context import Ctx, Row
 
 QUERIES = {
@@ -138,15 +138,7 @@ def seed_mlflow(db_path: str, exp_id: str, artifact_root: str, lo: int, hi: int)
         metrics.extend((k, v, s["start_time"] + 1, rid, 0, 0) for k, v in s["metrics"].items())
     db = sqlite3.connect(db_path, timeout=60)
     with db:
-        db.executemany("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, "
-                       "status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, "
-                       "experiment_id, deleted_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", runs)
-        db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?,?,?)", tags)
-        db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?,?,?)", params)
-        db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)",
-                       metrics)
-        db.executemany("INSERT INTO latest_metrics (key, value, timestamp, run_uuid, step, is_nan) "
-                       "VALUES (?,?,?,?,?,?)", [(m[0], m[1], m[2], m[3], m[4], m[5]) for m in metrics])
+        insert_mlflow_rows(db, runs, tags, params, metrics, metrics)
     db.close()
 
 

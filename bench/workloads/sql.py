@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from common import T0_MS, lat_summary
+from common import T0_MS, insert_mlflow_rows, lat_summary
 from context import Ctx, Row
 from workloads.search import wait_applied
 
@@ -126,15 +126,7 @@ def seed_mlflow(db_path: str, exp_id: str, artifact: str, n: int, steps: int) ->
                     if p[0] not in last or (p[4], p[2], p[1]) > (last[p[0]][4], last[p[0]][2], last[p[0]][1]):
                         last[p[0]] = p
                 latest += last.values()
-            db.executemany("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, "
-                           "status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, "
-                           "experiment_id, deleted_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", runs)
-            db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?,?,?)", tags)
-            db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?,?,?)", params)
-            db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)",
-                           metrics)
-            db.executemany("INSERT INTO latest_metrics (key, value, timestamp, run_uuid, step, is_nan) "
-                           "VALUES (?,?,?,?,?,?)", latest)
+            insert_mlflow_rows(db, runs, tags, params, metrics, latest)
     db.close()
 
 

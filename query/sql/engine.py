@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import threading
 import time
+from typing import Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
@@ -25,6 +26,7 @@ from runledger.query.sql import sandbox
 from runledger.query.sql.views import SCHEMA, install
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Settings a SQL cursor sets for itself after the configuration is locked.
 _CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path"]
@@ -156,41 +158,43 @@ class SqlQuery:
     def next_batch(self) -> pa.RecordBatch | None:
         """The next record batch (None at the end). Errors are translated to SqlError; after
         an error or the end the query is closed."""
+
+        def read() -> pa.RecordBatch | None:
+            try:
+                return self._open_reader().read_next_batch()
+            except StopIteration:
+                return None
+
+        return self._while_busy(read)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The answer's Arrow schema (starts the query; call on a worker thread)."""
+        if self._reader is None:
+            self._while_busy(self._open_reader)
+        assert self._reader is not None
+        return self._reader.schema
+
+    def _open_reader(self) -> pa.RecordBatchReader:
+        if self._reader is None:
+            self._reader = self._rel.to_arrow_reader(self.batch_rows)
+        return self._reader
+
+    def _while_busy(self, step: Callable[[], _T]) -> _T:
+        """Run one step of the query marked busy (a cancel then waits for it to end instead of
+        closing the cursor under it); any error closes the query and becomes a SqlError."""
         with self._guard:
             if self._closed or self._cancelled:
                 raise SqlError("The query was cancelled.", "CANCELLED")
             self._busy = True
         try:
-            if self._reader is None:
-                self._reader = self._rel.to_arrow_reader(self.batch_rows)
-            try:
-                return self._reader.read_next_batch()
-            except StopIteration:
-                return None
+            return step()
         except BaseException as e:
             self._busy_done()
             self.close()
             raise translate(e, self.time_limit_ms) from None
         finally:
             self._busy_done()
-
-    @property
-    def schema(self) -> pa.Schema:
-        """The answer's Arrow schema (starts the query; call on a worker thread)."""
-        if self._reader is None:
-            with self._guard:
-                if self._closed or self._cancelled:
-                    raise SqlError("The query was cancelled.", "CANCELLED")
-                self._busy = True
-            try:
-                self._reader = self._rel.to_arrow_reader(self.batch_rows)
-            except BaseException as e:
-                self._busy_done()
-                self.close()
-                raise translate(e, self.time_limit_ms) from None
-            finally:
-                self._busy_done()
-        return self._reader.schema
 
     def _busy_done(self) -> None:
         with self._guard:
