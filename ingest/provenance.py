@@ -1,6 +1,6 @@
 """Who, how and when: the request context every event records (docs/design.md, invariant 11).
 
-The HTTP layer binds a `Provenance` for each request (runledger.app's request-context
+The HTTP layer binds a `Provenance` for each request (runledger.http_guards.RequestContext
 middleware); `writer.new_event` stamps it onto every event the request appends, so no route
 has to pass it along. Events appended outside any request (the built-in experiment at start)
 carry api "internal".

@@ -52,39 +52,6 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-class RequestContext:
-    """Every HTTP request gets a request id (the caller's X-Request-Id if sane, else a fresh
-    one), echoed in the response's X-Request-Id header and bound, with the API the request came
-    through, for the events it appends (ingest.provenance). Plain ASGI, so the endpoint runs in
-    the context it binds; the id is also kept in `request.state.request_id` for the error
-    handlers (runledger.dialects.errors), which answer outside this middleware."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = next((v.decode("latin-1") for k, v in scope.get("headers") or []
-                         if k == b"x-request-id"), None)
-        request_id = provenance.request_id(incoming)
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*(h for h in message.get("headers") or [] if h[0].lower() != b"x-request-id"),
-                                      header]
-            await send(message)
-
-        token = provenance.bind(provenance.Provenance(request_id, api_of(scope.get("path", ""))))
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            provenance.unbind(token)
-
-
 def api_of(path: str) -> str:
     """Which API a request path belongs to, as events record it."""
     if path.startswith(API_PREFIXES):
@@ -156,7 +123,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Runledger", version=VERSION, lifespan=lifespan, default_response_class=OrjsonResponse,
                   docs_url="/docs", redoc_url=None)
     app.state.settings = settings
-    app.add_middleware(RequestContext)
     for prefix in API_PREFIXES:
         for router in mlflow_dialect.routers(ajax=prefix.startswith("/ajax-api")):
             app.include_router(router, prefix=prefix)
@@ -176,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost last: the request id is set before the host check, so refusals carry it too.
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
-    app.add_middleware(http_guards.RequestIdMiddleware)
+    app.add_middleware(http_guards.RequestContext, api_of=api_of)
 
     return app
 

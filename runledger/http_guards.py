@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-from typing import Iterable
+from typing import Callable, Iterable
 
 import orjson
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "X-Request-Id"
-# A caller's id is echoed into logs and headers, so only short ids of harmless characters
-# are kept; anything else is replaced by a fresh one.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+from runledger.ingest import provenance
+from runledger.ingest.provenance import REQUEST_ID_HEADER
+
 # Host header syntax (RFC 9110): a name or IPv4 address, or a bracketed IPv6 literal, then an optional port.
 _HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
 def request_id(scope: Scope) -> str:
-    """The id of the request `scope` belongs to ('' outside `RequestIdMiddleware`)."""
+    """The id of the request `scope` belongs to ('' outside `RequestContext`)."""
     return str(scope.get("state", {}).get("request_id", ""))
 
 
@@ -39,31 +37,37 @@ async def _send_json(send: Send, status: int, body: dict[str, str], scope: Scope
     await send({"type": "http.response.body", "body": raw})
 
 
-class RequestIdMiddleware:
-    """Gives each request an id (the caller's X-Request-Id when sane, else a new one), keeps it
-    in the scope for logs and error answers, and returns it on every response."""
+class RequestContext:
+    """Every HTTP request gets a request id (the caller's X-Request-Id if sane, else a fresh
+    one: ingest.provenance.request_id), kept in `request.state.request_id` for logs and error
+    answers (runledger.dialects.errors), returned in the response's X-Request-Id header, and
+    bound with the API the request came through for the events it appends (ingest.provenance).
+    Outermost, so the guards' own refusals carry the id too. Plain ASGI: the endpoint runs in
+    the context it binds, and streamed responses are not buffered."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, api_of: Callable[[str], str]) -> None:
         self.app = app
+        self.api_of = api_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        rid = incoming if incoming is not None and _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-        # request.state.request_id, where runledger.dialects.errors looks for it; the same dict
-        # reaches the outermost 500 handler
+        rid = provenance.request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
         scope.setdefault("state", {})["request_id"] = rid
+        header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if REQUEST_ID_HEADER not in headers:
-                    headers.append(REQUEST_ID_HEADER, rid)
+                message["headers"] = [*(h for h in message.get("headers") or [] if h[0].lower() != header[0]),
+                                      header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = provenance.bind(provenance.Provenance(rid, self.api_of(scope.get("path", ""))))
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            provenance.unbind(token)
 
 
 def default_allowed_hosts(bound_host: str) -> list[str]:
