@@ -2,7 +2,7 @@
 
 DuckDB settings are not a sandbox: with external access off and the configuration locked, a
 query can still overwrite the database's own WAL through COPY, run CHECKPOINT, attach an
-in-memory database or create temp tables (shared/reference/sql-audit-facts.md). So a query is
+in-memory database or create temp tables (docs/sql.md, "What a query may do"). So a query is
 run only if DuckDB's parser says it is exactly one SELECT statement and every table it names
 is a public view (or a CTE in scope), every table function is on a short allow-list of pure
 generators, and every scalar/aggregate/window function is a built-in one that cannot read

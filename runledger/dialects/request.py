@@ -99,6 +99,13 @@ class Fields:
             raise invalid_value(self._p(name), v, f"Expected a string, got {type(v).__name__}.")
         return v
 
+    def run_id(self) -> str:
+        """The request's run: `run_id`, or MLflow's older name `run_uuid`; missing is MLflow's 400."""
+        found = self.str("run_id") or self.str("run_uuid")
+        if not found:
+            raise missing("run_id")
+        return found
+
     def req_str(self, name: str, allow_empty: bool = False) -> str:
         v = self.str(name, required=True, allow_empty=allow_empty)
         assert v is not None

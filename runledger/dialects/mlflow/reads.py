@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
-from runledger.dialects.request import Fields, json_body, missing, query_fields
+from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.query import memory, reader
 from runledger.dialects import services
 from runledger.ingest.contract import entities
@@ -72,9 +72,7 @@ async def search_experiments_post(request: Request) -> dict[str, Any]:
 
 def get_run(request: Request) -> Response:
     f = query_fields(request)
-    run_id = f.str("run_id") or f.str("run_uuid")
-    if not run_id:
-        raise missing("run_id")
+    run_id = f.run_id()
     with _cursor(request) as cur:
         run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:
@@ -99,9 +97,7 @@ async def search_runs(request: Request) -> Response:
 
 def get_metric_history(request: Request) -> Any:
     f = query_fields(request)
-    run_id = f.str("run_id") or f.str("run_uuid")
-    if not run_id:
-        raise missing("run_id")
+    run_id = f.run_id()
     key = f.req_str("metric_key")
     limit, offset = reader.history_page_bounds(f.int64("max_results"), f.str("page_token"))
     cur = services.reader(request).open_cursor()

@@ -36,10 +36,7 @@ def _writer(request: Request) -> Writer:
 
 
 def _run_id(f: Fields) -> str:
-    run_id = f.str("run_id") or f.str("run_uuid")
-    if not run_id:
-        raise missing("run_id")
-    return limits.check_run_id(run_id)
+    return limits.check_run_id(f.run_id())
 
 
 def _experiment_id(f: Fields, name: str = "experiment_id") -> str:

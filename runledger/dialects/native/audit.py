@@ -166,9 +166,7 @@ async def get_run(request: Request, run_id: str) -> Any:
 async def get_metric_history(request: Request) -> Any:
     """metrics/get-history (MLflow's shape) as of a moment."""
     f = query_fields(request)
-    run_id = f.str("run_id") or f.str("run_uuid")
-    if not run_id:
-        raise missing("run_id")
+    run_id = f.run_id()
     moment = _moment(f, "as_of", "as_of_position")
     assert moment is not None
     return await services.audit(request).metric_history_as_of(
