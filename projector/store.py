@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from runledger.ingest.contract.events import Verdict
 from runledger.ingest.errors import TemporarilyUnavailable
-from runledger.projector.fold import BatchChanges, FoldState, LogRecord, MetricRows, Rewind
+from runledger.projector.fold import ArtifactOp, BatchChanges, FoldState, LogRecord, MetricRows, Rewind
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.integrity import is_corruption, move_aside, open_verified
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
@@ -301,6 +301,15 @@ class Store:
                 name: [r[name] for r in rows] for name in (
                     "run_id", "name", "digest", "context", "source_type", "source", "schema", "profile",
                     "tags", "experiment_id", "logged_time")})
+        if ch.model_inputs:
+            rows = list(ch.model_inputs.values())
+            _insert(c, "run_model_inputs", "INSERT OR IGNORE", {
+                name: [r[name] for r in rows] for name in ("run_id", "model_id", "experiment_id", "logged_time")})
+        if ch.model_outputs:
+            rows = list(ch.model_outputs.values())
+            _insert(c, "run_model_outputs", "INSERT OR IGNORE", {
+                name: [r[name] for r in rows] for name in ("run_id", "model_id", "step", "experiment_id", "logged_time")})
+        _apply_artifacts(c, ch.artifacts)
         _upsert_latest(c, ch.latest)
         for run_id in dict.fromkeys(r.run_id for r in ch.rewinds):
             _recompute_latest(c, run_id)
@@ -505,6 +514,29 @@ def _insert(c: duckdb.DuckDBPyConnection, table: str, verb: str, columns: dict[s
     names = ", ".join(f'"{n}"' for n in columns)
     with _rows(c, "_rows", columns) as (source, params):
         c.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM {source}", params)
+
+
+def _apply_artifacts(c: duckdb.DuckDBPyConnection, ops: list[ArtifactOp]) -> None:
+    """Artifact writes and deletions in fold order; consecutive writes go in one statement."""
+    puts: list[ArtifactOp] = []
+
+    def flush() -> None:
+        if puts:
+            last = {(o.owner_id, o.path): o for o in puts}  # a path written twice: the later write
+            _insert(c, "artifacts", "INSERT OR REPLACE", {
+                name: [getattr(o, name) for o in last.values()] for name in (
+                    "owner_id", "path", "owner_type", "experiment_id", "size", "sha256", "logged_time", "actor",
+                    "event_id")})
+            puts.clear()
+    for op in ops:
+        if op.kind == "put":
+            puts.append(op)
+            continue
+        flush()
+        # "" is the whole folder
+        c.execute("DELETE FROM artifacts WHERE owner_id = ? AND (? = '' OR path = ? OR starts_with(path, ? || '/'))",
+                  [op.owner_id, op.path, op.path, op.path])
+    flush()
 
 
 # ----- logged models (MLflow 3.x)

@@ -118,7 +118,7 @@ def _parsed(cur: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement | str:
 
 # One statement returns everything a page of runs shows, as rows of one shape
 # (kind, run_id, c1..c7, value, n1, n2): kind 0 = the run row, 1 = latest metrics, 2 = params,
-# 3 = tags, 4 = dataset inputs, 5 = experiment stages. Few statements, and few joins in them, is
+# 3 = tags, 4 = dataset inputs, 5 = experiment stages, 6 = model inputs, 7 = model outputs. Few statements, and few joins in them, is
 # what makes runs/get and a runs/search page fast: DuckDB spends most of a small query's time
 # planning it (and a hash join has a fixed cost of its own), so the dataset and experiment parts
 # ride along in the same statement instead of costing a round trip each.
@@ -130,6 +130,10 @@ _RUN_DATA = (
     "SELECT 3, run_id, key, value, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM tags{where}",
     "SELECT 4, run_id, name, digest, source_type, source, schema, profile, tags::VARCHAR, NULL, logged_time, NULL "
     "FROM run_datasets{where}",
+    "SELECT 6, run_id, model_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, logged_time, NULL "
+    "FROM run_model_inputs{where}",
+    "SELECT 7, run_id, model_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, logged_time, step "
+    "FROM run_model_outputs{where}",
 )
 _EXPERIMENT_STAGES = ("SELECT 5, experiment_id, lifecycle_stage, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
                       "FROM experiments WHERE experiment_id IN ({ids})")
@@ -199,6 +203,8 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     params: dict[str, list[dict[str, Any]]] = {}
     tags: dict[str, list[dict[str, Any]]] = {}
     datasets: dict[str, list[tuple[Any, ...]]] = {}
+    model_inputs: dict[str, list[tuple[int, str]]] = {}
+    model_outputs: dict[str, list[tuple[int, str, int]]] = {}
     for kind, run_id, a, b, c, d, e, f, g, value, n1, n2 in rows:
         if kind == 1:
             # value != value: NaN, which MLflow's JSON spells "NaN"
@@ -218,6 +224,10 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
             infos[run_id] = (a, b, c, d, e, f, g, n1, n2)
         elif kind == 4:
             datasets.setdefault(run_id, []).append((n1, a, b, c, d, e, f, g))
+        elif kind == 6:
+            model_inputs.setdefault(run_id, []).append((n1 or 0, a))
+        elif kind == 7:
+            model_outputs.setdefault(run_id, []).append((n1 or 0, a, n2))
         else:  # 5: an experiment's stage (run_id holds the experiment id)
             stages[run_id] = a
     out = []
@@ -244,7 +254,13 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
         if ds:
             ds.sort(key=_dataset_order)
             run_inputs["dataset_inputs"] = [_dataset_input(*row) for row in ds]
-        out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": {}})
+        if run_id in model_inputs:
+            run_inputs["model_inputs"] = [{"model_id": m} for _, m in sorted(model_inputs[run_id])]
+        run_outputs: dict[str, Any] = {}
+        if run_id in model_outputs:
+            run_outputs["model_outputs"] = [{"model_id": m, "step": step}
+                                            for _, m, step in sorted(model_outputs[run_id])]
+        out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": run_outputs})
     return out
 
 

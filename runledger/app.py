@@ -38,11 +38,16 @@ from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger.artifact_store import open_store
+from runledger.dialects.mlflow import artifacts as mlflow_artifacts
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+# MLflow's artifact proxy and its 3.x server info (docs/artifacts.md). The proxy's prefix starts
+# with "/api/2.0/mlflow", so `api_of` counts its events as MLflow's API.
+ARTIFACT_PREFIXES = (mlflow_artifacts.ARTIFACTS_PREFIX, "/api/3.0/mlflow")
 RUNLEDGER_PREFIX = "/api/runledger/v1"
 VERSION = "0.1.0"
 
@@ -102,9 +107,10 @@ def create_app(settings: Settings) -> FastAPI:
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors())
         audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
+        artifact_store, multipart = open_store(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
                                       models=models_reader.ReadModelModelCatalog(store), sql=sql_engine,
-                                      audit=audit)
+                                      audit=audit, artifacts=artifact_store, multipart=multipart)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
         try:
@@ -126,6 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix in API_PREFIXES:
         for router in mlflow_dialect.routers(ajax=prefix.startswith("/ajax-api")):
             app.include_router(router, prefix=prefix)
+    app.include_router(mlflow_artifacts.build_proxy_router(), prefix=ARTIFACT_PREFIXES[0])
+    app.include_router(mlflow_artifacts.build_info_router(), prefix=ARTIFACT_PREFIXES[1])
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)

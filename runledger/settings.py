@@ -63,6 +63,9 @@ class Settings:
     sql_max_rows: int = 10_000                  # RUNLEDGER_SQL_MAX_ROWS: JSON answers, truncated beyond
     sql_max_bytes: int = 2 << 30                # RUNLEDGER_SQL_MAX_MB (in bytes here): streamed answers
     sql_max_concurrent: int = 4                 # RUNLEDGER_SQL_MAX_CONCURRENT: more get 429
+    artifact_store_override: str | None = None  # RUNLEDGER_ARTIFACT_STORE: a folder or s3://bucket/prefix
+    s3_endpoint_url: str | None = None          # RUNLEDGER_S3_ENDPOINT_URL: an S3-compatible server
+    artifact_max_bytes: int = 10 << 30          # RUNLEDGER_ARTIFACT_MAX_MB (in bytes here): one uploaded file
 
     @property
     def duckdb_path(self) -> Path:
@@ -74,9 +77,15 @@ class Settings:
 
     @property
     def artifact_root(self) -> str:
-        """Where new experiments put artifacts. Clients write there themselves (Runledger does
-        not proxy artifacts), so behind Docker set RUNLEDGER_ARTIFACT_ROOT to a shared location."""
-        return self.artifact_root_override or (self.data_dir / "artifacts").resolve().as_uri()
+        """Where new experiments put artifacts: by default `mlflow-artifacts:/`, served by this
+        server (docs/artifacts.md), so clients anywhere upload through HTTP. RUNLEDGER_ARTIFACT_ROOT
+        (e.g. a file: or s3: URI) makes clients write there themselves instead."""
+        return self.artifact_root_override or "mlflow-artifacts:/"
+
+    @property
+    def artifact_store(self) -> str:
+        """Where the server keeps the artifact bytes it serves: a folder, or s3://bucket/prefix."""
+        return self.artifact_store_override or str(self.data_dir / "artifacts")
 
     @property
     def allowed_hosts(self) -> tuple[str, ...]:
@@ -125,6 +134,9 @@ class Settings:
             sql_max_rows=_int(env, "RUNLEDGER_SQL_MAX_ROWS", 10_000),
             sql_max_bytes=_int(env, "RUNLEDGER_SQL_MAX_MB", 2048) << 20,
             sql_max_concurrent=_int(env, "RUNLEDGER_SQL_MAX_CONCURRENT", 4),
+            artifact_store_override=env.get("RUNLEDGER_ARTIFACT_STORE") or None,
+            s3_endpoint_url=env.get("RUNLEDGER_S3_ENDPOINT_URL") or None,
+            artifact_max_bytes=_int(env, "RUNLEDGER_ARTIFACT_MAX_MB", 10240) << 20,
         )
 
 

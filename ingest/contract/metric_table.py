@@ -21,8 +21,11 @@ from runledger.ingest.contract import arrow_ipc
 # pyarrow's type inference (`pa.array(list)`, on the hot path) tries to import pandas on every
 # call when it is not installed, a file-system search each time (~20% of converting a
 # 20,000-point event). Marking it absent makes that import fail at once; nothing changes where
-# it is installed. (The same holds for dateutil, which is why it is a dependency.)
-if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
+# it is installed. (The same holds for dateutil, which is why it is a dependency.) Only without
+# numpy: with numpy installed, pyarrow imports pandas once and reads its version, which a None
+# entry breaks (and then it does not retry the import per call anyway).
+if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None \
+        and importlib.util.find_spec("numpy") is None:
     sys.modules["pandas"] = None  # type: ignore[assignment]
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.float64()), ("timestamp", pa.int64()),

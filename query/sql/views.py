@@ -58,6 +58,13 @@ def definitions(latest_table: str) -> dict[str, str]:
         "logged_model_metrics": """
             SELECT model_id, run_id, key, value, timestamp, step, dataset_name, dataset_digest
             FROM main.logged_model_metrics""",
+        # The files in artifact folders now (the bytes are in the artifact store; the events
+        # view has every write and deletion).
+        "artifacts": f"""
+            SELECT CASE WHEN owner_type = 'run' THEN owner_id END AS run_id,
+                   CASE WHEN owner_type = 'model' THEN owner_id END AS model_id,
+                   experiment_id, path, size, sha256, {_ts('logged_time')} AS logged_time, actor, event_id
+            FROM main.artifacts""",
         # The log itself: every event the projector has applied, accepted or not.
         "events": f"""
             SELECT "partition", "offset", {_ts('ingest_time')} AS ingest_time, user_id AS actor, type,
