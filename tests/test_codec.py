@@ -65,6 +65,14 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
     "LoggedModelTagsSet": {"model_id": "m-0123456789abcdef0123456789abcdef", "tags": [["t", "a"], ["u", "b"]]},
     "LoggedModelTagDeleted": {"model_id": "m-0123456789abcdef0123456789abcdef", "key": "t"},
     "LoggedModelParamsLogged": {"model_id": "m-0123456789abcdef0123456789abcdef", "params": [["beta", "1"]]},
+    "OutputsLogged": {"models": [["m-0123456789abcdef0123456789abcdef", 2]]},
+    "ModelHistoryLogged": {"model": {"run_id": "r", "artifact_path": "model", "flavors": {}}},
+    "ArtifactLogged": {"path": "plots/a.png", "size": 3, "sha256": "c" * 64},
+    "ArtifactDeleted": {"path": "plots", "files": [["plots/a.png", 3]]},
+    "LoggedModelArtifactLogged": {"model_id": "m-0123456789abcdef0123456789abcdef", "path": "MLmodel", "size": 1,
+                                  "sha256": "d" * 64},
+    "LoggedModelArtifactDeleted": {"model_id": "m-0123456789abcdef0123456789abcdef", "path": "MLmodel",
+                                   "files": [["MLmodel", 1]]},
 }
 
 

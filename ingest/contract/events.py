@@ -36,8 +36,9 @@ Payloads by type (schema version 1):
                       these logged models at these steps
 - ModelHistoryLogged  {model: {...}}   runs/log-model (MLflow 1.x): the model's JSON is appended to
                       the run's `mlflow.log-model.history` tag, in log order
-- ArtifactLogged      {path, size, sha256}   a file was written to the run's artifact folder
-                      (`path` relative to it); the bytes are in the artifact store, never in the log
+- ArtifactLogged      {path, size, sha256, parts?}   a file was written to the run's artifact folder
+                      (`path` relative to it; `parts`: it came as a multipart upload of that many
+                      parts); the bytes are in the artifact store, never in the log
 - ArtifactDeleted     {path, files: [[path, size], ...]}   the file or folder `path` was removed,
                       with the files it held
 

@@ -123,11 +123,13 @@ async def _receive(request: Request, staged: Staged, limit: int) -> None:
     await anyio.to_thread.run_sync(staged.close)
 
 
-async def _publish(request: Request, owner: Owner, rel: str, staged: Staged) -> None:
+async def _publish(request: Request, owner: Owner, rel: str, staged: Staged, parts: int | None = None) -> None:
     """Log the upload, then make its bytes visible; on any failure the staged file is removed."""
+    payload: dict[str, Any] = {"path": rel, "size": staged.size, "sha256": staged.sha256}
+    if parts is not None:
+        payload["parts"] = parts  # a multipart upload, and of how many parts
     try:
-        await services.writer(request).commit(_event(request, owner, "ArtifactLogged",
-                                                     {"path": rel, "size": staged.size, "sha256": staged.sha256}))
+        await services.writer(request).commit(_event(request, owner, "ArtifactLogged", payload))
         await anyio.to_thread.run_sync(staged.commit)
     finally:
         if not staged.done:
@@ -301,7 +303,7 @@ async def complete_multipart(request: Request, path: str) -> Response:
     except BaseException:
         await anyio.to_thread.run_sync(staged.abort)
         raise
-    await _publish(request, owner, rel, staged)
+    await _publish(request, owner, rel, staged, parts=len(numbers))
     await anyio.to_thread.run_sync(staging.discard, upload_id)
     return _empty()
 

@@ -163,6 +163,21 @@ async def get_run(request: Request, run_id: str) -> Any:
     return {"run": run}
 
 
+async def run_artifacts(request: Request, run_id: str) -> Any:
+    """The files in the run's artifact folder (path, size, sha256, who and when), now or as of a
+    moment (`as_of` / `as_of_position`), as the log recorded uploads and deletions."""
+    f = query_fields(request)
+    moment = _moment(f, "as_of", "as_of_position", required=False)
+    audit = services.audit(request)
+    if moment is None:
+        if await run_in_threadpool(audit.run_now, run_id) is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        files = await run_in_threadpool(audit.artifacts_now, run_id)
+    else:
+        files = await audit.artifacts_as_of(run_id, moment)
+    return {"run_id": run_id, "files": files}
+
+
 async def get_metric_history(request: Request) -> Any:
     """metrics/get-history (MLflow's shape) as of a moment."""
     f = query_fields(request)
@@ -243,5 +258,6 @@ def build_router() -> APIRouter:
     router.add_api_route("/runs/{run_id}/tail", run_tail, methods=["GET"])
     router.add_api_route("/experiments/{experiment_id}/tail", experiment_tail, methods=["GET"])
     router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
+    router.add_api_route("/runs/{run_id}/artifacts", run_artifacts, methods=["GET"])
     router.add_api_route("/runs/{run_id}", get_run, methods=["GET"])
     return router
