@@ -68,6 +68,15 @@ def _checked(raw: str, *, allow_empty: bool = False) -> str:
         raise InvalidParameterValue(f"Invalid path {raw!r}: {e}.") from None
 
 
+async def _in_store(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in a worker thread; a path the store finds unsafe (a symbolic link on the way)
+    is the caller's 400, as any other unsafe path."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except UnsafePath as e:
+        raise InvalidParameterValue(f"Invalid path: {e}.") from None
+
+
 def _locate(request: Request, raw: str, *, folder_ok: bool = False) -> tuple[Owner, str]:
     """The owner of the served path `raw` and the path inside its folder; refuses paths that are
     unsafe (400) or in no run's or logged model's folder (404)."""
@@ -130,7 +139,7 @@ async def _publish(request: Request, owner: Owner, rel: str, staged: Staged, par
         payload["parts"] = parts  # a multipart upload, and of how many parts
     try:
         await services.writer(request).commit(_event(request, owner, "ArtifactLogged", payload))
-        await anyio.to_thread.run_sync(staged.commit)
+        await _in_store(staged.commit)
     finally:
         if not staged.done:
             await anyio.to_thread.run_sync(staged.abort)
@@ -141,7 +150,7 @@ async def _publish(request: Request, owner: Owner, rel: str, staged: Staged, par
 async def upload(request: Request, path: str) -> Response:
     owner, rel = _locate(request, path)
     _writable(request, owner)
-    staged = await anyio.to_thread.run_sync(_store(request).begin, owner.key(rel))
+    staged = await _in_store(_store(request).begin, owner.key(rel))
     try:
         await _receive(request, staged, services.settings(request).artifact_max_bytes)
     except BaseException:
@@ -212,13 +221,13 @@ async def delete(request: Request, path: str) -> Response:
     _writable(request, owner)
     store = _store(request)
     key = owner.key(rel)
-    files = await anyio.to_thread.run_sync(store.files, key)
+    files = await _in_store(store.files, key)
     if not files:
         return _empty()
     strip = len(owner.root) + 1
     await services.writer(request).commit(_event(request, owner, "ArtifactDeleted", {
         "path": rel, "files": [[k[strip:], size] for k, size in files]}))
-    await anyio.to_thread.run_sync(store.delete, key)
+    await _in_store(store.delete, key)
     return _empty()
 
 
@@ -293,7 +302,7 @@ async def complete_multipart(request: Request, path: str) -> Response:
     limit = services.settings(request).artifact_max_bytes
     if total > limit:
         raise _too_large(total, limit)
-    staged = await anyio.to_thread.run_sync(_store(request).begin, key)
+    staged = await _in_store(_store(request).begin, key)
     try:
         await anyio.to_thread.run_sync(staging.assemble, upload_id, numbers, staged)
         await anyio.to_thread.run_sync(staged.close)
