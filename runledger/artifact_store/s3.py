@@ -80,7 +80,7 @@ class S3Store:
             found.append((key, self.size(key)))
         except NotFound:
             pass
-        strip = len(self._key("")) + 1 if self.prefix else 0
+        strip = len(self.prefix) + 1 if self.prefix else 0
         for page in self._pages(self._folder(key), None):
             found.extend((o["Key"][strip:], int(o["Size"])) for o in page.get("Contents", []))
         return sorted(found)
