@@ -1,7 +1,7 @@
 """Runledger's own API under `/api/runledger/v1`: `stream` (high-volume metric ingest, answered on
 Kafka's acknowledgement), `ops` (rejections, projector freshness), `sql` (read-only analytical
 SQL), `audit` (trails, as-of reads, diffs, rewind, live tails) and `search` (runs/search with a boolean
-filter)."""
+filter) and `history` (bucketed metric history for charts and samplers)."""
 
 from __future__ import annotations
 
