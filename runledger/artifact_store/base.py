@@ -48,10 +48,23 @@ class Staged:
         self.size = 0
         self.done = False
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
-        self._file.write(data)
-        self.size += len(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.write_many([data])
+
+    def write_many(self, chunks: list[bytes | bytearray | memoryview]) -> None:
+        """Hash and append `chunks` (one writev; the pieces are not joined into a copy first)."""
+        for c in chunks:
+            self._hash.update(c)   # hashlib releases the GIL on large buffers
+        fd = self._file.fileno()
+        pending = [memoryview(c) for c in chunks if len(c)]
+        while pending:
+            done = os.writev(fd, pending)
+            self.size += done
+            while pending and done >= len(pending[0]):
+                done -= len(pending[0])
+                pending.pop(0)
+            if pending and done:
+                pending[0] = pending[0][done:]
 
     @property
     def sha256(self) -> str:

@@ -47,6 +47,7 @@ from runledger.query import artifact_owners
 from runledger.query.artifact_owners import Owner
 
 ARTIFACTS_PREFIX = "/api/2.0/mlflow-artifacts"
+_BATCH = 4 * CHUNK   # bytes of an upload handed to the writing thread at once
 
 
 def _store(request: Request) -> ArtifactStore:
@@ -119,16 +120,22 @@ async def _receive(request: Request, staged: Staged, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
-    buf = bytearray()
+    # The body's chunks (~64 KiB each from the HTTP server) are gathered up to _BATCH and handed
+    # to a worker thread in one go: hashing and writing overlap the next chunks' arrival.
+    pending: list[bytes] = []
+    held = 0
+    received = 0
     async for chunk in request.stream():
-        buf += chunk
-        if staged.size + len(buf) > limit:
-            raise _too_large(staged.size + len(buf), limit)
-        if len(buf) >= CHUNK:
-            data, buf = bytes(buf), bytearray()
-            await anyio.to_thread.run_sync(staged.write, data)
-    if buf:
-        await anyio.to_thread.run_sync(staged.write, bytes(buf))
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(received, limit)
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= _BATCH:
+            batch, pending, held = pending, [], 0
+            await anyio.to_thread.run_sync(staged.write_many, batch)
+    if pending:
+        await anyio.to_thread.run_sync(staged.write_many, pending)
     await anyio.to_thread.run_sync(staged.close)
 
 
