@@ -242,3 +242,23 @@ def test_long_sql_query_leaves_projector_and_mlflow_writes_working(make_server) 
         assert med_during < max(5 * med_before, 0.25)
         history = api.get("metrics/get-history", params={"run_id": run, "metric_key": "m"}).json()["metrics"]
         assert len(history) == 20 + len(during)
+
+
+def test_query_over_the_memory_limit_fails_cleanly_and_writes_keep_working(make_server) -> None:
+    # string_agg's state cannot spill: without the guard this one query holds ~800 MB.
+    hog = "SELECT length(string_agg(CAST(range AS VARCHAR), ',')) FROM range(30000000)"
+    s = make_server(RUNLEDGER_SQL_MEMORY_MB="64", RUNLEDGER_SQL_TIME_LIMIT_MS="60000")
+    with httpx.Client(base_url=f"{s.url}/api/runledger/v1", timeout=90) as rl:
+        r = rl.post("sql", json={"query": hog})
+        assert r.status_code == 400, r.text
+        assert r.json()["error_code"] == "QUERY_OUT_OF_MEMORY"
+        assert "RUNLEDGER_SQL_MEMORY_MB" in r.json()["message"]
+        # the same through a streamed format, and the server still answers SQL afterwards
+        r = rl.post("sql", json={"query": hog, "format": "parquet"})
+        assert r.status_code == 400 and r.json()["error_code"] == "QUERY_OUT_OF_MEMORY", r.text
+        assert rl.post("sql", json={"query": "SELECT 42"}).json()["rows"] == [[42]]
+        # work that fits in the limit (spilling what it can) still answers
+        ok = rl.post("sql", json={"query": "SELECT count(*) FROM (SELECT range % 1000 AS g, sum(range) "
+                                           "FROM range(3000000) GROUP BY g)"})
+        assert ok.status_code == 200 and ok.json()["rows"] == [[1000]], ok.text
+    assert _seed(s.url, runs=1, steps=2)
