@@ -70,6 +70,9 @@ class SqlEngine:
         self._latest_table = "latest_metrics"
         self._prepared_for: duckdb.DuckDBPyConnection | None = None
         self.memory_guard = SqlMemoryGuard(limits.memory_mb)
+        # The topic's partitions (set at start-up): a partition nothing was applied from yet
+        # still appears in an answer's log position, at offset 0.
+        self.partitions: list[int] = []
 
     def prepare(self, latest_table: str) -> None:
         """Create the public views and lock the instance down. Run once at start-up, before the
@@ -146,9 +149,9 @@ class SqlQuery:
             cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}; "
                         f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'; "
                         f"SET schema = '{SCHEMA}'; BEGIN TRANSACTION READ ONLY")
-            self.log_position = {str(p): o for p, o in cur.execute(
-                'SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ? ORDER BY 1',
-                [engine.topic]).fetchall()}
+            applied = dict(cur.execute('SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ?',
+                                       [engine.topic]).fetchall())
+            self.log_position = {str(p): applied.get(p, 0) for p in sorted({*engine.partitions, *applied})}
             self._rel = cur.sql(query)
             self.columns = [{"name": n, "type": str(t)} for n, t in zip(self._rel.columns, self._rel.types)]
             engine.memory_guard.watch(engine.store.con, self)
