@@ -155,14 +155,14 @@ async def run_artifacts(request: Request, run_id: str) -> Any:
     """The files in the run's artifact folder (path, size, sha256, who and when), now or as of a
     moment (`as_of` / `as_of_position`), as the log recorded uploads and deletions."""
     f = query_fields(request)
-    moment = _moment(f, "as_of", "as_of_position", required=False)
+    then = moment(f, "as_of", "as_of_position", required=False)
     audit = services.audit(request)
-    if moment is None:
+    if then is None:
         if await run_in_threadpool(audit.run_now, run_id) is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         files = await run_in_threadpool(audit.artifacts_now, run_id)
     else:
-        files = await audit.artifacts_as_of(run_id, moment)
+        files = await audit.artifacts_as_of(run_id, then)
     return {"run_id": run_id, "files": files}
 
 
