@@ -24,6 +24,7 @@ MLflow 3.x clients that multipart uploads are served.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import ntpath
 import posixpath
@@ -116,26 +117,36 @@ def _too_large(size: int, limit: int) -> InvalidParameterValue:
 
 
 async def _receive(request: Request, staged: Staged, limit: int) -> None:
-    """Stream the request body into `staged`, 1 MiB at a time, writing in a worker thread."""
+    """Stream the request body into `staged`. The body's chunks (~64 KiB each from the HTTP
+    server) are gathered up to _BATCH and handed to a worker thread that hashes and writes them,
+    while the event loop goes on receiving the next batch (at most two batches are held)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
-    # The body's chunks (~64 KiB each from the HTTP server) are gathered up to _BATCH and handed
-    # to a worker thread in one go: hashing and writing overlap the next chunks' arrival.
     pending: list[bytes] = []
     held = 0
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(received, limit)
-        pending.append(chunk)
-        held += len(chunk)
-        if held >= _BATCH:
-            batch, pending, held = pending, [], 0
-            await anyio.to_thread.run_sync(staged.write_many, batch)
-    if pending:
-        await anyio.to_thread.run_sync(staged.write_many, pending)
+    writing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(received, limit)
+            pending.append(chunk)
+            held += len(chunk)
+            if held >= _BATCH:
+                if writing is not None:
+                    await writing
+                batch, pending, held = pending, [], 0
+                writing = asyncio.ensure_future(anyio.to_thread.run_sync(staged.write_many, batch))
+        if writing is not None:
+            await writing
+        if pending:
+            await anyio.to_thread.run_sync(staged.write_many, pending)
+    finally:
+        if writing is not None and not writing.done():
+            # the caller aborts the staged file next: the write in flight must end first
+            await asyncio.wait([writing])
     await anyio.to_thread.run_sync(staged.close)
 
 
