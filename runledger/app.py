@@ -38,6 +38,14 @@ from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger.auth import rules as auth_rules
+from runledger.auth.gate import AuthGate
+from runledger.auth.permissions import Permission
+from runledger.auth.service import AuthService, load_facts
+from runledger.auth.state import SharedAuthState
+from runledger.auth.vault import SecretStore
+from runledger.dialects.mlflow import auth_rules as mlflow_rules, users as mlflow_users
+from runledger.dialects.native import auth_rules as native_rules
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,8 +115,17 @@ def create_app(settings: Settings) -> FastAPI:
                                       audit=audit)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
+        if settings.auth:
+            auth = AuthService(writer, shared_auth, SecretStore(settings.data_dir),
+                               Permission[settings.auth_default_permission])
+            with store.cursor() as cur:
+                shared_auth.apply_all(load_facts(cur))
+            store.apply_listeners.append(auth.committed)
+            app.state.auth = auth
         try:
             await ensure_default_experiment(writer, settings)
+            if settings.auth:
+                await ensure_first_admin(app.state.auth, settings)
             yield
         finally:
             releaser.cancel()
@@ -138,13 +155,66 @@ def create_app(settings: Settings) -> FastAPI:
     def version() -> str:
         return VERSION
 
-    errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    # MLflow 3.x's basic-auth management API (users, per-experiment grants), with its rules.
+    for prefix in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow"):
+        app.include_router(mlflow_users.build_users_router(), prefix=prefix)
+        auth_rules.register(prefix, mlflow_users.USERS_RULES)
+        auth_rules.register(prefix, mlflow_rules.RULES)
+    for prefix in ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"):
+        app.include_router(mlflow_users.build_permissions_router(), prefix=prefix)
+        auth_rules.register(prefix, mlflow_users.PERMISSIONS_RULES)
+    auth_rules.register(RUNLEDGER_PREFIX, native_rules.RULES)
+    auth_rules.register("", {f"GET {p}": auth_rules.PUBLIC_RULE for p in (
+        "/health", "/version", "/docs", "/docs/oauth2-redirect", "/openapi.json")})
+
+    render_error = errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    shared_auth = SharedAuthState()
+    if settings.auth:
+        # Innermost: request ids, the Host check and body timeouts cover its refusals too.
+        app.add_middleware(AuthGate, routes=lambda: app.routes, authenticator=lambda: app.state.auth.authenticator,
+                           resolver=lambda scope: _resolver(app), default=Permission[settings.auth_default_permission],
+                           render=render_error)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
 
     return app
+
+
+def _resolver(app: FastAPI):  # type: ignore[no-untyped-def]
+    """How the auth gate finds the experiment a located value belongs to (None: no such thing,
+    and the route answers its own 404)."""
+    services: Services = app.state.services
+
+    def resolve(kind: str, value: str) -> str | None:
+        if kind == auth_rules.EXPERIMENT:
+            return value if services.writer.catalog.experiment(value) is not None else None
+        if kind == auth_rules.RUN:
+            run = services.writer.catalog.run(value)
+            return None if run is None else run.experiment_id
+        if kind == auth_rules.MODEL:
+            model = services.models.logged_model(value)
+            return None if model is None else model.experiment_id
+        if kind == auth_rules.EXPERIMENT_NAME:
+            from runledger.query import reader
+            with services.reader.cursor() as cur:
+                exp = reader.get_experiment_by_name(cur, value)
+            return None if exp is None else str(exp["experiment_id"])
+        raise AssertionError(f"unknown kind {kind}")
+    return resolve
+
+
+async def ensure_first_admin(auth: AuthService, settings: Settings) -> None:
+    """RUNLEDGER_ADMIN_USER / RUNLEDGER_ADMIN_PASSWORD: the first admin, created once (a fixed
+    event id makes a second start's append a duplicate the fold ignores)."""
+    if not settings.admin_user or settings.admin_user in auth.state.users:
+        return
+    if not settings.admin_password:
+        log.error("RUNLEDGER_ADMIN_USER is set without RUNLEDGER_ADMIN_PASSWORD; no admin was created")
+        return
+    await auth.create_user(settings.admin_user, settings.admin_password, is_admin=True,
+                           event_id=f"runledger-first-admin-{settings.admin_user}")
 
 
 def _report_projector_exit(task: asyncio.Task[None]) -> None:

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from runledger import sql_cli
+from runledger.auth import cli as auth_cli
 from runledger.app import create_app
 from runledger.header_deadline import protocol_with_header_deadline
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
@@ -36,10 +37,28 @@ def local_kafka(settings: Settings) -> LocalKafka:
 
 
 def _serve(settings: Settings) -> None:
+    if not settings.auth and not _loopback(settings.host):
+        log.warning("!" * 78)
+        log.warning("AUTHENTICATION IS OFF and Runledger listens on %s: anyone who can reach port %s can "
+                    "read, change and delete every experiment. Set RUNLEDGER_AUTH=on (docs/auth.md).",
+                    settings.host, settings.port)
+        log.warning("!" * 78)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                 timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.max_concurrency,
                 http=protocol_with_header_deadline(settings.header_timeout))
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_up(settings: Settings) -> int:
@@ -253,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(comma-separated for several partitions)")
     sub.add_parser("verify", help="replay the log into a temporary folder and compare every table with DATA_DIR's")
     sql_cli.add_parser(sub)
+    auth_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     # Everything this process creates (the data folder, DuckDB files, the local broker's log
     # segments) holds experiment data: readable by its owner only.
@@ -271,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(settings, args.to, args.until, args.until_position)
         if args.command == "verify":
             return cmd_verify(settings)
+        if args.command in ("users", "tokens"):
+            return auth_cli.run(args, settings, _bootstrap(settings))
         return cmd_kafka(settings, args.action)
     except (SettingsError, KafkaProvisioningError) as e:
         print(f"runledger: {e}", file=sys.stderr)

@@ -63,6 +63,10 @@ class Settings:
     sql_max_rows: int = 10_000                  # RUNLEDGER_SQL_MAX_ROWS: JSON answers, truncated beyond
     sql_max_bytes: int = 2 << 30                # RUNLEDGER_SQL_MAX_MB (in bytes here): streamed answers
     sql_max_concurrent: int = 4                 # RUNLEDGER_SQL_MAX_CONCURRENT: more get 429
+    auth: bool = False                          # RUNLEDGER_AUTH=on: authentication and permissions (docs/auth.md)
+    auth_default_permission: str = "READ"       # RUNLEDGER_AUTH_DEFAULT_PERMISSION: users without a grant
+    admin_user: str | None = None               # RUNLEDGER_ADMIN_USER: the first admin, created at start
+    admin_password: str | None = field(default=None, repr=False)   # RUNLEDGER_ADMIN_PASSWORD
 
     @property
     def duckdb_path(self) -> Path:
@@ -125,6 +129,10 @@ class Settings:
             sql_max_rows=_int(env, "RUNLEDGER_SQL_MAX_ROWS", 10_000),
             sql_max_bytes=_int(env, "RUNLEDGER_SQL_MAX_MB", 2048) << 20,
             sql_max_concurrent=_int(env, "RUNLEDGER_SQL_MAX_CONCURRENT", 4),
+            auth=_switch(env, "RUNLEDGER_AUTH"),
+            auth_default_permission=_permission(env, "RUNLEDGER_AUTH_DEFAULT_PERMISSION"),
+            admin_user=env.get("RUNLEDGER_ADMIN_USER") or None,
+            admin_password=env.get("RUNLEDGER_ADMIN_PASSWORD") or None,
         )
 
 
@@ -139,6 +147,22 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be positive" if minimum == 1 else f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "off").strip().lower()
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: use 'on' or 'off'")
+
+
+def _permission(env: Mapping[str, str], name: str) -> str:
+    raw = (env.get(name) or "READ").strip().upper()
+    if raw not in ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS"):
+        raise SettingsError(f"{name}={raw!r}: use READ (default), EDIT, MANAGE or NO_PERMISSIONS")
+    return raw
 
 
 _SIZE = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)

@@ -25,6 +25,7 @@ from runledger.dialects.request import SEE_API_DOCS, Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
+from runledger.auth.access import access
 from runledger.dialects.identity import acting_user
 from runledger.ingest.contract import entities
 
@@ -198,7 +199,18 @@ async def create_experiment(request: Request) -> dict[str, Any]:
         "artifact_root": services.settings(request).artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
-    return {"experiment_id": verdict.result["experiment_id"]}
+    exp_id = verdict.result["experiment_id"]
+    await grant_creator(request, exp_id)
+    return {"experiment_id": exp_id}
+
+
+async def grant_creator(request: Request, experiment_id: str) -> None:
+    """With authentication on, the creator of an experiment gets MANAGE on it, as in MLflow's auth
+    app: one more fact in the log (docs/auth.md)."""
+    auth = getattr(request.app.state, "auth", None)
+    user = access(request).username
+    if auth is not None and user is not None:
+        await auth.grant(user, experiment_id, "MANAGE")
 
 
 async def _experiment_event(request: Request, type_: str, payload_fields: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from runledger.dialects.native import audit, ops, sql, stream
+from runledger.dialects.native import audit, ops, sql, stream, tokens
 
 
 def routers() -> list[APIRouter]:
-    return [stream.build_router(), ops.build_router(), sql.build_router(), audit.build_router()]
+    return [stream.build_router(), ops.build_router(), sql.build_router(), audit.build_router(), tokens.build_router()]

@@ -8,6 +8,7 @@ query.audit_service); rewind is one event appended by the writer and applied by 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.auth.access import access
 from runledger.dialects import services
 from runledger.dialects.identity import acting_user
 from runledger.dialects.request import Fields, json_body, missing, query_fields
@@ -144,7 +146,12 @@ def experiment_events(request: Request, experiment_id: str) -> dict[str, Any]:
 
 
 def all_events(request: Request) -> dict[str, Any]:
-    return _page(request)
+    """Everything, less the events of experiments the caller may not read (docs/auth.md)."""
+    f = query_fields(request, repeated=("type",))
+    read = access(request).read_scope()
+    filters = dataclasses.replace(_filters(f), readable=None if read.mode == "all" else (read.mode, read.ids))
+    return services.audit(request).trail(filters=filters, max_results=f.int64("max_results"),
+                                         page_token=f.str("page_token"))
 
 
 # ----- as-of, history, diff

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.auth.access import access
 from runledger.dialects import services
 from runledger.dialects.request import parse_json, read_capped
 from runledger.ingest.errors import InvalidParameterValue
@@ -126,7 +127,8 @@ async def _answer(request: Request, req: SqlRequest) -> Response:
     engine = _engine(request)
     engine.acquire()
     batch_rows = BATCH_ROWS if req.format != "json" else min(BATCH_ROWS, _json_limit(engine, req) + 1)
-    q = await anyio.to_thread.run_sync(lambda: engine.open(req.query, req.timeout_ms, batch_rows))
+    scope = access(request).read_scope()       # the experiments this caller may read (docs/auth.md)
+    q = await anyio.to_thread.run_sync(lambda: engine.open(req.query, req.timeout_ms, batch_rows, scope=scope))
     if req.format == "json":
         return await _json(request, q, engine, req)
     return await _stream(q, engine, req)

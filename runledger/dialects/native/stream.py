@@ -33,6 +33,8 @@ from runledger.ingest.backlog import AppendBacklog
 from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects.identity import acting_user
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
@@ -149,6 +151,7 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         payloads = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
     writer: Writer = services.writer(request)
     run = writer.writable_run(run_id)
+    access(request).require(run.experiment_id, Permission.EDIT)   # before anything is appended
     user = acting_user(request)
     backlog: AppendBacklog = services.backlog(request)
     await backlog.admit()

@@ -1,0 +1,163 @@
+"""MLflow 3.x's basic-auth management API, so `mlflow.server.get_app_client("basic-auth", uri)`
+manages Runledger's users and experiment grants unchanged: users under /api/2.0/mlflow/users/...,
+per-user grants under /api/3.0/mlflow/users/permissions/... (resource type `experiment` only).
+Who may call what is in AUTH_RULES (docs/auth.md); the work is runledger.auth.service's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+
+from runledger.auth import rules
+from runledger.auth.access import access
+from runledger.auth.rules import ADMIN, AUTHENTICATED, EXPERIMENT, MANAGE, SELF_OR_ADMIN, USERNAME, Rule
+from runledger.auth.service import AuthService
+from runledger.auth.vault import verify_password
+from runledger.dialects.request import Fields, json_body, query_fields
+from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
+
+
+def auth_service(request: Request) -> AuthService:
+    found = getattr(request.app.state, "auth", None)
+    if found is None:
+        raise TemporarilyUnavailable("Authentication is off on this server (RUNLEDGER_AUTH=on turns it on).")
+    return found  # type: ignore[no-any-return]
+
+
+def _user_json(service: AuthService, username: str) -> dict[str, Any]:
+    u = service.user(username)
+    return {"id": u.user_id, "username": u.username, "is_admin": u.is_admin}
+
+
+def _bool(f: Fields, name: str) -> bool:
+    v = f.data.get(name)
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    raise InvalidParameterValue(f"Missing or invalid boolean parameter '{name}'.")
+
+
+def _experiment(f: Fields) -> str:
+    kind = f.req_str("resource_type")
+    if kind != "experiment":
+        raise InvalidParameterValue(f"Unsupported resource_type '{kind}': Runledger grants permissions on experiments.")
+    return str(f.req_str("resource_id"))
+
+
+# ----- users (/api/2.0/mlflow)
+
+async def create_user(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    service = auth_service(request)
+    await service.create_user(f.req_str("username"), f.req_str("password"))
+    return {"user": _user_json(service, f.req_str("username"))}
+
+
+def get_user(request: Request) -> dict[str, Any]:
+    return {"user": _user_json(auth_service(request), query_fields(request).req_str("username"))}
+
+
+def current_user(request: Request) -> dict[str, Any]:
+    return {"user": _user_json(auth_service(request), str(access(request).username))}
+
+
+def list_users(request: Request) -> dict[str, Any]:
+    service = auth_service(request)
+    return {"users": [{**_user_json(service, name), "roles": []} for name in sorted(service.state.users)]}
+
+
+async def update_password(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    service = auth_service(request)
+    username, password = f.req_str("username"), f.req_str("password")
+    if username == access(request).username:
+        # changing one's own password needs the current one, as MLflow asks
+        current = f.str("current_password")
+        if not current:
+            raise InvalidParameterValue("Current password is required when changing your own password.")
+        if not verify_password(service.vault.password_hash(username), current):
+            raise InvalidParameterValue("Current password does not match.")
+    await service.update_password(username, password)
+    return {}
+
+
+async def update_admin(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    await auth_service(request).set_admin(f.req_str("username"), _bool(f, "is_admin"))
+    return {}
+
+
+async def delete_user(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    await auth_service(request).delete_user(f.req_str("username"))
+    return {}
+
+
+# ----- grants (/api/3.0/mlflow)
+
+async def grant_permission(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    await auth_service(request).grant(f.req_str("username"), _experiment(f), f.req_str("permission"))
+    return {}
+
+
+async def revoke_permission(request: Request) -> dict[str, Any]:
+    f = Fields(await json_body(request))
+    await auth_service(request).revoke(f.req_str("username"), _experiment(f))
+    return {}
+
+
+def get_permission(request: Request) -> dict[str, Any]:
+    f = query_fields(request)
+    level = auth_service(request).effective(f.req_str("username"), _experiment(f))
+    return {"allowed": level.value >= 1 and level.name != "READ", "permission": level.name}
+
+
+def list_permissions(request: Request) -> dict[str, Any]:
+    service = auth_service(request)
+    username = query_fields(request).req_str("username")
+    user = service.user(username)
+    return {"is_admin": user.is_admin, "permissions": [
+        {"resource_type": "experiment", "resource_pattern": exp, "permission": level.name}
+        for exp, level in sorted(service.state.grants_of(username).items())]}
+
+
+def build_users_router() -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/users/create", create_user, methods=["POST"])
+    router.add_api_route("/users/get", get_user, methods=["GET"])
+    router.add_api_route("/users/current", current_user, methods=["GET"])
+    router.add_api_route("/users/list", list_users, methods=["GET"])
+    router.add_api_route("/users/update-password", update_password, methods=["PATCH"])
+    router.add_api_route("/users/update-admin", update_admin, methods=["PATCH"])
+    router.add_api_route("/users/delete", delete_user, methods=["DELETE"])
+    return router
+
+
+def build_permissions_router() -> APIRouter:
+    router = APIRouter()
+    router.add_api_route("/users/permissions/grant", grant_permission, methods=["POST"])
+    router.add_api_route("/users/permissions/revoke", revoke_permission, methods=["POST"])
+    router.add_api_route("/users/permissions/get", get_permission, methods=["GET"])
+    router.add_api_route("/users/permissions/list", list_permissions, methods=["GET"])
+    return router
+
+
+USERS_RULES: dict[str, Rule] = {
+    "POST /users/create": Rule(ADMIN),
+    "GET /users/get": Rule(SELF_OR_ADMIN, rules.query("username", USERNAME)),
+    "GET /users/current": Rule(AUTHENTICATED),
+    "GET /users/list": Rule(ADMIN),
+    "PATCH /users/update-password": Rule(SELF_OR_ADMIN, rules.body("username", USERNAME)),
+    "PATCH /users/update-admin": Rule(ADMIN),
+    "DELETE /users/delete": Rule(ADMIN),
+}
+PERMISSIONS_RULES: dict[str, Rule] = {
+    "POST /users/permissions/grant": Rule(MANAGE, rules.body("resource_id", EXPERIMENT)),
+    "POST /users/permissions/revoke": Rule(MANAGE, rules.body("resource_id", EXPERIMENT)),
+    "GET /users/permissions/get": Rule(SELF_OR_ADMIN, rules.query("username", USERNAME)),
+    "GET /users/permissions/list": Rule(SELF_OR_ADMIN, rules.query("username", USERNAME)),
+}
