@@ -117,7 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.store, app.state.projector = store, projector
         if settings.auth:
             auth = AuthService(writer, shared_auth, SecretStore(settings.data_dir),
-                               Permission[settings.auth_default_permission])
+                               Permission[settings.auth_default_permission],
+                               visible=lambda: store.visibility.wait(settings.sync_timeout),
+                               free_failures=settings.auth_free_failures)
             with store.cursor() as cur:
                 shared_auth.apply_all(load_facts(cur))
             store.apply_listeners.append(auth.committed)

@@ -67,6 +67,7 @@ class Settings:
     auth_default_permission: str = "READ"       # RUNLEDGER_AUTH_DEFAULT_PERMISSION: users without a grant
     admin_user: str | None = None               # RUNLEDGER_ADMIN_USER: the first admin, created at start
     admin_password: str | None = field(default=None, repr=False)   # RUNLEDGER_ADMIN_PASSWORD
+    auth_free_failures: int = 5                 # RUNLEDGER_AUTH_FREE_FAILURES: failed sign-ins per client per minute before slowing down
 
     @property
     def duckdb_path(self) -> Path:
@@ -133,6 +134,7 @@ class Settings:
             auth_default_permission=_permission(env, "RUNLEDGER_AUTH_DEFAULT_PERMISSION"),
             admin_user=env.get("RUNLEDGER_ADMIN_USER") or None,
             admin_password=env.get("RUNLEDGER_ADMIN_PASSWORD") or None,
+            auth_free_failures=_int(env, "RUNLEDGER_AUTH_FREE_FAILURES", 5),
         )
 
 

@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.datastructures import Headers
-from starlette.routing import Match
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,34 +54,32 @@ class AuthGate:
         self._static: dict[str, list[Any]] | None = None
         self._dynamic: list[Any] = []
 
-    # ----- routing, as the router will do it
+    # ----- routing: the app's route table, matched as the router will
     def _index(self) -> None:
-        static: dict[str, list[Any]] = {}
-        for route in self.routes():
-            p = getattr(route, "path", None)
-            if p is not None and "{" not in p and getattr(route, "methods", None) is not None:
-                static.setdefault(p, []).append(route)
+        static: dict[str, list[_Compiled]] = {}
+        for entry in rules.route_table(self.routes()):
+            compiled = _Compiled(entry)
+            if "{" not in entry.path and entry.methods is not None:
+                static.setdefault(entry.path, []).append(compiled)
             else:
-                self._dynamic.append(route)
+                self._dynamic.append(compiled)
         self._static = static
 
-    def match(self, scope: Scope) -> tuple[Any, dict[str, Any]] | None:
+    def match(self, scope: Scope) -> tuple["_Compiled", dict[str, Any], bool] | None:
+        """(route, path parameters, whether the method matches), or None for no route."""
         if self._static is None:
             self._index()
         assert self._static is not None
-        candidates = self._static.get(scope["path"], ()) or self._dynamic
         partial = None
-        for route in candidates:
-            m, child = route.matches(scope)
-            if m == Match.FULL:
-                return route, child
-            if m == Match.PARTIAL and partial is None:
-                partial = (route, child)
-        if partial is None and candidates is not self._dynamic:
-            for route in self._dynamic:
-                m, child = route.matches(scope)
-                if m == Match.FULL:
-                    return route, child
+        for route in [*self._static.get(scope["path"], ()), *self._dynamic]:
+            params = route.params(scope["path"])
+            if params is None:
+                continue
+            if route.entry.methods is None or scope["method"] in route.entry.methods or \
+                    (scope["method"] == "HEAD" and "GET" in route.entry.methods):
+                return route, params, True
+            if partial is None:
+                partial = (route, params, False)
         return partial
 
     # ----- the request
@@ -94,12 +91,11 @@ class AuthGate:
         rule: Rule | None = None
         if matched is not None:
             route, method = matched[0], scope["method"]
-            methods = getattr(route, "methods", None)
-            if methods is not None and method not in methods:
+            if not matched[2]:
                 rule = rules.Rule(Need.AUTHENTICATED)         # the app answers 405, once signed in
             else:
-                rule = (rules.rule_for(method, route.path) or rules.rule_for("*", route.path)
-                        or (rules.rule_for("GET", route.path) if method == "HEAD" else None))
+                rule = (rules.rule_for(method, route.entry.path)
+                        or (rules.rule_for("GET", route.entry.path) if method == "HEAD" else None))
         if rule is not None and rule.need is Need.PUBLIC:
             await self.app(scope, receive, send)
             return
@@ -112,8 +108,7 @@ class AuthGate:
             if rule is None:
                 raise PermissionDenied(f"No access rule is declared for {scope['method']} {scope['path']}; "
                                        "refused until one is (docs/auth.md).")
-            receive = await self._check(scope, receive, rule, access, matched[1].get("path_params", {})
-                                        if matched else {})
+            receive = await self._check(scope, receive, rule, access, matched[1] if matched else {})
         except (UnauthenticatedError, PermissionDenied) as e:
             await self._refuse(scope, receive, send, e)
             return
@@ -197,6 +192,22 @@ class AuthGate:
 
 
 Resolver = Callable[[str, str], "str | None"]
+
+
+class _Compiled:
+    def __init__(self, entry: rules.RouteEntry) -> None:
+        from starlette.routing import compile_path
+
+        self.entry = entry
+        template = entry.path if entry.methods is not None else entry.path.rstrip("/") + "/{path:path}"
+        self.regex, _, self.convertors = compile_path(template)
+        self.mount_root = entry.path.rstrip("/") if entry.methods is None else None
+
+    def params(self, path: str) -> dict[str, Any] | None:
+        m = self.regex.match(path)
+        if m is None:
+            return None if self.mount_root is None or path != self.mount_root else {}
+        return {k: self.convertors[k].convert(v) for k, v in m.groupdict().items()}
 
 
 def _allowed(resolve: Resolver, kind: str, value: Any, access: Access, level: Permission) -> bool:

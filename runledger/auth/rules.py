@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class Need(enum.Enum):
@@ -70,6 +71,11 @@ def query_list(field: str, kind: str) -> Where:
 
 
 IN_HANDLER = Where("handler", "", "")
+
+
+def in_handler(field: str, kind: str) -> Where:
+    """The handler checks for itself, finding the experiment through `field` (a hint for tests)."""
+    return Where("handler", field, kind)
 # experiments/search: the caller's filter gets a clause leaving out unreadable experiments.
 SEARCH_FILTER_BODY = Where("body", "filter", "experiment_filter")
 SEARCH_FILTER_QUERY = Where("query", "filter", "experiment_filter")
@@ -97,3 +103,32 @@ def register(prefix: str, rules: dict[str, Rule]) -> None:
 
 def rule_for(method: str, full_path: str) -> Rule | None:
     return _RULES.get((method, full_path)) or _RULES.get(("*", full_path))
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One route of the app as the gate and the route-table test see it: its full path template
+    and methods (None for a Mount, which answers every method)."""
+    path: str
+    methods: frozenset[str] | None
+
+
+def route_table(routes: list[Any]) -> list[RouteEntry]:
+    """Every route of an app, flattened: FastAPI (>= 0.16x) keeps included routers as lazy
+    branches, so their routes are read through the branch with their full paths."""
+    out: list[RouteEntry] = []
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            for c in route.effective_candidates():
+                if hasattr(c, "effective_candidates"):
+                    out.extend(route_table([c]))
+                    continue
+                inner = c.starlette_route or c.original_route
+                full = c.path or getattr(inner, "path", "")
+                methods = getattr(c.original_route, "methods", None) if c.starlette_route is None else \
+                    getattr(inner, "methods", None)
+                out.append(RouteEntry(full, frozenset(methods) if methods else None))
+            continue
+        methods = getattr(route, "methods", None)
+        out.append(RouteEntry(getattr(route, "path", ""), frozenset(methods) if methods else None))
+    return out

@@ -7,8 +7,9 @@ Secrets go to the vault (runledger.auth.vault) only after their fact is accepted
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -35,12 +36,17 @@ def load_facts(con: Any) -> list[tuple[str, dict[str, Any], int]]:
 
 class AuthService:
     def __init__(self, writer: Writer, shared: SharedAuthState, vault: SecretStore,
-                 default: Permission = Permission.READ) -> None:
+                 default: Permission = Permission.READ, visible: Callable[[], None] | None = None,
+                 free_failures: int = 5) -> None:
+        # `visible` blocks until every answered event is committed (and so folded here): the
+        # verdict comes before the commit, and a command's caller must see its effect next.
+        self.visible = visible
         self.writer = writer
         self.shared = shared
         self.vault = vault
         self.default = default
         self.authenticator = Authenticator(shared, vault)
+        self.authenticator.throttle.free = free_failures
 
     @property
     def state(self):  # type: ignore[no-untyped-def]
@@ -64,6 +70,8 @@ class AuthService:
     async def _fact(self, type_: str, payload: dict[str, Any], experiment_id: str | None = None,
                     event_id: str | None = None) -> None:
         await self.writer.commit(new_event(type_, payload, user="", experiment_id=experiment_id, event_id=event_id))
+        if self.visible is not None:
+            await asyncio.to_thread(self.visible)
 
     async def create_user(self, username: str, password: str, is_admin: bool = False,
                           event_id: str | None = None) -> User:

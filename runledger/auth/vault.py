@@ -17,7 +17,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 FILE_NAME = "auth-secrets.json"
-_hasher = PasswordHasher()
+# argon2id at OWASP's recommended minimum (19 MiB, 2 passes): a verification is a few ms of one
+# core, and the gate remembers verified credentials, so MLflow's Basic header on every request
+# costs one verification per process, not one per request.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified against when the user does not exist, so an unknown name costs what a wrong password does.
 _DUMMY_HASH = _hasher.hash("runledger-no-such-user")
 

@@ -8,7 +8,7 @@ from runledger.auth.rules import ADMIN, AUTHENTICATED, EDIT, EXPERIMENT, READ, R
 
 RULES: dict[str, Rule] = {
     # streaming ingest: the handler checks EDIT on the run's experiment before appending
-    "POST /metrics/stream": Rule(EDIT, rules.IN_HANDLER),
+    "POST /metrics/stream": Rule(EDIT, rules.in_handler("run_id", RUN)),
     # operations: the rejection list spans every experiment
     "GET /rejections": Rule(ADMIN),
     "GET /lag": Rule(AUTHENTICATED),

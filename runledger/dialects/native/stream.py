@@ -133,6 +133,9 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
     if not isinstance(run_id, str) or not run_id:
         raise missing("run_id")
     limits.check_run_id(run_id)
+    known = services.writer(request).catalog.run(run_id)
+    if known is not None:       # before the points are parsed, and before anything is appended
+        access(request).require(known.experiment_id, Permission.EDIT)
     event_id = doc.get("event_id")
     if event_id is None:
         event_id = uuid.uuid4().hex
@@ -151,7 +154,6 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         payloads = [{"points_table": table.slice(i, per)} for i in range(0, n, per)]
     writer: Writer = services.writer(request)
     run = writer.writable_run(run_id)
-    access(request).require(run.experiment_id, Permission.EDIT)   # before anything is appended
     user = acting_user(request)
     backlog: AppendBacklog = services.backlog(request)
     await backlog.admit()
