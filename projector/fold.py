@@ -664,9 +664,33 @@ class _Fold:
 
 
     # ----- authentication facts (runledger.auth.state folds them; the read model only logs them)
-    def _on_auth_fact(self, ev: Envelope) -> None:
+    def _auth_fact(self, ev: Envelope) -> None:
         for name in AUTH_FIELDS[ev.type]:
             _str(ev.payload[name])
+
+    def _on_UserCreated(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_UserDeleted(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_UserAdminSet(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_PasswordChanged(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_PermissionGranted(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_PermissionRevoked(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_TokenCreated(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_TokenRevoked(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
 
 
 # The string fields each authentication fact must carry (the rest are optional or booleans).
@@ -704,7 +728,7 @@ HANDLERS: dict[str, Callable[[_Fold, Envelope], dict[str, Any] | None]] = {
     "LoggedModelTagsSet": _Fold._on_LoggedModelTagsSet,
     "LoggedModelTagDeleted": _Fold._on_LoggedModelTagDeleted,
     "LoggedModelParamsLogged": _Fold._on_LoggedModelParamsLogged,
-    **{t: _Fold._on_auth_fact for t in AUTH_EVENTS},
+    **{t: getattr(_Fold, f"_on_{t}") for t in sorted(AUTH_EVENTS)},
 }
 
 

@@ -77,7 +77,9 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                                                   "expires_at": int(time.time() * 1000) + 1500})
     w.expired = expiring["token"]
     w.editor_token = w.ok("POST", f"{V1}/tokens", json={"username": "editor"})["token"]
-    time.sleep(1.6)
+    # an experiment the matrix leaves alone (its admin cells delete the matrix's own)
+    w.live = _fresh_experiment(w, {"reader": "READ", "editor": "EDIT"})
+    time.sleep(max(0.0, 1.6))
     yield w
     w.http.close()
     s.stop()
@@ -180,6 +182,254 @@ def test_route_matrix(world: World, principal: str) -> None:
 
 def test_edit_user_cannot_delete_but_manager_can(world: World) -> None:
     m = "/api/2.0/mlflow"
-    run = world.ok("POST", f"{m}/runs/create", json={"experiment_id": world.exp})["run"]["info"]["run_id"]
+    exp = _fresh_experiment(world, {"editor": "EDIT", "manager": "MANAGE"})
+    run = world.ok("POST", f"{m}/runs/create", json={"experiment_id": exp})["run"]["info"]["run_id"]
     assert world.call("POST", f"{m}/runs/delete", bearer(world.editor_token), json={"run_id": run}).status_code == 403
     assert world.call("POST", f"{m}/runs/delete", basic("manager", "manager-pw"), json={"run_id": run}).status_code == 200
+
+
+def _fresh_experiment(w: World, grants: dict[str, str]) -> str:
+    exp = w.ok("POST", "/api/2.0/mlflow/experiments/create", json={"name": f"fresh-{uuid.uuid4().hex}"})["experiment_id"]
+    for name, level in grants.items():
+        w.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={
+            "username": name, "resource_type": "experiment", "resource_id": exp, "permission": level})
+    return exp
+
+
+# ----- listings leave out what the caller may not read
+
+def test_listings_leave_out_experiments_the_caller_may_not_read(world: World) -> None:
+    m = "/api/2.0/mlflow"
+    exp = _fresh_experiment(world, {"reader": "READ"})
+    hidden = _fresh_experiment(world, {})
+    runs = {e: world.ok("POST", f"{m}/runs/create", json={"experiment_id": e})["run"]["info"]["run_id"]
+            for e in (exp, hidden)}
+    for e, r in runs.items():
+        world.ok("POST", f"{m}/runs/log-metric", json={"run_id": r, "key": "loss", "value": 1.0, "timestamp": 5})
+    reader = basic("reader", "reader-pw")
+    found = world.ok("POST", f"{m}/experiments/search", reader, json={"max_results": 1000})
+    ids = {e["experiment_id"] for e in found["experiments"]}
+    assert exp in ids and hidden not in ids
+    got = world.ok("GET", f"{m}/experiments/search", reader, params={"max_results": 1000, "filter": "name LIKE 'fresh-%'"})
+    assert hidden not in {e["experiment_id"] for e in got["experiments"]}
+    searched = world.ok("POST", f"{m}/runs/search", reader, json={"experiment_ids": [exp, hidden]})
+    assert {r["info"]["run_id"] for r in searched["runs"]} == {runs[exp]}
+    bulk = world.ok("GET", f"{m}/metrics/get-history-bulk-interval", reader,
+                    params=[("run_ids", runs[exp]), ("run_ids", runs[hidden]), ("metric_key", "loss")])
+    assert {p["run_id"] for p in bulk["metrics"]} == {runs[exp]}
+    events = world.ok("GET", f"{V1}/events", reader, params={"max_results": 1000})["events"]
+    seen = {e["experiment_id"] for e in events}
+    assert exp in seen and hidden not in seen and world.other not in seen and None not in seen
+    assert world.call("GET", f"{m}/runs/get", reader, params={"run_id": runs[hidden]}).status_code == 403
+
+
+def test_a_user_without_a_grant_lists_nothing_under_no_permissions_default(world: World) -> None:
+    found = world.ok("POST", "/api/2.0/mlflow/experiments/search", basic("nogrant", "nogrant-pw"),
+                     json={"max_results": 1000})
+    assert found.get("experiments", []) == []
+
+
+# ----- SQL answers only rows of readable experiments, whatever the query says
+
+def _sql(w: World, headers: dict[str, str], query: str) -> list[list[Any]]:
+    r = w.call("POST", f"{V1}/sql", headers, json={"query": query})
+    assert r.status_code == 200, r.text
+    return r.json()["rows"]
+
+
+SQL_PROBES = [
+    "SELECT experiment_id FROM experiments",
+    "SELECT r.experiment_id FROM runs r",
+    "SELECT run_id FROM metrics WHERE key = 'secret_loss'",
+    "SELECT run_id FROM latest_metrics WHERE key = 'secret_loss'",
+    "SELECT run_id FROM params WHERE key = 'p'",
+    "SELECT m.run_id FROM metrics m JOIN runs r USING (run_id) WHERE m.key = 'secret_loss'",
+    "SELECT run_id FROM tags WHERE run_id IN (SELECT run_id FROM runs)",
+    "WITH x AS (SELECT * FROM metrics) SELECT run_id FROM x WHERE key = 'secret_loss'",
+    "SELECT experiment_id FROM events WHERE experiment_id IS NOT NULL",
+    "SELECT experiment_id FROM events UNION ALL SELECT experiment_id FROM rejections",
+    "SELECT (SELECT count(*) FROM metrics WHERE key = 'secret_loss') AS n WHERE n > 0",
+]
+
+
+@pytest.mark.parametrize("query", SQL_PROBES)
+def test_sql_shows_a_reader_no_row_of_another_experiment(world: World, query: str) -> None:
+    rows = _sql(world, basic("reader", "reader-pw"), query)
+    assert world.other not in {str(v) for row in rows for v in row}
+    assert world.other_run not in {str(v) for row in rows for v in row}
+    # the admin sees the same query's rows of that experiment (the probes do reach it)
+    admin_rows = _sql(world, world.admin, query)
+    assert {world.other, world.other_run, "1"} & {str(v) for row in admin_rows for v in row}
+
+
+def test_sql_events_name_users_and_tokens_only_for_admins_and_never_secrets(world: World) -> None:
+    reader_types = {r[0] for r in _sql(world, basic("reader", "reader-pw"), "SELECT DISTINCT type FROM events")}
+    assert not reader_types & {"UserCreated", "TokenCreated", "PasswordChanged"}
+    payloads = " ".join(str(r[0]) for r in _sql(world, world.admin, "SELECT payload FROM events"))
+    assert "TokenCreated" in {r[0] for r in _sql(world, world.admin, "SELECT DISTINCT type FROM events")}
+    for secret in (ADMIN_PW, "reader-pw", "editor-pw", world.editor_token, world.editor_token.split("_")[-1]):
+        assert secret not in payloads
+    assert "$argon2" not in payloads
+
+
+# ----- the actor is the authenticated principal
+
+def test_the_actor_is_the_authenticated_user_and_a_claimed_user_stays_data(world: World) -> None:
+    m = "/api/2.0/mlflow"
+    r = world.call("POST", f"{m}/runs/create", bearer(world.editor_token) | {"X-Runledger-User": "mallory"}, json={
+        "experiment_id": world.live, "user_id": "mallory", "tags": [{"key": "mlflow.user", "value": "mallory"}]})
+    assert r.status_code == 200, r.text
+    run = r.json()["run"]["info"]
+    assert run["user_id"] == "mallory"
+    trail = world.ok("GET", f"{V1}/runs/{run['run_id']}/events")["events"]
+    assert trail[0]["actor"] == {"name": "editor", "verified": True}
+
+
+# ----- the mlflow client, unmodified
+
+def test_mlflow_client_with_basic_credentials_logs_and_reads(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "editor")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "editor-pw")
+    client = MlflowClient(tracking_uri=world.url)
+    run = client.create_run(world.live)
+    client.log_metric(run.info.run_id, "acc", 0.9, step=1)
+    client.log_param(run.info.run_id, "lr", "0.1")
+    assert client.get_run(run.info.run_id).data.metrics == {"acc": 0.9}
+    from mlflow.exceptions import MlflowException
+    with pytest.raises(MlflowException) as e:
+        client.delete_run(run.info.run_id)
+    assert e.value.error_code == "PERMISSION_DENIED"
+
+
+def test_mlflow_client_with_a_bearer_token_logs(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", world.editor_token)
+    client = MlflowClient(tracking_uri=world.url)
+    run = client.create_run(world.live)
+    client.log_batch(run.info.run_id, metrics=[], params=[], tags=[])
+    client.set_tag(run.info.run_id, "t", "v")
+    assert client.get_run(run.info.run_id).data.tags["t"] == "v"
+
+
+def test_mlflow_client_without_credentials_is_unauthenticated(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MlflowException) as e:
+        MlflowClient(tracking_uri=world.url).get_experiment(world.exp)
+    assert e.value.error_code == "UNAUTHENTICATED"
+
+
+def test_mlflow_auth_client_manages_users_and_grants(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.server import get_app_client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PW)
+    auth = get_app_client("basic-auth", tracking_uri=world.url)
+    name = f"u{uuid.uuid4().hex[:8]}"
+    user = auth.create_user(name, "first-pw")
+    assert (user.username, user.is_admin) == (name, False)
+    assert auth.get_user(name).username == name
+    auth.update_user_password(name, "second-pw")
+    auth.update_user_admin(name, True)
+    assert auth.get_user(name).is_admin
+    auth.update_user_admin(name, False)
+    exp = _fresh_experiment(world, {})
+    auth.grant_user_permission(name, "experiment", exp, "EDIT")
+    got = auth.get_user_permission(name, "experiment", exp)
+    assert got.permission == "EDIT"
+    r = world.call("POST", "/api/2.0/mlflow/runs/create", basic(name, "second-pw"), json={"experiment_id": exp})
+    assert r.status_code == 200
+    auth.revoke_user_permission(name, "experiment", exp)
+    assert auth.get_user_permission(name, "experiment", exp).permission == "NO_PERMISSIONS"
+    r = world.call("POST", "/api/2.0/mlflow/runs/create", basic(name, "second-pw"), json={"experiment_id": exp})
+    assert r.status_code == 403
+    auth.delete_user(name)
+    assert world.call("GET", "/api/2.0/mlflow/experiments/get", basic(name, "second-pw"),
+                      params={"experiment_id": exp}).status_code == 401
+
+
+def test_the_creator_of_an_experiment_gets_manage(world: World) -> None:
+    editor = bearer(world.editor_token)
+    r = world.call("POST", "/api/2.0/mlflow/experiments/create", editor, json={"name": f"mine-{uuid.uuid4().hex}"})
+    assert r.status_code == 200, r.text
+    exp = r.json()["experiment_id"]
+    got = world.ok("GET", "/api/3.0/mlflow/users/permissions/get",
+                   params={"username": "editor", "resource_type": "experiment", "resource_id": exp})
+    assert got["permission"] == "MANAGE"
+    assert world.call("POST", "/api/2.0/mlflow/experiments/delete", editor, json={"experiment_id": exp}).status_code == 200
+
+
+def test_the_stream_endpoint_refuses_a_reader_before_appending(world: World) -> None:
+    r = world.call("POST", f"{V1}/metrics/stream", basic("reader", "reader-pw"), json={
+        "run_id": world.run, "keys": ["x"], "values": [1.0], "timestamps": [1], "steps": [0]})
+    assert r.status_code == 403
+    n = _sql(world, world.admin, f"SELECT count(*) FROM metrics WHERE run_id = '{world.run}' AND key = 'x'")
+    assert n == [[0]]
+
+
+# ----- replay: the log alone gives the same permission answers
+
+def test_permissions_replayed_from_the_log_give_the_same_answers(world: World, kafka_bootstrap: str,
+                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    import shutil
+
+    from tests.conftest import RunledgerServer
+
+    users = ["reader", "editor", "manager", "nogrant", ADMIN]
+    exps = [world.exp, world.other]
+
+    def answers(w: World) -> list[Any]:
+        return [w.ok("GET", "/api/3.0/mlflow/users/permissions/get", params={
+            "username": u, "resource_type": "experiment", "resource_id": e})["permission"]
+            for u in users for e in exps] + [w.ok("GET", "/api/2.0/mlflow/users/list")["users"]]
+
+    before = answers(world)
+    data = tmp_path_factory.mktemp("replayed")
+    # the secrets file is not in the log (docs/auth.md): it travels with the data folder
+    shutil.copy(world.server.data_dir / "auth-secrets.json", data / "auth-secrets.json")  # type: ignore[attr-defined]
+    s = RunledgerServer(kafka_bootstrap, data, world.server.topic, RUNLEDGER_AUTH="on",  # type: ignore[attr-defined]
+                        RUNLEDGER_AUTH_DEFAULT_PERMISSION="NO_PERMISSIONS")
+    s.start()
+    try:
+        again = World(s.url)
+        assert answers(again) == before
+        assert again.call("GET", "/api/2.0/mlflow/runs/get", bearer(world.editor_token),
+                          params={"run_id": world.run}).status_code == 200
+        assert again.call("GET", "/api/2.0/mlflow/runs/get", bearer(world.revoked),
+                          params={"run_id": world.run}).status_code == 401
+    finally:
+        s.stop()
+
+
+# ----- slowing down repeated failures
+
+def test_repeated_failures_from_one_client_are_slowed_down() -> None:
+    from runledger.auth.authenticator import FailureThrottle
+
+    t = FailureThrottle(free=3, base=0.1, cap=1.0)
+    for _ in range(3):
+        assert t.delay("1.2.3.4") == 0
+        t.failed("1.2.3.4")
+    assert t.delay("1.2.3.4") == pytest.approx(0.1)
+    t.failed("1.2.3.4")
+    assert t.delay("1.2.3.4") == pytest.approx(0.2)
+    assert t.delay("5.6.7.8") == 0          # other clients are not slowed
+    t.succeeded("1.2.3.4")
+    assert t.delay("1.2.3.4") == 0
+
+
+def test_tokens_are_shaped_as_other_clients_want_their_keys() -> None:
+    import re
+
+    from runledger.auth import tokens
+
+    _, token, digest = tokens.new_token()
+    assert re.fullmatch(r"[A-Za-z0-9_]{40,}", token) and token not in digest
