@@ -13,7 +13,9 @@ from typing import Any, AsyncIterator
 
 import orjson
 from fastapi import FastAPI
-from starlette.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import native as native_dialect
@@ -39,6 +41,7 @@ from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger.settings import Settings
+from runledger.readiness import CatchUp, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,16 @@ VERSION = "0.1.0"
 class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class ReadinessBody(BaseModel):
+    status: str = Field(description="ready, catching_up, kafka_unreachable or starting",
+                        examples=["ready", "catching_up"])
+    message: str
+    events_behind: int | None = Field(None, description="events in the log not yet in the read model "
+                                                        "(null when Kafka does not answer)")
+    partitions_behind: dict[str, int] | None = Field(None, description="while catching up: per partition")
+    progress: str | None = Field(None, description="while catching up: rate, position and ETA")
 
 
 def api_of(path: str) -> str:
@@ -92,6 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)
+        catch_up = CatchUp(projector, await projector.lag())
+        readiness = Readiness(projector, catch_up)
+        app.state.readiness = readiness
         releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
@@ -107,10 +123,22 @@ def create_app(settings: Settings) -> FastAPI:
                                       audit=audit)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
+        background: asyncio.Task[None] | None = None
         try:
-            await ensure_default_experiment(writer, settings)
+            if catch_up.total == 0:
+                await ensure_default_experiment(writer, settings)
+            else:
+                # A long log to fold first: serve at once (liveness, readiness with progress)
+                # and create the default experiment once the read model has caught up.
+                async def after_catch_up() -> None:
+                    await ensure_default_experiment(writer, settings)
+                    readiness.started_work_done = True
+
+                background = asyncio.create_task(catch_up.report(then=after_catch_up), name="catch-up")
             yield
         finally:
+            if background is not None:
+                background.cancel()
             releaser.cancel()
             await projector.stop()
             with contextlib.suppress(Exception):
@@ -130,9 +158,22 @@ def create_app(settings: Settings) -> FastAPI:
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
 
-    @app.get("/health", response_class=PlainTextResponse)
+    @app.get("/health", response_class=PlainTextResponse, tags=["health"],
+             summary="Liveness: the process answers (always 200 \"OK\" once started)")
     def health() -> str:
         return "OK"
+
+    @app.get("/health/ready", tags=["health"], response_model=ReadinessBody,
+             summary="Readiness: 200 when Kafka answers and the read model has caught up, else 503",
+             responses={503: {"model": ReadinessBody, "description": "Kafka unreachable, or the read model is "
+                                                                     "still catching up (how far behind)"}})
+    async def ready(request: Request) -> Response:
+        readiness: Readiness | None = getattr(request.app.state, "readiness", None)
+        if readiness is None:
+            return OrjsonResponse({"status": "starting", "message": "the server is starting",
+                                   "events_behind": None}, status_code=503)
+        ok, body = await readiness.check()
+        return OrjsonResponse(body, status_code=200 if ok else 503)
 
     @app.get("/version", response_class=PlainTextResponse)
     def version() -> str:

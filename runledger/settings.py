@@ -199,7 +199,8 @@ def env_name(field: str) -> str:
 
 
 def flag_name(field: str) -> str:
-    return "--" + field.removesuffix("_override").replace("_", "-")
+    """The CLI flag of a Settings field: its variable without the prefix (RUNLEDGER_KAFKA_PORT: --kafka-port)."""
+    return "--" + env_name(field).removeprefix("RUNLEDGER_").lower().replace("_", "-")
 
 
 class _MappingSource(EnvSettingsSource):
