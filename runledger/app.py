@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import native as native_dialect
-from runledger.dialects import errors
+from runledger.dialects import errors, openapi
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
 from runledger.dialects.services import Services
@@ -48,11 +48,17 @@ log = logging.getLogger(__name__)
 API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 RUNLEDGER_PREFIX = "/api/runledger/v1"
 VERSION = "0.1.0"
+API_DESCRIPTION = """Runledger: MLflow's tracking API (under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`) and
+Runledger's own (`/api/runledger/v1`: streaming ingest, SQL, audit trail, operations). Every write is
+an event in a Kafka log; reads come from a DuckDB read model folded from it. Errors, on every prefix,
+are `{"error_code": ..., "message": ...}` with MLflow's statuses."""
 
 
 class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        # Non-str keys (partition numbers) as strings, as FastAPI's dict[str, Any] response
+        # model did before routes declared `response_model=None` (runledger/dialects/openapi.py).
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 class ReadinessBody(BaseModel):
@@ -149,7 +155,8 @@ def create_app(settings: Settings) -> FastAPI:
             store.close()
 
     app = FastAPI(title="Runledger", version=VERSION, lifespan=lifespan, default_response_class=OrjsonResponse,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None, description=API_DESCRIPTION,
+                  openapi_tags=[{"name": "health", "description": "liveness and readiness probes"}])
     app.state.settings = settings
     for prefix in API_PREFIXES:
         for router in mlflow_dialect.routers(ajax=prefix.startswith("/ajax-api")):
@@ -175,11 +182,13 @@ def create_app(settings: Settings) -> FastAPI:
         ok, body = await readiness.check()
         return OrjsonResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/version", response_class=PlainTextResponse)
+    @app.get("/version", response_class=PlainTextResponse, tags=["health"], summary="The server's version")
     def version() -> str:
         return VERSION
 
     errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    openapi.install(app)
+    openapi.install_docs(app)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
