@@ -56,9 +56,21 @@ def _serve(settings: Settings) -> None:
                 http=protocol_with_header_deadline(settings.header_timeout))
 
 
+def _port_free(settings: Settings) -> None:
+    """Say so before starting a broker when the API's port is taken (uvicorn would only fail after)."""
+    from runledger.kafka_local import port_open
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    if port_open(host, settings.port):
+        raise KafkaProvisioningError(
+            f"port {settings.port} on {settings.host} is taken by another process: stop it, or choose another "
+            f"with --port / RUNLEDGER_PORT")
+
+
 def cmd_up(settings: Settings) -> int:
     # The lock first: a second `up` on this folder must not touch the first one's broker.
     with DataDirLock(settings.data_dir):
+        _port_free(settings)
         broker = None
         started = False
         if settings.bootstrap_servers is None:
@@ -103,6 +115,7 @@ def cmd_serve(settings: Settings) -> int:
               "KAFKA_BOOTSTRAP_SERVERS), or use `runledger up`", file=sys.stderr)
         return 2
     with DataDirLock(settings.data_dir):
+        _port_free(settings)
         _serve(settings)
     return 0
 
