@@ -81,7 +81,8 @@ class CatchUp:
     async def report(self, then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Log progress until caught up; then run `then` (work that needs the caught-up read model)."""
         if self.total:
-            log.info("the read model is %s events behind the log; rebuilding it before it serves", f"{self.total:,}")
+            log.info("the read model is %s events behind the log: rebuilding it (reads are stale and "
+                     "/health/ready answers 503 until it has caught up)", f"{self.total:,}")
         while not self.done:
             await asyncio.sleep(REPORT_EVERY_S)
             if not self.done:

@@ -81,3 +81,39 @@ def test_not_ready_while_kafka_is_unreachable_and_ready_again_after(tmp_path: Pa
     finally:
         server.stop()
         broker.stop()
+
+
+def test_a_removed_read_model_is_rebuilt_on_start_with_progress_and_then_ready(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"rebuild-{uuid.uuid4().hex[:8]}"
+    first = RunledgerServer(kafka_bootstrap, tmp_path / "data", topic).start()
+    try:
+        run_id = httpx.post(f"{first.url}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}
+                            ).json()["run"]["info"]["run_id"]
+        for i in range(20):
+            n = 5000
+            sent = httpx.post(f"{first.url}/api/runledger/v1/metrics/stream", timeout=60, json={
+                "run_id": run_id, "keys": ["loss"] * n, "values": [0.5] * n, "timestamps": [1] * n,
+                "steps": list(range(i * n, (i + 1) * n))})
+            assert sent.status_code == 200, sent.text
+    finally:
+        first.stop()
+    for path in (tmp_path / "data").glob("runledger.duckdb*"):
+        path.unlink()
+
+    second = RunledgerServer(kafka_bootstrap, tmp_path / "data", topic).start()
+    try:
+        deadline = time.monotonic() + 120
+        while (ready := httpx.get(f"{second.url}/health/ready", timeout=30)).status_code != 200:
+            assert ready.status_code == 503 and ready.json()["status"] == "catching_up", ready.text
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        log = second.log_path.read_text()
+        # 20 stream events, the run and the default experiment: 22 events, 100,000 points.
+        assert "the read model is 22 events behind the log" in log
+        assert "read model caught up: 22 events, 100,000 points" in log
+        history = httpx.get(f"{second.url}/api/2.0/mlflow/metrics/get-history",
+                            params={"run_id": run_id, "metric_key": "loss"}, timeout=60).json()["metrics"]
+        assert len(history) == 100_000
+    finally:
+        second.stop()
