@@ -333,6 +333,8 @@ class MetricHistoryQuery(_Model):
     metric_key: str = Field(examples=["loss"])
     page_token: str | None = None
     max_results: int | None = None
+    as_of: str | None = Field(None, description="Unix ms or ISO 8601: the history as it was then (Runledger's)")
+    as_of_position: str | None = Field(None, description="'<partition>:<offset>': as of a log position")
 
 
 class HistoryBulkIntervalQuery(_Model):

@@ -126,3 +126,12 @@ class ChecksumsAnswer(_Model):
     topic: str
     offsets: dict[str, int] = Field(description="per partition: the next offset the tables reflect")
     tables: dict[str, Any] = Field(description="per table: row count and checksum")
+
+
+class HistoryBucketsQuery(_Model):
+    run_id: str = Field(examples=[RUN_ID])
+    metric_key: str = Field(examples=["loss"])
+    buckets: int | None = Field(None, description="how many x-ranges (default 1000)")
+    x: Literal["step", "time"] | None = Field(None, description="the x axis (default step)")
+    start: int | None = Field(None, description="first x (inclusive)")
+    end: int | None = Field(None, description="last x (inclusive)")
