@@ -149,6 +149,11 @@ def test_real_answers_validate_against_the_schema(server) -> None:  # type: igno
     check("GET", f"{NATIVE}/runs/{{run_id}}/events", path_args={"run_id": run_id})
     check("GET", f"{NATIVE}/runs/{{run_id}}", path_args={"run_id": run_id}, params={"as_of": str(now + 60_000)})
     check("GET", f"{NATIVE}/verify/checksums")
+    check("POST", f"{NATIVE}/runs/search", json={"experiment_ids": [exp], "filter": {
+        "$or": [{"metrics.loss": {"$lt": 1}}, {"params.lr": {"$in": ["0.1"]}}]}})
+    check("GET", f"{NATIVE}/metrics/history-buckets", params={"run_id": run_id, "metric_key": "acc", "buckets": 10})
+    check("GET", f"{MLFLOW}/metrics/get-history", params={"run_id": run_id, "metric_key": "loss",
+                                                          "as_of": str(now + 60_000)})
     check("POST", f"{MLFLOW}/runs/delete", json={"run_id": run_id})
     # Errors: the same shape on every prefix.
     check("GET", f"{MLFLOW}/runs/get", 404, params={"run_id": uuid.uuid4().hex})
@@ -156,7 +161,7 @@ def test_real_answers_validate_against_the_schema(server) -> None:  # type: igno
     check("POST", f"{MLFLOW}/experiments/create", 400, json={"name": name})
     check("GET", f"{NATIVE}/rejections", 400, params={"max_results": 0})
     check("POST", f"{NATIVE}/metrics/stream", 400, json={"keys": []})
-    assert len(check.checked) == 34
+    assert len(check.checked) == 37
 
 
 def test_docs_work_offline_from_files_the_server_serves(server) -> None:  # type: ignore[no-untyped-def]
