@@ -161,7 +161,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     for prefix in API_PREFIXES:
         for router in mlflow_dialect.routers(ajax=prefix.startswith("/ajax-api")):
-            app.include_router(router, prefix=prefix)
+            # Tagged per prefix: /docs groups MLflow's API apart from the UI's mirror of it.
+            app.include_router(router, prefix=prefix, tags=["mlflow ajax (UI)" if prefix.startswith("/ajax-api")
+                                                            else "mlflow"])
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
