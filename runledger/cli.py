@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-import duckdb
-import httpx
 
 from runledger.data_lock import DataDirInUse, DataDirLock
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
@@ -225,6 +223,9 @@ def _complete(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[int, int
 def _live_snapshot(settings: Settings) -> dict[str, Any]:
     """The live read model's checksums: from its file when no server holds it, else from the
     running server (which computes them in one transaction)."""
+    import duckdb
+    import httpx
+
     from runledger.projector.replay import snapshot
 
     try:
@@ -241,6 +242,8 @@ def _live_snapshot(settings: Settings) -> dict[str, Any]:
 
 
 def cmd_verify(settings: Settings) -> int:
+    import duckdb
+
     from runledger.projector.replay import compare, snapshot
 
     if not settings.duckdb_path.exists():

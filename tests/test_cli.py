@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runledger.kafka_local import free_port
 from runledger.settings import Settings, env_name, flag_name
 from tests.conftest import ROOT
 
@@ -23,6 +24,17 @@ def _runledger(*args: str, env: dict[str, str] | None = None, timeout: float = 6
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def _help(*args: str) -> str:
+    """--help output, in-process (click's runner; the console script is the same `cli` group)."""
+    from click.testing import CliRunner
+
+    from runledger.cli import cli
+
+    done = CliRunner().invoke(cli, [*args, "--help"], prog_name="runledger", terminal_width=200)
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
 def test_version_prints_the_distribution_version() -> None:
     from importlib.metadata import version
 
@@ -31,18 +43,17 @@ def test_version_prints_the_distribution_version() -> None:
 
 
 def test_every_command_has_a_help_text() -> None:
-    top = _runledger("--help").stdout
+    top = _help()
     for command in COMMANDS:
         assert command in top
-        done = _runledger(command, "--help")
-        assert done.returncode == 0, done.stderr
-        description = done.stdout.split("Options:")[0].split("\n", 1)[1]
-        assert len(description.strip()) > 30, f"{command} has no help text:\n{done.stdout}"
+        shown = _help(command)
+        description = shown.split("Options:")[0].split("\n", 1)[1]
+        assert len(description.strip()) > 30, f"{command} has no help text:\n{shown}"
 
 
 @pytest.mark.parametrize("command", WITH_SETTINGS)
 def test_every_setting_is_a_flag_showing_its_variable_and_default(command: str) -> None:
-    shown = " ".join(_runledger(command, "--help").stdout.split())
+    shown = " ".join(_help(command).split())
     for field in Settings.model_fields:
         assert flag_name(field) in shown, f"{command} lacks {flag_name(field)}"
         assert f"[env: {env_name(field)}; default: " in shown, f"{command} does not show {env_name(field)}"
@@ -74,8 +85,8 @@ def test_missing_java_is_one_line_saying_what_to_install(tmp_path: Path) -> None
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").symlink_to(sys.executable)
-    done = _runledger("up", "--data-dir", str(tmp_path / "data"), "--kafka-port", "19871",
-                      env={"PATH": str(bin_dir)})
+    done = _runledger("up", "--data-dir", str(tmp_path / "data"), "--kafka-port", str(free_port()),
+                      "--port", str(free_port()), env={"PATH": str(bin_dir)})
     assert done.returncode == 1, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Java" in errors[0] and "install" in errors[0], done.stderr
@@ -85,10 +96,22 @@ def test_missing_java_is_one_line_saying_what_to_install(tmp_path: Path) -> None
 def test_missing_maven_is_one_line_saying_what_to_install(tmp_path: Path) -> None:
     from runledger.kafka_local import KafkaProvisioningError, ensure_jars
 
-    old = os.environ["PATH"]
-    os.environ["PATH"] = str(tmp_path)   # no mvn here; the jar cache is empty too
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", str(tmp_path))   # no mvn here; the jar cache is empty too
         with pytest.raises(KafkaProvisioningError, match="Maven is needed once.*install it"):
             ensure_jars(tmp_path / "cache")
-    finally:
-        os.environ["PATH"] = old
+
+
+def test_a_taken_api_port_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _runledger("up", "--data-dir", str(tmp_path), "--port", str(port), "--kafka-port", str(free_port()))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is taken by another process: stop it, or choose another with "
+        f"--port / RUNLEDGER_PORT"]
+    assert not (tmp_path / "kafka").exists()
