@@ -84,25 +84,39 @@ def ensure_jars(cache_dir: Path | None = None, on_progress: Progress | None = No
     )
     assert proc.stdout is not None
     output: list[str] = []
-    files, jar_bytes = 0, 0.0
+    progress = DownloadProgress()
     for line in proc.stdout:
         output.append(line)
-        found = _DOWNLOADED.search(line)
-        if found and on_progress is not None:
-            files += 1
-            name = found.group(1).rsplit("/", 1)[-1]
-            if name.endswith(".jar"):
-                jar_bytes += float(found.group(2)) * _UNITS[found.group(3)]
-            mb = jar_bytes / 1e6
-            share = min(99, int(100 * mb / _EXPECTED_JAR_MB))
-            on_progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central: {files} files, {mb:.1f} of "
-                        f"about {_EXPECTED_JAR_MB} MB ({share}%) - {name}")
+        said = progress.feed(line)
+        if said is not None and on_progress is not None:
+            on_progress(said)
     if proc.wait() != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise KafkaProvisioningError(f"mvn could not resolve Kafka jars:\n{''.join(output)[-3000:]}")
     os.replace(staging / "jars", libs)
     shutil.rmtree(staging, ignore_errors=True)
     return libs
+
+
+class DownloadProgress:
+    """Maven's "Downloaded from central: <url> (<size> at <speed>)" lines, as a progress line."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.jar_bytes = 0.0
+
+    def feed(self, line: str) -> str | None:
+        found = _DOWNLOADED.search(line)
+        if found is None:
+            return None
+        self.files += 1
+        name = found.group(1).rsplit("/", 1)[-1]
+        if name.endswith(".jar"):
+            self.jar_bytes += float(found.group(2)) * _UNITS[found.group(3)]
+        mb = self.jar_bytes / 1e6
+        share = min(99, int(100 * mb / _EXPECTED_JAR_MB))
+        return (f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central: {self.files} files, {mb:.1f} of "
+                f"about {_EXPECTED_JAR_MB} MB ({share}%) - {name}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

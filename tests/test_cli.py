@@ -115,3 +115,17 @@ def test_a_taken_api_port_is_one_line_before_anything_starts(tmp_path: Path) -> 
         f"Error: port {port} on 127.0.0.1 is taken by another process: stop it, or choose another with "
         f"--port / RUNLEDGER_PORT"]
     assert not (tmp_path / "kafka").exists()
+
+
+def test_the_kafka_download_says_what_it_fetched_and_how_far_along_it_is() -> None:
+    from runledger.kafka_local import DownloadProgress
+
+    progress = DownloadProgress()
+    # Maven's own lines (mvn -B), as printed while resolving the broker's jars.
+    assert progress.feed("[INFO] Scanning for projects...") is None
+    progress.feed("Downloaded from central: https://repo.maven.apache.org/maven2/org/apache/kafka/kafka-clients/"
+                  "4.1.1/kafka-clients-4.1.1.pom (1.9 kB at 21 kB/s)")
+    said = progress.feed("Downloaded from central: https://repo.maven.apache.org/maven2/org/apache/kafka/"
+                         "kafka-server/4.1.1/kafka-server-4.1.1.jar (29 MB at 8.2 MB/s)")
+    assert said == ("fetching Apache Kafka 4.1.1 from Maven Central: 2 files, 29.0 of about 58 MB (50%) - "
+                    "kafka-server-4.1.1.jar")
