@@ -55,11 +55,13 @@ def documented(*, summary: str, response: type[BaseModel] | None = None, body: t
                query: type[BaseModel] | None = None, errors: tuple[int, ...] = (),
                body_examples: dict[str, Any] | None = None, response_media_type: str = "application/json",
                response_description: str = "Success", description: str | None = None,
-               tags: list[str] | None = None, validate_response: bool = False) -> dict[str, Any]:
+               tags: list[str] | None = None, validate_response: bool = False,
+               raw_body: str | None = None) -> dict[str, Any]:
     """Keyword arguments for `router.add_api_route(path, handler, methods=[...], **documented(...))`.
 
     `body`: the JSON request body's model; `query`: the query string's; `response`: the 200 body's
-    (documented only, unless `validate_response`); `errors`: statuses beyond COMMON_ERRORS."""
+    (documented only, unless `validate_response`); `errors`: statuses beyond COMMON_ERRORS;
+    `raw_body`: the media type of a non-JSON body (an upload, an Arrow stream), alone or besides `body`."""
     responses: dict[int | str, dict[str, Any]] = {}
     if response is not None:
         responses[200] = {"model": response, "description": response_description}
@@ -74,6 +76,9 @@ def documented(*, summary: str, response: type[BaseModel] | None = None, body: t
         if body_examples:
             content["examples"] = {name: {"value": value} for name, value in body_examples.items()}
         extra["requestBody"] = {"required": True, "content": {"application/json": content}}
+    if raw_body is not None:
+        extra.setdefault("requestBody", {"required": True, "content": {}})
+        extra["requestBody"]["content"][raw_body] = {"schema": {"type": "string", "format": "binary"}}
     if query is not None:
         extra["parameters"] = query_parameters(query)
     kwargs: dict[str, Any] = {"summary": summary, "response_model": None, "responses": responses,

@@ -168,6 +168,7 @@ def build_router() -> APIRouter:
     router.add_api_route("/metrics/stream", stream_metrics, methods=["POST"], **documented(
         summary="Stream many metric points (answered on Kafka's acknowledgement)", body=S.StreamBody,
         query=S.StreamQuery, response=S.StreamAnswer, errors=(404, 413), tags=["stream"],
+        raw_body=stream_arrow.CONTENT_TYPE,
         description="docs/streaming.md. JSON columns, or an Arrow IPC stream body "
                     "(application/vnd.apache.arrow.stream) with run_id and event_id in the query string."))
     return router
