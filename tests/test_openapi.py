@@ -42,7 +42,9 @@ def test_every_write_documents_its_request_body(spec: dict[str, Any]) -> None:
                if m in ("post", "patch", "put") and "requestBody" not in op]
     assert without == []
     for path, method, op in _operations(spec):
-        for media in op.get("requestBody", {}).get("content", {}).values():
+        for media_type, media in op.get("requestBody", {}).get("content", {}).items():
+            if media["schema"].get("format") == "binary":
+                continue   # an upload or Arrow stream: bytes, described by the route's text
             body = _resolve(spec, media["schema"])
             assert body.get("properties"), f"{method} {path}: a body without fields"
 
