@@ -5,7 +5,6 @@ re-read when it changes). Needs the same RUNLEDGER_DATA_DIR and broker as the se
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import sys
@@ -13,35 +12,10 @@ import time
 from typing import Any
 
 from runledger.auth import tokens
-from runledger.auth.permissions import Permission
 from runledger.auth.vault import SecretStore
 from runledger.ingest.producer import EventLog
 from runledger.ingest.writer import new_event
-from runledger.settings import Settings
-
-
-def add_parsers(sub: Any) -> None:
-    users = sub.add_parser("users", help="manage users (authentication: docs/auth.md)")
-    usub = users.add_subparsers(dest="users_command", required=True)
-    add = usub.add_parser("add", help="create a user (the password is asked for, or read from stdin)")
-    add.add_argument("username")
-    add.add_argument("--admin", action="store_true", help="the user is an admin")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    passwd = usub.add_parser("password", help="set a user's password")
-    passwd.add_argument("username")
-    passwd.add_argument("--password-stdin", action="store_true")
-    grant = usub.add_parser("grant", help="grant a user a permission on an experiment")
-    grant.add_argument("username")
-    grant.add_argument("experiment_id")
-    grant.add_argument("permission", choices=[p.name for p in Permission])
-    toks = sub.add_parser("tokens", help="manage API tokens")
-    tsub = toks.add_subparsers(dest="tokens_command", required=True)
-    create = tsub.add_parser("create", help="create a token for a user; printed once")
-    create.add_argument("username")
-    create.add_argument("--name", default="")
-    create.add_argument("--expires-days", type=float, default=None)
-    revoke = tsub.add_parser("revoke", help="revoke a token by its id")
-    revoke.add_argument("token_id")
+from runledger.settings import Settings, SettingsError
 
 
 def _password(from_stdin: bool) -> str:
@@ -62,37 +36,48 @@ def _append(settings: Settings, bootstrap: str, facts: list[tuple[str, dict[str,
     asyncio.run(go())
 
 
-def run(args: argparse.Namespace, settings: Settings, bootstrap: str | None) -> int:
+def _broker(bootstrap: str | None) -> str:
     if bootstrap is None:
-        print("runledger: no broker (set RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS or start the local one)", file=sys.stderr)
-        return 1
-    vault = SecretStore(settings.data_dir)
-    if args.command == "users":
-        if args.users_command == "add":
-            password = _password(args.password_stdin)
-            _append(settings, bootstrap, [("UserCreated", {"username": args.username, "is_admin": args.admin}, None)])
-            vault.set_password(args.username, password)
-            print(f"user {args.username} created{' (admin)' if args.admin else ''}")
-        elif args.users_command == "password":
-            password = _password(args.password_stdin)
-            _append(settings, bootstrap, [("PasswordChanged", {"username": args.username}, None)])
-            vault.set_password(args.username, password)
-            print(f"password of {args.username} set")
-        else:
-            _append(settings, bootstrap, [("PermissionGranted", {
-                "username": args.username, "experiment_id": args.experiment_id, "permission": args.permission},
-                args.experiment_id)])
-            print(f"{args.username}: {args.permission} on experiment {args.experiment_id}")
-        return 0
-    if args.tokens_command == "create":
-        token_id, token, digest = tokens.new_token()
-        expires = None if args.expires_days is None else int((time.time() + args.expires_days * 86400) * 1000)
-        vault.set_token(token_id, digest)
-        _append(settings, bootstrap, [("TokenCreated", {"token_id": token_id, "username": args.username,
-                                                         "name": args.name, "expires_at": expires}, None)])
-        print(token)     # shown once: only its hash is kept
-        return 0
-    _append(settings, bootstrap, [("TokenRevoked", {"token_id": args.token_id}, None)])
-    vault.forget_token(args.token_id)
-    print(f"token {args.token_id} revoked")
+        raise SettingsError("no broker: set RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS or start the local one")
+    return bootstrap
+
+
+def add_user(settings: Settings, bootstrap: str | None, username: str, admin: bool, from_stdin: bool) -> int:
+    password = _password(from_stdin)
+    _append(settings, _broker(bootstrap), [("UserCreated", {"username": username, "is_admin": admin}, None)])
+    SecretStore(settings.data_dir).set_password(username, password)
+    print(f"user {username} created{' (admin)' if admin else ''}")
+    return 0
+
+
+def set_password(settings: Settings, bootstrap: str | None, username: str, from_stdin: bool) -> int:
+    password = _password(from_stdin)
+    _append(settings, _broker(bootstrap), [("PasswordChanged", {"username": username}, None)])
+    SecretStore(settings.data_dir).set_password(username, password)
+    print(f"password of {username} set")
+    return 0
+
+
+def grant(settings: Settings, bootstrap: str | None, username: str, experiment_id: str, permission: str) -> int:
+    _append(settings, _broker(bootstrap), [("PermissionGranted", {
+        "username": username, "experiment_id": experiment_id, "permission": permission}, experiment_id)])
+    print(f"{username}: {permission} on experiment {experiment_id}")
+    return 0
+
+
+def create_token(settings: Settings, bootstrap: str | None, username: str, name: str,
+                 expires_days: float | None) -> int:
+    token_id, token, digest = tokens.new_token()
+    expires = None if expires_days is None else int((time.time() + expires_days * 86400) * 1000)
+    SecretStore(settings.data_dir).set_token(token_id, digest)
+    _append(settings, _broker(bootstrap), [("TokenCreated", {"token_id": token_id, "username": username,
+                                                              "name": name, "expires_at": expires}, None)])
+    print(token)     # shown once: only its hash is kept
+    return 0
+
+
+def revoke_token(settings: Settings, bootstrap: str | None, token_id: str) -> int:
+    _append(settings, _broker(bootstrap), [("TokenRevoked", {"token_id": token_id}, None)])
+    SecretStore(settings.data_dir).forget_token(token_id)
+    print(f"token {token_id} revoked")
     return 0

@@ -15,7 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest.errors import ResourceDoesNotExist
+from runledger.dialects.moments import moment
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.query import memory, reader
 from runledger.dialects import services
@@ -95,10 +98,20 @@ async def search_runs(request: Request) -> Response:
     return await run_in_threadpool(_search_runs, request, f)
 
 
-def get_metric_history(request: Request) -> Any:
+async def get_metric_history(request: Request) -> Any:
+    """metrics/get-history; with `as_of` (Unix ms or ISO 8601) or `as_of_position`, the history
+    as it was then, folded from the log (docs/audit.md)."""
     f = query_fields(request)
     run_id = f.run_id()
     key = f.req_str("metric_key")
+    then = moment(f, required=False)
+    if then is not None:
+        return await services.audit(request).metric_history_as_of(
+            run_id, key, then, f.int64("max_results"), f.str("page_token"))
+    return await run_in_threadpool(_history_now, request, f, run_id, key)
+
+
+def _history_now(request: Request, f: Fields, run_id: str, key: str) -> Response:
     limit, offset = reader.history_page_bounds(f.int64("max_results"), f.str("page_token"))
     cur = services.reader(request).open_cursor()
 
@@ -120,11 +133,20 @@ def get_metric_history(request: Request) -> Any:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/experiments/get", get_experiment, methods=["GET"])
-    router.add_api_route("/experiments/get-by-name", get_experiment_by_name, methods=["GET"])
-    router.add_api_route("/experiments/search", search_experiments_get, methods=["GET"])
-    router.add_api_route("/experiments/search", search_experiments_post, methods=["POST"])
-    router.add_api_route("/runs/get", get_run, methods=["GET"])
-    router.add_api_route("/runs/search", search_runs, methods=["POST"])
-    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
+    router.add_api_route("/experiments/get", get_experiment, methods=["GET"], **documented(
+        summary="Get an experiment by id", query=S.ExperimentIdQuery, response=S.ExperimentAnswer, errors=(404,)))
+    router.add_api_route("/experiments/get-by-name", get_experiment_by_name, methods=["GET"], **documented(
+        summary="Get an experiment by name", query=S.ExperimentNameQuery, response=S.ExperimentAnswer,
+        errors=(404,)))
+    router.add_api_route("/experiments/search", search_experiments_get, methods=["GET"], **documented(
+        summary="Search experiments", query=S.SearchExperimentsQuery, response=S.SearchExperimentsAnswer))
+    router.add_api_route("/experiments/search", search_experiments_post, methods=["POST"], **documented(
+        summary="Search experiments", body=S.SearchExperimentsBody, response=S.SearchExperimentsAnswer))
+    router.add_api_route("/runs/get", get_run, methods=["GET"], **documented(
+        summary="Get a run", query=S.RunIdQuery, response=S.RunAnswer, errors=(404,)))
+    router.add_api_route("/runs/search", search_runs, methods=["POST"], **documented(
+        summary="Search runs (MLflow's filter grammar)", body=S.SearchRunsBody, response=S.SearchRunsAnswer))
+    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"], **documented(
+        summary="A metric's full history in a run", query=S.MetricHistoryQuery, response=S.MetricsAnswer,
+        errors=(404,)))
     return router

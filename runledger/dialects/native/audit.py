@@ -17,14 +17,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.auth.access import access
+from runledger.dialects.native import schemas as S
+from runledger.dialects.openapi import documented
+from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects import services
 from runledger.dialects.identity import acting_user
-from runledger.dialects.request import Fields, json_body, missing, query_fields
-from runledger.ingest.positions import parse_position, parse_time
+from runledger.dialects.moments import moment
+from runledger.dialects.request import Fields, json_body, query_fields
+from runledger.ingest.positions import parse_time
 from runledger.ingest.writer import new_event
-from runledger.query import as_of, audit_trail, tail
+from runledger.query import audit_trail, tail
 
 
 # ----- response models (the OpenAPI schema of these endpoints)
@@ -116,19 +119,6 @@ def _time(f: Fields, name: str) -> int | None:
     return None if value is None else parse_time(value, name)
 
 
-def _moment(f: Fields, time_name: str, position_name: str, *, required: bool = True) -> as_of.Moment | None:
-    time, position = f.str(time_name), f.str(position_name)
-    if time is not None and position is not None:
-        raise InvalidParameterValue(f"Pass '{time_name}' or '{position_name}', not both.")
-    if position is not None:
-        return as_of.Moment(position=parse_position(position, position_name))
-    if time is not None:
-        return as_of.Moment(time=parse_time(time, time_name))
-    if required:
-        raise missing(f"{time_name}' or '{position_name}")
-    return None
-
-
 def _page(request: Request, **scope: str) -> dict[str, Any]:
     f = query_fields(request, repeated=("type",))
     return services.audit(request).trail(filters=_filters(f), max_results=f.int64("max_results"),
@@ -159,14 +149,14 @@ def all_events(request: Request) -> dict[str, Any]:
 async def get_run(request: Request, run_id: str) -> Any:
     """runs/get, now or as of a moment (`as_of` = Unix ms or ISO 8601, `as_of_position`)."""
     f = query_fields(request)
-    moment = _moment(f, "as_of", "as_of_position", required=False)
+    then = moment(f, "as_of", "as_of_position", required=False)
     audit = services.audit(request)
-    if moment is None:
+    if then is None:
         run = await run_in_threadpool(audit.run_now, run_id)
         if run is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     else:
-        run = await audit.run_as_of(run_id, moment)
+        run = await audit.run_as_of(run_id, then)
     return {"run": run}
 
 
@@ -174,16 +164,16 @@ async def get_metric_history(request: Request) -> Any:
     """metrics/get-history (MLflow's shape) as of a moment."""
     f = query_fields(request)
     run_id = f.run_id()
-    moment = _moment(f, "as_of", "as_of_position")
-    assert moment is not None
+    then = moment(f, "as_of", "as_of_position")
+    assert then is not None
     return await services.audit(request).metric_history_as_of(
-        run_id, f.req_str("metric_key"), moment, f.int64("max_results"), f.str("page_token"))
+        run_id, f.req_str("metric_key"), then, f.int64("max_results"), f.str("page_token"))
 
 
 async def run_diff(request: Request, run_id: str) -> Any:
     f = query_fields(request)
-    start = _moment(f, "from", "from_position")
-    end = _moment(f, "to", "to_position")
+    start = moment(f, "from", "from_position")
+    end = moment(f, "to", "to_position")
     assert start is not None and end is not None
     return RunDiff.model_validate(await services.audit(request).run_diff(run_id, start, end))
 
@@ -240,15 +230,36 @@ def verify_checksums(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/verify/checksums", verify_checksums, methods=["GET"])
-    router.add_api_route("/events", all_events, methods=["GET"], response_model=TrailPage)
-    router.add_api_route("/runs/{run_id}/events", run_events, methods=["GET"], response_model=TrailPage)
-    router.add_api_route("/experiments/{experiment_id}/events", experiment_events, methods=["GET"],
-                         response_model=TrailPage)
-    router.add_api_route("/runs/{run_id}/diff", run_diff, methods=["GET"], response_model=RunDiff)
-    router.add_api_route("/runs/{run_id}/rewind", rewind, methods=["POST"], response_model=RewindResult)
-    router.add_api_route("/runs/{run_id}/tail", run_tail, methods=["GET"])
-    router.add_api_route("/experiments/{experiment_id}/tail", experiment_tail, methods=["GET"])
-    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
-    router.add_api_route("/runs/{run_id}", get_run, methods=["GET"])
+    tags = ["audit"]
+    router.add_api_route("/verify/checksums", verify_checksums, methods=["GET"], **documented(
+        summary="Every table's row count and checksum, with the log offsets they reflect",
+        response=S.ChecksumsAnswer, tags=tags))
+    # The trail, diff and rewind answers are validated models (response_model): documented and checked.
+    for path, handler, summary in (
+            ("/events", all_events, "The audit trail: every event, oldest first"),
+            ("/runs/{run_id}/events", run_events, "A run's audit trail"),
+            ("/experiments/{experiment_id}/events", experiment_events, "An experiment's audit trail")):
+        router.add_api_route(path, handler, methods=["GET"], **documented(
+            summary=summary, query=S.TrailQuery, response=TrailPage, validate_response=True, errors=(404,),
+            tags=tags))
+    router.add_api_route("/runs/{run_id}/diff", run_diff, methods=["GET"], **documented(
+        summary="What changed in a run between two moments", query=S.DiffQuery, response=RunDiff,
+        validate_response=True, errors=(404,), tags=tags))
+    router.add_api_route("/runs/{run_id}/rewind", rewind, methods=["POST"], **documented(
+        summary="Hide a run's points above a step (an appended RunRewound event; nothing is erased)",
+        body=S.RewindBody, response=RewindResult, validate_response=True, errors=(404,), tags=tags))
+    for path, handler, summary in (
+            ("/runs/{run_id}/tail", run_tail, "A run's events as they happen (Server-Sent Events)"),
+            ("/experiments/{experiment_id}/tail", experiment_tail,
+             "An experiment's events as they happen (Server-Sent Events)")):
+        router.add_api_route(path, handler, methods=["GET"], **documented(
+            summary=summary, query=S.TailQuery, response_media_type="text/event-stream",
+            response_description="event: <type>, id: <position>, data: a trail entry (JSON), per event",
+            tags=tags))
+    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"], **documented(
+        summary="A metric's history as of a moment (MLflow's shape)", query=S.HistoryAsOfQuery,
+        response=S.NativeMetricsAnswer, errors=(404,), tags=tags))
+    router.add_api_route("/runs/{run_id}", get_run, methods=["GET"], **documented(
+        summary="A run now, or as of a moment (MLflow's shape)", query=S.AsOfQuery, response=S.NativeRunAnswer,
+        errors=(404,), tags=tags))
     return router

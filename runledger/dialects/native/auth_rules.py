@@ -26,6 +26,9 @@ RULES: dict[str, Rule] = {
     "GET /experiments/{experiment_id}/tail": Rule(READ, rules.path("experiment_id", EXPERIMENT)),
     "GET /metrics/get-history": Rule(READ, rules.query("run_id", RUN, alias="run_uuid")),
     "GET /runs/{run_id}": Rule(READ, rules.path("run_id", RUN)),
+    # runs/search with AND/OR/NOT filter trees; bucketed history
+    "POST /runs/search": Rule(READ, rules.body_list("experiment_ids", EXPERIMENT), filters=True),
+    "GET /metrics/history-buckets": Rule(READ, rules.query("run_id", RUN, alias="run_uuid")),
     # tokens: the handlers let users manage their own, admins anyone's
     "POST /tokens": Rule(AUTHENTICATED),
     "GET /tokens": Rule(AUTHENTICATED),

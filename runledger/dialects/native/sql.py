@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.auth.access import access
+from runledger.dialects.openapi import ERROR_DESCRIPTIONS, ErrorBody
 from runledger.dialects import services
 from runledger.dialects.request import parse_json, read_capped
 from runledger.ingest.errors import InvalidParameterValue
@@ -81,9 +82,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": SqlAnswer, "content": _STREAM_DOC,
           "description": "JSON for format=json; a streamed body for the others (header "
                          "X-Runledger-Log-Position holds the log position)."},
-    400: {"description": "Refused (not one read-only SELECT over the public views), a query error, "
-                         "QUERY_TIMEOUT or QUERY_OUT_OF_MEMORY."},
-    429: {"description": "REQUEST_LIMIT_EXCEEDED: RUNLEDGER_SQL_MAX_CONCURRENT queries are running."},
+    400: {"model": ErrorBody, "description": "Refused (not one read-only SELECT over the public views), a query "
+                                             "error, QUERY_TIMEOUT or QUERY_OUT_OF_MEMORY."},
+    429: {"model": ErrorBody,
+          "description": "REQUEST_LIMIT_EXCEEDED: RUNLEDGER_SQL_MAX_CONCURRENT queries are running."},
+    500: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[500]},
 }
 
 

@@ -27,6 +27,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from runledger.dialects.native import schemas as S
+from runledger.dialects.openapi import documented
 from runledger.ingest import limits
 from runledger.dialects.native import stream_arrow
 from runledger.ingest.backlog import AppendBacklog
@@ -168,7 +170,12 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/metrics/stream", stream_metrics, methods=["POST"])
+    router.add_api_route("/metrics/stream", stream_metrics, methods=["POST"], **documented(
+        summary="Stream many metric points (answered on Kafka's acknowledgement)", body=S.StreamBody,
+        query=S.StreamQuery, response=S.StreamAnswer, errors=(404, 413), tags=["stream"],
+        raw_body=stream_arrow.CONTENT_TYPE,
+        description="docs/streaming.md. JSON columns, or an Arrow IPC stream body "
+                    "(application/vnd.apache.arrow.stream) with run_id and event_id in the query string."))
     return router
 
 
