@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 
 from runledger.auth import rules
@@ -15,6 +16,7 @@ from runledger.auth.access import access
 from runledger.auth.rules import ADMIN, AUTHENTICATED, EXPERIMENT, MANAGE, SELF_OR_ADMIN, USERNAME, Rule
 from runledger.auth.service import AuthService
 from runledger.auth.vault import verify_password
+from runledger.dialects.openapi import Empty, documented
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
 
@@ -125,24 +127,121 @@ def list_permissions(request: Request) -> dict[str, Any]:
         for exp, level in sorted(service.state.grants_of(username).items())]}
 
 
+# ----- OpenAPI models (docs/openapi.md): what the routes read and answer
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+
+
+class UserAnswer(BaseModel):
+    user: UserOut
+
+
+class UsersAnswer(BaseModel):
+    users: list[UserOut]
+
+
+class CreateUserBody(BaseModel):
+    username: str = Field(examples=['ada'])
+    password: str = Field(examples=['correct horse battery staple'])
+
+
+class UsernameQuery(BaseModel):
+    username: str = Field(examples=['ada'])
+
+
+class UsernameBody(BaseModel):
+    username: str = Field(examples=['ada'])
+
+
+class UpdatePasswordBody(BaseModel):
+    username: str = Field(examples=['ada'])
+    password: str = Field(examples=['correct horse battery staple'])
+    current_password: str | None = Field(None, description="required when changing one's own password", examples=['old password'])
+
+
+class UpdateAdminBody(BaseModel):
+    username: str = Field(examples=['ada'])
+    is_admin: bool = Field(examples=[True])
+
+
+class GrantBody(BaseModel):
+    username: str = Field(examples=['ada'])
+    resource_type: str = Field(description="'experiment'", examples=['experiment'])
+    resource_id: str = Field(examples=['1'])
+    permission: str = Field(description="READ, EDIT, MANAGE or NO_PERMISSIONS", examples=['EDIT'])
+
+
+class RevokeBody(BaseModel):
+    username: str = Field(examples=['ada'])
+    resource_type: str = Field(description="'experiment'", examples=['experiment'])
+    resource_id: str = Field(examples=['1'])
+
+
+class PermissionQuery(BaseModel):
+    username: str = Field(examples=['ada'])
+    resource_type: str = Field(description="'experiment'", examples=['experiment'])
+    resource_id: str = Field(examples=['1'])
+
+
+class PermissionAnswer(BaseModel):
+    allowed: bool = Field(description="EDIT or more, as MLflow's `can_use`")
+    permission: str
+
+
+class PermissionRow(BaseModel):
+    resource_type: str
+    resource_pattern: str
+    permission: str
+
+
+class PermissionsAnswer(BaseModel):
+    is_admin: bool
+    permissions: list[PermissionRow]
+
+
+_AUTH = (401, 403, 404)
+
+
 def build_users_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/users/create", create_user, methods=["POST"])
-    router.add_api_route("/users/get", get_user, methods=["GET"])
-    router.add_api_route("/users/current", current_user, methods=["GET"])
-    router.add_api_route("/users/list", list_users, methods=["GET"])
-    router.add_api_route("/users/update-password", update_password, methods=["PATCH"])
-    router.add_api_route("/users/update-admin", update_admin, methods=["PATCH"])
-    router.add_api_route("/users/delete", delete_user, methods=["DELETE"])
+    tags = ["users"]
+    router.add_api_route("/users/create", create_user, methods=["POST"], **documented(
+        summary="Create a user (admins)", body=CreateUserBody, response=UserAnswer, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/get", get_user, methods=["GET"], **documented(
+        summary="A user (themselves, or admins)", query=UsernameQuery, response=UserAnswer, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/current", current_user, methods=["GET"], **documented(
+        summary="The signed-in user", response=UserAnswer, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/list", list_users, methods=["GET"], **documented(
+        summary="Every user (admins)", response=UsersAnswer, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/update-password", update_password, methods=["PATCH"], **documented(
+        summary="Set a password (one's own with the current one, or admins)", body=UpdatePasswordBody,
+        response=Empty, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/update-admin", update_admin, methods=["PATCH"], **documented(
+        summary="Make a user an admin or not (admins)", body=UpdateAdminBody, response=Empty, errors=_AUTH,
+        tags=tags))
+    router.add_api_route("/users/delete", delete_user, methods=["DELETE"], **documented(
+        summary="Delete a user, their grants and tokens (admins)", body=UsernameBody, response=Empty,
+        errors=_AUTH, tags=tags))
     return router
 
 
 def build_permissions_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/users/permissions/grant", grant_permission, methods=["POST"])
-    router.add_api_route("/users/permissions/revoke", revoke_permission, methods=["POST"])
-    router.add_api_route("/users/permissions/get", get_permission, methods=["GET"])
-    router.add_api_route("/users/permissions/list", list_permissions, methods=["GET"])
+    tags = ["users"]
+    router.add_api_route("/users/permissions/grant", grant_permission, methods=["POST"], **documented(
+        summary="Grant a user a permission on an experiment (MANAGE on it, or admins)", body=GrantBody,
+        response=Empty, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/permissions/revoke", revoke_permission, methods=["POST"], **documented(
+        summary="Revoke a user's grant on an experiment (MANAGE on it, or admins)", body=RevokeBody,
+        response=Empty, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/permissions/get", get_permission, methods=["GET"], **documented(
+        summary="A user's effective permission on an experiment", query=PermissionQuery,
+        response=PermissionAnswer, errors=_AUTH, tags=tags))
+    router.add_api_route("/users/permissions/list", list_permissions, methods=["GET"], **documented(
+        summary="A user's grants", query=UsernameQuery, response=PermissionsAnswer, errors=_AUTH, tags=tags))
     return router
 
 

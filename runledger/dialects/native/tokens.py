@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 
 from runledger.auth.access import access
 from runledger.auth.state import TokenInfo
 from runledger.dialects.mlflow.users import auth_service
+from runledger.dialects.openapi import Empty, documented
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.ingest.errors import PermissionDenied, ResourceDoesNotExist
 
@@ -42,11 +43,11 @@ def _owner(request: Request, username: str | None) -> str:
     return target
 
 
-async def create_token(request: Request) -> CreatedToken:
+async def create_token(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
     username = _owner(request, f.str("username"))
     info, token = await auth_service(request).create_token(username, f.str("name") or "", f.int64("expires_at"))
-    return CreatedToken(token=token, info=_out(info))
+    return CreatedToken(token=token, info=_out(info)).model_dump()
 
 
 def list_tokens(request: Request) -> dict[str, Any]:
@@ -66,9 +67,33 @@ async def revoke_token(request: Request) -> dict[str, Any]:
     return {}
 
 
+class CreateTokenBody(BaseModel):
+    username: str | None = Field(None, description="whose token (default: the caller; others': admins)", examples=['ada'])
+    name: str | None = Field(None, description="a label for listings", examples=['ci'])
+    expires_at: int | None = Field(None, description="Unix ms after which the token no longer works", examples=[1767225600000])
+
+
+class TokensQuery(BaseModel):
+    username: str | None = Field(None, description="whose tokens (default: the caller's; others': admins)", examples=['ada'])
+
+
+class TokensAnswer(BaseModel):
+    tokens: list[TokenOut]
+
+
+class RevokeTokenBody(BaseModel):
+    token_id: str = Field(examples=['AbCdEfGh12345678'])
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/tokens", create_token, methods=["POST"], response_model=CreatedToken)
-    router.add_api_route("/tokens", list_tokens, methods=["GET"])
-    router.add_api_route("/tokens/revoke", revoke_token, methods=["POST"])
+    tags, errors = ["tokens"], (401, 403, 404)
+    router.add_api_route("/tokens", create_token, methods=["POST"], **documented(
+        summary="Create an API token (shown in this answer only)", body=CreateTokenBody, response=CreatedToken,
+        errors=errors, tags=tags))
+    router.add_api_route("/tokens", list_tokens, methods=["GET"], **documented(
+        summary="Live tokens of a user (never their secrets)", query=TokensQuery, response=TokensAnswer,
+        errors=errors, tags=tags))
+    router.add_api_route("/tokens/revoke", revoke_token, methods=["POST"], **documented(
+        summary="Revoke a token", body=RevokeTokenBody, response=Empty, errors=errors, tags=tags))
     return router
