@@ -436,3 +436,14 @@ def test_tokens_are_shaped_as_other_clients_want_their_keys() -> None:
 
     _, token, digest = tokens.new_token()
     assert re.fullmatch(r"[A-Za-z0-9_]{40,}", token) and token not in digest
+
+
+def test_the_streaming_client_sends_its_token(world: World) -> None:
+    from runledger.client.stream import MetricStream
+
+    run = world.ok("POST", "/api/2.0/mlflow/runs/create", json={"experiment_id": world.live})["run"]["info"]["run_id"]
+    with MetricStream(world.url, run, token=world.editor_token, flush_interval=0.05) as stream:
+        for step in range(10):
+            stream.log("streamed", float(step), step=step, timestamp=1_700_000_000_000 + step)
+    n = _sql(world, world.admin, f"SELECT count(*) FROM metrics WHERE run_id = '{run}' AND key = 'streamed'")
+    assert n == [[10]]
