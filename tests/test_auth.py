@@ -447,3 +447,24 @@ def test_the_streaming_client_sends_its_token(world: World) -> None:
             stream.log("streamed", float(step), step=step, timestamp=1_700_000_000_000 + step)
     n = _sql(world, world.admin, f"SELECT count(*) FROM metrics WHERE run_id = '{run}' AND key = 'streamed'")
     assert n == [[10]]
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM query('SELECT experiment_id FROM main.experiments')",
+    "SELECT * FROM query_table('main.runs')",
+    "SELECT * FROM main.metrics",
+    "SELECT * FROM analytics.metrics WHERE key = 'secret_loss'",
+])
+def test_sql_has_no_way_around_the_scope(world: World, query: str) -> None:
+    r = world.call("POST", f"{V1}/sql", basic("reader", "reader-pw"), json={"query": query})
+    if r.status_code == 200:
+        values = {str(v) for row in r.json()["rows"] for v in row}
+        assert world.other not in values and world.other_run not in values
+    else:
+        assert r.status_code == 400, r.text
+
+
+def test_a_manager_cannot_grant_on_an_experiment_that_does_not_exist_yet(world: World) -> None:
+    r = world.call("POST", "/api/3.0/mlflow/users/permissions/grant", basic("manager", "manager-pw"), json={
+        "username": "manager", "resource_type": "experiment", "resource_id": "999999", "permission": "MANAGE"})
+    assert r.status_code == 404

@@ -171,6 +171,21 @@ class Authenticator:
         user = self.state.state.users.get(info.username)
         return None if user is None else Principal(user.username, user.is_admin, "token")
 
+    def remembered(self, credential: Credential) -> Principal | None:
+        """A password verified before (and unchanged since): no argon2 run, so callers may ask
+        on the event loop before handing a miss to a thread."""
+        if credential.username is None:
+            return None
+        user = self.state.state.users.get(credential.username)
+        if user is None:
+            return None
+        cache_key = hmac.new(self._key, f"{credential.username}\0{credential.secret}".encode(), hashlib.sha256).digest()
+        with self._lock:
+            hit = self._verified.get(cache_key)
+        if hit is not None and hit == (credential.username, self.vault.password_hash(credential.username)):
+            return Principal(user.username, user.is_admin, "password")
+        return None
+
     def _by_password(self, username: str, password: str) -> Principal | None:
         user = self.state.state.users.get(username)
         stored = self.vault.password_hash(username) if user is not None else None

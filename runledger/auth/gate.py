@@ -131,8 +131,11 @@ class AuthGate:
         credential = key_reader(scope["path"])(headers)
         now_ms = time.time_ns() // 1_000_000
         try:
-            if credential is not None and credential.username is not None and not credential.secret.startswith("rl_"):
-                # argon2 takes tens of ms on a miss: off the event loop
+            found = auth.remembered(credential) if credential is not None else None
+            if found is not None:
+                principal = found
+            elif credential is not None and credential.username is not None and not credential.secret.startswith("rl_"):
+                # argon2 takes milliseconds: off the event loop
                 principal = await asyncio.to_thread(auth.authenticate, credential, now_ms)
             else:
                 principal = auth.authenticate(credential, now_ms)

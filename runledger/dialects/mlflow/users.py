@@ -18,7 +18,10 @@ from runledger.auth.service import AuthService
 from runledger.auth.vault import verify_password
 from runledger.dialects.openapi import Empty, documented
 from runledger.dialects.request import Fields, json_body, query_fields
-from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
+from runledger.auth.permissions import Permission
+from runledger.dialects import services
+from runledger.ingest.contract import entities
+from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist, TemporarilyUnavailable
 
 
 def auth_service(request: Request) -> AuthService:
@@ -102,7 +105,11 @@ async def delete_user(request: Request) -> dict[str, Any]:
 
 async def grant_permission(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
-    await auth_service(request).grant(f.req_str("username"), _experiment(f), f.req_str("permission"))
+    exp = _experiment(f)
+    # an existing experiment only: a grant on an id not yet allocated would take effect later
+    if services.writer(request).catalog.experiment(exp) is None:
+        raise ResourceDoesNotExist(entities.experiment_not_found(exp))
+    await auth_service(request).grant(f.req_str("username"), exp, f.req_str("permission"))
     return {}
 
 
@@ -115,7 +122,7 @@ async def revoke_permission(request: Request) -> dict[str, Any]:
 def get_permission(request: Request) -> dict[str, Any]:
     f = query_fields(request)
     level = auth_service(request).effective(f.req_str("username"), _experiment(f))
-    return {"allowed": level.value >= 1 and level.name != "READ", "permission": level.name}
+    return {"allowed": level >= Permission.EDIT, "permission": level.name}
 
 
 def list_permissions(request: Request) -> dict[str, Any]:
