@@ -73,6 +73,14 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
                                   "sha256": "d" * 64},
     "LoggedModelArtifactDeleted": {"model_id": "m-0123456789abcdef0123456789abcdef", "path": "MLmodel",
                                    "files": [["MLmodel", 1]]},
+    "UserCreated": {"username": "ada", "is_admin": False},
+    "UserDeleted": {"username": "ada"},
+    "UserAdminSet": {"username": "ada", "is_admin": True},
+    "PasswordChanged": {"username": "ada"},
+    "PermissionGranted": {"username": "ada", "experiment_id": "1", "permission": "EDIT"},
+    "PermissionRevoked": {"username": "ada", "experiment_id": "1"},
+    "TokenCreated": {"token_id": "AbCdEfGh12345678", "username": "ada", "name": "ci", "expires_at": None},
+    "TokenRevoked": {"token_id": "AbCdEfGh12345678"},
 }
 
 

@@ -21,9 +21,9 @@ from runledger.ingest.contract import arrow_ipc
 # pyarrow's type inference (`pa.array(list)`, on the hot path) tries to import pandas on every
 # call when it is not installed, a file-system search each time (~20% of converting a
 # 20,000-point event). Marking it absent makes that import fail at once; nothing changes where
-# it is installed. (The same holds for dateutil, which is why it is a dependency.) Only without
-# numpy: with numpy installed, pyarrow imports pandas once and reads its version, which a None
-# entry breaks (and then it does not retry the import per call anyway).
+# it is installed. (The same holds for dateutil, which is why it is a dependency.)
+# Only without NumPy: with NumPy installed pyarrow's pandas shim takes the marker for the module
+# and fails on its version (AttributeError at import), so there the search is left as it was.
 if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None \
         and importlib.util.find_spec("numpy") is None:
     sys.modules["pandas"] = None  # type: ignore[assignment]

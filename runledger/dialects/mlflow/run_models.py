@@ -99,8 +99,16 @@ def list_experiments(request: Request) -> dict[str, Any]:
 
 
 def build_router() -> APIRouter:
+    from runledger.dialects.mlflow.artifacts import _doc, _ListExperimentsQuery, _LogModel, _LogOutputs
+
     router = APIRouter()
-    router.add_api_route("/runs/log-model", log_model, methods=["POST"])
-    router.add_api_route("/runs/outputs", log_outputs, methods=["POST"])
-    router.add_api_route("/experiments/list", list_experiments, methods=["GET"])
+    router.add_api_route("/runs/log-model", log_model, methods=["POST"],
+                         **_doc("Append a model to the run's mlflow.log-model.history tag", body=_LogModel,
+                                tags=["mlflow"]))
+    router.add_api_route("/runs/outputs", log_outputs, methods=["POST"],
+                         **_doc("Link the run to logged models it produced, at steps", body=_LogOutputs,
+                                tags=["mlflow"]))
+    router.add_api_route("/experiments/list", list_experiments, methods=["GET"],
+                         **_doc("Every experiment of a view type (MLflow 1.x)", query=_ListExperimentsQuery,
+                                tags=["mlflow"]))
     return router
