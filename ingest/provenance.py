@@ -26,6 +26,7 @@ API_MLFLOW = "mlflow"
 API_STREAM = "stream"
 API_RUNLEDGER = "runledger"
 API_INTERNAL = "internal"
+API_COMET = "comet"   # Comet's REST v2 (runledger.dialects.comet)
 
 
 @dataclass(frozen=True, slots=True)

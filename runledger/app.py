@@ -15,11 +15,15 @@ import orjson
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from runledger.dialects import comet as comet_dialect
 from runledger.dialects import mlflow as mlflow_dialect
+from runledger.dialects import pai as pai_dialect
 from runledger.dialects import native as native_dialect
 from runledger.dialects import errors
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
+from runledger.dialects.comet import errors as comet_errors
+from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
@@ -58,6 +62,8 @@ def api_of(path: str) -> str:
         return provenance.API_MLFLOW
     if path.startswith(f"{RUNLEDGER_PREFIX}/metrics/stream"):
         return provenance.API_STREAM
+    if path.startswith(comet_dialect.PREFIXES):
+        return provenance.API_COMET
     return provenance.API_RUNLEDGER
 
 
@@ -130,6 +136,11 @@ def create_app(settings: Settings) -> FastAPI:
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
 
+    # Comet's REST v2 (at the host root: comet_ml keeps only scheme and host) and PAI's HPO view.
+    for prefix, router in comet_dialect.routers():
+        app.include_router(router, prefix=prefix)
+    app.include_router(pai_dialect.build_router(), prefix=pai_dialect.PREFIX)
+
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:
         return "OK"
@@ -138,7 +149,9 @@ def create_app(settings: Settings) -> FastAPI:
     def version() -> str:
         return VERSION
 
-    errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    errors.install(app, {RUNLEDGER_PREFIX: native_errors.render,
+                         **{p: comet_errors.render for p in comet_dialect.PREFIXES},
+                         pai_dialect.PREFIX: pai_errors.render}, default=mlflow_errors.render)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
