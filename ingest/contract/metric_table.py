@@ -22,7 +22,10 @@ from runledger.ingest.contract import arrow_ipc
 # call when it is not installed, a file-system search each time (~20% of converting a
 # 20,000-point event). Marking it absent makes that import fail at once; nothing changes where
 # it is installed. (The same holds for dateutil, which is why it is a dependency.)
+# pyarrow's own pandas check runs first, while the import can still fail normally: with numpy
+# installed (optuna, mlflow) that check would otherwise meet the None and crash every pa.array call.
 if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
+    pa.lib._pandas_api.have_pandas  # noqa: B018  (tries the import once; pyarrow caches the answer)
     sys.modules["pandas"] = None  # type: ignore[assignment]
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.float64()), ("timestamp", pa.int64()),
