@@ -16,7 +16,8 @@ import duckdb
 import pyarrow as pa
 
 from runledger.query import search_sql
-from runledger.query.search_filter import Comparison, OrderTerm
+from runledger.query.search_filter import OrderTerm
+from runledger.query.search_tree import Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +231,8 @@ def point_batches(cur: duckdb.DuckDBPyConnection, run_id: str, key: str | None, 
 def project_keys(cur: duckdb.DuckDBPyConnection, experiment_id: str, latest_table: str
                  ) -> dict[str, list[tuple[str, bool]]]:
     """The metric, param and tag keys the experiment's active runs use, each with whether every
-    value is numeric: {"metrics": [...], "params": [...], "tags": [...]}."""
+    value is numeric: {"metrics": [...], "params": [...], "tags": [...]}. Labels (tags with an
+    empty value) are not among the tags: see `project_labels`."""
     _check_table(latest_table)
     runs = "SELECT run_id FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'"
     out: dict[str, list[tuple[str, bool]]] = {}
@@ -239,15 +241,26 @@ def project_keys(cur: duckdb.DuckDBPyConnection, experiment_id: str, latest_tabl
             ("params", f"SELECT key, bool_and(TRY_CAST(value AS DOUBLE) IS NOT NULL) FROM params WHERE run_id IN "
                        f"({runs}) GROUP BY key ORDER BY key"),
             ("tags", f"SELECT key, bool_and(TRY_CAST(value AS DOUBLE) IS NOT NULL) FROM tags WHERE run_id IN "
-                     f"({runs}) GROUP BY key ORDER BY key")):
+                     f"({runs}) AND ({_NOT_LABEL}) GROUP BY key ORDER BY key")):
         out[name] = [(k, bool(n)) for k, n in cur.execute(sql, [experiment_id]).fetchall()]
     return out
 
 
-def search_run_ids(cur: duckdb.DuckDBPyConnection, experiment_id: str, comparisons: Sequence[Comparison],
+# A label is a tag with an empty value; MLflow's own mlflow.* tags never are (docs/search.md).
+_NOT_LABEL = "value <> '' OR starts_with(key, 'mlflow.')"
+
+
+def project_labels(cur: duckdb.DuckDBPyConnection, experiment_id: str) -> list[str]:
+    return [r[0] for r in cur.execute(
+        f"SELECT DISTINCT key FROM tags WHERE NOT ({_NOT_LABEL}) AND run_id IN "
+        "(SELECT run_id FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active') ORDER BY key",
+        [experiment_id]).fetchall()]
+
+
+def search_run_ids(cur: duckdb.DuckDBPyConnection, experiment_id: str, tree: Node,
                    latest_table: str, *, deleted: bool = False) -> list[str]:
-    """Runs of the experiment matching every comparison, through runs/search's own compiler
-    (query.search_sql), oldest first."""
+    """Runs of the experiment matching a filter tree (query.search_tree), through runs/search's
+    own compiler (query.search_sql), oldest first."""
     sql, params_ = search_sql.compile_runs_search(
-        comparisons, [OrderTerm("attribute", "start_time", True)], latest_table, [experiment_id], 2 if deleted else 1)
+        tree, [OrderTerm("attribute", "start_time", True)], latest_table, [experiment_id], 2 if deleted else 1)
     return [r[0] for r in cur.execute(sql, params_).fetchall()]

@@ -34,9 +34,6 @@ _BINARY_SQL = {
     "LIKE": "LIKE", "ILIKE": "ILIKE",
 }
 _LIST_SQL = {"IN": "IN", "NOT IN": "NOT IN"}
-# Substring tests without LIKE's wildcards (a '_' or '%' in the value is itself), for dialects
-# whose queries say "contains" / "starts with" (Comet's API.query); MLflow's grammar never makes them.
-_FUNCTION_SQL = {"CONTAINS": "contains", "STARTS_WITH": "starts_with", "ENDS_WITH": "ends_with"}
 
 _RUN_COLUMNS = {
     "run_id": "r.run_id", "run_name": "r.run_name", "user_id": "r.user_id",
@@ -65,9 +62,6 @@ def _value_predicate(column: str, op: str, value: object, params: list) -> str:
             raise ValueError(f"{op} needs a non-empty tuple of values, got {value!r}")
         params.extend(value)
         return f"{column} {_LIST_SQL[op]} ({', '.join('?' for _ in value)})"
-    if op in _FUNCTION_SQL:
-        params.append(value)
-        return f"{_FUNCTION_SQL[op]}({column}, ?)"
     if op == "REGEX":  # filter trees only (query.search_tree): RE2, matched anywhere
         params.append(value)
         return f"regexp_matches({column}, ?)"
@@ -108,11 +102,7 @@ def _keyed_predicate(c: Comparison, table: str, owner: str, outer: str, params: 
         return f"NOT {_exists(table, 'k', owner, outer, 'k.key = ?', False)}"
     if c.op == "IS NOT NULL":
         return _exists(table, "k", owner, outer, "k.key = ?", membership)
-    # A numeric value compares numerically with the values that read as numbers (others never
-    # match): MLflow's grammar gives params and tags only strings, other dialects' queries
-    # (Comet's `Parameter("lr") > 0.01`) give numbers.
-    column = "TRY_CAST(k.value AS DOUBLE)" if isinstance(c.value, float) else "k.value"
-    return _exists(table, "k", owner, outer, f"k.key = ? AND {_value_predicate(column, c.op, c.value, params)}",
+    return _exists(table, "k", owner, outer, f"k.key = ? AND {_value_predicate('k.value', c.op, c.value, params)}",
                    membership)
 
 

@@ -172,15 +172,29 @@ def test_query_translates_metric_parameter_tag_and_metadata_expressions(api: API
     assert keys(Other("team").contains("n%x")) == set()
 
 
-def test_query_refuses_or_clearly_rather_than_answering_it_approximately(api: API, mlflow_client: MlflowClient) -> None:
+def test_query_or_and_negated_tests_go_through_the_search_tree(api: API, mlflow_client: MlflowClient) -> None:
     name, exp_id = _project(mlflow_client)
-    _mlflow_run(mlflow_client, exp_id)
-    with pytest.raises(CometRestApiException) as info:
-        api.query(WORKSPACE, name, (Metric("loss") < 0.6) | (Parameter("lr") == "0.01"))
-    assert info.value.response.status_code == 400 and "AND-only" in str(info.value)
-    with pytest.raises(CometRestApiException) as info:
-        api.query(WORKSPACE, name, ~Parameter("optimizer").contains("ad"))
-    assert info.value.response.status_code == 400 and "not_contains" in str(info.value)
+    a = _mlflow_run(mlflow_client, exp_id, "a", lr="0.01", loss=[0.2])
+    b = _mlflow_run(mlflow_client, exp_id, "b", lr="0.5", loss=[0.9])
+    c = _mlflow_run(mlflow_client, exp_id, "c-sgd", lr="2", loss=[0.7])
+
+    def keys(expr) -> set[str]:  # type: ignore[no-untyped-def]
+        return {e.key for e in api.query(WORKSPACE, name, expr)}
+
+    assert keys((Metric("loss") < 0.3) | (Parameter("lr") > 1)) == {a, c}        # OR across sources
+    assert keys((Metric("loss") < 0.3) | (Metric("loss") > 0.8)) == {a, b}       # OR within one
+    assert keys(~Metric("loss").between(0.3, 0.8)) == {a, b}
+    assert keys(~Metadata("name").contains("sgd")) == {a, b}
+    assert keys(~Metadata("name").startswith("c-") & (Parameter("lr") >= 0.5)) == {b}
+
+
+def test_query_on_an_unserved_source_is_a_clear_400(comet_env: RunledgerServer) -> None:
+    r = httpx.post(f"{comet_env.url}/api/rest/v2/project/query", headers={"Authorization": "k"}, json={
+        "workspaceName": WORKSPACE, "projectName": "Default", "archived": False,
+        "predicates": [{"source": "env_details", "query": {"condition": "AND", "valid": True, "rules": [
+            {"id": "os", "field": "os", "type": "string", "operator": "equal", "value": "linux"}]}}]})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    assert "env_details" in r.json()["msg"] and r.json()["code"] == 400
 
 
 def test_api_experiment_writes_are_read_back_by_mlflow(api: API, mlflow_client: MlflowClient) -> None:

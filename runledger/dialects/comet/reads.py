@@ -136,7 +136,7 @@ def get_tags(request: Request) -> Response:
     with services.reader(request).cursor() as cur:
         meta = find_run(cur, request.query_params.get("experimentKey"))
         found = run_summaries.tags(cur, meta.run_id)
-    return _json({"tags": [k[len(shapes.LABEL_PREFIX):] for k, _ in found if shapes.is_label(k)]})
+    return _json({"tags": [k for k, v in found if shapes.is_label(k, v)]})
 
 
 def get_others(request: Request) -> Response:
@@ -144,7 +144,7 @@ def get_others(request: Request) -> Response:
         meta = find_run(cur, request.query_params.get("experimentKey"))
         found = run_summaries.tags(cur, meta.run_id)
     values = [shapes.single_value_summary(shapes.other_name(k), v, meta.start_time, editable=True)
-              for k, v in found if not shapes.is_label(k)]
+              for k, v in found if not shapes.is_label(k, v)]
     return _json({"values": values})
 
 
@@ -203,7 +203,8 @@ def get_columns(request: Request) -> Response:
     with reader.cursor() as cur:
         e = find_project(cur, request, _param(request, "workspaceName"), _param(request, "projectName"))
         keys = run_summaries.project_keys(cur, e.experiment_id, reader.latest_table)
-    return _json({"columns": comet_query.columns(keys)})
+        labels = run_summaries.project_labels(cur, e.experiment_id)
+    return _json({"columns": comet_query.columns(keys, labels)})
 
 
 def _query(request: Request, body: dict[str, Any]) -> Response:
@@ -211,10 +212,10 @@ def _query(request: Request, body: dict[str, Any]) -> Response:
     predicates = body.get("predicates")
     if not isinstance(predicates, list):
         raise InvalidParameterValue("'predicates' must be a list.")
-    comparisons = comet_query.comparisons(predicates)
+    tree = comet_query.tree(predicates)
     with reader.cursor() as cur:
         e = find_project(cur, request, body.get("workspaceName"), body.get("projectName"))
-        keys = run_summaries.search_run_ids(cur, e.experiment_id, comparisons, reader.latest_table,
+        keys = run_summaries.search_run_ids(cur, e.experiment_id, tree, reader.latest_table,
                                             deleted=bool(body.get("archived")))
     return _json({"experimentKeys": keys})
 

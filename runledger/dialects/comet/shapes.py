@@ -3,7 +3,8 @@
 one workspace (RUNLEDGER_COMET_WORKSPACE); project = MLflow experiment (projectId = experiment id);
 experiment key = run id; parameters = params; metrics = metric points; Comet's "others" = run
 tags (the run name also reads as the other "Name", as Comet's get_name expects); Comet's tags
-(plain labels) = run tags named `comet.tag.<label>` with an empty value; archived = deleted.
+(plain labels) = run tags with an empty value, the label being the key (the labels of docs/search.md; MLflow's own
+`mlflow.*` tags never are); archived = deleted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from runledger.query.run_summaries import ExperimentRow, MetricSummary, RunMeta
 
-LABEL_PREFIX = "comet.tag."
 RUN_NAME_TAG = "mlflow.runName"
 NAME_OTHER = "Name"   # Comet's APIExperiment.get_name() reads the other called "Name"
 # The backend version announced at /clientlib/isAlive/ver. comet_ml switches features on by it:
@@ -85,8 +85,8 @@ def tag_key_of_other(name: str) -> str:
     return RUN_NAME_TAG if name == NAME_OTHER else name
 
 
-def is_label(tag_key: str) -> bool:
-    return tag_key.startswith(LABEL_PREFIX)
+def is_label(tag_key: str, value: str) -> bool:
+    return value == "" and not tag_key.startswith("mlflow.")
 
 
 # One metric point as a JSON object, formatted by DuckDB (query.run_summaries.point_batches);

@@ -176,7 +176,7 @@ async def add_tags(request: Request) -> Response:
     labels = body.get("addedTags")
     if not isinstance(labels, list) or not all(isinstance(t, str) and t for t in labels):
         raise InvalidParameterValue("addedTags must be a list of non-empty strings.")
-    tags = [[limits.check_key(shapes.LABEL_PREFIX + t, "addedTags"), ""] for t in labels]
+    tags = [[limits.check_key(t, "addedTags"), ""] for t in labels]   # a label: a tag with an empty value
     if tags:
         await _commit(request, "TagsSet", {"tags": tags}, run_id, exp_id)
     return _json(_OK)
