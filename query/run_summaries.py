@@ -205,26 +205,27 @@ def metric_keys_of_runs(cur: duckdb.DuckDBPyConnection, run_ids: Sequence[str], 
 EPOCH_KEY = "epoch"
 
 
-def point_batches(cur: duckdb.DuckDBPyConnection, run_id: str, key: str | None, row_sql: str,
+def point_batches(cur: duckdb.DuckDBPyConnection, run_id: str, key: str | None,
                   chunk: int = 100_000) -> pa.RecordBatchReader:
     """Every point of one metric (or, `key` None, of every metric) of the run, in log order
-    (timestamp, step, value), as Arrow batches of ONE string column computed by `row_sql`, a
-    trusted SQL expression over the columns key, value (DOUBLE), timestamp, step, epoch (the
-    value of the run's `epoch` metric at the same step, or NULL) and n (0-based row number).
-
-    The dialect formats rows in DuckDB, so a million points never become Python objects."""
-    where, params_ = "run_id = $1", [run_id]
+    (timestamp, step, key, value), as Arrow batches of (key, value, timestamp, step, epoch):
+    `epoch` is the value of the run's `epoch` metric at the same step, or NULL. Arrow batches,
+    so a dialect formats a million points without a Python object per point."""
+    where, params_ = "p.run_id = $1", [run_id]
     if key is not None:
-        where += " AND key = $2"
+        where += " AND p.key = $2"
         params_.append(key)
-    epoch_param = f"${len(params_) + 1}"
-    params_.append(EPOCH_KEY)
-    sql = (f"WITH e AS (SELECT step, max(value) AS epoch FROM metrics WHERE run_id = $1 AND key = {epoch_param} "
-           "GROUP BY step), "
-           f"p AS (SELECT key, value, timestamp, step FROM metrics WHERE {where}) "
-           f"SELECT {row_sql} FROM (SELECT p.key, p.value, p.timestamp, p.step, e.epoch, "
-           "row_number() OVER (ORDER BY p.timestamp, p.step, p.key, p.value) - 1 AS n "
-           "FROM p LEFT JOIN e ON e.step = p.step) ORDER BY n")
+    has_epoch = bool(cur.execute("SELECT 1 FROM latest_points WHERE run_id = ? AND key = ?",
+                                 [run_id, EPOCH_KEY]).fetchall())
+    if has_epoch:
+        params_.append(EPOCH_KEY)
+        epochs = (f"LEFT JOIN (SELECT step, max(value) AS epoch FROM metrics WHERE run_id = $1 "
+                  f"AND key = ${len(params_)} GROUP BY step) e ON e.step = p.step")
+        epoch = "e.epoch"
+    else:
+        epochs, epoch = "", "NULL::DOUBLE"
+    sql = (f"SELECT p.key, p.value, p.timestamp, p.step, {epoch} AS epoch FROM metrics p {epochs} WHERE {where} "
+           "ORDER BY p.timestamp, p.step, p.key, p.value")
     return cur.sql(sql, params=params_).to_arrow_reader(chunk)
 
 

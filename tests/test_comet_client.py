@@ -83,6 +83,29 @@ def test_get_experiments_lists_mlflow_runs_and_filters_by_name_pattern(api: API,
     assert [e.key for e in api.get_experiments(WORKSPACE, name, pattern="alpha")] == [a]
 
 
+def test_get_experiment_finds_a_run_by_its_name_too(api: API, mlflow_client: MlflowClient) -> None:
+    name, exp_id = _project(mlflow_client)
+    run_id = _mlflow_run(mlflow_client, exp_id, "by-name")
+    assert api.get_experiment(WORKSPACE, name, "by-name").key == run_id   # the client's name fallback
+
+
+def test_query_variables_list_the_projects_metrics_params_others_and_labels(api: API, mlflow_client: MlflowClient) -> None:
+    name, exp_id = _project(mlflow_client)
+    run_id = _mlflow_run(mlflow_client, exp_id, tags={"team": "vision"})
+    mlflow_client.set_tag(run_id, "best", "")
+    found = {(type(v).__name__, v.name if hasattr(v, "name") else repr(v)) for v in api.get_query_variables(WORKSPACE, name)}
+    assert {("Metric", "loss"), ("Parameter", "lr"), ("Other", "team"), ("Metadata", "start_server_timestamp")} <= found
+    assert any(kind == "Tag" for kind, _ in found)
+
+
+def test_the_default_cached_api_reads_its_own_writes(comet_env: RunledgerServer) -> None:
+    api = API()   # cache=True, comet_ml's default: a write clears the reads it affects
+    exp = APIExperiment(api=api, workspace=WORKSPACE, project_name=f"p-{uuid.uuid4().hex[:8]}")
+    assert exp.get_metrics_summary() == []
+    exp.log_metric("loss", 0.5, step=1)
+    assert exp.get_metrics_summary("loss")["valueCurrent"] == "0.5"
+
+
 def test_archived_experiments_are_deleted_runs(api: API, mlflow_client: MlflowClient) -> None:
     name, exp_id = _project(mlflow_client)
     kept, gone = _mlflow_run(mlflow_client, exp_id, "kept"), _mlflow_run(mlflow_client, exp_id, "gone")
@@ -142,7 +165,7 @@ def test_get_metrics_returns_every_point_of_one_key_and_of_all_keys(api: API, ml
     exp = api.get_experiment_by_key(run_id)
     loss = exp.get_metrics("loss")
     assert len(loss) == 2500
-    assert [(p["metricValue"], p["step"]) for p in loss[:2]] == [("0.0", 0), ("1.0", 1)]
+    assert [(p["metricValue"], p["step"]) for p in loss[:2]] == [("0", 0), ("1", 1)]   # Arrow's shortest text
     assert loss[-1]["metricName"] == "loss" and loss[-1]["timestamp"] == 1_700_000_000_000 + 2499
     everything = exp.get_metrics()
     assert len(everything) == 2501
@@ -231,6 +254,24 @@ def test_a_changed_parameter_is_refused_in_comets_shape_and_the_first_value_stay
     assert info.value.safe_json_response["code"] == 400
     assert "Changing param values is not allowed" in info.value.safe_msg
     assert exp.get_parameters_summary("lr")["valueCurrent"] == "0.01"
+
+
+def _run_updates(url: str, run_id: str) -> int:
+    r = httpx.post(f"{url}/api/runledger/v1/sql", timeout=30, json={
+        "query": f"SELECT count(*) AS n FROM events WHERE run_id = '{run_id}' AND type = 'RunUpdated'"})
+    assert r.status_code == 200, r.text
+    return int(r.json()["rows"][0][0])
+
+
+def test_keep_alive_appends_nothing_while_running_and_reopens_a_finished_run(
+        comet_env: RunledgerServer, api: API, mlflow_client: MlflowClient) -> None:
+    exp = APIExperiment(api=api, workspace=WORKSPACE, project_name=f"p-{uuid.uuid4().hex[:8]}")
+    assert api._client.update_experiment_status(exp.key)["isAliveBeatDurationMillis"] > 0
+    assert _run_updates(comet_env.url, exp.key) == 0
+    exp.set_state("finished")
+    api._client.update_experiment_status(exp.key)
+    assert mlflow_client.get_run(exp.key).info.status == "RUNNING"
+    assert _run_updates(comet_env.url, exp.key) == 2
 
 
 def test_writing_to_an_unknown_experiment_key_is_a_404(api: API) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import orjson
-import pyarrow as pa
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -148,24 +147,13 @@ def get_others(request: Request) -> Response:
     return _json({"values": values})
 
 
-def _concat(column: pa.Array) -> bytes:
-    """The strings of `column`, concatenated, without a Python object per row."""
-    column = column.cast(pa.large_string())
-    if not len(column):
-        return b""
-    offsets = column.buffers()[1]
-    lo = int.from_bytes(offsets[column.offset * 8:column.offset * 8 + 8], "little")
-    hi = int.from_bytes(offsets[(column.offset + len(column)) * 8:(column.offset + len(column)) * 8 + 8], "little")
-    return column.buffers()[2][lo:hi].to_pybytes()
-
-
 def _points(request: Request, key: str | None) -> StreamingResponse:
     reader = services.reader(request)
     with reader.cursor() as cur:
         meta = find_run(cur, request.query_params.get("experimentKey"))
     cur = reader.open_cursor()
     try:
-        batches = run_summaries.point_batches(cur, meta.run_id, key, shapes.POINT_ROW_SQL)
+        batches = run_summaries.point_batches(cur, meta.run_id, key)
     except Exception:
         cur.close()
         raise
@@ -174,9 +162,12 @@ def _points(request: Request, key: str | None) -> StreamingResponse:
     def chunks() -> Iterator[bytes]:
         try:
             yield b'{"metrics":['
+            sent = 0
             for batch in batches:
                 if batch.num_rows:
-                    yield _concat(batch.column(0))
+                    chunk = shapes.points_json(batch, sent)
+                    yield chunk[1:] if sent == 0 else chunk   # no comma before the first point
+                    sent += batch.num_rows
             yield b"]}"
         except Exception as e:
             reader.streamed_read_failed(e)

@@ -207,11 +207,17 @@ async def update_status(request: Request) -> Response:
 
 
 async def set_status(request: Request) -> Response:
-    """Comet's keep-alive (GET): the experiment is running."""
+    """Comet's keep-alive (GET, APIExperiment.update_status): the experiment is running. A run
+    already RUNNING appends nothing (a heartbeat every few seconds must not grow the log)."""
     key = request.query_params.get("experimentKey")
     run_id, exp_id = await _run(request, {"experimentKey": key})
-    await _commit(request, "RunUpdated", {"status": "RUNNING", "end_time": None, "run_name": None}, run_id, exp_id)
-    return _json(_OK)
+    with services.reader(request).cursor() as cur:
+        meta = run_summaries.run_meta(cur, run_id)
+    if meta is not None and meta.status != "RUNNING":
+        await _commit(request, "RunUpdated", {"status": "RUNNING", "end_time": None, "run_name": None},
+                      run_id, exp_id)
+    return _json({"isAliveBeatDurationMillis": 10_000, "gpuMonitorIntervalMillis": 60_000,
+                  "cpuMonitorIntervalMillis": 60_000})
 
 
 def build_router() -> APIRouter:
