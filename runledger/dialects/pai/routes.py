@@ -85,7 +85,7 @@ def get_experiment(request: Request, experiment_id: str) -> Response:
     }
     return _json({
         "RequestId": _request_id(request), "ExperimentId": study.study_id, "Name": study.name,
-        "Description": "", "Creator": study.creator, "WorkspaceId": services.settings(request).comet_workspace,
+        "Description": "", "Creator": study.creator, "WorkspaceId": study.experiment_id,
         "Accessibility": "PRIVATE", "JobType": "MLflow", "Status": EXPERIMENT_STATUS.get(study.status, "UNKNOWN"),
         "GmtCreateTime": _time(study.created), "GmtModifiedTime": _time(study.modified),
         "SearchSpace": orjson.dumps(study.search_space).decode(), "ConfigIni": "", "ConfigYml": "",
