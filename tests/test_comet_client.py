@@ -3,20 +3,25 @@ real DuckDB), reading what the mlflow client wrote and the other way round (docs
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Iterator
 
-import httpx
-import mlflow
-import pytest
-from comet_ml import API, APIExperiment
-from comet_ml.exceptions import CometRestApiException
-from comet_ml.query import Metadata, Metric, Other, Parameter, Tag
-from mlflow import MlflowClient
-from mlflow.entities import Metric as MlflowMetric
+# Read by comet_ml at import: no error reports to Comet's tracker, no announcements, from tests.
+os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+os.environ.setdefault("COMET_DISABLE_ANNOUNCEMENT", "true")
 
-from tests.conftest import RunledgerServer
+import httpx  # noqa: E402
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
+from comet_ml import API, APIExperiment  # noqa: E402
+from comet_ml.exceptions import CometRestApiException  # noqa: E402
+from comet_ml.query import Metadata, Metric, Other, Parameter, Tag  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric as MlflowMetric  # noqa: E402
+
+from tests.conftest import RunledgerServer  # noqa: E402
 
 WORKSPACE = "runledger"
 
@@ -27,7 +32,6 @@ def comet_env(server: RunledgerServer) -> Iterator[RunledgerServer]:
     # The client keeps only scheme and host of this URL; the key is any non-empty string (no auth yet).
     mp.setenv("COMET_URL_OVERRIDE", f"{server.url}/clientlib/")
     mp.setenv("COMET_API_KEY", "runledger-test-key")
-    mp.setenv("COMET_DISABLE_ANNOUNCEMENT", "1")
     yield server
     mp.undo()
 
