@@ -50,7 +50,9 @@ def check_workspace(request: Request, workspace: str | None) -> None:
 def find_project(cur: Any, request: Request, workspace: str | None, name: str | None,
                  project_id: str | None = None) -> ExperimentRow:
     check_workspace(request, workspace)
-    found = (run_summaries.experiments(cur, experiment_id=project_id) if project_id is not None
+    if not project_id and not name:
+        raise InvalidParameterValue("Give projectName (with workspaceName) or projectId.")
+    found = (run_summaries.experiments(cur, experiment_id=project_id) if project_id
              else run_summaries.experiments(cur, name=name))
     if not found:
         what = f"id '{project_id}'" if project_id is not None else f"name '{name}'"
