@@ -24,7 +24,10 @@ from runledger.dialects import native as native_dialect
 from runledger.dialects import errors, openapi
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
+from runledger.dialects.comet import auth_rules as comet_rules
 from runledger.dialects.comet import errors as comet_errors
+from runledger.dialects.comet import key as comet_key
+from runledger.dialects.pai import auth_rules as pai_rules
 from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
@@ -45,6 +48,7 @@ from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger.auth import rules as auth_rules
+from runledger.auth.authenticator import register_key_reader
 from runledger.auth.gate import AuthGate
 from runledger.auth.permissions import Permission
 from runledger.auth.service import AuthService, load_facts
@@ -230,6 +234,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(mlflow_users.build_permissions_router(), prefix=prefix)
         auth_rules.register(prefix, mlflow_users.PERMISSIONS_RULES)
     auth_rules.register(RUNLEDGER_PREFIX, native_rules.RULES)
+    auth_rules.register(comet_dialect.REST_PREFIX, comet_rules.REST_RULES)
+    auth_rules.register(comet_dialect.CLIENTLIB_PREFIX, comet_rules.CLIENTLIB_RULES)
+    auth_rules.register(pai_dialect.PREFIX, pai_rules.RULES)
+    for prefix in comet_dialect.PREFIXES:   # comet_ml sends its key bare: it is an API token
+        register_key_reader(prefix, comet_key.comet_credential)
     auth_rules.register("", {f"GET {p}": auth_rules.PUBLIC_RULE for p in (
         "/health", "/health/ready", "/version", "/docs", "/docs/oauth2-redirect", "/openapi.json")})
     auth_rules.register("", {"* /docs/static": auth_rules.PUBLIC_RULE})   # Swagger UI's own files

@@ -68,12 +68,11 @@ def _mlflow_run(client: MlflowClient, exp_id: str, name: str = "r1", *, lr: str 
     ("abc123*eyJiYXNlVXJsIjogIngifQ==", "abc123"),  # a key that embeds the server URL
     ("Basic dXNlcjpwdw==", None), ("Bearer tok", None), ("", None)])
 def test_the_comet_key_is_read_from_the_bare_authorization_header(header: str, key: str | None) -> None:
-    from starlette.requests import Request
+    from starlette.datastructures import Headers
 
     from runledger.dialects.comet.key import comet_key
 
-    scope = {"type": "http", "headers": [(b"authorization", header.encode())] if header else []}
-    assert comet_key(Request(scope)) == key
+    assert comet_key(Headers({"authorization": header} if header else {})) == key
 
 
 def test_backend_version_is_served_at_the_host_root(comet_env: RunledgerServer) -> None:

@@ -11,6 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.dialects.comet import query as comet_query
 from runledger.dialects.comet import shapes
@@ -57,10 +59,13 @@ def find_project(cur: Any, request: Request, workspace: str | None, name: str | 
     if not found:
         what = f"id '{project_id}'" if project_id is not None else f"name '{name}'"
         raise ResourceDoesNotExist(f"No project with {what} in workspace '{_workspace(request)}'.")
+    # The gate checked a project named by name; one named by id is checked here.
+    access(request).require(found[0].experiment_id, Permission.READ)
     return found[0]
 
 
 def find_run(cur: Any, key: str | None) -> RunMeta:
+    """The run of an experiment key (the gate checked READ on its experiment)."""
     meta = run_summaries.run_meta(cur, key) if key else None
     if meta is None:
         raise ResourceDoesNotExist(f"No experiment with key '{key}'.")
@@ -77,7 +82,9 @@ def get_projects(request: Request) -> Response:
     check_workspace(request, _param(request, "workspaceName"))
     with services.reader(request).cursor() as cur:
         found = run_summaries.experiments(cur)
-    return _json({"projects": [shapes.project(e, _workspace(request)) for e in found]})
+    readable = access(request).read_scope()
+    return _json({"projects": [shapes.project(e, _workspace(request)) for e in found
+                               if readable.allows(e.experiment_id)]})
 
 
 def get_project(request: Request) -> Response:

@@ -12,10 +12,13 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.dialects.comet import shapes
 from runledger.dialects.comet.reads import check_workspace
 from runledger.dialects.identity import acting_user
+from runledger.dialects.mlflow.writes import grant_creator
 from runledger.dialects.request import json_body
 from runledger.ingest import limits
 from runledger.ingest.contract import entities
@@ -80,6 +83,7 @@ async def _project_id(request: Request, name: str) -> str:
     if found:
         if found[0].lifecycle_stage != "active":
             raise InvalidParameterValue(entities.experiment_not_active(found[0].experiment_id, found[0].lifecycle_stage))
+        access(request).require(found[0].experiment_id, Permission.EDIT)
         return found[0].experiment_id
     settings = services.settings(request)
     try:
@@ -90,7 +94,9 @@ async def _project_id(request: Request, name: str) -> str:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return await _project_id(request, name)   # created concurrently: use that one
-    return str(verdict.result["experiment_id"])
+    exp_id = str(verdict.result["experiment_id"])
+    await grant_creator(request, exp_id)   # the creator gets MANAGE, as with experiments/create
+    return exp_id
 
 
 async def create_experiment(request: Request) -> Response:

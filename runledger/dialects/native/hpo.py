@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.query import hpo
@@ -20,6 +22,7 @@ def study(request: Request, study_id: str) -> dict[str, Any]:
         found = hpo.load(cur, study_id, reader.latest_table)
     if found is None:
         raise ResourceDoesNotExist(f"No study '{study_id}': give a parent run id or an experiment id.")
+    access(request).require(found.experiment_id, Permission.READ)
     best = found.best()
     return {"study": {
         "id": found.study_id, "kind": found.kind, "name": found.name, "experiment_id": found.experiment_id,

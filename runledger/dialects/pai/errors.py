@@ -11,5 +11,6 @@ from runledger.ingest.errors import RunledgerError
 
 
 def render(error: RunledgerError, request_id: str) -> Response:
-    body = orjson.dumps({"RequestId": request_id, "Code": error.error_code, "Message": error.message})
+    body = orjson.dumps({"RequestId": request_id, "Code": error.error_code, "Message": error.message,
+                         "error_code": error.error_code})   # Runledger's own name, as in every dialect
     return Response(body, status_code=status_of(error), media_type="application/json")

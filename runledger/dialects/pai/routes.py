@@ -14,6 +14,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.query import hpo
@@ -46,6 +48,7 @@ def _load(request: Request, experiment_id: str) -> hpo.Study:
         study = hpo.load(cur, experiment_id, reader.latest_table)
     if study is None:
         raise ResourceDoesNotExist(f"No HPO experiment '{experiment_id}': give a parent run id or an experiment id.")
+    access(request).require(study.experiment_id, Permission.READ)
     return study
 
 
