@@ -241,6 +241,6 @@ def build_router() -> APIRouter:
         ("/experiment/log-other", get_others),
         ("/project/column-names", get_columns),
     ):
-        router.add_api_route(path, handler, methods=["GET"])
-    router.add_api_route("/project/query", query_project, methods=["POST"])
+        router.add_api_route(path, handler, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/project/query", query_project, methods=["POST"], include_in_schema=False)
     return router

@@ -25,12 +25,12 @@ def not_served(request: Request) -> Response:
 
 def build_clientlib_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/isAlive/ver", backend_version, methods=["GET"])
-    router.add_api_route("/{rest:path}", not_served, methods=_METHODS)
+    router.add_api_route("/isAlive/ver", backend_version, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/{rest:path}", not_served, methods=_METHODS, include_in_schema=False)
     return router
 
 
 def build_rest_fallback() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/{rest:path}", not_served, methods=_METHODS)
+    router.add_api_route("/{rest:path}", not_served, methods=_METHODS, include_in_schema=False)
     return router

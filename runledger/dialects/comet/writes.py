@@ -237,6 +237,6 @@ def build_router() -> APIRouter:
         ("/write/experiment/set-start-end-time", set_start_end_time),
         ("/write/experiment/update-status", update_status),
     ):
-        router.add_api_route(path, handler, methods=["POST"])
-    router.add_api_route("/write/experiment/set-status", set_status, methods=["GET"])
+        router.add_api_route(path, handler, methods=["POST"], include_in_schema=False)
+    router.add_api_route("/write/experiment/set-status", set_status, methods=["GET"], include_in_schema=False)
     return router

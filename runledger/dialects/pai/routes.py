@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runledger.auth.access import access
-from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.query import hpo
@@ -48,7 +47,9 @@ def _load(request: Request, experiment_id: str) -> hpo.Study:
         study = hpo.load(cur, experiment_id, reader.latest_table)
     if study is None:
         raise ResourceDoesNotExist(f"No HPO experiment '{experiment_id}': give a parent run id or an experiment id.")
-    access(request).require(study.experiment_id, Permission.READ)
+    if not access(request).read_scope().allows(study.experiment_id):
+        # unreadable reads as absent (the listing rule of docs/auth.md), not as a 403 naming it
+        raise ResourceDoesNotExist(f"No HPO experiment '{experiment_id}': give a parent run id or an experiment id.")
     return study
 
 
@@ -150,7 +151,7 @@ def get_trial(request: Request, experiment_id: str, trial_id: str) -> Response:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/experiment/{experiment_id}", get_experiment, methods=["GET"])
-    router.add_api_route("/experiment/{experiment_id}/trials", list_trials, methods=["GET"])
-    router.add_api_route("/experiment/{experiment_id}/trial/{trial_id}", get_trial, methods=["GET"])
+    router.add_api_route("/experiment/{experiment_id}", get_experiment, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/experiment/{experiment_id}/trials", list_trials, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/experiment/{experiment_id}/trial/{trial_id}", get_trial, methods=["GET"], include_in_schema=False)
     return router
