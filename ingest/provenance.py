@@ -26,6 +26,7 @@ API_MLFLOW = "mlflow"
 API_STREAM = "stream"
 API_RUNLEDGER = "runledger"
 API_INTERNAL = "internal"
+API_WANDB = "wandb"  # W&B's public API (POST /graphql)
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,6 +341,13 @@ def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str],
     return pa.chunked_array([pa.array([row[0] for row in first], rest.type), *rest.chunks])
 
 
+def search_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_tree: search_tree.Node,
+                   order: list[search_filter.OrderTerm], latest_table: str, run_view_type: Any = None) -> Any:
+    """The ordered ids of every run of `experiment_ids` matching a filter tree (a list, or an
+    Arrow array for many), as runs/search computes them; for dialects that page on their own."""
+    return _matching_run_ids(cur, experiment_ids, None, run_view_type, order, latest_table, filter_tree)
+
+
 _ARROW_FROM = 2048
 # DuckDB warns that Arrow output of an execute() result copies the rows; the mixed list/Arrow
 # fetch above pays for that copy knowingly (a relation, `cur.sql(...)`, measured slower here).

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import native as native_dialect
+from runledger.dialects import wandb as wandb_dialect
 from runledger.dialects import errors
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
@@ -58,6 +59,8 @@ def api_of(path: str) -> str:
         return provenance.API_MLFLOW
     if path.startswith(f"{RUNLEDGER_PREFIX}/metrics/stream"):
         return provenance.API_STREAM
+    if path == "/graphql":
+        return provenance.API_WANDB
     return provenance.API_RUNLEDGER
 
 
@@ -129,6 +132,10 @@ def create_app(settings: Settings) -> FastAPI:
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
+
+    # W&B's public API (wandb.Api) posts to {base_url}/graphql.
+    for router in wandb_dialect.routers():
+        app.include_router(router)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:

@@ -63,6 +63,7 @@ class Settings:
     sql_max_rows: int = 10_000                  # RUNLEDGER_SQL_MAX_ROWS: JSON answers, truncated beyond
     sql_max_bytes: int = 2 << 30                # RUNLEDGER_SQL_MAX_MB (in bytes here): streamed answers
     sql_max_concurrent: int = 4                 # RUNLEDGER_SQL_MAX_CONCURRENT: more get 429
+    wandb_entity: str = "runledger"             # RUNLEDGER_WANDB_ENTITY: the entity W&B clients see
 
     @property
     def duckdb_path(self) -> Path:
@@ -125,6 +126,7 @@ class Settings:
             sql_max_rows=_int(env, "RUNLEDGER_SQL_MAX_ROWS", 10_000),
             sql_max_bytes=_int(env, "RUNLEDGER_SQL_MAX_MB", 2048) << 20,
             sql_max_concurrent=_int(env, "RUNLEDGER_SQL_MAX_CONCURRENT", 4),
+            wandb_entity=env.get("RUNLEDGER_WANDB_ENTITY") or "runledger",
         )
 
 
