@@ -94,7 +94,7 @@ def _finite(v: Any) -> Any:
 
 def _project(ctx: Context, exp: dict[str, Any]) -> dict[str, Any]:
     return {"id": exp["experiment_id"], "internalId": exp["experiment_id"], "name": exp["name"],
-            "entityName": ctx.entity, "description": None, "createdAt": iso(exp.get("creation_time")) or iso(0),
+            "entityName": ctx.entity, "entity": {"id": ctx.entity, "name": ctx.entity}, "description": None, "createdAt": iso(exp.get("creation_time")) or iso(0),
             "isBenchmark": False, "readOnly": False, "user": None, "_experiment_id": exp["experiment_id"]}
 
 
@@ -389,7 +389,10 @@ async def resolve_upsert_bucket(_root: Any, info: GraphQLResolveInfo, input: dic
     assert ctx.writer is not None
     run_id = input.get("id") or input.get("name")
     if not run_id:
-        raise InvalidParameterValue("upsertBucket needs the run's id; creating runs through W&B is not supported")
+        raise InvalidParameterValue("upsertBucket needs the run's id")
+    if ctx.writer.catalog.run(run_id) is None and not input.get("id"):
+        raise InvalidParameterValue("Creating runs through W&B's API (api.create_run) is not supported: "
+                                    "log runs with MLflow, the stream API or Comet")
     run_ref = ctx.writer.writable_run(run_id)
     with ctx.reader.cursor() as cur:
         found = reader.runs_json(cur, [run_id], ctx.reader.latest_table)

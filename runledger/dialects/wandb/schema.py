@@ -76,6 +76,7 @@ type Project {
   internalId: ID!
   name: String!
   entityName: String!
+  entity: Entity
   description: String
   createdAt: DateTime!
   isBenchmark: Boolean!
