@@ -27,13 +27,14 @@ SPECIAL_KEYS = ("_step", "_timestamp", "_runtime")
 
 
 def history_keys(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """``{"lastStep": n, "keys": {key: {"typeCounts": [...]}}}`` or None when the run has no points."""
-    rows = cur.execute("SELECT key, count(*), max(step) FROM metrics WHERE run_id = ? GROUP BY key ORDER BY key",
-                       [run_id]).fetchall()
+    """``{"lastStep": n, "keys": {key: {...}}}`` or None when the run has no points. Read from the
+    latest points (one row per key), not the history: the last step of a key is its latest
+    point's step under the step rule."""
+    rows = cur.execute("SELECT key, step_step FROM latest_points WHERE run_id = ? ORDER BY key", [run_id]).fetchall()
     if not rows:
         return None
-    return {"lastStep": max(r[2] for r in rows),
-            "keys": {k: {"typeCounts": [{"type": "number", "count": n}]} for k, n, _ in rows}}
+    return {"lastStep": max(r[1] for r in rows),
+            "keys": {k: {"typeCounts": [{"type": "number"}], "lastStep": step} for k, step in rows}}
 
 
 def _number(v: float) -> float | None:
@@ -41,68 +42,109 @@ def _number(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _rows(result: list[tuple[Any, ...]], start_time: int | None) -> list[dict[str, Any]]:
-    out = []
-    for step, ts, keys, values in result:
-        row: dict[str, Any] = {"_step": step, "_timestamp": ts / 1000.0,
-                               "_runtime": max(ts - start_time, 0) / 1000.0 if start_time else 0.0}
-        for k, v in zip(keys, values):
-            row[k] = _number(v)
-        out.append(row)
-    return out
+class _Rows:
+    """Rows keyed by step, in the order steps are first seen; a later point overwrites."""
+
+    def __init__(self, start_time: int | None) -> None:
+        self.start = start_time
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def put(self, step: int, key: str, value: float, ts: int) -> None:
+        row = self.rows.get(step)
+        if row is None:
+            row = self.rows[step] = {"_step": step, "_timestamp": ts, "_runtime": 0}
+        elif ts > row["_timestamp"]:
+            row["_timestamp"] = ts
+        row[key] = value if math.isfinite(value) else None
+
+    def done(self) -> list[dict[str, Any]]:
+        out = [self.rows[s] for s in sorted(self.rows)]
+        start = self.start
+        for row in out:
+            ts = row["_timestamp"]
+            row["_runtime"] = max(ts - start, 0) / 1000.0 if start else 0.0
+            row["_timestamp"] = ts / 1000.0
+        return out
 
 
-_PIVOT = ("SELECT step, max(timestamp), list(key ORDER BY key), list(value ORDER BY key) FROM ("
-          "SELECT step, key, arg_max(value, timestamp) AS value, max(timestamp) AS timestamp FROM metrics "
-          "WHERE run_id = $1 AND step >= $2 AND step < $3 {keys} GROUP BY step, key"
-          ") GROUP BY step ORDER BY step LIMIT $4")
+def _key_filter(keys: Sequence[str] | None, params: list[Any]) -> str:
+    if keys is None:
+        return ""
+    params.append(list(keys))
+    return f" AND list_contains(${len(params)}, key)"
 
 
 def history_rows(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None, *, min_step: int,
                  max_step: int, limit: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Every row with ``min_step <= step < max_step``, in step order, at most ``limit`` rows."""
-    params: list[Any] = [run_id, min_step, max_step, limit]
-    where = ""
-    if keys is not None:
-        where, params = "AND list_contains($5, key)", [*params, list(keys)]
-    result = cur.execute(_PIVOT.format(keys=where), params).fetchall()
-    return _rows(result, start_time)
+    """Every row with ``min_step <= step < max_step``, in step order, at most ``limit`` rows.
 
-
-_SAMPLE = """
-WITH p AS (
-    SELECT key, step, value, timestamp FROM metrics WHERE run_id = $1 {keys}
-), span AS (
-    SELECT min(step) AS lo, max(step) AS hi, count(DISTINCT step) AS n FROM p
-), bucketed AS (
-    SELECT key, step, value,
-           CASE WHEN span.n <= $2 THEN step
-                ELSE floor((step - span.lo) * $3 / (span.hi - span.lo + 1)) END AS b
-    FROM p, span
-), picks AS (
-    SELECT DISTINCT unnest([arg_min(step, value), arg_max(step, value)]) AS step FROM bucketed GROUP BY key, b
-    UNION SELECT lo FROM span UNION SELECT hi FROM span
-)
-SELECT step, max(timestamp), list(key ORDER BY key), list(value ORDER BY key) FROM (
-    SELECT p.step, p.key, arg_max(p.value, p.timestamp) AS value, max(p.timestamp) AS timestamp
-    FROM p SEMI JOIN picks ON p.step = picks.step GROUP BY p.step, p.key
-) GROUP BY step ORDER BY step
-"""
+    The points are read as they are stored and pivoted here: for a page of a thousand steps
+    that is several times cheaper than DuckDB's grouping (measured: 22 ms against 4 ms)."""
+    params: list[Any] = [run_id, min_step, max_step]
+    where = _key_filter(keys, params)
+    result = cur.execute("SELECT step, key, value, timestamp FROM metrics WHERE run_id = $1 AND step >= $2 "
+                         f"AND step < $3{where} ORDER BY step, timestamp", params).fetchall()
+    rows = _Rows(start_time)
+    for step, key, value, ts in result:
+        if step not in rows.rows and len(rows.rows) >= limit:
+            break
+        rows.put(step, key, value, ts)
+    return rows.done()
 
 
 def sampled_rows(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None, *, samples: int,
                  keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """At most about ``samples`` rows per key: all rows when the run has that few steps, else the
-    steps holding each key's minimum and maximum in each of ``samples // 2`` equal-width step
-    buckets, and the first and last step. ``keys`` (None: every key) limits the metric keys;
-    a row holds the listed keys present at its step."""
+    """At most about ``samples`` rows per key: for each key, every point when it has that few,
+    else the steps holding its minimum and its maximum in each of ``samples // 2`` equal-width
+    step buckets (a row then holds the keys whose extremes fell on its step). ``keys`` (None:
+    every key of the run) limits the metric keys."""
     samples = max(int(samples), 2)
-    metric_keys = None if keys is None else [k for k in keys if k not in SPECIAL_KEYS]
-    params: list[Any] = [run_id, samples, max(samples // 2, 1)]
-    where = ""
-    if metric_keys is not None:
-        if not metric_keys:
-            return []
-        where, params = "AND list_contains($4, key)", [*params, metric_keys]
-    result = cur.execute(_SAMPLE.format(keys=where), params).fetchall()
-    return _rows(result, start_time)
+    if keys is None:
+        metric_keys = [k for (k,) in cur.execute("SELECT key FROM latest_points WHERE run_id = ? ORDER BY key",
+                                                 [run_id]).fetchall()]
+    else:
+        metric_keys = list(dict.fromkeys(k for k in keys if k not in SPECIAL_KEYS))
+    rows = _Rows(start_time)
+    for key in metric_keys:
+        _sample_key(cur, run_id, key, samples, rows)
+    return rows.done()
+
+
+def _sample_key(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, samples: int, rows: _Rows) -> None:
+    found = cur.execute("SELECT step_step FROM latest_points WHERE run_id = $1 AND key = $2", [run_id, key]).fetchone()
+    if found is None:
+        return
+    buckets = max(samples // 2, 1)
+    lo, hi = 0, int(found[0])
+    if hi < 0:  # negative steps: the span comes from the points themselves
+        lo, hi = (int(v) for v in cur.execute("SELECT min(step), max(step) FROM metrics WHERE run_id = $1 "
+                                              "AND key = $2", [run_id, key]).fetchone())
+    result = _buckets(cur, run_id, key, lo, hi, buckets)
+    if not result:
+        return
+    n = sum(r[6] for r in result)
+    first = min(r[7] for r in result)
+    if n > samples and first - lo > (hi - lo) // 2:
+        # The steps start far from 0: the buckets again, over the span really used.
+        result = _buckets(cur, run_id, key, first, hi, buckets)
+    if n <= samples:
+        for step, value, ts in cur.execute("SELECT step, value, timestamp FROM metrics WHERE run_id = $1 AND key = $2 "
+                                           "ORDER BY step, timestamp", [run_id, key]).fetchall():
+            rows.put(step, key, value, ts)
+        return
+    for s_min, v_min, t_min, s_max, v_max, t_max, _n, _first in result:
+        rows.put(s_min, key, v_min, t_min)
+        rows.put(s_max, key, v_max, t_max)
+
+
+def _buckets(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, lo: int, hi: int,
+             buckets: int) -> list[tuple[Any, ...]]:
+    """One pass over the key's points: per equal-width step bucket, where its minimum and maximum
+    are, its point count and first step. The bucket's bounds are integers of ours spliced into
+    the text: bound as parameters, DuckDB evaluates the bucket expression per row (measured 1.7
+    times slower on a million points)."""
+    width = f"(step - ({int(lo)})) * {int(buckets)} // {int(hi) - int(lo) + 1}"
+    return cur.execute(
+        "SELECT arg_min(step, value), min(value), arg_min(timestamp, value), arg_max(step, value), max(value), "
+        f"arg_max(timestamp, value), count(*), min(step) FROM metrics WHERE run_id = $1 AND key = $2 GROUP BY {width}",
+        [run_id, key]).fetchall()
