@@ -103,10 +103,12 @@ def resolve_project(_root: Any, info: GraphQLResolveInfo, name: str | None = Non
     ctx = _ctx(info)
     if not name or (entityName and entityName != ctx.entity):
         return None
-    exp = reader.get_experiment_by_name(ctx.cursor(), name)
-    if exp is None or exp.get("lifecycle_stage") != "active":
+    # One small read (not the experiment with its tags): every history page asks this again.
+    row = ctx.cursor().execute("SELECT experiment_id, name, creation_time FROM experiments "
+                               "WHERE name = ? AND lifecycle_stage = 'active'", [name]).fetchone()
+    if row is None:
         return None
-    return _project(ctx, exp)
+    return _project(ctx, {"experiment_id": row[0], "name": row[1], "creation_time": row[2]})
 
 
 def resolve_models(_root: Any, info: GraphQLResolveInfo, entityName: str | None = None,  # noqa: N803
