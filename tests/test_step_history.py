@@ -103,3 +103,12 @@ def test_sampling_every_key_without_a_key_list(con) -> None:
     rows = step_history.sampled_rows(con, "r", START, samples=50)
     assert any("loss" in r for r in rows) and any("acc" in r for r in rows)
     assert sum("loss" in r for r in rows) <= 50 and sum("acc" in r for r in rows) <= 50
+
+
+def test_a_nan_point_does_not_hide_the_bucket_maximum(con) -> None:
+    points = [(s, 1.0, START + s) for s in range(1_000)]
+    points[10] = (10, float("nan"), START + 10)
+    points[11] = (11, 7.0, START + 11)
+    log(con, "r", "loss", points)
+    rows = step_history.sampled_rows(con, "r", START, samples=10, keys=["loss"])
+    assert 7.0 in [r["loss"] for r in rows]
