@@ -240,3 +240,9 @@ def test_an_unknown_field_is_a_graphql_error(server: Any) -> None:
     r = _post(server, {"query": "{ viewer { shoeSize } }"})
     assert r.status_code == 200
     assert "shoeSize" in r.json()["errors"][0]["message"]
+
+
+def test_projects_are_the_active_experiments(api: Any) -> None:
+    names = [p.name for p in api.projects(ENTITY)]
+    assert "wb-proj" in names
+    assert api.project("wb-proj", entity=ENTITY).name == "wb-proj"

@@ -189,7 +189,8 @@ def resolve_runs(project: dict[str, Any], info: GraphQLResolveInfo, filters: Any
     page = ids[offset:offset + limit]
     if not isinstance(page, list):
         page = page.to_pylist()
-    runs = reader.runs_json(ctx.cursor(), page, ctx.reader.latest_table, [project["_experiment_id"]])
+    runs = reader.cached_runs(ctx.cursor(), page, ctx.reader.latest_table, [project["_experiment_id"]],
+                              ctx.reader.run_cache)
     edges = [{"node": RunNode(ctx, r["info"]["run_id"], r), "cursor": _cursor_token(snapshot, offset + i + 1)}
              for i, r in enumerate(runs)]
     return {"edges": edges, "totalCount": len(ids),
@@ -229,7 +230,8 @@ class RunNode:
     @property
     def _run(self) -> dict[str, Any]:
         if self._mlflow is None:
-            found = reader.runs_json(self._ctx.cursor(), [self.run_id], self._ctx.reader.latest_table)
+            found = reader.cached_runs(self._ctx.cursor(), [self.run_id], self._ctx.reader.latest_table, None,
+                                       self._ctx.reader.run_cache)
             if not found:
                 raise ResourceDoesNotExist(entities.run_not_found(self.run_id))
             self._mlflow = found[0]
