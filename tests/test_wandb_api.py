@@ -8,6 +8,7 @@ import os
 from typing import Any, Iterator
 
 import httpx
+import orjson
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -246,3 +247,17 @@ def test_projects_are_the_active_experiments(api: Any) -> None:
     names = [p.name for p in api.projects(ENTITY)]
     assert "wb-proj" in names
     assert api.project("wb-proj", entity=ENTITY).name == "wb-proj"
+
+
+def test_writes_are_events_recorded_as_coming_through_the_wandb_api(server: Any, project: dict) -> None:
+    headers = {"Authorization": "Basic " + base64.b64encode(f"api:{KEY}".encode()).decode(),
+               "X-WANDB-USERNAME": "ada"}
+    doc = ("mutation UpsertBucket($id: String, $summaryMetrics: JSONString) { upsertBucket(input: "
+           "{id: $id, summaryMetrics: $summaryMetrics}) { bucket { id } } }")
+    summary = {"loss": 0.5, "_step": 1}
+    r = httpx.post(f"{server.url}/graphql", headers=headers, timeout=30, json={
+        "query": doc, "variables": {"id": project["d"], "summaryMetrics": orjson.dumps(summary).decode()}})
+    assert r.json() == {"data": {"upsertBucket": {"bucket": {"id": project["d"]}}}}
+    trail = httpx.get(f"{server.url}/api/runledger/v1/runs/{project['d']}/events", timeout=30).json()["events"]
+    last = trail[-1]
+    assert (last["type"], last["api"], last["actor"]["name"]) == ("RunBatchLogged", "wandb", "ada")

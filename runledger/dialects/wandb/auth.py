@@ -39,3 +39,9 @@ def api_key(conn: HTTPConnection) -> str:
         raise BadCredentials("The API key is malformed: expected at least 40 characters of [A-Za-z0-9_], "
                              "optionally after 'prefix-'")
     return key
+
+
+def claimed_user(conn: HTTPConnection) -> str:
+    """Who the request says it comes from, recorded (unverified) in the events it appends. W&B's
+    basic-auth user is always "api", so the client's X-WANDB-USERNAME header names the user."""
+    return conn.headers.get("x-wandb-username", "") or conn.headers.get("x-runledger-user", "")

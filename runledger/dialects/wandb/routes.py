@@ -23,7 +23,6 @@ from starlette.responses import Response
 
 from runledger.dialects import services
 from runledger.dialects.errors import request_id
-from runledger.dialects.identity import acting_user
 from runledger.dialects.request import json_body
 from runledger.dialects.wandb import auth, resolvers, schema as wandb_schema
 from runledger.ingest.errors import InternalError, RunledgerError
@@ -113,7 +112,7 @@ async def graphql_endpoint(request: Request) -> Response:
         message = f"Unknown operation named '{name}'." if name else "Name the operation to run (operationName)."
         return _json({"errors": [{"message": message}]})
     svc = services.services(request)
-    ctx = resolvers.Context(reader=svc.reader, entity=svc.settings.wandb_entity, user=acting_user(request),
+    ctx = resolvers.Context(reader=svc.reader, entity=svc.settings.wandb_entity, user=auth.claimed_user(request),
                             writer=svc.writer)
     if op.operation == OperationType.MUTATION:
         outcome = execute(SCHEMA, doc, context_value=ctx, variable_values=variables, operation_name=name)
