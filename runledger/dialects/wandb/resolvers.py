@@ -238,7 +238,11 @@ class RunNode:
         return self._mlflow
 
     def _tags(self) -> dict[str, str]:
-        return {t["key"]: t["value"] for t in self._run["data"].get("tags", [])}
+        # Read by four fields of every run on a page: built once per node.
+        found = self.__dict__.get("_tag_map")
+        if found is None:
+            found = self.__dict__["_tag_map"] = {t["key"]: t["value"] for t in self._run["data"].get("tags", [])}
+        return found
 
     @property
     def id(self) -> str:
