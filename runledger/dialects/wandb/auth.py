@@ -2,8 +2,10 @@
 base64("api:" + key)`; its keys are at least 40 characters of [A-Za-z0-9_], optionally after a
 `prefix-` (docs/wandb.md).
 
-Runledger has no accounts yet (authentication is another issue): any well-formed key is
-accepted, and the key is not recorded. When authentication lands, the check goes here."""
+With authentication off (RUNLEDGER_AUTH, the default) any well-formed key is accepted and none is
+recorded. With it on, the gate (runledger.auth) has already verified the key as a Runledger API
+token (`rl_...`, 60 characters of [A-Za-z0-9_], which W&B's client accepts) before the handler
+runs; this check then only repeats the format rule (docs/auth.md, docs/wandb.md)."""
 
 from __future__ import annotations
 

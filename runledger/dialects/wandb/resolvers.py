@@ -13,6 +13,8 @@ import duckdb
 import orjson
 from graphql import GraphQLResolveInfo, GraphQLSchema
 
+from runledger.auth.access import OPEN, Access
+from runledger.auth.permissions import Permission
 from runledger.ingest import limits
 from runledger.ingest.contract.events import metrics_columns
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
@@ -40,6 +42,7 @@ class Context:
     writer: Writer | None = None
     cur: duckdb.DuckDBPyConnection | None = None
     searches: dict[Any, Any] = field(default_factory=dict)
+    access: Access = OPEN   # the caller's rights (runledger.auth); unrestricted with auth off
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         assert self.cur is not None, "reads run with the request's cursor"
@@ -106,8 +109,8 @@ def resolve_project(_root: Any, info: GraphQLResolveInfo, name: str | None = Non
     # One small read (not the experiment with its tags): every history page asks this again.
     row = ctx.cursor().execute("SELECT experiment_id, name, creation_time FROM experiments "
                                "WHERE name = ? AND lifecycle_stage = 'active'", [name]).fetchone()
-    if row is None:
-        return None
+    if row is None or not ctx.access.read_scope().allows(row[0]):
+        return None   # an experiment the caller may not read is absent, as in W&B
     return _project(ctx, {"experiment_id": row[0], "name": row[1], "creation_time": row[2]})
 
 
@@ -121,7 +124,8 @@ def resolve_models(_root: Any, info: GraphQLResolveInfo, entityName: str | None 
     found = reader.search_experiments(ctx.cursor(), filter_string=None, order_by=["creation_time ASC"],
                                       view_type="ACTIVE_ONLY", max_results=limit, page_token=None
                                       if not offset else reader.encode_page_token(offset))
-    exps = found.get("experiments", [])
+    scope = ctx.access.read_scope()
+    exps = [e for e in found.get("experiments", []) if scope.allows(e["experiment_id"])]
     edges = [{"node": _project(ctx, e), "cursor": _cursor_token(None, offset + i + 1)} for i, e in enumerate(exps)]
     return {"edges": edges, "pageInfo": {"endCursor": edges[-1]["cursor"] if edges else None,
                                          "hasNextPage": "next_page_token" in found, "hasPreviousPage": offset > 0}}
@@ -381,7 +385,8 @@ def _samples(value: Any, default: int) -> int:
 def resolve_viewer(_root: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
     ctx = _ctx(info)
     name = ctx.entity
-    return {"id": name, "name": name, "username": name, "email": None, "admin": False, "flags": "{}",
+    user = ctx.access.username or name
+    return {"id": user, "name": user, "username": user, "email": None, "admin": False, "flags": "{}",
             "entity": name, "deletedAt": None, "apiKeys": {"edges": []},
             "teams": {"edges": [{"node": {"id": name, "name": name}}]}}
 
@@ -402,6 +407,7 @@ async def resolve_upsert_bucket(_root: Any, info: GraphQLResolveInfo, input: dic
         raise InvalidParameterValue("Creating runs through W&B's API (api.create_run) is not supported: "
                                     "log runs with MLflow, the stream API or Comet")
     run_ref = ctx.writer.writable_run(run_id)
+    ctx.access.require(run_ref.experiment_id, Permission.EDIT)
     with ctx.reader.cursor() as cur:
         found = reader.runs_json(cur, [run_id], ctx.reader.latest_table)
     if not found:
@@ -553,6 +559,7 @@ async def resolve_delete_run(_root: Any, info: GraphQLResolveInfo, input: dict[s
     run = ctx.writer.catalog.run(input["id"])
     if run is None:
         raise ResourceDoesNotExist(entities.run_not_found(input["id"]))
+    ctx.access.require(run.experiment_id, Permission.EDIT)
     await ctx.writer.commit(new_event("RunDeleted", {}, user=ctx.user, run_id=input["id"],
                                       experiment_id=run.experiment_id))
     return {"clientMutationId": input.get("clientMutationId")}
