@@ -21,6 +21,7 @@ from runledger.dialects import comet as comet_dialect
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import pai as pai_dialect
 from runledger.dialects import native as native_dialect
+from runledger.dialects import wandb as wandb_dialect
 from runledger.dialects import errors, openapi
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
@@ -48,7 +49,7 @@ from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger.auth import rules as auth_rules
-from runledger.auth.authenticator import register_key_reader
+from runledger.auth.authenticator import basic_api_key, register_key_reader
 from runledger.auth.gate import AuthGate
 from runledger.auth.permissions import Permission
 from runledger.auth.service import AuthService, load_facts
@@ -56,6 +57,7 @@ from runledger.auth.state import SharedAuthState
 from runledger.auth.vault import SecretStore
 from runledger.dialects.mlflow import auth_rules as mlflow_rules, users as mlflow_users
 from runledger.dialects.native import auth_rules as native_rules
+from runledger.dialects.wandb import auth_rules as wandb_rules
 from runledger.settings import Settings
 from runledger.readiness import CatchUp, Readiness
 
@@ -95,6 +97,8 @@ def api_of(path: str) -> str:
         return provenance.API_STREAM
     if path.startswith(comet_dialect.PREFIXES):
         return provenance.API_COMET
+    if path == "/graphql":
+        return provenance.API_WANDB
     return provenance.API_RUNLEDGER
 
 
@@ -203,6 +207,9 @@ def create_app(settings: Settings) -> FastAPI:
     for prefix, router in comet_dialect.routers():
         app.include_router(router, prefix=prefix)
     app.include_router(pai_dialect.build_router(), prefix=pai_dialect.PREFIX)
+    # W&B's public API (wandb.Api) posts to {base_url}/graphql.
+    for router in wandb_dialect.routers():
+        app.include_router(router)
 
     @app.get("/health", response_class=PlainTextResponse, tags=["health"],
              summary="Liveness: the process answers (always 200 \"OK\" once started)")
@@ -239,6 +246,8 @@ def create_app(settings: Settings) -> FastAPI:
     auth_rules.register(pai_dialect.PREFIX, pai_rules.RULES)
     for prefix in comet_dialect.PREFIXES:   # comet_ml sends its key bare: it is an API token
         register_key_reader(prefix, comet_key.comet_credential)
+    auth_rules.register("", wandb_rules.RULES)
+    register_key_reader("/graphql", basic_api_key)   # W&B: Basic "api:<key>", the key a Runledger token
     auth_rules.register("", {f"GET {p}": auth_rules.PUBLIC_RULE for p in (
         "/health", "/health/ready", "/version", "/docs", "/docs/oauth2-redirect", "/openapi.json")})
     auth_rules.register("", {"* /docs/static": auth_rules.PUBLIC_RULE})   # Swagger UI's own files

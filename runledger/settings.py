@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     admin_password: str | None = setting(None, "RUNLEDGER_ADMIN_PASSWORD", "the first admin's password", repr=False)
     auth_free_failures: int = setting(5, "RUNLEDGER_AUTH_FREE_FAILURES",
                                       "failed sign-ins per client per minute before each is slowed down", gt=0)
+    wandb_entity: str = setting("runledger", "RUNLEDGER_WANDB_ENTITY",
+                                "the entity (workspace) W&B's public API clients see (docs/wandb.md)", min_length=1)
 
     @field_validator("duckdb_memory_limit")
     @classmethod
