@@ -96,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
-                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000)
+                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
+                        unwritable=store.unwritable)
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
