@@ -24,7 +24,7 @@ import uvicorn
 from runledger import sql_cli
 from runledger.app import create_app
 from runledger.header_deadline import protocol_with_header_deadline
-from runledger.kafka_local import KafkaProvisioningError, LocalKafka
+from runledger.kafka_local import KafkaProvisioningError, LocalKafka, LocalKafkaCluster
 from runledger.settings import Settings, SettingsError
 
 log = logging.getLogger("runledger")
@@ -84,7 +84,12 @@ def cmd_serve(settings: Settings) -> int:
     return 0
 
 
-def cmd_kafka(settings: Settings, action: str) -> int:
+def cmd_kafka(settings: Settings, action: str, brokers: int | None = None) -> int:
+    home = settings.kafka_home.resolve()
+    # A cluster lives in broker-<n> folders; stop and status find it without being told its size.
+    size = brokers or len(list(home.glob("broker-*"))) or 1
+    if size > 1:
+        return _cmd_kafka_cluster(LocalKafkaCluster(home, size, port=settings.kafka_port), action)
     broker = local_kafka(settings)
     if action == "start":
         broker.start()
@@ -95,6 +100,20 @@ def cmd_kafka(settings: Settings, action: str) -> int:
         pid = broker.running_pid()
         print(f"running on {broker.bootstrap_servers} (pid {pid})" if pid else "not running")
         return 0 if pid else 3
+    return 0
+
+
+def _cmd_kafka_cluster(cluster: LocalKafkaCluster, action: str) -> int:
+    if action == "start":
+        cluster.start()
+        print(f"Kafka cluster of {len(cluster.nodes)} running on {cluster.bootstrap_servers} (home {cluster.home}); "
+              f"set KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}")
+    elif action == "stop":
+        print("stopped" if cluster.stop() else "not running")
+    else:
+        running = cluster.running()
+        print(f"{len(running)} of {len(cluster.nodes)} brokers running ({running}) on {cluster.bootstrap_servers}")
+        return 0 if running else 3
     return 0
 
 
@@ -245,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="start Runledger against KAFKA_BOOTSTRAP_SERVERS")
     kafka = sub.add_parser("kafka", help="run the local broker on its own")
     kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("--brokers", type=int, default=None,
+                       help="start a cluster of this many brokers on this machine (ports KAFKA_PORT, +2, +4, ...); "
+                            "with 3 or more the event topic gets 3 replicas and min.insync.replicas=2")
     replay = sub.add_parser("replay", help="rebuild a read model from the log into a new data folder")
     replay.add_argument("--to", required=True, help="an empty or new folder for the rebuilt runledger.duckdb")
     until = replay.add_mutually_exclusive_group()
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(settings, args.to, args.until, args.until_position)
         if args.command == "verify":
             return cmd_verify(settings)
-        return cmd_kafka(settings, args.action)
+        return cmd_kafka(settings, args.action, args.brokers)
     except (SettingsError, KafkaProvisioningError) as e:
         print(f"runledger: {e}", file=sys.stderr)
         return 1
