@@ -13,6 +13,7 @@ from runledger.ingest.contract.events import LATE_EVENT, Envelope, Verdict
 from runledger.ingest.errors import (InvalidParameterValue, LogUnavailable, LogUnreachable, OutcomeUnknown,
                                      ProjectionTimeout, ResourceDoesNotExist, RunledgerError, StorageFull)
 from runledger.ingest.outcomes import VerdictBoard
+from runledger.ingest.positions import note_written
 from runledger.ingest.producer import EventLog
 from runledger.ingest.contract import entities
 from runledger.ingest.provenance import API_INTERNAL, current
@@ -136,7 +137,9 @@ class Writer:
         handed_over = False
         while (left := (give_up - now_ms()) / 1000) > 0:
             try:
-                return await self.log.append_stamped(events, timeout=left)
+                stamped = await self.log.append_stamped(events, timeout=left)
+                note_written((p, o) for p, o, _ in stamped)
+                return stamped
             except LogUnreachable:
                 pass
             except LogUnavailable:

@@ -38,6 +38,7 @@ from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger.log_position import LogPositionMiddleware
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
+    app.add_middleware(LogPositionMiddleware, timeout=settings.sync_timeout)
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
