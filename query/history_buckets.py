@@ -1,0 +1,115 @@
+"""Bucketed metric history: a long series cut into N equal x-ranges, each summarised by the min,
+max and last value of its points, so a chart of a million points keeps every spike (a sampled
+history would drop the points between its samples).
+
+x is the step or the timestamp (ms). The range [start, end] defaults to the series' own extent
+and is cut into `buckets` equal slices; empty slices are left out. When the range holds no more
+points than `buckets`, every point is its own bucket (min = max = last), so a chart zoomed in
+far enough draws the raw points. Used by the UI's charts (refetched finer on zoom) and by the
+W&B dialect's sampled history.
+
+NaN values never become a bucket's min or max (they would hide every real value); a bucket
+whose last point is NaN says so with `last` = NaN, and `nan` counts them per bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import duckdb
+
+XAxis = Literal["step", "time"]
+_X_COLUMN = {"step": "step", "time": "timestamp"}
+# The other column breaks ties between points at the same x: "last" is the point with the
+# greatest (x, tie) pair (points equal in both are ordered arbitrarily).
+_TIE_COLUMN = {"step": "timestamp", "time": "step"}
+MAX_BUCKETS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class BucketedHistory:
+    """Column-wise buckets, in x order. `x_first`/`x_last` are the smallest and greatest x of
+    the bucket's points (the chart draws the bucket at `x_last`, where `last` was logged)."""
+
+    run_id: str
+    key: str
+    x: XAxis
+    start: int | None          # the range summarised (None: the series is empty)
+    end: int | None
+    points: int                # points in [start, end]
+    exact: bool                # every point is its own bucket
+    x_first: list[int]
+    x_last: list[int]
+    min: list[float | None]    # None when every point of the bucket is NaN
+    max: list[float | None]
+    last: list[float]
+    count: list[int]
+    nan: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "key": self.key, "x": self.x, "start": self.start, "end": self.end,
+                "points": self.points, "exact": self.exact,
+                "buckets": {"x_first": self.x_first, "x_last": self.x_last, "min": self.min, "max": self.max,
+                            "last": self.last, "count": self.count, "nan": self.nan}}
+
+
+def bucket_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, buckets: int = 1000,
+                   x: XAxis = "step", start: int | None = None, end: int | None = None) -> BucketedHistory:
+    """The (run, key) series between `start` and `end` (inclusive, either may be None for the
+    series' own bound) summarised in at most `buckets` buckets of equal x-width.
+
+    Two scans of the run's points for the key, in one snapshot: the count and the x extent,
+    then the grouped summary (or the points themselves when they fit)."""
+    if x not in _X_COLUMN:
+        raise ValueError(f"x must be 'step' or 'time', got {x!r}")
+    if not 1 <= buckets <= MAX_BUCKETS:
+        raise ValueError(f"buckets must be between 1 and {MAX_BUCKETS}, got {buckets}")
+    xc, tie = _X_COLUMN[x], _TIE_COLUMN[x]
+    where, params = "FROM metrics WHERE run_id = ? AND key = ?", [run_id, key]
+    if start is not None:
+        where, params = where + f" AND {xc} >= ?", [*params, start]
+    if end is not None:
+        where, params = where + f" AND {xc} <= ?", [*params, end]
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        (n, lo, hi), = cur.execute(f"SELECT count(*), min({xc}), max({xc}) {where}", params).fetchall()
+        lo = lo if start is None else start
+        hi = hi if end is None else end
+        if n == 0:
+            return _empty(run_id, key, x, start, end)
+        if n <= buckets:
+            rows = cur.execute(f"SELECT {xc}, value {where} ORDER BY {xc}, {tie}, value", params).fetchall()
+            xs = [r[0] for r in rows]
+            vals = [r[1] for r in rows]
+            mins: list[float | None] = [None if v != v else v for v in vals]
+            return BucketedHistory(run_id, key, x, lo, hi, n, True, xs, list(xs), mins, list(mins), vals,
+                                   [1] * n, [1 if v != v else 0 for v in vals])
+        # Bucket b holds x in [lo + b * width, lo + (b + 1) * width): computed in DOUBLE, as
+        # (x - lo) * buckets can pass int64 for large steps; rounding only moves a boundary.
+        width = (float(hi) - float(lo) + 1.0) / buckets
+        bucket = f"least(floor(({xc}::DOUBLE - ?::DOUBLE) / ?)::BIGINT, ?)"
+        # "last" orders by (x, tie) packed in one HUGEINT: a struct ordering key costs twice as
+        # much on a million points. min/max are plain (a FILTER per aggregate doubles the cost
+        # too); DuckDB orders NaN above every number, so buckets holding a NaN are redone below.
+        order_key = f"{xc}::HUGEINT * 18446744073709551616 + ({tie}::HUGEINT + 9223372036854775808)"
+        rows = cur.execute(
+            f"SELECT {bucket} AS b, min({xc}) AS x_first, max({xc}) AS x_last, min(value) AS vmin, "
+            f"max(value) AS vmax, arg_max(value, {order_key}) AS vlast, count(*) AS n, "
+            f"sum(isnan(value)::INTEGER) AS nan {where} GROUP BY b ORDER BY b",
+            [lo, width, buckets - 1, *params]).fetchall()
+        bs, x_first, x_last, vmin, vmax, vlast, counts, nan = (list(col) for col in zip(*rows))
+        if any(nan):
+            real = dict((b, (lo_v, hi_v)) for b, lo_v, hi_v in cur.execute(
+                f"SELECT {bucket} AS b, min(value), max(value) {where} AND NOT isnan(value) GROUP BY b",
+                [lo, width, buckets - 1, *params]).fetchall())
+            for i, b in enumerate(bs):
+                if nan[i]:
+                    vmin[i], vmax[i] = real.get(b, (None, None))
+        return BucketedHistory(run_id, key, x, lo, hi, n, False, x_first, x_last, vmin, vmax, vlast, counts, nan)
+    finally:
+        cur.execute("ROLLBACK")
+
+
+def _empty(run_id: str, key: str, x: XAxis, start: int | None, end: int | None) -> BucketedHistory:
+    return BucketedHistory(run_id, key, x, start, end, 0, True, [], [], [], [], [], [], [])
