@@ -135,7 +135,12 @@ class LocalKafka:
                       f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"]
         else:
             quorum = [f"controller.quorum.voters={self.voters}",
-                      f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}"]
+                      f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                      # The controller declares a silent broker dead after this long and moves
+                      # its partitions' leadership (default 9 s): on one machine a broker that
+                      # misses three heartbeats is gone, and writes wait for the new leader.
+                      "broker.heartbeat.interval.ms=1000",
+                      "broker.session.timeout.ms=3000"]
         config.write_text("\n".join([
             "process.roles=broker,controller",
             f"node.id={self.node_id}",
