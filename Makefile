@@ -46,7 +46,7 @@ clean:
 cluster-test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m cluster -s -p no:randomly tests/test_cluster.py $(PYTEST_ARGS)
 
-# schemathesis over every route of /openapi.json without a time limit (make test runs 120 s of it).
+# schemathesis over every route of /openapi.json without a time limit (make test runs 90 s of it).
 fuzz: $(VENV)/.installed-test
 	RUNLEDGER_FUZZ_SECONDS=0 RUNLEDGER_FUZZ_EXAMPLES=$${RUNLEDGER_FUZZ_EXAMPLES:-300} \
 		$(BIN)/python -m pytest -s -p no:randomly tests/test_fuzz.py $(PYTEST_ARGS)

@@ -2,7 +2,7 @@
 /openapi.json (examples, coverage, fuzzing and stateful phases) against a real server on a real
 broker. No answer may be a 5xx and no request may hang (each has 30 s).
 
-Bounded in `make test` (RUNLEDGER_FUZZ_SECONDS, 120 s by default); `make fuzz` runs without a
+Bounded in `make test` (RUNLEDGER_FUZZ_SECONDS, 90 s by default); `make fuzz` runs without a
 time limit and with more examples per route. Afterwards the server must still answer at once and
 take a write: a fuzzer that leaves it wedged has found a bug even if every answer was 4xx.
 """
@@ -27,7 +27,7 @@ def _schemathesis() -> str:
 
 
 def test_no_generated_request_gets_a_5xx_or_hangs(server: RunledgerServer, tmp_path: Path) -> None:
-    seconds = int(os.environ.get("RUNLEDGER_FUZZ_SECONDS", "120"))
+    seconds = int(os.environ.get("RUNLEDGER_FUZZ_SECONDS", "90"))
     examples = os.environ.get("RUNLEDGER_FUZZ_EXAMPLES")
     command = [_schemathesis(), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
                "--request-timeout", "30", "--workers", "2", "--max-failures", "20", "--no-color",
