@@ -453,12 +453,14 @@ class _Fold:
     def _on_RunUpdated(self, ev: Envelope) -> None:
         p = ev.payload
         status, end_time, run_name = p.get("status"), p.get("end_time"), p.get("run_name")
+        start_time = p.get("start_time")  # optional: Comet's set_start_time (MLflow's UpdateRun has none)
         if status is not None and _str(status) not in rules.RUN_STATUSES:
             raise Rejected("INVALID_PARAMETER_VALUE", f"Invalid run status {status!r}")
         run = self._writable_run(ev)
         run = replace(
             run,
             status=status if status is not None else run.status,
+            start_time=_int(start_time) if start_time is not None else run.start_time,
             end_time=_int(end_time) if end_time is not None else run.end_time,
             run_name=_str(run_name) if run_name else run.run_name,
         )

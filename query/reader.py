@@ -256,10 +256,10 @@ def _dataset_input(logged_time: Any, name: Any, digest: Any, source_type: Any, s
     return _compact(entry)
 
 
-def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
-    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), reading and rendering
-    only the runs `cache` does not hold, and keeping those for the next read."""
+def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+              experiment_ids: list[str] | None, cache: RunCache) -> dict[str, bytes]:
+    """run id -> the run's JSON, reading and rendering only the runs `cache` does not hold, and
+    keeping those for the next read."""
     token = cache.token()  # before reading: see RunCache
     found = cache.get(latest_table, run_ids)
     missing = [r for r in run_ids if r not in found]
@@ -268,7 +268,22 @@ def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_tab
                     for run in runs_json(cur, missing, latest_table, experiment_ids)]
         cache.put(latest_table, rendered, token)
         found.update((run_id, body) for run_id, _, body in rendered)
+    return found
+
+
+def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
+    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`."""
+    found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
     return [orjson.Fragment(found[r]) for r in run_ids if r in found]
+
+
+def cached_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+                experiment_ids: list[str] | None, cache: RunCache) -> list[dict[str, Any]]:
+    """`runs_json` through `cache` (for dialects that reshape the runs): parsing the kept JSON
+    back costs a fraction of reading the runs again."""
+    found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
+    return [orjson.loads(found[r]) for r in run_ids if r in found]
 
 
 def get_run(cur: duckdb.DuckDBPyConnection, run_id: str, latest_table: str,
@@ -339,6 +354,13 @@ def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str],
         return [row[0] for row in first]
     rest = result.to_arrow_table().column(0)
     return pa.chunked_array([pa.array([row[0] for row in first], rest.type), *rest.chunks])
+
+
+def search_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_tree: search_tree.Node,
+                   order: list[search_filter.OrderTerm], latest_table: str, run_view_type: Any = None) -> Any:
+    """The ordered ids of every run of `experiment_ids` matching a filter tree (a list, or an
+    Arrow array for many), as runs/search computes them; for dialects that page on their own."""
+    return _matching_run_ids(cur, experiment_ids, None, run_view_type, order, latest_table, filter_tree)
 
 
 _ARROW_FROM = 2048

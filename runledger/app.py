@@ -17,11 +17,19 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from runledger.dialects import comet as comet_dialect
 from runledger.dialects import mlflow as mlflow_dialect
+from runledger.dialects import pai as pai_dialect
 from runledger.dialects import native as native_dialect
+from runledger.dialects import wandb as wandb_dialect
 from runledger.dialects import errors, openapi
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
+from runledger.dialects.comet import auth_rules as comet_rules
+from runledger.dialects.comet import errors as comet_errors
+from runledger.dialects.comet import key as comet_key
+from runledger.dialects.pai import auth_rules as pai_rules
+from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
@@ -42,6 +50,7 @@ from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger.log_position import LogPositionMiddleware
 from runledger.auth import rules as auth_rules
+from runledger.auth.authenticator import basic_api_key, register_key_reader
 from runledger.auth.gate import AuthGate
 from runledger.auth.permissions import Permission
 from runledger.auth.service import AuthService, load_facts
@@ -49,6 +58,7 @@ from runledger.auth.state import SharedAuthState
 from runledger.auth.vault import SecretStore
 from runledger.dialects.mlflow import auth_rules as mlflow_rules, users as mlflow_users
 from runledger.dialects.native import auth_rules as native_rules
+from runledger.dialects.wandb import auth_rules as wandb_rules
 from runledger.settings import Settings
 from runledger.readiness import CatchUp, Readiness
 
@@ -86,6 +96,10 @@ def api_of(path: str) -> str:
         return provenance.API_MLFLOW
     if path.startswith(f"{RUNLEDGER_PREFIX}/metrics/stream"):
         return provenance.API_STREAM
+    if path.startswith(comet_dialect.PREFIXES):
+        return provenance.API_COMET
+    if path == "/graphql":
+        return provenance.API_WANDB
     return provenance.API_RUNLEDGER
 
 
@@ -191,6 +205,14 @@ def create_app(settings: Settings) -> FastAPI:
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
 
+    # Comet's REST v2 (at the host root: comet_ml keeps only scheme and host) and PAI's HPO view.
+    for prefix, router in comet_dialect.routers():
+        app.include_router(router, prefix=prefix)
+    app.include_router(pai_dialect.build_router(), prefix=pai_dialect.PREFIX)
+    # W&B's public API (wandb.Api) posts to {base_url}/graphql.
+    for router in wandb_dialect.routers():
+        app.include_router(router)
+
     @app.get("/health", response_class=PlainTextResponse, tags=["health"],
              summary="Liveness: the process answers (always 200 \"OK\" once started)")
     def health() -> str:
@@ -221,11 +243,20 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(mlflow_users.build_permissions_router(), prefix=prefix)
         auth_rules.register(prefix, mlflow_users.PERMISSIONS_RULES)
     auth_rules.register(RUNLEDGER_PREFIX, native_rules.RULES)
+    auth_rules.register(comet_dialect.REST_PREFIX, comet_rules.REST_RULES)
+    auth_rules.register(comet_dialect.CLIENTLIB_PREFIX, comet_rules.CLIENTLIB_RULES)
+    auth_rules.register(pai_dialect.PREFIX, pai_rules.RULES)
+    for prefix in comet_dialect.PREFIXES:   # comet_ml sends its key bare: it is an API token
+        register_key_reader(prefix, comet_key.comet_credential)
+    auth_rules.register("", wandb_rules.RULES)
+    register_key_reader("/graphql", basic_api_key)   # W&B: Basic "api:<key>", the key a Runledger token
     auth_rules.register("", {f"GET {p}": auth_rules.PUBLIC_RULE for p in (
         "/health", "/health/ready", "/version", "/docs", "/docs/oauth2-redirect", "/openapi.json")})
     auth_rules.register("", {"* /docs/static": auth_rules.PUBLIC_RULE})   # Swagger UI's own files
 
-    render_error = errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    render_error = errors.install(app, {RUNLEDGER_PREFIX: native_errors.render,
+                                    **{p: comet_errors.render for p in comet_dialect.PREFIXES},
+                                    pai_dialect.PREFIX: pai_errors.render}, default=mlflow_errors.render)
     openapi.install(app)
     openapi.install_docs(app)
     shared_auth = SharedAuthState()

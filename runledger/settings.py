@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     sql_max_mb: int = setting(2048, "RUNLEDGER_SQL_MAX_MB", "MB of a streamed SQL answer", gt=0)
     sql_max_concurrent: int = setting(4, "RUNLEDGER_SQL_MAX_CONCURRENT", "concurrent SQL queries (more get 429)",
                                       gt=0)
+    comet_workspace: str = setting("runledger", "RUNLEDGER_COMET_WORKSPACE",
+                                   "the one workspace Comet's API shows (docs/comet.md)", min_length=1)
     # Authentication and per-experiment permissions (docs/auth.md).
     auth: bool = setting(False, "RUNLEDGER_AUTH", "'on': users, tokens and per-experiment permissions (default off)")
     auth_default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = setting(
@@ -118,6 +120,8 @@ class Settings(BaseSettings):
     admin_password: str | None = setting(None, "RUNLEDGER_ADMIN_PASSWORD", "the first admin's password", repr=False)
     auth_free_failures: int = setting(5, "RUNLEDGER_AUTH_FREE_FAILURES",
                                       "failed sign-ins per client per minute before each is slowed down", gt=0)
+    wandb_entity: str = setting("runledger", "RUNLEDGER_WANDB_ENTITY",
+                                "the entity (workspace) W&B's public API clients see (docs/wandb.md)", min_length=1)
 
     @field_validator("duckdb_memory_limit")
     @classmethod

@@ -15,7 +15,7 @@ Payloads by type (schema version 1):
 - ExperimentTagSet    {key, value}
 - ExperimentTagDeleted {key}
 - RunCreated          {run_name, start_time, user_id, artifact_uri, tags: [[k, v], ...]}
-- RunUpdated          {status|null, end_time|null, run_name|null}
+- RunUpdated          {status|null, end_time|null, run_name|null, start_time?|null}
 - RunDeleted          {}
 - RunRestored         {}
 - ParamsLogged        {params: [[k, v], ...]}

@@ -33,4 +33,6 @@ RULES: dict[str, Rule] = {
     "POST /tokens": Rule(AUTHENTICATED),
     "GET /tokens": Rule(AUTHENTICATED),
     "POST /tokens/revoke": Rule(AUTHENTICATED),
+    # a hyper-parameter search: READ on its experiment, checked by the handler (parent run or experiment id)
+    "GET /hpo/{study_id}": Rule(READ, rules.in_handler("study_id", EXPERIMENT)),
 }
