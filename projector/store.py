@@ -22,7 +22,7 @@ from runledger.ingest.contract.events import Verdict
 from runledger.ingest.errors import TemporarilyUnavailable
 from runledger.projector.fold import ArtifactOp, BatchChanges, FoldState, LogRecord, MetricRows, Rewind
 from runledger.projector.fold_cache import StateRequest
-from runledger.projector.integrity import is_corruption, move_aside, open_verified
+from runledger.projector.integrity import is_corruption, is_out_of_space, move_aside, open_verified
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
 
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class ReadModelUnavailable(TemporarilyUnavailable):
     """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
+
+
+# The first words of every answer given while the data folder's disk is full.
+OUT_OF_SPACE = "The server's data folder is full (no space left on device)"
 
 
 class ReadModelCorrupt(RuntimeError):
@@ -87,6 +91,9 @@ class Visibility:
         with self._cond:
             if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
                 raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")
+            if self.committed < target and self.failure is not None and is_out_of_space(self.failure):
+                raise ReadModelUnavailable(f"{OUT_OF_SPACE}: acknowledged writes are in the log but cannot be "
+                                           "committed to the read model until space is freed")
             if self.committed < target:
                 raise ReadModelUnavailable("the projector stopped before committing acknowledged writes; see the server log")
 
@@ -120,6 +127,9 @@ class Store:
         # calls `rebuild`. `corruption_listeners` are told at once, from the thread that found it.
         self.corruption: BaseException | None = None
         self.corruption_listeners: list[Callable[[], None]] = []
+        # Set when a commit failed for lack of disk space, cleared by the next commit that
+        # lands; meanwhile writes are refused before they reach the log (Writer.unwritable).
+        self.out_of_space: BaseException | None = None
         # Called with each batch right after its transaction commits, before `apply` returns
         # (so before readers waiting on `visibility` for this batch's writes go on): caches of
         # read results drop what the batch changed here.
@@ -162,6 +172,25 @@ class Store:
             self.corruption = None
             self.visibility.failure = None
         return aside
+
+    def reopen(self) -> None:
+        """Close the connection and open the same file again, after a commit failed for lack
+        of space: DuckDB may refuse further use of a connection whose commit failed, and
+        opening the file again replays its WAL up to the last commit that landed whole."""
+        with self._lock:
+            for closable in (self._writer, self.con):
+                with contextlib.suppress(duckdb.Error):
+                    closable.close()
+            self.con = duckdb.connect(self.path)
+            self._prepare()
+            self.visibility.failure = None
+
+    def unwritable(self) -> str | None:
+        """Why writes must be refused now (the disk is full), or None."""
+        if self.out_of_space is None:
+            return None
+        return (f"{OUT_OF_SPACE}: the write was refused before it was sent, nothing was written. "
+                "Retrying is safe once space is freed.")
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""

@@ -48,6 +48,7 @@ from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger.log_position import LogPositionMiddleware
 from runledger.auth import rules as auth_rules
 from runledger.auth.authenticator import basic_api_key, register_key_reader
 from runledger.auth.gate import AuthGate
@@ -146,7 +147,8 @@ def create_app(settings: Settings) -> FastAPI:
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
-                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000)
+                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
+                        unwritable=store.unwritable)
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
@@ -274,6 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
                            resolver=lambda scope: _resolver(app), default=Permission[settings.auth_default_permission],
                            render=render_error)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
+    app.add_middleware(LogPositionMiddleware, timeout=settings.sync_timeout)
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
