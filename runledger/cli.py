@@ -7,6 +7,7 @@
   runledger replay        rebuild a read model from the log into a new folder
   runledger verify        prove the live read model equal to a rebuild from the log
   runledger sql QUERY     run a read-only SQL query on a running server
+  runledger users|tokens  users and API tokens of an authenticated server (docs/auth.md)
 
 Every setting is a flag of up, serve, kafka, replay and verify, and also an environment
 variable (shown in each command's --help): a flag wins over its variable.
