@@ -113,7 +113,8 @@ def _request(w: World, method: str, path: str, rule: rules.Rule) -> dict[str, An
     params: dict[str, Any] = {}
     body: dict[str, Any] = {}
     concrete = path.replace("{run_id}", w.run).replace("{experiment_id}", w.exp).replace(
-        "{model_id}", "m-none").replace("{tag_key:path}", "k")
+        "{model_id}", "m-none").replace("{tag_key:path}", "k").replace(
+        "{path:path}", f"{w.exp}/{w.run}/artifacts/matrix.txt")   # an artifact path in the run's folder
     where = rule.where
     if where is not None and where.source in ("body", "query", "handler") and where.kind in values:
         target = params if where.source == "query" else body

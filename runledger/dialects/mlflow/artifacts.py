@@ -39,6 +39,8 @@ from starlette.responses import Response, StreamingResponse
 
 from runledger.artifact_store import ArtifactStore, MultipartStaging, NotFound, Staged, UnsafePath, check_relative_path
 from runledger.artifact_store.base import CHUNK
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.dialects.identity import acting_user
 from runledger.dialects.request import Fields, json_body, missing, query_fields
@@ -80,17 +82,21 @@ async def _in_store(fn: Any, *args: Any) -> Any:
         raise InvalidParameterValue(f"Invalid path: {e}.") from None
 
 
-def _locate(request: Request, raw: str, *, folder_ok: bool = False) -> tuple[Owner, str]:
+def _locate(request: Request, raw: str, *, need: Permission, folder_ok: bool = False) -> tuple[Owner, str]:
     """The owner of the served path `raw` and the path inside its folder; refuses paths that are
-    unsafe (400) or in no run's or logged model's folder (404)."""
+    unsafe (400), in no run's or logged model's folder (404), or of an experiment the caller may
+    not use at level `need` (docs/auth.md: 404 for a read, as if it did not exist; 403 for a
+    write)."""
     path = _checked(raw)
     with services.reader(request).cursor() as cur:
         found = artifact_owners.owner_of(cur, path)
-    if found is None:
+    caller = access(request)
+    if found is None or (need is Permission.READ and caller.permission(found[0].experiment_id) < need):
         raise ResourceDoesNotExist(
             f"No run or logged model has an artifact folder holding {path!r}: served artifact paths look like "
             "<experiment_id>/<run_id>/artifacts/<file> or <experiment_id>/models/<model_id>/artifacts/<file>.")
     owner, rel = found
+    caller.require(owner.experiment_id, need)
     if not rel and not folder_ok:
         raise InvalidParameterValue(f"Invalid path {raw!r}: it names the artifact folder itself, not a file in it.")
     return owner, rel
@@ -167,7 +173,7 @@ async def _publish(request: Request, owner: Owner, rel: str, staged: Staged, par
 # ----- the proxy: /api/2.0/mlflow-artifacts/artifacts
 
 async def upload(request: Request, path: str) -> Response:
-    owner, rel = _locate(request, path)
+    owner, rel = _locate(request, path, need=Permission.EDIT)
     _writable(request, owner)
     staged = await _in_store(_store(request).begin, owner.key(rel))
     try:
@@ -205,7 +211,7 @@ def _quote(name: str) -> str:
 
 
 def download(request: Request, path: str) -> Response:
-    owner, rel = _locate(request, path)
+    owner, rel = _locate(request, path, need=Permission.READ)
     return _file_response(_store(request), owner.key(rel), path)
 
 
@@ -225,7 +231,7 @@ def _listing(store: ArtifactStore, key: str, prefix: str = "") -> list[dict[str,
 
 def list_artifacts(request: Request) -> Response:
     raw = query_fields(request).str("path") or ""
-    owner, rel = _locate(request, raw.strip("/"), folder_ok=True)
+    owner, rel = _locate(request, raw.strip("/"), need=Permission.READ, folder_ok=True)
     files = _listing(_store(request), owner.key(rel))
     return _json({"files": files} if files else {})
 
@@ -236,7 +242,7 @@ def _json(content: dict[str, Any]) -> Response:
 
 async def delete(request: Request, path: str) -> Response:
     # MLflow's client deletes a whole folder as "<folder>/"
-    owner, rel = _locate(request, path.rstrip("/"), folder_ok=True)
+    owner, rel = _locate(request, path.rstrip("/"), need=Permission.EDIT, folder_ok=True)
     _writable(request, owner)
     store = _store(request)
     key = owner.key(rel)
@@ -263,9 +269,11 @@ def _file_name(f: Fields) -> str:
 
 
 def _multipart_target(request: Request, folder: str, f: Fields) -> tuple[Owner, str]:
+    # The folder's owner and the caller's right to write there first, then the request's fields.
+    if folder.strip("/"):
+        _locate(request, folder.strip("/"), need=Permission.EDIT, folder_ok=True)
     name = _file_name(f)
-    owner, rel = _locate(request, f"{folder.strip('/')}/{name}" if folder.strip("/") else name)
-    return owner, rel
+    return _locate(request, f"{folder.strip('/')}/{name}" if folder.strip("/") else name, need=Permission.EDIT)
 
 
 async def create_multipart(request: Request, path: str) -> Response:
@@ -518,7 +526,7 @@ def build_info_router() -> APIRouter:
 def access_rules() -> dict[str, dict[str, Any]]:
     """URL prefix -> {"METHOD path": Rule} for the routes of this module."""
     from runledger.auth import rules
-    from runledger.auth.rules import AUTHENTICATED, EDIT, MODEL, PUBLIC_RULE, READ, RUN, Rule
+    from runledger.auth.rules import EDIT, MODEL, PUBLIC_RULE, READ, RUN, Rule
 
     run_query, model = rules.query("run_id", RUN, alias="run_uuid"), rules.path("model_id", MODEL)
     tracking = {
@@ -529,14 +537,16 @@ def access_rules() -> dict[str, dict[str, Any]]:
         "GET /logged-models/{model_id}/artifacts/directories": Rule(READ, model),
         "GET /logged-models/{model_id}/artifacts/files": Rule(READ, model),
     }
-    # The proxy's paths name a run's folder inside the path, which the rules cannot locate yet:
-    # any signed-in user may use them (a gap, docs/artifacts.md). Part uploads carry no
-    # credentials (MLflow's client sends them as to a presigned URL): the upload id is the key.
+    # The proxy's paths name a run's (or model's) folder inside the path: the handler finds its
+    # owner and checks the caller's permission on that experiment itself (`_locate`). Part
+    # uploads carry no credentials (MLflow's client sends them as to a presigned URL): the
+    # upload id, handed out only to a caller with EDIT, is the key.
+    reads, writes = Rule(READ, rules.in_handler("path", RUN)), Rule(EDIT, rules.in_handler("path", RUN))
     proxy = {
-        "GET /artifacts": Rule(AUTHENTICATED), "PUT /artifacts/{path:path}": Rule(AUTHENTICATED),
-        "GET /artifacts/{path:path}": Rule(AUTHENTICATED), "DELETE /artifacts/{path:path}": Rule(AUTHENTICATED),
-        "POST /mpu/create/{path:path}": Rule(AUTHENTICATED), "POST /mpu/complete/{path:path}": Rule(AUTHENTICATED),
-        "POST /mpu/abort/{path:path}": Rule(AUTHENTICATED), "PUT /mpu/parts/{upload_id}/{part_number}": PUBLIC_RULE,
+        "GET /artifacts": reads, "GET /artifacts/{path:path}": reads,
+        "PUT /artifacts/{path:path}": writes, "DELETE /artifacts/{path:path}": writes,
+        "POST /mpu/create/{path:path}": writes, "POST /mpu/complete/{path:path}": writes,
+        "POST /mpu/abort/{path:path}": writes, "PUT /mpu/parts/{upload_id}/{part_number}": PUBLIC_RULE,
     }
     return {"/api/2.0/mlflow": tracking, "/ajax-api/2.0/mlflow": tracking, ARTIFACTS_PREFIX: proxy,
             "/api/3.0/mlflow": {"GET /server-info": PUBLIC_RULE}}
