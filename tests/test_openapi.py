@@ -3,6 +3,7 @@ answers of a running server (real Kafka, real DuckDB) validate against it; /docs
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import uuid
@@ -18,6 +19,9 @@ from runledger.settings import Settings
 MLFLOW = "/api/2.0/mlflow"
 AJAX = "/ajax-api/2.0/mlflow"
 NATIVE = "/api/runledger/v1"
+COMET_REST = "/api/rest/v2"
+COMET_CLIENTLIB = "/clientlib"
+PAI = "/api/automl/v1/hpo"
 UNDOCUMENTED = {"/health", "/version"}   # plain-text probes
 
 
@@ -58,7 +62,29 @@ def test_every_operation_documents_its_answer_and_its_error_shape(spec: dict[str
         for code in errors:
             schema = op["responses"][code].get("content", {}).get("application/json", {}).get("schema", {})
             if code != "422" and path != "/health/ready":
-                assert schema.get("$ref", "").endswith("/ErrorBody"), f"{method} {path} {code}: {schema}"
+                expected = _error_model(path, code)
+                assert schema.get("$ref", "").endswith(f"/{expected}"), f"{method} {path} {code}: {schema}"
+
+
+def _error_model(path: str, code: str) -> str:
+    """The error shape of a path: each room's own (its errors.py), MLflow's ErrorBody elsewhere."""
+    if path.startswith((COMET_REST, COMET_CLIENTLIB)):
+        return "CometErrorBody"
+    if path.startswith(PAI):
+        return "PaiErrorBody"
+    if path == "/graphql" and code in ("400", "401", "403"):
+        return "WandbGraphqlAnswer"   # answered by the handler in GraphQL's shape
+    return "ErrorBody"
+
+
+def test_the_comet_pai_and_wandb_rooms_are_documented_but_not_their_catch_alls(spec: dict[str, Any]) -> None:
+    paths = spec["paths"]
+    assert "post" in paths["/graphql"]
+    assert {f"{COMET_REST}/experiment/metadata", f"{COMET_REST}/write/experiment/metric",
+            f"{COMET_REST}/project/query", f"{COMET_CLIENTLIB}/isAlive/ver",
+            f"{PAI}/experiment/{{experiment_id}}/trial/{{trial_id}}"} <= set(paths)
+    # The 501 catch-alls are not operations (a fuzzer must not take their 501 for a server error).
+    assert not [p for p in paths if "{rest" in p]
 
 
 def test_every_query_and_path_parameter_is_documented(spec: dict[str, Any]) -> None:
@@ -164,6 +190,53 @@ def test_real_answers_validate_against_the_schema(server) -> None:  # type: igno
     check("GET", f"{NATIVE}/rejections", 400, params={"max_results": 0})
     check("POST", f"{NATIVE}/metrics/stream", 400, json={"keys": []})
     assert len(check.checked) == 37
+
+
+def test_real_answers_of_the_comet_pai_and_wandb_rooms_validate_against_the_schema(server) -> None:  # type: ignore[no-untyped-def]
+    check = Checked(server.url)
+    ws = check("GET", f"{COMET_REST}/workspaces")["workspaceNames"][0]
+    check("GET", f"{COMET_CLIENTLIB}/isAlive/ver")
+    project = f"openapi-comet-{uuid.uuid4().hex[:8]}"
+    key = check("POST", f"{COMET_REST}/write/experiment/create",
+                json={"workspaceName": ws, "projectName": project, "experimentName": "c"})["experimentKey"]
+    check("POST", f"{COMET_REST}/write/experiment/metric",
+          json={"experimentKey": key, "metricName": "loss", "metricValue": 0.25, "step": 1, "epoch": 1})
+    check("POST", f"{COMET_REST}/write/experiment/parameter",
+          json={"experimentKey": key, "parameterName": "lr", "parameterValue": 0.1})
+    check("POST", f"{COMET_REST}/write/experiment/log-other", json={"experimentKey": key, "key": "d", "value": "m"})
+    check("POST", f"{COMET_REST}/write/experiment/tags", json={"experimentKey": key, "addedTags": ["base"]})
+    check("GET", f"{COMET_REST}/write/experiment/set-status", params={"experimentKey": key})
+    check("POST", f"{COMET_REST}/write/experiment/update-status", json={"experimentKey": key, "isAlive": False})
+    check("GET", f"{COMET_REST}/projects", params={"workspaceName": ws})
+    project_id = check("GET", f"{COMET_REST}/project", params={"workspaceName": ws, "projectName": project})["projectId"]
+    check("GET", f"{COMET_REST}/experiments", params={"workspaceName": ws, "projectName": project})
+    for read in ("metadata", "parameters", "metrics/summary", "metrics/get-all", "tags", "log-other"):
+        check("GET", f"{COMET_REST}/experiment/{read}", params={"experimentKey": key})
+    check("GET", f"{COMET_REST}/experiment/metrics/get-metric", params={"experimentKey": key, "metricName": "loss"})
+    check("GET", f"{COMET_REST}/project/column-names", params={"workspaceName": ws, "projectName": project})
+    found = check("POST", f"{COMET_REST}/project/query", json={
+        "workspaceName": ws, "projectName": project, "predicates": [{"source": "metrics", "query": {
+            "condition": "AND", "rules": [{"field": "loss", "type": "double", "operator": "less", "value": 1}]}}]})
+    assert found["experimentKeys"] == [key]
+    check("GET", f"{COMET_REST}/experiment/metadata", 404, params={"experimentKey": uuid.uuid4().hex})
+    check("POST", f"{COMET_REST}/write/experiment/metric", 400, json={"experimentKey": key, "metricName": "x"})
+    # PAI: the project (an MLflow experiment) read as a study, the Comet experiment as its trial.
+    check("GET", f"{PAI}/experiment/{{experiment_id}}", path_args={"experiment_id": project_id})
+    check("GET", f"{PAI}/experiment/{{experiment_id}}/trials", path_args={"experiment_id": project_id},
+          params={"SortBy": "FINAL_METRIC"})
+    check("GET", f"{PAI}/experiment/{{experiment_id}}/trial/{{trial_id}}",
+          path_args={"experiment_id": project_id, "trial_id": key})
+    check("GET", f"{PAI}/experiment/{{experiment_id}}", 404, path_args={"experiment_id": uuid.uuid4().hex})
+    check("GET", f"{PAI}/experiment/{{experiment_id}}/trials", 400, path_args={"experiment_id": project_id},
+          params={"PageSize": "0"})
+    # W&B: an answer with data, one with GraphQL errors, and the handler's own 400 and 401.
+    basic = {"Authorization": "Basic " + base64.b64encode(b"api:" + b"k" * 40).decode()}
+    check("POST", "/graphql", headers=basic, json={"query": "query Viewer { viewer { id entity } }",
+                                                   "operationName": "Viewer", "variables": {}})
+    assert check("POST", "/graphql", headers=basic, json={"query": "{ nope }"})["errors"]
+    check("POST", "/graphql", 400, headers=basic, json={"query": 3})
+    check("POST", "/graphql", 401, json={"query": "{ viewer { id } }"})
+    assert len(check.checked) == 32
 
 
 def test_docs_work_offline_from_files_the_server_serves(server) -> None:  # type: ignore[no-untyped-def]

@@ -56,19 +56,20 @@ def documented(*, summary: str, response: type[BaseModel] | None = None, body: t
                body_examples: dict[str, Any] | None = None, response_media_type: str = "application/json",
                response_description: str = "Success", description: str | None = None,
                tags: list[str] | None = None, validate_response: bool = False,
-               raw_body: str | None = None) -> dict[str, Any]:
+               raw_body: str | None = None, error_model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
     """Keyword arguments for `router.add_api_route(path, handler, methods=[...], **documented(...))`.
 
     `body`: the JSON request body's model; `query`: the query string's; `response`: the 200 body's
     (documented only, unless `validate_response`); `errors`: statuses beyond COMMON_ERRORS;
-    `raw_body`: the media type of a non-JSON body (an upload, an Arrow stream), alone or besides `body`."""
+    `raw_body`: the media type of a non-JSON body (an upload, an Arrow stream), alone or besides `body`;
+    `error_model`: the error shape of a room that answers errors in its own (Comet's, PAI's)."""
     responses: dict[int | str, dict[str, Any]] = {}
     if response is not None:
         responses[200] = {"model": response, "description": response_description}
     else:
         responses[200] = {"description": response_description, "content": {response_media_type: {}}}
     for code in sorted({*COMMON_ERRORS, *errors}):
-        responses[code] = {"model": ErrorBody, "description": ERROR_DESCRIPTIONS.get(code, "error")}
+        responses[code] = {"model": error_model, "description": ERROR_DESCRIPTIONS.get(code, "error")}
     extra: dict[str, Any] = {}
     if body is not None:
         _REQUEST_MODELS[body.__name__] = body

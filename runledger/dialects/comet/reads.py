@@ -15,7 +15,9 @@ from runledger.auth.access import access
 from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.dialects.comet import query as comet_query
+from runledger.dialects.comet import schemas as S
 from runledger.dialects.comet import shapes
+from runledger.dialects.openapi import documented
 from runledger.dialects.request import json_body
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.query import memory, run_summaries
@@ -227,20 +229,34 @@ async def query_project(request: Request) -> Response:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    for path, handler in (
-        ("/workspaces", get_workspaces),
-        ("/projects", get_projects),
-        ("/project", get_project),
-        ("/experiments", get_experiments),
-        ("/experiment/metadata", get_metadata),
-        ("/experiment/parameters", get_parameters),
-        ("/experiment/metrics/summary", get_metrics_summary),
-        ("/experiment/metrics/get-metric", get_metric),
-        ("/experiment/metrics/get-all", get_all_metrics),
-        ("/experiment/tags", get_tags),
-        ("/experiment/log-other", get_others),
-        ("/project/column-names", get_columns),
+    read_errors = (401, 403, 404)
+    for path, handler, summary, query, answer in (
+        ("/workspaces", get_workspaces, "The server's one workspace", None, S.CometWorkspaces),
+        ("/projects", get_projects, "The projects (MLflow experiments) the caller may read",
+         S.CometWorkspaceQuery, S.CometProjects),
+        ("/project", get_project, "One project, by name or id", S.CometProjectQuery, S.CometProject),
+        ("/experiments", get_experiments, "A project's experiments (runs)", S.CometExperimentsQuery,
+         S.CometExperiments),
+        ("/experiment/metadata", get_metadata, "One experiment's metadata", S.CometExperimentQuery,
+         S.CometExperimentMetadata),
+        ("/experiment/parameters", get_parameters, "An experiment's parameters", S.CometExperimentQuery,
+         S.CometValues),
+        ("/experiment/metrics/summary", get_metrics_summary, "An experiment's metric summaries",
+         S.CometExperimentQuery, S.CometValues),
+        ("/experiment/metrics/get-metric", get_metric, "Every point of one metric (streamed)",
+         S.CometMetricQuery, S.CometMetricPoints),
+        ("/experiment/metrics/get-all", get_all_metrics, "Every point of every metric (streamed)",
+         S.CometExperimentQuery, S.CometMetricPoints),
+        ("/experiment/tags", get_tags, "An experiment's tags (labels)", S.CometExperimentQuery, S.CometTags),
+        ("/experiment/log-other", get_others, "An experiment's others (run tags)", S.CometExperimentQuery,
+         S.CometValues),
+        ("/project/column-names", get_columns, "The names a project query can use", S.CometProjectNameQuery,
+         S.CometColumns),
     ):
-        router.add_api_route(path, handler, methods=["GET"], include_in_schema=False)
-    router.add_api_route("/project/query", query_project, methods=["POST"], include_in_schema=False)
+        router.add_api_route(path, handler, methods=["GET"], **documented(
+            summary=summary, query=query, response=answer, errors=read_errors, tags=["comet"],
+            error_model=S.CometErrorBody))
+    router.add_api_route("/project/query", query_project, methods=["POST"], **documented(
+        summary="The experiment keys of a project matching comet_ml's query predicates", body=S.CometQueryBody,
+        response=S.CometExperimentKeys, errors=read_errors, tags=["comet"], error_model=S.CometErrorBody))
     return router

@@ -8,8 +8,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from runledger.dialects.comet import schemas as S
 from runledger.dialects.comet.errors import NotServed
 from runledger.dialects.comet.shapes import BACKEND_VERSION
+from runledger.dialects.openapi import documented
 
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
@@ -25,7 +27,10 @@ def not_served(request: Request) -> Response:
 
 def build_clientlib_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/isAlive/ver", backend_version, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/isAlive/ver", backend_version, methods=["GET"], **documented(
+        summary="The Comet backend version comet_ml switches its features by", response=S.CometVersion,
+        tags=["comet"], error_model=S.CometErrorBody))
+    # The catch-alls are not operations (every other path answers 501): not in /openapi.json.
     router.add_api_route("/{rest:path}", not_served, methods=_METHODS, include_in_schema=False)
     return router
 

@@ -15,10 +15,12 @@ from starlette.responses import Response
 from runledger.auth.access import access
 from runledger.auth.permissions import Permission
 from runledger.dialects import services
+from runledger.dialects.comet import schemas as S
 from runledger.dialects.comet import shapes
 from runledger.dialects.comet.reads import check_workspace
 from runledger.dialects.identity import acting_user
 from runledger.dialects.mlflow.writes import grant_creator
+from runledger.dialects.openapi import documented
 from runledger.dialects.request import json_body
 from runledger.ingest import limits
 from runledger.ingest.contract import entities
@@ -228,15 +230,24 @@ async def set_status(request: Request) -> Response:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    for path, handler in (
-        ("/write/experiment/create", create_experiment),
-        ("/write/experiment/metric", log_metric),
-        ("/write/experiment/parameter", log_parameter),
-        ("/write/experiment/log-other", log_other),
-        ("/write/experiment/tags", add_tags),
-        ("/write/experiment/set-start-end-time", set_start_end_time),
-        ("/write/experiment/update-status", update_status),
+    # 504: written to the log, but the read model did not apply it in time.
+    write_errors = (401, 403, 404, 504)
+    for path, handler, summary, body, answer in (
+        ("/write/experiment/create", create_experiment, "Create an experiment (run), and its project if new",
+         S.CometCreateExperimentBody, S.CometCreatedExperiment),
+        ("/write/experiment/metric", log_metric, "Log one metric point", S.CometLogMetricBody, S.CometOk),
+        ("/write/experiment/parameter", log_parameter, "Log a parameter (once)", S.CometLogParameterBody, S.CometOk),
+        ("/write/experiment/log-other", log_other, "Set an other (a run tag)", S.CometLogOtherBody, S.CometOk),
+        ("/write/experiment/tags", add_tags, "Add tags (labels)", S.CometAddTagsBody, S.CometOk),
+        ("/write/experiment/set-start-end-time", set_start_end_time, "Set the start and/or end time",
+         S.CometStartEndTimeBody, S.CometOk),
+        ("/write/experiment/update-status", update_status, "Set the state: running, finished or crashed",
+         S.CometUpdateStatusBody, S.CometOk),
     ):
-        router.add_api_route(path, handler, methods=["POST"], include_in_schema=False)
-    router.add_api_route("/write/experiment/set-status", set_status, methods=["GET"], include_in_schema=False)
+        router.add_api_route(path, handler, methods=["POST"], **documented(
+            summary=summary, body=body, response=answer, errors=write_errors, tags=["comet"],
+            error_model=S.CometErrorBody))
+    router.add_api_route("/write/experiment/set-status", set_status, methods=["GET"], **documented(
+        summary="Keep-alive: the experiment is running", query=S.CometExperimentQuery, response=S.CometHeartbeat,
+        errors=write_errors, tags=["comet"], error_model=S.CometErrorBody))
     return router

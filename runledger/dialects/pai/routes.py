@@ -16,6 +16,8 @@ from starlette.responses import Response
 
 from runledger.auth.access import access
 from runledger.dialects import services
+from runledger.dialects.openapi import documented
+from runledger.dialects.pai import schemas as S
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.query import hpo
 
@@ -151,7 +153,13 @@ def get_trial(request: Request, experiment_id: str, trial_id: str) -> Response:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/experiment/{experiment_id}", get_experiment, methods=["GET"], include_in_schema=False)
-    router.add_api_route("/experiment/{experiment_id}/trials", list_trials, methods=["GET"], include_in_schema=False)
-    router.add_api_route("/experiment/{experiment_id}/trial/{trial_id}", get_trial, methods=["GET"], include_in_schema=False)
+    common: dict[str, Any] = {"errors": (401, 403, 404), "tags": ["pai"], "error_model": S.PaiErrorBody}
+    router.add_api_route("/experiment/{experiment_id}", get_experiment, methods=["GET"], **documented(
+        summary="GetHpoExperiment: a study (a parent run's or an experiment's)", response=S.PaiHpoExperiment,
+        **common))
+    router.add_api_route("/experiment/{experiment_id}/trials", list_trials, methods=["GET"], **documented(
+        summary="ListHpoTrials: a study's trials, each with its final value", query=S.PaiTrialsQuery,
+        response=S.PaiHpoTrials, **common))
+    router.add_api_route("/experiment/{experiment_id}/trial/{trial_id}", get_trial, methods=["GET"], **documented(
+        summary="GetHpoTrial: one trial with its objective's whole series", response=S.PaiHpoTrial, **common))
     return router

@@ -24,8 +24,10 @@ from starlette.responses import Response
 from runledger.auth.access import access
 from runledger.dialects import services
 from runledger.dialects.errors import request_id
+from runledger.dialects.openapi import documented
 from runledger.dialects.request import json_body
 from runledger.dialects.wandb import auth, resolvers, schema as wandb_schema
+from runledger.dialects.wandb import schemas as S
 from runledger.ingest.errors import InternalError, RunledgerError
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,13 @@ def _read(ctx: resolvers.Context, doc: DocumentNode, variables: dict[str, Any], 
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    # Not in /openapi.json: a GraphQL endpoint's contract is its GraphQL schema (schema.py,
-    # docs/wandb.md), and its errors are GraphQL errors, not the REST error shape.
-    router.add_api_route("/graphql", graphql_endpoint, methods=["POST"], include_in_schema=False)
+    # The operations' contract is the GraphQL schema (schema.py, docs/wandb.md); /openapi.json
+    # documents the envelope. The handler answers a malformed request, a bad key or a refused one
+    # in GraphQL's own shape; anything else (an overload, an unexpected failure) comes from the
+    # default error mapping, in ErrorBody's.
+    kwargs = documented(summary="W&B's public API (wandb.Api): run a GraphQL query or mutation",
+                        body=S.WandbGraphqlBody, response=S.WandbGraphqlAnswer, errors=(401, 403), tags=["wandb"])
+    for code in (400, 401, 403):
+        kwargs["responses"][code]["model"] = S.WandbGraphqlAnswer
+    router.add_api_route("/graphql", graphql_endpoint, methods=["POST"], **kwargs)
     return router
