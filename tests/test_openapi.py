@@ -239,6 +239,15 @@ def test_real_answers_of_the_comet_pai_and_wandb_rooms_validate_against_the_sche
     assert len(check.checked) == 32
 
 
+def test_a_documented_comet_path_asked_with_another_method_is_a_405_not_a_501(server) -> None:  # type: ignore[no-untyped-def]
+    wrong = httpx.put(f"{server.url}{COMET_REST}/write/experiment/metric", json={}, timeout=30)
+    assert wrong.status_code == 405 and wrong.json()["code"] == 405, wrong.text
+    assert "PUT" in wrong.json()["msg"]
+    # A path Runledger does not serve stays a clear 501.
+    unserved = httpx.get(f"{server.url}{COMET_REST}/experiment/asset/list", timeout=30)
+    assert unserved.status_code == 501 and "not served" in unserved.json()["msg"]
+
+
 def test_docs_work_offline_from_files_the_server_serves(server) -> None:  # type: ignore[no-untyped-def]
     page = httpx.get(f"{server.url}/docs")
     assert page.status_code == 200

@@ -7,10 +7,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from runledger.dialects.comet import schemas as S
 from runledger.dialects.comet.errors import NotServed
 from runledger.dialects.comet.shapes import BACKEND_VERSION
+from runledger.dialects.errors import MethodNotAllowed
 from runledger.dialects.openapi import documented
 
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
@@ -21,6 +23,11 @@ def backend_version() -> Response:
 
 
 def not_served(request: Request) -> Response:
+    # A served path asked with another method is not "not implemented" but a 405, as on every
+    # other prefix (a catch-all matches every method, so routing alone would answer 501). A
+    # partial match is a route whose path matches and whose methods do not; catch-alls never are.
+    if any(route.matches(request.scope)[0] == Match.PARTIAL for route in request.app.routes):
+        raise MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}")
     raise NotServed(f"{request.method} {request.url.path} is not served by Runledger's Comet API "
                     "(see docs/comet.md for the routes it serves).")
 
