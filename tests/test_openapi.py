@@ -239,13 +239,21 @@ def test_real_answers_of_the_comet_pai_and_wandb_rooms_validate_against_the_sche
     assert len(check.checked) == 32
 
 
-def test_a_documented_comet_path_asked_with_another_method_is_a_405_not_a_501(server) -> None:  # type: ignore[no-untyped-def]
+def test_a_served_comet_path_asked_with_another_method_is_a_405_not_a_501(server) -> None:  # type: ignore[no-untyped-def]
     wrong = httpx.put(f"{server.url}{COMET_REST}/write/experiment/metric", json={}, timeout=30)
     assert wrong.status_code == 405 and wrong.json()["code"] == 405, wrong.text
     assert "PUT" in wrong.json()["msg"]
+    assert httpx.post(f"{server.url}{COMET_CLIENTLIB}/isAlive/ver", timeout=30).status_code == 405
     # A path Runledger does not serve stays a clear 501.
     unserved = httpx.get(f"{server.url}{COMET_REST}/experiment/asset/list", timeout=30)
     assert unserved.status_code == 501 and "not served" in unserved.json()["msg"]
+
+
+def test_a_comet_query_naming_its_project_with_a_non_string_is_a_400(server) -> None:  # type: ignore[no-untyped-def]
+    # Found by the fuzzer once the route was documented: it was a 500 from the search.
+    bad = httpx.post(f"{server.url}{COMET_REST}/project/query", json={"projectName": [None], "predicates": []},
+                     timeout=30)
+    assert bad.status_code == 400 and "projectName" in bad.json()["msg"], bad.text
 
 
 def test_docs_work_offline_from_files_the_server_serves(server) -> None:  # type: ignore[no-untyped-def]

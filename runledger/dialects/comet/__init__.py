@@ -17,4 +17,5 @@ PREFIXES = (REST_PREFIX, CLIENTLIB_PREFIX)
 def routers() -> list[tuple[str, APIRouter]]:
     """(prefix, router) pairs; the catch-alls come last so served routes match first."""
     return [(REST_PREFIX, reads.build_router()), (REST_PREFIX, writes.build_router()),
-            (CLIENTLIB_PREFIX, service.build_clientlib_router()), (REST_PREFIX, service.build_rest_fallback())]
+            (CLIENTLIB_PREFIX, service.build_clientlib_router()), (CLIENTLIB_PREFIX, service.build_clientlib_fallback()),
+            (REST_PREFIX, service.build_rest_fallback())]

@@ -214,6 +214,9 @@ def _query(request: Request, body: dict[str, Any]) -> Response:
     predicates = body.get("predicates")
     if not isinstance(predicates, list):
         raise InvalidParameterValue("'predicates' must be a list.")
+    for field in ("workspaceName", "projectName"):
+        if body.get(field) is not None and not isinstance(body[field], str):
+            raise InvalidParameterValue(f"'{field}' must be a string.")
     tree = comet_query.tree(predicates)
     with reader.cursor() as cur:
         e = find_project(cur, request, body.get("workspaceName"), body.get("projectName"))

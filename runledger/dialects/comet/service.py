@@ -37,6 +37,13 @@ def build_clientlib_router() -> APIRouter:
     router.add_api_route("/isAlive/ver", backend_version, methods=["GET"], **documented(
         summary="The Comet backend version comet_ml switches its features by", response=S.CometVersion,
         tags=["comet"], error_model=S.CometErrorBody))
+    return router
+
+
+def build_clientlib_fallback() -> APIRouter:
+    # A router of its own, mounted after the served one, so that a served path asked with another
+    # method shows as a partial match to not_served (a 405, not a 501).
+    router = APIRouter()
     # The catch-alls are not operations (every other path answers 501): not in /openapi.json.
     router.add_api_route("/{rest:path}", not_served, methods=_METHODS, include_in_schema=False)
     return router
