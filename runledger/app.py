@@ -38,6 +38,7 @@ from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger import ui
 from runledger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
+
+    ui.install(app)  # the web UI at / (runledger/ui)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:
