@@ -90,6 +90,8 @@
     const next = el("button", {id: "next-page", disabled: last >= body.total,
                                onclick: () => { state.offset += PAGE; save(); load(); }}, "Next ›");
     pager.replaceChildren(prev, next, el("span", {id: "run-count"}, first + "–" + last + " of " + body.total + " runs"));
+    // For `make bench` (bench/workloads/ui.py): navigation start -> first table drawn.
+    if (!performance.getEntriesByName("rl-table-drawn").length) performance.mark("rl-table-drawn");
   }
 
   let generation = 0;
