@@ -14,6 +14,7 @@ whose last point is NaN says so with `last` = NaN, and `nan` counts them per buc
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,8 +60,12 @@ def bucket_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, buc
     """The (run, key) series between `start` and `end` (inclusive, either may be None for the
     series' own bound) summarised in at most `buckets` buckets of equal x-width.
 
-    Two scans of the run's points for the key, in one snapshot: the count and the x extent,
-    then the grouped summary (or the points themselves when they fit)."""
+    In one snapshot. The buckets need the range's bounds first: given ones are used as they
+    are; a missing one is the series' own min or max x, which costs a scan (count, min, max)
+    the first time, and after that is taken from what the last answer found (`_EXTENTS`) and
+    checked in the summary's own scan: the summary also says where the points begin and end,
+    and if that is not the bound used, it is computed again with the true bound. So a chart
+    asked for again (a reload, a live run between batches) costs one scan, a grown series two."""
     if x not in _X_COLUMN:
         raise ValueError(f"x must be 'step' or 'time', got {x!r}")
     if not 1 <= buckets <= MAX_BUCKETS:
@@ -71,44 +76,105 @@ def bucket_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, buc
         where, params = where + f" AND {xc} >= ?", [*params, start]
     if end is not None:
         where, params = where + f" AND {xc} <= ?", [*params, end]
+    hint_key = (run_id, key, x, start, end)
     cur.execute("BEGIN TRANSACTION")
     try:
-        (n, lo, hi), = cur.execute(f"SELECT count(*), min({xc}), max({xc}) {where}", params).fetchall()
-        lo = lo if start is None else start
-        hi = hi if end is None else end
-        if n == 0:
-            return _empty(run_id, key, x, start, end)
-        if n <= buckets:
-            rows = cur.execute(f"SELECT {xc}, value {where} ORDER BY {xc}, {tie}, value", params).fetchall()
-            xs = [r[0] for r in rows]
-            vals = [r[1] for r in rows]
-            mins: list[float | None] = [None if v != v else v for v in vals]
-            return BucketedHistory(run_id, key, x, lo, hi, n, True, xs, list(xs), mins, list(mins), vals,
-                                   [1] * n, [1 if v != v else 0 for v in vals])
-        # Bucket b holds x in [lo + b * width, lo + (b + 1) * width): computed in DOUBLE, as
-        # (x - lo) * buckets can pass int64 for large steps; rounding only moves a boundary.
-        width = (float(hi) - float(lo) + 1.0) / buckets
-        bucket = f"least(floor(({xc}::DOUBLE - ?::DOUBLE) / ?)::BIGINT, ?)"
-        # "last" orders by (x, tie) packed in one HUGEINT: a struct ordering key costs twice as
-        # much on a million points. min/max are plain (a FILTER per aggregate doubles the cost
-        # too); DuckDB orders NaN above every number, so buckets holding a NaN are redone below.
-        order_key = f"{xc}::HUGEINT * 18446744073709551616 + ({tie}::HUGEINT + 9223372036854775808)"
-        rows = cur.execute(
-            f"SELECT {bucket} AS b, min({xc}) AS x_first, max({xc}) AS x_last, min(value) AS vmin, "
-            f"max(value) AS vmax, arg_max(value, {order_key}) AS vlast, count(*) AS n, "
-            f"sum(isnan(value)::INTEGER) AS nan {where} GROUP BY b ORDER BY b",
-            [lo, width, buckets - 1, *params]).fetchall()
-        bs, x_first, x_last, vmin, vmax, vlast, counts, nan = (list(col) for col in zip(*rows))
-        if any(nan):
-            real = dict((b, (lo_v, hi_v)) for b, lo_v, hi_v in cur.execute(
-                f"SELECT {bucket} AS b, min(value), max(value) {where} AND NOT isnan(value) GROUP BY b",
-                [lo, width, buckets - 1, *params]).fetchall())
-            for i, b in enumerate(bs):
-                if nan[i]:
-                    vmin[i], vmax[i] = real.get(b, (None, None))
-        return BucketedHistory(run_id, key, x, lo, hi, n, False, x_first, x_last, vmin, vmax, vlast, counts, nan)
+        known = _EXTENTS.get(hint_key) if start is None or end is None else (start, end)
+        if known is None:
+            (n, data_lo, data_hi), = cur.execute(f"SELECT count(*), min({xc}), max({xc}) {where}", params).fetchall()
+            if n == 0:
+                return _empty(run_id, key, x, start, end)
+            _remember(hint_key, (data_lo, data_hi))
+            if n <= buckets:
+                return _points(cur, run_id, key, x, where, params, start, end, data_lo, data_hi)
+            known = (data_lo, data_hi)
+        for _ in range(2):
+            lo = known[0] if start is None else start
+            hi = known[1] if end is None else end
+            summary = _summary(cur, where, params, xc, tie, lo, hi, buckets)
+            if not summary[0]:
+                _forget(hint_key)
+                return _empty(run_id, key, x, start, end)
+            bs, x_first, x_last, vmin, vmax, vlast, counts, nan = summary
+            actual = (min(x_first), max(x_last))
+            if start is None or end is None:
+                _remember(hint_key, actual)
+            if (start is None and actual[0] != lo) or (end is None and actual[1] != hi):
+                known = actual   # the series moved since its bounds were remembered: again, with the true ones
+                continue
+            n = sum(counts)
+            if n <= buckets:
+                return _points(cur, run_id, key, x, where, params, start, end, lo, hi)
+            return BucketedHistory(run_id, key, x, lo, hi, n, False, x_first, x_last, vmin, vmax, vlast, counts, nan)
+        raise AssertionError("the second summary used the bounds the first one found, in the same snapshot")
     finally:
         cur.execute("ROLLBACK")
+
+
+def _points(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, x: XAxis, where: str, params: list[Any],
+            start: int | None, end: int | None, lo: int, hi: int) -> BucketedHistory:
+    """Every point of the range as its own bucket (the range holds no more than `buckets`)."""
+    xc, tie = _X_COLUMN[x], _TIE_COLUMN[x]
+    rows = cur.execute(f"SELECT {xc}, value {where} ORDER BY {xc}, {tie}, value", params).fetchall()
+    if not rows:
+        return _empty(run_id, key, x, start, end)
+    xs = [r[0] for r in rows]
+    vals = [r[1] for r in rows]
+    mins: list[float | None] = [None if v != v else v for v in vals]
+    return BucketedHistory(run_id, key, x, lo if start is None else start, hi if end is None else end, len(rows),
+                           True, xs, list(xs), mins, list(mins), vals, [1] * len(rows),
+                           [1 if v != v else 0 for v in vals])
+
+
+def _summary(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], xc: str, tie: str, lo: int, hi: int,
+             buckets: int) -> tuple[list[Any], ...]:
+    """Columns (bucket, x_first, x_last, min, max, last, count, nan) of the non-empty buckets of
+    [lo, hi]; points outside it (when `lo`/`hi` are out of date) land in the first or last
+    bucket, or below it, and show in x_first/x_last, which is how the caller notices."""
+    # Bucket b holds x in [lo + b * width, lo + (b + 1) * width): computed in DOUBLE, as
+    # (x - lo) * buckets can pass int64 for large steps; rounding only moves a boundary.
+    width = max((float(hi) - float(lo) + 1.0) / buckets, 1e-9)
+    bucket = f"least(floor(({xc}::DOUBLE - ?::DOUBLE) / ?)::BIGINT, ?)"
+    # "last" orders by (x, tie) packed in one HUGEINT: a struct ordering key costs twice as
+    # much on a million points. min/max are plain (a FILTER per aggregate doubles the cost
+    # too); DuckDB orders NaN above every number, so buckets holding a NaN are redone below.
+    order_key = f"{xc}::HUGEINT * 18446744073709551616 + ({tie}::HUGEINT + 9223372036854775808)"
+    rows = cur.execute(
+        f"SELECT {bucket} AS b, min({xc}) AS x_first, max({xc}) AS x_last, min(value) AS vmin, "
+        f"max(value) AS vmax, arg_max(value, {order_key}) AS vlast, count(*) AS n, "
+        f"sum(isnan(value)::INTEGER) AS nan {where} GROUP BY b ORDER BY b",
+        [lo, width, buckets - 1, *params]).fetchall()
+    if not rows:
+        return ([],) * 8
+    bs, x_first, x_last, vmin, vmax, vlast, counts, nan = (list(col) for col in zip(*rows))
+    if any(nan):
+        real = {b: (lo_v, hi_v) for b, lo_v, hi_v in cur.execute(
+            f"SELECT {bucket} AS b, min(value), max(value) {where} AND NOT isnan(value) GROUP BY b",
+            [lo, width, buckets - 1, *params]).fetchall()}
+        for i, b in enumerate(bs):
+            if nan[i]:
+                vmin[i], vmax[i] = real.get(b, (None, None))
+    return bs, x_first, x_last, vmin, vmax, vlast, counts, nan
+
+
+# The x extent each (run, key, x, start, end) had when last summarised: a guess that saves the
+# bounds scan, always checked (see bucket_history). Bounded, oldest dropped first.
+_EXTENTS: dict[tuple[Any, ...], tuple[int, int]] = {}
+_EXTENTS_MAX = 4096
+_EXTENTS_LOCK = threading.Lock()
+
+
+def _remember(hint_key: tuple[Any, ...], extent: tuple[int, int]) -> None:
+    with _EXTENTS_LOCK:
+        _EXTENTS.pop(hint_key, None)
+        _EXTENTS[hint_key] = extent
+        if len(_EXTENTS) > _EXTENTS_MAX:
+            del _EXTENTS[next(iter(_EXTENTS))]
+
+
+def _forget(hint_key: tuple[Any, ...]) -> None:
+    with _EXTENTS_LOCK:
+        _EXTENTS.pop(hint_key, None)
 
 
 def _empty(run_id: str, key: str, x: XAxis, start: int | None, end: int | None) -> BucketedHistory:

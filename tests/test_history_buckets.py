@@ -14,6 +14,7 @@ import mlflow
 import pytest
 
 from runledger.projector.schema import create_schema
+from runledger.query import history_buckets
 from runledger.query.history_buckets import bucket_history
 
 NAN = float("nan")
@@ -83,6 +84,22 @@ def test_buckets_match_a_plain_reference_on_random_series_by_step_and_by_time(co
         for g, e in zip(got, expected):
             assert g[:4] == e[:4] and g[5] == e[5]
             assert (math.isnan(g[4]) and math.isnan(e[4])) or g[4] == e[4]
+
+
+@pytest.mark.parametrize("growth", ["after", "before", "inside"])
+def test_a_series_that_changed_since_it_was_last_summarised_gets_the_same_buckets_as_a_first_read(
+        con: duckdb.DuckDBPyConnection, growth: str) -> None:
+    """The remembered extent is only a guess: new points past either end, or between, must give
+    exactly what a first read (bounds scanned afresh) gives."""
+    _insert(con, [("r", "k", float(s % 13), s, s) for s in range(1000, 5000)])
+    history_buckets._EXTENTS.clear()
+    bucket_history(con.cursor(), "r", "k", buckets=50)
+    new = {"after": range(5000, 5400), "before": range(600, 1000), "inside": range(1000, 5000, 7)}[growth]
+    _insert(con, [("r", "k", 100.0 + s % 5, s + 1, s) for s in new])
+    warm = bucket_history(con.cursor(), "r", "k", buckets=50)
+    history_buckets._EXTENTS.clear()
+    cold = bucket_history(con.cursor(), "r", "k", buckets=50)
+    assert warm == cold and warm.points == 4000 + len(new)
 
 
 def test_a_range_that_fits_returns_every_point_as_its_own_bucket(con: duckdb.DuckDBPyConnection) -> None:

@@ -20,7 +20,7 @@ if _MISSING:
     pytest.skip(f"UI browser tests skipped: {_MISSING}", allow_module_level=True)
 
 import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -48,6 +48,10 @@ def logged(server) -> dict[str, Any]:
         metrics.append(Metric("spiky", 0.0, 1_700_000_000_000, 0))
         client.log_batch(rid, metrics=metrics, params=[Param("lr", str(0.001 * (i + 1))), Param("batch", str(32 * (1 + i % 3)))],
                          tags=[RunTag("team", "vision")])
+        if i == 3:
+            client.log_inputs(rid, datasets=[DatasetInput(
+                Dataset(name="mnist-train", digest="abc123", source_type="local", source='{"uri": "/data/mnist"}'),
+                tags=[InputTag("mlflow.data.context", "training")])])
         client.set_terminated(rid, "FINISHED")
         runs.append(rid)
     with pytest.raises(MlflowException):
@@ -151,6 +155,8 @@ def test_the_run_page_draws_a_canvas_per_metric_key(driver, logged) -> None:
     params = driver.find_element(By.ID, "params").text
     assert "lr" in params and "0.004" in params and "batch" in params
     assert "team" in driver.find_element(By.ID, "tags").text
+    datasets = driver.find_element(By.ID, "datasets").text
+    assert "mnist-train" in datasets and "abc123" in datasets and "training" in datasets
     browser.screenshot(driver, SHOTS, "run")
 
 
