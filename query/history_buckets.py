@@ -179,3 +179,75 @@ def _forget(hint_key: tuple[Any, ...]) -> None:
 
 def _empty(run_id: str, key: str, x: XAxis, start: int | None, end: int | None) -> BucketedHistory:
     return BucketedHistory(run_id, key, x, start, end, 0, True, [], [], [], [], [], [], [])
+
+
+class BucketCache:
+    """Rendered bucket answers (JSON bytes) of recent requests, so a chart asked for again (a
+    reload, a zoom back out, a second viewer) costs no scan. The store's apply listener
+    (`drop_changed`) moves a run on to a new generation whenever a committed batch adds or
+    hides points of it; an answer is served only if computed in the run's current generation,
+    and one computed while a batch was being applied is never stored (`token` before, `put`
+    after). Bounded in bytes, least recently used dropped first."""
+
+    def __init__(self, max_bytes: int = 32 << 20, max_runs: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Any, ...], tuple[tuple[int, int], bytes]] = {}
+        self._generation: dict[str, int] = {}
+        self._epoch = 0          # moves on when the generations are forgotten (too many runs)
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.max_runs = max_runs
+
+    def token(self, run_id: str) -> tuple[int, int]:
+        with self._lock:
+            return self._epoch, self._generation.get(run_id, 0)
+
+    def get(self, run_id: str, request: tuple[Any, ...]) -> bytes | None:
+        with self._lock:
+            found = self._entries.pop((run_id, *request), None)
+            if found is None:
+                return None
+            if found[0] != (self._epoch, self._generation.get(run_id, 0)):
+                self._bytes -= len(found[1])
+                return None
+            self._entries[(run_id, *request)] = found   # most recently used last
+            return found[1]
+
+    def put(self, run_id: str, request: tuple[Any, ...], token: tuple[int, int], body: bytes) -> None:
+        with self._lock:
+            if token != (self._epoch, self._generation.get(run_id, 0)) or len(body) > self.max_bytes // 8:
+                return
+            old = self._entries.pop((run_id, *request), None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            self._entries[(run_id, *request)] = (token, body)
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes and self._entries:
+                oldest = next(iter(self._entries))
+                self._bytes -= len(self._entries.pop(oldest)[1])
+
+    def drop_runs(self, run_ids: set[str]) -> None:
+        if not run_ids:
+            return
+        with self._lock:
+            if len(self._generation) + len(run_ids) > self.max_runs:
+                self._epoch += 1
+                self._generation.clear()
+                self._entries.clear()
+                self._bytes = 0
+            for run_id in run_ids:
+                self._generation[run_id] = self._generation.get(run_id, 0) + 1
+
+    def drop_changed(self, changes: Any) -> None:
+        """Store.apply listener: the runs whose points a committed batch added or hid."""
+        import pyarrow.compute as pc
+
+        runs: set[str] = set()
+        for chunk in changes.metrics.chunks:
+            if chunk.num_rows:
+                runs.update(pc.unique(chunk.column("run_id")).to_pylist())
+        runs.update(r.run_id for r in changes.rewinds)
+        self.drop_runs(runs)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -36,6 +36,7 @@ from runledger.query.audit_service import AuditService
 from runledger.query.read_service import ReadService
 from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
+from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger import ui
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
         sql_engine.prepare(settings.latest_table)   # views + instance lockdown, before the projector writes
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(run_cache.drop_changed)
+        bucket_cache = BucketCache()
+        store.apply_listeners.append(bucket_cache.drop_changed)
         tail_hub = TailHub(asyncio.get_running_loop())
         store.apply_listeners.append(tail_hub.committed)
         board = VerdictBoard()
@@ -101,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
-                             search_cursors=SearchCursors())
+                             search_cursors=SearchCursors(), bucket_cache=bucket_cache)
         audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
                                       models=models_reader.ReadModelModelCatalog(store), sql=sql_engine,

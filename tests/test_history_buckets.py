@@ -142,3 +142,40 @@ def test_the_route_answers_404_for_an_unknown_run_and_400_for_bad_buckets(server
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
     bad = httpx.get(base, params={"run_id": "nope", "metric_key": "acc", "buckets": 0})
     assert bad.status_code == 400 and "buckets" in bad.json()["message"]
+
+
+def test_the_route_answers_again_with_the_points_logged_since_its_last_answer(server) -> None:
+    mlflow.set_tracking_uri(server.url)
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("buckets-cache")).info.run_id
+    from mlflow.entities import Metric
+    base = f"{server.url}/api/runledger/v1/metrics/history-buckets"
+    params = {"run_id": run, "metric_key": "loss", "buckets": 20}
+    for total in (100, 250):
+        client.log_batch(run, metrics=[Metric("loss", 1.0, 1, s) for s in range(total - (150 if total == 250 else 100), total)])
+        first = httpx.get(base, params=params).json()
+        again = httpx.get(base, params=params).json()   # the kept answer
+        assert first == again and first["points"] == total and first["end"] == total - 1
+
+
+def test_a_kept_answer_is_dropped_when_its_run_changes_and_never_kept_if_computed_across_a_change() -> None:
+    cache = history_buckets.BucketCache()
+    token = cache.token("r")
+    cache.put("r", ("k",), token, b"old")
+    assert cache.get("r", ("k",)) == b"old" and cache.get("other", ("k",)) is None
+    cache.drop_runs({"r"})
+    assert cache.get("r", ("k",)) is None
+    stale = cache.token("r")
+    cache.drop_runs({"r"})          # a batch applied while that answer was computed
+    cache.put("r", ("k",), stale, b"computed before the batch")
+    assert cache.get("r", ("k",)) is None
+
+
+def test_kept_answers_stay_within_their_byte_budget_dropping_the_least_recently_used() -> None:
+    cache = history_buckets.BucketCache(max_bytes=1000)
+    for i in range(5):
+        cache.put(f"r{i}", (), cache.token(f"r{i}"), b"x" * 100)
+    assert cache.get("r0", ()) is not None      # r0 is now the most recently used
+    for i in range(5, 12):
+        cache.put(f"r{i}", (), cache.token(f"r{i}"), b"x" * 100)
+    assert len(cache) == 10 and cache.get("r0", ()) is not None and cache.get("r1", ()) is None
