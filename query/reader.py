@@ -18,7 +18,7 @@ import pyarrow as pa
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.limits import shown_value
 from runledger.query import page_token as tokens
-from runledger.query import search_filter, search_sql
+from runledger.query import search_filter, search_sql, search_tree
 from runledger.query.run_cache import RunCache
 from runledger.query.run_info import info_json
 from runledger.query.search_cursors import SearchCursors
@@ -288,8 +288,10 @@ def run_ref(cur: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, str]
 
 def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
                 run_view_type: Any, max_results: int | None, order_by: list[str], page_token: str | None,
-                latest_table: str, cursors: SearchCursors, cache: RunCache | None = None) -> dict[str, Any]:
-    """One page of runs. The first page computes the full ordered id list and, when more pages
+                latest_table: str, cursors: SearchCursors, cache: RunCache | None = None,
+                filter_tree: search_tree.Node | None = None) -> dict[str, Any]:
+    """One page of runs. `filter_tree` (a boolean filter, query.search_tree) replaces
+    `filter_string` when given. The first page computes the full ordered id list and, when more pages
     follow, keeps it under a cursor named in the page token; later pages read that snapshot.
     With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts."""
     limit = _max_results(max_results, default=1000)
@@ -303,7 +305,8 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
     else:
         if not experiment_ids:
             return {}
-        offset, ids = 0, _matching_run_ids(cur, experiment_ids, filter_string, run_view_type, order_by, latest_table)
+        offset, ids = 0, _matching_run_ids(cur, experiment_ids, filter_string, run_view_type, order_by, latest_table,
+                                           filter_tree)
         cursor = cursors.put((ids, list(experiment_ids))) if len(ids) > limit else ""
     page = ids[offset:offset + limit]
     if not isinstance(page, list):
@@ -317,14 +320,17 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
 
 
 def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_string: str | None,
-                      run_view_type: Any, order_by: list[str], latest_table: str) -> Any:
+                      run_view_type: Any, order_by: list[str] | list[search_filter.OrderTerm], latest_table: str,
+                      filter_tree: search_tree.Node | None = None) -> Any:
     """The ordered ids of every matching run: a list, or past `_ARROW_FROM` ids an Arrow array
     (20,000 ids arrive several times faster as one Arrow column than as Python tuples, while
     converting a few hundred costs more than it saves). Either one slices into pages."""
     try:
-        sql, params = search_sql.compile_runs_search(
-            search_filter.parse_runs_filter(filter_string), search_filter.parse_runs_order_by(order_by),
-            latest_table, experiment_ids, _view_code(run_view_type))
+        terms = (order_by if all(isinstance(t, search_filter.OrderTerm) for t in order_by)
+                 else search_filter.parse_runs_order_by(order_by))
+        where = search_filter.parse_runs_filter(filter_string) if filter_tree is None else filter_tree
+        sql, params = search_sql.compile_runs_search(where, terms, latest_table, experiment_ids,
+                                                     _view_code(run_view_type))
     except SearchFilterError as e:
         raise InvalidParameterValue(str(e)) from e
     result = cur.execute(_parsed(cur, sql), params)

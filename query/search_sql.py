@@ -16,9 +16,11 @@ import re
 from typing import Sequence
 
 from .search_filter import Comparison, OrderTerm
+from .search_tree import AllOf, AnyOf, Leaf, Node, Not
 
 __all__ = [
     "compile_runs_where",
+    "compile_runs_tree_where",
     "compile_runs_order_by",
     "compile_runs_search",
     "compile_experiments_where",
@@ -60,6 +62,9 @@ def _value_predicate(column: str, op: str, value: object, params: list) -> str:
             raise ValueError(f"{op} needs a non-empty tuple of values, got {value!r}")
         params.extend(value)
         return f"{column} {_LIST_SQL[op]} ({', '.join('?' for _ in value)})"
+    if op == "REGEX":  # filter trees only (query.search_tree): RE2, matched anywhere
+        params.append(value)
+        return f"regexp_matches({column}, ?)"
     if op not in _BINARY_SQL:
         raise ValueError(f"unsupported comparator {op!r}")
     params.append(value)
@@ -147,6 +152,94 @@ def compile_runs_where(comparisons: Sequence[Comparison], latest_table: str,
         else:
             raise ValueError(f"unsupported entity {c.entity!r}")
     return _and(parts), params
+
+
+# ----- boolean trees (query.search_tree): the same predicates, joined by AND / OR / NOT
+
+def _numbers_and_texts(values: tuple) -> tuple[tuple, tuple]:
+    numbers = tuple(float(v) for v in values if isinstance(v, (int, float)))
+    return numbers, tuple(v for v in values if isinstance(v, str))
+
+
+def _param_value_predicate(c: Comparison, params: list) -> str:
+    """A param/tag value test. A number compares with the stored text read as a number (text
+    that is not a number never matches); a mixed IN list tests both ways."""
+    if c.op in ("IN", "NOT IN"):
+        numbers, texts = _numbers_and_texts(c.value)
+        parts = []
+        if texts:
+            parts.append(_value_predicate("k.value", "IN", texts, params))
+        if numbers:
+            parts.append(_value_predicate("TRY_CAST(k.value AS DOUBLE)", "IN", numbers, params))
+        test = " OR ".join(f"({p})" for p in parts)
+        return f"NOT COALESCE({test}, FALSE)" if c.op == "NOT IN" else f"({test})"
+    if isinstance(c.value, (int, float)):
+        return _value_predicate("TRY_CAST(k.value AS DOUBLE)", c.op, float(c.value), params)
+    return _value_predicate("k.value", c.op, c.value, params)
+
+
+def _tree_leaf(c: Comparison, latest_table: str, params: list, membership: bool) -> str:
+    if c.entity == "metric":
+        if c.op in ("IS NULL", "IS NOT NULL"):
+            params.append(c.key)
+            found = _exists(latest_table, "m", "run_id", "r", "m.key = ?", membership and c.op == "IS NOT NULL")
+            return found if c.op == "IS NOT NULL" else f"NOT {found}"
+        if c.op in ("IN", "NOT IN"):
+            params.append(c.key)
+            cmp = _value_predicate("m.value", c.op, tuple(float(v) for v in c.value), params)
+            guard = f"(isnan(m.value) OR {cmp})" if c.op == "NOT IN" else f"(NOT isnan(m.value) AND {cmp})"
+            return _exists(latest_table, "m", "run_id", "r", f"m.key = ? AND {guard}", membership)
+        return _metric_predicate(c, latest_table, params, membership)
+    if c.entity in _KEYED_TABLES:
+        if c.op in ("IS NULL", "IS NOT NULL") or (isinstance(c.value, str) and c.op != "REGEX"
+                                                   and c.op not in ("IN", "NOT IN")):
+            return _keyed_predicate(c, _KEYED_TABLES[c.entity], "run_id", "r", params, membership)
+        params.append(c.key)
+        condition = f"k.key = ? AND {_param_value_predicate(c, params)}"
+        return _exists(_KEYED_TABLES[c.entity], "k", "run_id", "r", condition, membership)
+    if c.entity == "label":
+        # A label is a tag with an empty value (MLflow's own mlflow.* tags are never labels);
+        # the comparison applies to the label's name.
+        condition = "k.value = '' AND NOT starts_with(k.key, 'mlflow.')"
+        if c.op not in ("IS NULL", "IS NOT NULL"):
+            condition += f" AND {_value_predicate('k.key', c.op, c.value, params)}"
+        found = _exists("tags", "k", "run_id", "r", condition, membership and c.op != "IS NULL")
+        return f"NOT {found}" if c.op == "IS NULL" else found
+    if c.entity == "attribute":
+        column = _lookup(_RUN_COLUMNS, c)
+        if c.op in ("IS NULL", "IS NOT NULL"):
+            return f"{column} {c.op}"
+        if c.op in ("IN", "NOT IN"):
+            values = tuple(float(v) if isinstance(v, (int, float)) else v for v in c.value)
+            return _value_predicate(column, c.op, values, params)
+        return _attribute_predicate(column, c, params)
+    if c.entity == "dataset" and c.op not in ("IS NULL", "IS NOT NULL"):
+        pred = _value_predicate(_lookup(_DATASET_COLUMNS, c), c.op, c.value, params)
+        return _exists("run_datasets", "d", "run_id", "r", pred, membership)
+    raise ValueError(f"unsupported {c.entity} comparison {c.op!r}")
+
+
+def _tree(node: Node, latest_table: str, params: list, membership: bool) -> str:
+    if isinstance(node, Leaf):
+        return _tree_leaf(node.comparison, latest_table, params, membership)
+    if isinstance(node, AllOf):
+        return _and([_tree(child, latest_table, params, membership) for child in node.children])
+    if isinstance(node, AnyOf):
+        parts = [_tree(child, latest_table, params, membership) for child in node.children]
+        return " OR ".join(f"({p})" for p in parts) if parts else "FALSE"
+    if isinstance(node, Not):
+        # Total negation: a comparison that is NULL (a NULL column) reads as false, so its
+        # negation is true; NOT alone would leave it NULL and drop the run.
+        return f"NOT COALESCE(({_tree(node.child, latest_table, params, membership)}), FALSE)"
+    raise ValueError(f"not a filter node: {node!r}")
+
+
+def compile_runs_tree_where(node: Node, latest_table: str, membership: bool = False) -> tuple[str, list]:
+    """Compile a boolean filter tree (``query.search_tree``) to an SQL expression over alias ``r``,
+    with the predicates ``compile_runs_where`` uses for its comparisons. Returns ``(sql, params)``."""
+    _check_table(latest_table)
+    params: list = []
+    return _tree(node, latest_table, params, membership), params
 
 
 def _direction(ascending: bool) -> str:
@@ -241,7 +334,7 @@ _VIEW_SQL = {
 }
 
 
-def compile_runs_search(comparisons: Sequence[Comparison], terms: Sequence[OrderTerm], latest_table: str,
+def compile_runs_search(comparisons: Sequence[Comparison] | Node, terms: Sequence[OrderTerm], latest_table: str,
                         experiment_ids: Sequence[str], view: int) -> tuple[str, list]:
     """The whole runs/search statement: ``SELECT r.run_id`` of the matching runs of
     ``experiment_ids`` in the requested order, as ``(sql, params)``.
@@ -252,13 +345,17 @@ def compile_runs_search(comparisons: Sequence[Comparison], terms: Sequence[Order
     on; and the experiments' rule through uncorrelated subqueries (the list of the searched
     experiments that exist, are active or are deleted), which DuckDB evaluates once, where a
     semi-join with ``experiments`` would cost as much as the rest of a small search.
-    ``view`` is 1 (ACTIVE_ONLY), 2 (DELETED_ONLY) or 3 (ALL).
+    ``view`` is 1 (ACTIVE_ONLY), 2 (DELETED_ONLY) or 3 (ALL). ``comparisons`` may also be a
+    boolean filter tree (``query.search_tree``).
     """
     _check_table(latest_table)
     if not experiment_ids:
         raise ValueError("experiment_ids must not be empty")
     joins, join_params, items = _order_with_joins(terms, latest_table)
-    where, where_params = compile_runs_where(comparisons, latest_table, membership=True)
+    if isinstance(comparisons, (Leaf, AllOf, AnyOf, Not)):
+        where, where_params = compile_runs_tree_where(comparisons, latest_table, membership=True)
+    else:
+        where, where_params = compile_runs_where(comparisons, latest_table, membership=True)
     exp_ids = list(dict.fromkeys(experiment_ids))
     marks = ", ".join("?" for _ in exp_ids)
     lists = {"exists": "", "active": " AND lifecycle_stage <> 'deleted'", "deleted": " AND lifecycle_stage = 'deleted'"}

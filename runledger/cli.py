@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -50,7 +49,7 @@ def cmd_up(settings: Settings) -> int:
         print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
         broker.start()
         print(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s", flush=True)
-        settings = dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
+        settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
     url = f"http://{settings.host}:{settings.port}"
     print(f"""
 Runledger is starting on {url}

@@ -1,13 +1,25 @@
-"""Runledger's settings, read once from the environment at start-up."""
+"""Runledger's settings, read once from the environment (and the CLI's flags) at start-up.
+
+Every setting is one field of `Settings` below, declared once: its default, its limits, its
+environment variable (always `RUNLEDGER_*`) and its help text. pydantic-settings reads and
+validates them; the CLI (runledger/cli.py) turns every field into a flag, so a setting added
+here is a flag too. A bad value is one line naming the variable (or flag) and the value.
+
+To add a setting: a field with `setting(default, "RUNLEDGER_NAME", "help text", ...limits)`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from runledger.projector.schema import LATEST_TABLES
 
@@ -21,48 +33,112 @@ DEPRECATED_NAMES = {"RUNLEDGER_HOST": "HOST", "RUNLEDGER_PORT": "PORT", "RUNLEDG
 ALIASES = {"RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": "KAFKA_BOOTSTRAP_SERVERS"}
 
 
-def _env(env: Mapping[str, str], name: str) -> dict[str, str]:
-    """`env` with `name` filled in from its old or alias name when only that is set."""
-    old = DEPRECATED_NAMES.get(name) or ALIASES.get(name)
-    if old is None or env.get(name) or not env.get(old):
-        return env
-    if name in DEPRECATED_NAMES:
-        log.warning("%s is deprecated; set %s instead (the old name still works for now)", old, name)
-    return {**env, name: env[old]}
-
-
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the variable and the value."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 5000
-    data_dir: Path = Path("data")
-    bootstrap_servers: str | None = None   # None: start the local broker
-    kafka_port: int = 19092
-    topic: str = "runledger.events"
-    partitions: int = 4
-    latest_metric: str = "step"             # MLflow server's rule; or "timestamp" (its API reference's)
-    sync_timeout: float = 30.0
-    kafka_timeout: float = 30.0                 # RUNLEDGER_KAFKA_TIMEOUT: wait for an ack before a 503
-    clock_margin_ms: int = 1000                 # RUNLEDGER_CLOCK_MARGIN_MS: how far the broker's clock may lag ours
-    artifact_root_override: str | None = None  # RUNLEDGER_ARTIFACT_ROOT
-    duckdb_threads: int = 1                     # RUNLEDGER_DUCKDB_THREADS
-    stream_max_lag_ms: int = 100                # RUNLEDGER_STREAM_MAX_LAG_MS: streaming backpressure bound
-    run_cache_mb: int = 64                      # RUNLEDGER_RUN_CACHE_MB: rendered runs kept for reads; 0 = none
-    duckdb_memory_limit: str = field(default_factory=lambda: default_duckdb_memory_limit())
-    allowed_hosts_override: tuple[str, ...] | None = None  # RUNLEDGER_ALLOWED_HOSTS
-    body_timeout: float = 30.0                  # RUNLEDGER_BODY_TIMEOUT: max wait for the next body chunk
-    header_timeout: float = 10.0                # RUNLEDGER_HEADER_TIMEOUT: max time to send request headers
-    keep_alive_timeout: int = 5                 # RUNLEDGER_KEEP_ALIVE_TIMEOUT: idle keep-alive connections
-    max_concurrency: int = 1000                 # RUNLEDGER_MAX_CONCURRENCY: connections + tasks before 503s
-    sql_time_limit_ms: int = 30_000             # RUNLEDGER_SQL_TIME_LIMIT_MS: per SQL query
-    sql_memory_mb: int = 512                    # RUNLEDGER_SQL_MEMORY_MB: per SQL query's intermediates
-    sql_max_rows: int = 10_000                  # RUNLEDGER_SQL_MAX_ROWS: JSON answers, truncated beyond
-    sql_max_bytes: int = 2 << 30                # RUNLEDGER_SQL_MAX_MB (in bytes here): streamed answers
-    sql_max_concurrent: int = 4                 # RUNLEDGER_SQL_MAX_CONCURRENT: more get 429
+def setting(default: Any, env: str, description: str, **limits: Any) -> Any:
+    """A field read from the environment variable `env` (and the CLI flag named after the field)."""
+    factory = limits.pop("default_factory", None)
+    if factory is not None:
+        return Field(default_factory=factory, validation_alias=env, description=description, **limits)
+    return Field(default, validation_alias=env, description=description, **limits)
+
+
+def default_duckdb_memory_limit() -> str:
+    """A quarter of RAM, between 256 MiB and 4 GiB: the read model's hot part is small (latest
+    values, recent runs) and DuckDB spills big sorts to disk, while the rest of the process
+    (Python, Arrow buffers, the fold cache) needs the remainder."""
+    mib = physical_memory_bytes() // 4 >> 20
+    return f"{max(256, min(mib, 4096))}MiB"
+
+
+_SIZE = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
+Port = Annotated[int, Field(gt=0, le=65535)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        case_sensitive=True,        # environment variables are; `port` the field is not `PORT` the old name
+        env_ignore_empty=True,      # VAR= (empty) means the default, as it always has
+        frozen=True,
+        validate_by_name=True,      # Settings(port=...) in code and tests; RUNLEDGER_PORT from the environment
+        validate_by_alias=True,
+        extra="ignore",
+    )
+
+    host: str = setting("127.0.0.1", "RUNLEDGER_HOST", "address the HTTP API listens on")
+    port: Port = setting(5000, "RUNLEDGER_PORT", "port the HTTP API listens on")
+    data_dir: Path = setting(Path("data"), "RUNLEDGER_DATA_DIR",
+                             "folder of the read model (runledger.duckdb), the local broker and artifacts")
+    bootstrap_servers: str | None = setting(
+        None, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS",
+        "Kafka to use (host:port[,host:port]); unset: `runledger up` starts a local broker "
+        "(also read from KAFKA_BOOTSTRAP_SERVERS)")
+    kafka_port: Port = setting(19092, "RUNLEDGER_KAFKA_PORT",
+                               "port of the local broker `runledger up` starts (its controller takes the next one)")
+    topic: str = setting("runledger.events", "RUNLEDGER_TOPIC", "Kafka topic of the event log")
+    partitions: int = setting(4, "RUNLEDGER_PARTITIONS", "partitions of the topic when Runledger creates it", gt=0)
+    latest_metric: Literal["step", "timestamp"] = setting(
+        "step", "RUNLEDGER_LATEST_METRIC",
+        "which point is a metric's latest: 'step' (the MLflow server's rule) or 'timestamp' (its API reference's)")
+    sync_timeout: float = setting(30.0, "RUNLEDGER_SYNC_TIMEOUT",
+                                  "seconds a read waits for the read model to reach the writer's position", gt=0)
+    kafka_timeout: float = setting(30.0, "RUNLEDGER_KAFKA_TIMEOUT",
+                                   "seconds a write waits for Kafka's acknowledgement before answering 503", gt=0)
+    clock_margin_ms: int = setting(1000, "RUNLEDGER_CLOCK_MARGIN_MS",
+                                   "how far (ms) the broker's clock may lag the server's", ge=0)
+    artifact_root_override: str | None = setting(
+        None, "RUNLEDGER_ARTIFACT_ROOT",
+        "where new experiments put artifacts (clients write there themselves); default: DATA_DIR/artifacts")
+    duckdb_threads: int = setting(1, "RUNLEDGER_DUCKDB_THREADS", "DuckDB threads of the read model", gt=0)
+    stream_max_lag_ms: int = setting(100, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
+    run_cache_mb: int = setting(64, "RUNLEDGER_RUN_CACHE_MB", "MB of rendered runs kept for reads; 0 = none", ge=0)
+    duckdb_memory_limit: str = setting(None, "RUNLEDGER_DUCKDB_MEMORY_LIMIT",
+                                       "DuckDB memory limit, e.g. '512MiB' or '2GB'; default: a quarter of RAM, "
+                                       "between 256MiB and 4GiB", default_factory=default_duckdb_memory_limit)
+    allowed_hosts_override: Annotated[tuple[str, ...] | None, NoDecode] = setting(
+        None, "RUNLEDGER_ALLOWED_HOSTS", "comma-separated Host header values answered; default: derived from HOST")
+    body_timeout: float = setting(30.0, "RUNLEDGER_BODY_TIMEOUT", "max seconds to wait for the next body chunk", gt=0)
+    header_timeout: float = setting(10.0, "RUNLEDGER_HEADER_TIMEOUT", "max seconds to send request headers", gt=0)
+    keep_alive_timeout: int = setting(5, "RUNLEDGER_KEEP_ALIVE_TIMEOUT", "seconds idle keep-alive connections live",
+                                      gt=0)
+    max_concurrency: int = setting(1000, "RUNLEDGER_MAX_CONCURRENCY", "connections + tasks before 503s", gt=0)
+    sql_time_limit_ms: int = setting(30_000, "RUNLEDGER_SQL_TIME_LIMIT_MS", "time limit (ms) per SQL query", gt=0)
+    sql_memory_mb: int = setting(512, "RUNLEDGER_SQL_MEMORY_MB", "MB per SQL query's intermediates", gt=0)
+    sql_max_rows: int = setting(10_000, "RUNLEDGER_SQL_MAX_ROWS", "rows in a JSON SQL answer (truncated beyond)",
+                                gt=0)
+    sql_max_mb: int = setting(2048, "RUNLEDGER_SQL_MAX_MB", "MB of a streamed SQL answer", gt=0)
+    sql_max_concurrent: int = setting(4, "RUNLEDGER_SQL_MAX_CONCURRENT", "concurrent SQL queries (more get 429)",
+                                      gt=0)
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _a_size(cls, raw: str) -> str:
+        if not _SIZE.fullmatch(raw):
+            raise ValueError("use a size such as '512MiB' or '2GB'")
+        return raw.strip()
+
+    @field_validator("allowed_hosts_override", mode="before")
+    @classmethod
+    def _comma_separated(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            hosts = tuple(h.strip() for h in raw.split(",") if h.strip())
+            return hosts or None
+        return raw
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **others: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings()` is the defaults (plus keyword arguments): code and tests that build one must
+        # not pick up whatever RUNLEDGER_* the shell has. The environment is read by from_env only.
+        return (init_settings,)
+
+    # ----- derived values -----
+
+    @property
+    def sql_max_bytes(self) -> int:
+        return self.sql_max_mb << 20
 
     @property
     def duckdb_path(self) -> Path:
@@ -91,73 +167,93 @@ class Settings:
     def latest_table(self) -> str:
         return LATEST_TABLES[self.latest_metric]
 
+    # ----- construction -----
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
-        for name in (*DEPRECATED_NAMES, *ALIASES):
-            env = _env(env, name)
-        latest = env.get("RUNLEDGER_LATEST_METRIC", "step")
-        if latest not in LATEST_TABLES:
-            raise SettingsError(f"RUNLEDGER_LATEST_METRIC={latest!r}: use 'step' (default) or 'timestamp'")
-        return cls(
-            host=env.get("RUNLEDGER_HOST", "127.0.0.1"),
-            port=_int(env, "RUNLEDGER_PORT", 5000),
-            data_dir=Path(env.get("RUNLEDGER_DATA_DIR") or "data"),
-            bootstrap_servers=env.get("RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS") or None,
-            kafka_port=_int(env, "RUNLEDGER_KAFKA_PORT", 19092),
-            topic=env.get("RUNLEDGER_TOPIC", "runledger.events"),
-            partitions=_int(env, "RUNLEDGER_PARTITIONS", 4),
-            latest_metric=latest,
-            sync_timeout=float(_int(env, "RUNLEDGER_SYNC_TIMEOUT", 30)),
-            kafka_timeout=float(_int(env, "RUNLEDGER_KAFKA_TIMEOUT", 30)),
-            clock_margin_ms=_int(env, "RUNLEDGER_CLOCK_MARGIN_MS", 1000, minimum=0),
-            artifact_root_override=env.get("RUNLEDGER_ARTIFACT_ROOT") or None,
-            stream_max_lag_ms=_int(env, "RUNLEDGER_STREAM_MAX_LAG_MS", 100),
-            duckdb_threads=_int(env, "RUNLEDGER_DUCKDB_THREADS", 1),
-            run_cache_mb=_int(env, "RUNLEDGER_RUN_CACHE_MB", 64, minimum=0),
-            duckdb_memory_limit=_size(env, "RUNLEDGER_DUCKDB_MEMORY_LIMIT") or default_duckdb_memory_limit(),
-            allowed_hosts_override=_hosts(env.get("RUNLEDGER_ALLOWED_HOSTS")),
-            body_timeout=float(_int(env, "RUNLEDGER_BODY_TIMEOUT", 30)),
-            header_timeout=float(_int(env, "RUNLEDGER_HEADER_TIMEOUT", 10)),
-            keep_alive_timeout=_int(env, "RUNLEDGER_KEEP_ALIVE_TIMEOUT", 5),
-            max_concurrency=_int(env, "RUNLEDGER_MAX_CONCURRENCY", 1000),
-            sql_time_limit_ms=_int(env, "RUNLEDGER_SQL_TIME_LIMIT_MS", 30_000),
-            sql_memory_mb=_int(env, "RUNLEDGER_SQL_MEMORY_MB", 512),
-            sql_max_rows=_int(env, "RUNLEDGER_SQL_MAX_ROWS", 10_000),
-            sql_max_bytes=_int(env, "RUNLEDGER_SQL_MAX_MB", 2048) << 20,
-            sql_max_concurrent=_int(env, "RUNLEDGER_SQL_MAX_CONCURRENT", 4),
-        )
+    def from_env(cls, env: Mapping[str, str] = os.environ, flags: Mapping[str, Any] | None = None) -> "Settings":
+        """Settings from `env` (the process environment by default), with `flags` (field name ->
+        value, e.g. the CLI's --port) taking precedence. SettingsError names a bad variable or flag."""
+        env, renamed = _with_old_names(env)
+        values = _MappingSource(cls, env)()
+        given = {k: v for k, v in (flags or {}).items() if v is not None}
+        for name in given:
+            values.pop(env_name(name), None)
+        try:
+            return cls(**values, **given)
+        except ValidationError as e:
+            raise SettingsError(_one_line(e, renamed)) from None
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed (by field name), validated like the original."""
+        try:
+            return type(self)(**{**self.model_dump(), **changes})
+        except ValidationError as e:
+            raise SettingsError(_one_line(e, {})) from None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be positive" if minimum == 1 else f"{name}={raw!r} must be at least {minimum}")
-    return value
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field."""
+    alias = Settings.model_fields[field].validation_alias
+    assert isinstance(alias, str)
+    return alias
 
 
-_SIZE = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
+def flag_name(field: str) -> str:
+    return "--" + field.removesuffix("_override").replace("_", "-")
 
 
-def _size(env: Mapping[str, str], name: str) -> str | None:
-    """A memory size as DuckDB spells it ("512MiB", "2GB")."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    if not _SIZE.fullmatch(raw):
-        raise SettingsError(f"{name}={raw!r}: use a size such as '512MiB' or '2GB'")
-    return raw.strip()
+class _MappingSource(EnvSettingsSource):
+    """pydantic-settings' environment source over any mapping (tests pass plain dicts); it
+    otherwise reads os.environ only."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-def _hosts(raw: str | None) -> tuple[str, ...] | None:
-    if raw is None or raw.strip() == "":
-        return None
-    return tuple(h.strip() for h in raw.split(",") if h.strip())
+def _with_old_names(env: Mapping[str, str]) -> tuple[Mapping[str, str], dict[str, str]]:
+    """`env` with each RUNLEDGER_ name filled in from its old or alias name when only that is set;
+    and which names were so filled (new -> old), so an error names what the user actually set."""
+    renamed: dict[str, str] = {}
+    for name, old in (*DEPRECATED_NAMES.items(), *ALIASES.items()):
+        if env.get(name) or not env.get(old):
+            continue
+        if name in DEPRECATED_NAMES:
+            log.warning("%s is deprecated; set %s instead (the old name still works for now)", old, name)
+        env = {**env, name: env[old]}
+        renamed[name] = old
+    return env, renamed
+
+
+def _one_line(error: ValidationError, renamed: Mapping[str, str]) -> str:
+    """The first problem as `NAME='value' <what is wrong>`, NAME the variable or flag the user set."""
+    first = error.errors()[0]
+    key = str(first["loc"][0]) if first["loc"] else "?"
+    if key in Settings.model_fields:
+        name = flag_name(key)
+    else:
+        name = renamed.get(key, key)
+    value = first.get("input")
+    ctx = first.get("ctx") or {}
+    kind = first["type"]
+    if kind == "int_parsing":
+        why = "is not an integer"
+    elif kind == "float_parsing":
+        why = "is not a number"
+    elif kind == "greater_than":
+        why = "must be positive" if ctx.get("gt") == 0 else f"must be greater than {ctx.get('gt')}"
+    elif kind == "greater_than_equal":
+        why = f"must be at least {ctx.get('ge')}"
+    elif kind == "less_than_equal":
+        why = f"must be at most {ctx.get('le')}"
+    elif kind == "literal_error":
+        why = f": use {ctx.get('expected')}"
+    else:
+        why = ": " + str(first["msg"]).removeprefix("Value error, ")
+    return f"{name}={value!r} {why}".replace(" :", ":")
 
 
 def physical_memory_bytes() -> int:
@@ -170,11 +266,3 @@ def physical_memory_bytes() -> int:
     except OSError:
         pass
     return total
-
-
-def default_duckdb_memory_limit() -> str:
-    """A quarter of RAM, between 256 MiB and 4 GiB: the read model's hot part is small (latest
-    values, recent runs) and DuckDB spills big sorts to disk, while the rest of the process
-    (Python, Arrow buffers, the fold cache) needs the remainder."""
-    mib = physical_memory_bytes() // 4 >> 20
-    return f"{max(256, min(mib, 4096))}MiB"

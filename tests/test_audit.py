@@ -158,6 +158,23 @@ def test_as_of_each_moment_equals_what_runs_get_answered_then(api: httpx.Client,
     assert [m["value"] for m in history["metrics"]] == [0.9]
 
 
+def test_mlflow_get_history_takes_as_of_too(api: httpx.Client) -> None:
+    run_id = _create_run(api, "asof-mlflow")
+    api.post("/runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.9, "timestamp": 1000, "step": 0})
+    time.sleep(0.003)
+    then = time.time_ns() // 1_000_000
+    time.sleep(0.003)
+    api.post("/runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 2000, "step": 1})
+    now = api.get("/metrics/get-history", params={"run_id": run_id, "metric_key": "loss"}).json()
+    assert [m["value"] for m in now["metrics"]] == [0.9, 0.5]
+    past = api.get("/metrics/get-history", params={"run_id": run_id, "metric_key": "loss", "as_of": then})
+    assert past.status_code == 200, past.text
+    assert [m["value"] for m in past.json()["metrics"]] == [0.9]
+    both = api.get("/metrics/get-history", params={"run_id": run_id, "metric_key": "loss", "as_of": then,
+                                                    "as_of_position": "0:0"})
+    assert both.status_code == 400 and "not both" in both.json()["message"]
+
+
 def test_diff_between_two_moments(api: httpx.Client, native: httpx.Client) -> None:
     run_id = _create_run(api, "diff")
     api.post("/runs/log-parameter", json={"run_id": run_id, "key": "lr", "value": "0.1"})

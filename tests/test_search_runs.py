@@ -134,3 +134,46 @@ def test_search_cursor_snapshots_are_bounded_in_count_and_age() -> None:
     c = cursors.put(["3"], now=2)
     assert cursors.get(a, now=3) is None and cursors.get(b, now=3) == ["2"]
     assert cursors.get(c, now=20) is None
+
+
+def _tree_search(server: Any, exp: str, **body: Any) -> httpx.Response:
+    with httpx.Client(base_url=f"{server.url}/api/runledger/v1", timeout=30) as native:
+        return native.post("runs/search", json={"experiment_ids": [exp], **body})
+
+
+@pytest.mark.parametrize("flt, expected", [
+    ({"$or": [{"params.opt": "sgd"}, {"metrics.loss": {"$lt": 0.2}}]}, ["r4", "r2", "r1"]),
+    ({"tags.team": {"$regex": "^cv-[ab]$"}}, ["r2", "r1"]),
+    ({"params.opt": {"$ne": "adam"}}, ["r6", "r4", "r2"]),  # r6 has no opt: $ne matches it
+    ({"attributes.run_name": {"$in": ["r1", "r5"]}}, ["r5", "r1"]),
+    ({"metrics.loss": {"$exists": False}}, ["r4"]),
+])
+def test_native_tree_search_filters(server: Any, corpus: Any, flt: dict, expected: list[str]) -> None:
+    exp, _ = corpus
+    r = _tree_search(server, exp, filter=flt)
+    assert r.status_code == 200, r.text
+    assert [run["info"]["run_name"] for run in r.json().get("runs", [])] == expected
+
+
+def test_native_tree_search_pages_and_orders_like_runs_search(server: Any, corpus: Any) -> None:
+    exp, _ = corpus
+    first = _tree_search(server, exp, filter={"params.opt": {"$exists": True}}, order_by=["params.opt DESC"],
+                         max_results=3).json()
+    rest = _tree_search(server, exp, page_token=first["next_page_token"]).json()
+    names = [run["info"]["run_name"] for run in first["runs"] + rest["runs"]]
+    assert names == ["r4", "r2", "r5", "r3", "r1"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"filter": {"metrics.loss": {"$regex": "x"}}}, "does not apply"),
+    ({"filter": {"params.opt": {"$near": 1}}}, "Unknown operator"),
+    ({"filter": "params.opt = 'x'"}, "filter"),
+    ({"unknown": 1}, "unknown"),
+])
+def test_native_tree_search_refuses_bad_requests_with_400(server: Any, corpus: Any, body: dict,
+                                                          fragment: str) -> None:
+    exp, _ = corpus
+    r = _tree_search(server, exp, **body)
+    assert r.status_code == 400
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert fragment in r.json()["message"]

@@ -47,3 +47,41 @@ def test_a_bad_value_names_the_setting() -> None:
         Settings.from_env({"RUNLEDGER_PORT": "x"})
     with pytest.raises(SettingsError, match="RUNLEDGER_LATEST_METRIC"):
         Settings.from_env({"RUNLEDGER_LATEST_METRIC": "newest"})
+
+
+def test_a_bad_value_under_an_old_name_names_the_old_name() -> None:
+    with pytest.raises(SettingsError, match="^PORT='abc' is not an integer$"):
+        Settings.from_env({"PORT": "abc"})
+
+
+def test_limits_are_checked_and_named() -> None:
+    with pytest.raises(SettingsError, match="^RUNLEDGER_PORT='0' must be positive$"):
+        Settings.from_env({"RUNLEDGER_PORT": "0"})
+    with pytest.raises(SettingsError, match="^RUNLEDGER_CLOCK_MARGIN_MS='-1' must be at least 0$"):
+        Settings.from_env({"RUNLEDGER_CLOCK_MARGIN_MS": "-1"})
+    with pytest.raises(SettingsError, match="RUNLEDGER_DUCKDB_MEMORY_LIMIT='lots': use a size"):
+        Settings.from_env({"RUNLEDGER_DUCKDB_MEMORY_LIMIT": "lots"})
+
+
+def test_flags_win_over_the_environment_and_errors_name_the_flag() -> None:
+    assert Settings.from_env({"RUNLEDGER_PORT": "5001"}, {"port": "5002"}).port == 5002
+    assert Settings.from_env({"RUNLEDGER_PORT": "5001"}, {"port": None}).port == 5001
+    with pytest.raises(SettingsError, match="^--port='x' is not an integer$"):
+        Settings.from_env({}, {"port": "x"})
+
+
+def test_an_empty_variable_means_the_default() -> None:
+    s = Settings.from_env({"RUNLEDGER_DATA_DIR": "", "RUNLEDGER_PORT": "", "RUNLEDGER_ALLOWED_HOSTS": " "})
+    assert (s.data_dir, s.port, s.allowed_hosts_override) == (Path("data"), 5000, None)
+
+
+def test_comma_separated_hosts_and_sizes_in_mb() -> None:
+    s = Settings.from_env({"RUNLEDGER_ALLOWED_HOSTS": "a.example, b.example", "RUNLEDGER_SQL_MAX_MB": "3"})
+    assert s.allowed_hosts == ("a.example", "b.example")
+    assert s.sql_max_bytes == 3 << 20
+
+
+def test_settings_built_in_code_ignore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNLEDGER_PORT", "5999")
+    assert Settings().port == 5000
+    assert Settings(port=5100).replace(host="0.0.0.0").port == 5100

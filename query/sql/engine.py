@@ -3,8 +3,9 @@
 Layers (docs/design.md, invariant 9): query.sql.sandbox proves the text is one SELECT over the public
 views; this module then runs it on its own cursor of the server's DuckDB instance (the process
 holds the file's only read-write handle, invariant 6), inside a read-only transaction, with a
-per-cursor time limit (`max_execution_time`) and memory limit for intermediates
-(`operator_memory_limit`, which spills or fails rather than take the projector's memory). The
+per-cursor time limit (`max_execution_time`), a spill threshold for intermediates
+(`operator_memory_limit`) and a hard memory cap (query.sql.memory_guard: what cannot spill is
+stopped rather than take the projector's memory). The
 instance itself has external access, extension loading and Python replacement scans turned off
 and its configuration locked, as defence in depth: the parser check is the guarantee.
 """
@@ -23,6 +24,7 @@ import pyarrow as pa
 from runledger.ingest.errors import InternalError, InvalidParameterValue, RunledgerError
 from runledger.projector.store import Store
 from runledger.query.sql import sandbox
+from runledger.query.sql.memory_guard import SqlMemoryGuard
 from runledger.query.sql.views import SCHEMA, install
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,10 @@ class SqlEngine:
         self._lock = threading.Lock()
         self._latest_table = "latest_metrics"
         self._prepared_for: duckdb.DuckDBPyConnection | None = None
+        self.memory_guard = SqlMemoryGuard(limits.memory_mb)
+        # The topic's partitions (set at start-up): a partition nothing was applied from yet
+        # still appears in an answer's log position, at offset 0.
+        self.partitions: list[int] = []
 
     def prepare(self, latest_table: str) -> None:
         """Create the public views and lock the instance down. Run once at start-up, before the
@@ -135,6 +141,7 @@ class SqlQuery:
         self._busy = False
         self._closed = False
         self._cancelled = False
+        self._out_of_memory = False
         self._reader: pa.RecordBatchReader | None = None
         try:
             # Our own statements, one round trip; then one snapshot for the answer and the log
@@ -142,11 +149,12 @@ class SqlQuery:
             cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}; "
                         f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'; "
                         f"SET schema = '{SCHEMA}'; BEGIN TRANSACTION READ ONLY")
-            self.log_position = {str(p): o for p, o in cur.execute(
-                'SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ? ORDER BY 1',
-                [engine.topic]).fetchall()}
+            applied = dict(cur.execute('SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ?',
+                                       [engine.topic]).fetchall())
+            self.log_position = {str(p): applied.get(p, 0) for p in sorted({*engine.partitions, *applied})}
             self._rel = cur.sql(query)
             self.columns = [{"name": n, "type": str(t)} for n, t in zip(self._rel.columns, self._rel.types)]
+            engine.memory_guard.watch(engine.store.con, self)
         except BaseException as e:
             self._close()
             raise translate(e, time_limit_ms) from None
@@ -184,15 +192,21 @@ class SqlQuery:
         """Run one step of the query marked busy (a cancel then waits for it to end instead of
         closing the cursor under it); any error closes the query and becomes a SqlError."""
         with self._guard:
-            if self._closed or self._cancelled:
-                raise SqlError("The query was cancelled.", "CANCELLED")
-            self._busy = True
+            if self._out_of_memory:
+                error: BaseException | None = out_of_memory()
+            elif self._closed or self._cancelled:
+                error = SqlError("The query was cancelled.", "CANCELLED")
+            else:
+                error, self._busy = None, True
+        if error is not None:
+            self.close()
+            raise error
         try:
             return step()
         except BaseException as e:
             self._busy_done()
             self.close()
-            raise translate(e, self.time_limit_ms) from None
+            raise (out_of_memory() if self._out_of_memory else translate(e, self.time_limit_ms)) from None
         finally:
             self._busy_done()
 
@@ -219,11 +233,19 @@ class SqlQuery:
     def close(self) -> None:
         self.cancel()
 
+    def stop_for_memory(self) -> None:
+        """Called by the memory guard: the query's intermediates went past the SQL budget."""
+        with self._guard:
+            self._out_of_memory = True
+        with contextlib.suppress(Exception):
+            self._cur.interrupt()
+
     def _close(self) -> None:
         with self._guard:
             if self._closed:
                 return
             self._closed = True
+        self.engine.memory_guard.forget(self)
         self._reader = None
         self._rel = None  # type: ignore[assignment]
         with contextlib.suppress(Exception):
@@ -231,6 +253,11 @@ class SqlQuery:
         with contextlib.suppress(Exception):
             self._cur.close()
         self.engine.release()
+
+
+def out_of_memory() -> SqlError:
+    return SqlError("The query needed more memory than the SQL limit (RUNLEDGER_SQL_MEMORY_MB) allows and "
+                    "was stopped; aggregate more or select fewer columns.", "QUERY_OUT_OF_MEMORY")
 
 
 def translate(e: BaseException, time_limit_ms: int) -> BaseException:
@@ -243,8 +270,7 @@ def translate(e: BaseException, time_limit_ms: int) -> BaseException:
                             "(RUNLEDGER_SQL_TIME_LIMIT_MS) and was stopped.", "QUERY_TIMEOUT")
         return SqlError("The query was cancelled.", "CANCELLED")
     if isinstance(e, duckdb.OutOfMemoryException):
-        return SqlError("The query needed more memory than the SQL limit (RUNLEDGER_SQL_MEMORY_MB) allows; "
-                        "aggregate more or select fewer columns.", "QUERY_OUT_OF_MEMORY")
+        return out_of_memory()
     if isinstance(e, _QUERY_ERRORS):
         return refused(f"The query failed: {str(e).strip()}")
     if isinstance(e, RunledgerError):

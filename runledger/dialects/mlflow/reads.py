@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from runledger.ingest.errors import ResourceDoesNotExist
+from runledger.dialects.moments import moment
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.query import memory, reader
 from runledger.dialects import services
@@ -95,10 +96,20 @@ async def search_runs(request: Request) -> Response:
     return await run_in_threadpool(_search_runs, request, f)
 
 
-def get_metric_history(request: Request) -> Any:
+async def get_metric_history(request: Request) -> Any:
+    """metrics/get-history; with `as_of` (Unix ms or ISO 8601) or `as_of_position`, the history
+    as it was then, folded from the log (docs/audit.md)."""
     f = query_fields(request)
     run_id = f.run_id()
     key = f.req_str("metric_key")
+    then = moment(f, required=False)
+    if then is not None:
+        return await services.audit(request).metric_history_as_of(
+            run_id, key, then, f.int64("max_results"), f.str("page_token"))
+    return await run_in_threadpool(_history_now, request, f, run_id, key)
+
+
+def _history_now(request: Request, f: Fields, run_id: str, key: str) -> Response:
     limit, offset = reader.history_page_bounds(f.int64("max_results"), f.str("page_token"))
     cur = services.reader(request).open_cursor()
 

@@ -1,14 +1,15 @@
 """Runledger's own API under `/api/runledger/v1`: `stream` (high-volume metric ingest, answered on
 Kafka's acknowledgement), `ops` (rejections, projector freshness), `sql` (read-only analytical
-SQL) and `audit` (trails, as-of reads, diffs, rewind, live tails)."""
+SQL), `audit` (trails, as-of reads, diffs, rewind, live tails) and `search` (runs/search with a boolean
+filter) and `history` (bucketed metric history for charts and samplers)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from runledger.dialects.native import audit, history, ops, sql, stream
+from runledger.dialects.native import audit, history, ops, search, sql, stream
 
 
 def routers() -> list[APIRouter]:
     return [stream.build_router(), ops.build_router(), sql.build_router(), audit.build_router(),
-            history.build_router()]
+            search.build_router(), history.build_router()]

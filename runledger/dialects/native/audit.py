@@ -16,13 +16,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
+from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects import services
 from runledger.dialects.identity import acting_user
-from runledger.dialects.request import Fields, json_body, missing, query_fields
-from runledger.ingest.positions import parse_position, parse_time
+from runledger.dialects.moments import moment
+from runledger.dialects.request import Fields, json_body, query_fields
+from runledger.ingest.positions import parse_time
 from runledger.ingest.writer import new_event
-from runledger.query import as_of, audit_trail, tail
+from runledger.query import audit_trail, tail
 
 
 # ----- response models (the OpenAPI schema of these endpoints)
@@ -114,19 +115,6 @@ def _time(f: Fields, name: str) -> int | None:
     return None if value is None else parse_time(value, name)
 
 
-def _moment(f: Fields, time_name: str, position_name: str, *, required: bool = True) -> as_of.Moment | None:
-    time, position = f.str(time_name), f.str(position_name)
-    if time is not None and position is not None:
-        raise InvalidParameterValue(f"Pass '{time_name}' or '{position_name}', not both.")
-    if position is not None:
-        return as_of.Moment(position=parse_position(position, position_name))
-    if time is not None:
-        return as_of.Moment(time=parse_time(time, time_name))
-    if required:
-        raise missing(f"{time_name}' or '{position_name}")
-    return None
-
-
 def _page(request: Request, **scope: str) -> dict[str, Any]:
     f = query_fields(request, repeated=("type",))
     return services.audit(request).trail(filters=_filters(f), max_results=f.int64("max_results"),
@@ -152,14 +140,14 @@ def all_events(request: Request) -> dict[str, Any]:
 async def get_run(request: Request, run_id: str) -> Any:
     """runs/get, now or as of a moment (`as_of` = Unix ms or ISO 8601, `as_of_position`)."""
     f = query_fields(request)
-    moment = _moment(f, "as_of", "as_of_position", required=False)
+    then = moment(f, "as_of", "as_of_position", required=False)
     audit = services.audit(request)
-    if moment is None:
+    if then is None:
         run = await run_in_threadpool(audit.run_now, run_id)
         if run is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     else:
-        run = await audit.run_as_of(run_id, moment)
+        run = await audit.run_as_of(run_id, then)
     return {"run": run}
 
 
@@ -167,16 +155,16 @@ async def get_metric_history(request: Request) -> Any:
     """metrics/get-history (MLflow's shape) as of a moment."""
     f = query_fields(request)
     run_id = f.run_id()
-    moment = _moment(f, "as_of", "as_of_position")
-    assert moment is not None
+    then = moment(f, "as_of", "as_of_position")
+    assert then is not None
     return await services.audit(request).metric_history_as_of(
-        run_id, f.req_str("metric_key"), moment, f.int64("max_results"), f.str("page_token"))
+        run_id, f.req_str("metric_key"), then, f.int64("max_results"), f.str("page_token"))
 
 
 async def run_diff(request: Request, run_id: str) -> Any:
     f = query_fields(request)
-    start = _moment(f, "from", "from_position")
-    end = _moment(f, "to", "to_position")
+    start = moment(f, "from", "from_position")
+    end = moment(f, "to", "to_position")
     assert start is not None and end is not None
     return RunDiff.model_validate(await services.audit(request).run_diff(run_id, start, end))
 

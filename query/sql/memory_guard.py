@@ -1,0 +1,93 @@
+"""A hard cap on the memory SQL queries hold, enforced by watching DuckDB's own accounting.
+
+`operator_memory_limit` only bounds operators that can spill (joins, sorts, grouping); an
+aggregate state such as `string_agg` or `list` over millions of rows grows past it unchecked,
+and the process's memory is the projector's too. So while SQL queries run, one thread reads
+`duckdb_memory()` every few milliseconds and interrupts the youngest query when the memory
+held for query intermediates (the tags below, measured above what was held when no query ran)
+goes past the SQL budget: `RUNLEDGER_SQL_MEMORY_MB` per running query. The youngest is chosen
+because queries cannot be told apart in DuckDB's accounting, and the one that started last is
+the one that pushed the total over. docs/sql.md, "Limits", says this for users.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Protocol
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+# Memory a query's intermediates occupy; base-table blocks (cached pages of the read model) and
+# the projector's transaction buffers are not counted.
+_INTERMEDIATE_TAGS = ("HASH_TABLE", "ORDER_BY", "ALLOCATOR", "COLUMN_DATA", "OVERFLOW_STRINGS")
+_POLL_S = 0.01
+
+
+class Guarded(Protocol):
+    def stop_for_memory(self) -> None: ...
+
+
+class SqlMemoryGuard:
+    def __init__(self, budget_mb: int) -> None:
+        self.budget = budget_mb << 20
+        self._lock = threading.Lock()
+        self._running: list[Guarded] = []
+        self._baseline = 0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def watch(self, con: duckdb.DuckDBPyConnection, query: Guarded) -> None:
+        """Start watching `query` (running on a cursor of `con`'s instance)."""
+        with self._lock:
+            if not self._running or self._con is not con:
+                self._con = con
+                self._baseline = self._held(con)
+            self._running.append(query)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="sql-memory-guard", daemon=True)
+                self._thread.start()
+            self._wake.set()
+
+    def forget(self, query: Guarded) -> None:
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._running.remove(query)
+
+    @staticmethod
+    def _held(con: duckdb.DuckDBPyConnection) -> int:
+        cur = con.cursor()
+        try:
+            tags = ", ".join(f"'{t}'" for t in _INTERMEDIATE_TAGS)
+            row = cur.execute(f"SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                              f"WHERE tag IN ({tags})").fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            cur.close()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(1.0)
+            with self._lock:
+                running, con = list(self._running), self._con
+                if not running:
+                    self._wake.clear()
+            if not running or con is None:
+                continue
+            try:
+                held = self._held(con) - self._baseline
+            except duckdb.Error:          # the instance was closed (a rebuild, shutdown)
+                continue
+            if held > self.budget * len(running):
+                victim = running[-1]
+                log.warning("SQL query interrupted: intermediates at %d MB, over the budget of %d MB "
+                            "for %d running quer%s", held >> 20, (self.budget * len(running)) >> 20,
+                            len(running), "y" if len(running) == 1 else "ies")
+                self.forget(victim)
+                victim.stop_for_memory()
+            time.sleep(_POLL_S)
