@@ -61,11 +61,11 @@ def bucket_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, buc
     series' own bound) summarised in at most `buckets` buckets of equal x-width.
 
     In one snapshot. The buckets need the range's bounds first: given ones are used as they
-    are; a missing one is the series' own min or max x, which costs a scan (count, min, max)
-    the first time, and after that is taken from what the last answer found (`_EXTENTS`) and
-    checked in the summary's own scan: the summary also says where the points begin and end,
-    and if that is not the bound used, it is computed again with the true bound. So a chart
-    asked for again (a reload, a live run between batches) costs one scan, a grown series two."""
+    are; a missing one is the series' own min or max x. That is taken from what the last answer
+    found (`_EXTENTS`) or, the first time, guessed from the latest-metric tables (`_guess`),
+    and checked in the summary's own scan: the summary also says where the points begin and
+    end, and if that is not the bound used, it is computed again with the true bound. So most
+    requests cost one scan, a series that grew or began elsewhere two."""
     if x not in _X_COLUMN:
         raise ValueError(f"x must be 'step' or 'time', got {x!r}")
     if not 1 <= buckets <= MAX_BUCKETS:
@@ -80,6 +80,8 @@ def bucket_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, buc
     cur.execute("BEGIN TRANSACTION")
     try:
         known = _EXTENTS.get(hint_key) if start is None or end is None else (start, end)
+        if known is None:
+            known = _guess(cur, run_id, key, x)
         if known is None:
             (n, data_lo, data_hi), = cur.execute(f"SELECT count(*), min({xc}), max({xc}) {where}", params).fetchall()
             if n == 0:
@@ -109,6 +111,24 @@ def bucket_history(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, *, buc
         raise AssertionError("the second summary used the bounds the first one found, in the same snapshot")
     finally:
         cur.execute("ROLLBACK")
+
+
+def _guess(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, x: XAxis) -> tuple[int, int] | None:
+    """Likely bounds of a series never summarised before, from one row of the latest-metric
+    tables (a primary-key lookup, not a scan): its greatest step (the step rule's latest point)
+    or greatest timestamp (the timestamp rule's), from step 0 or the run's start time. Checked
+    like a remembered extent; right for most series, which saves their bounds scan."""
+    if x == "step":
+        rows = cur.execute("SELECT step, NULL FROM latest_metrics_by_step WHERE run_id = ? AND key = ?",
+                           [run_id, key]).fetchall()
+    else:
+        rows = cur.execute("SELECT m.timestamp, r.start_time FROM latest_metrics m JOIN runs r USING (run_id) "
+                           "WHERE m.run_id = ? AND m.key = ?", [run_id, key]).fetchall()
+    if not rows:
+        return None
+    hi, begin = rows[0]
+    lo = min(0, hi) if x == "step" else (begin if begin is not None and begin <= hi else hi)
+    return lo, hi
 
 
 def _points(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, x: XAxis, where: str, params: list[Any],

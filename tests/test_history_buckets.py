@@ -179,3 +179,22 @@ def test_kept_answers_stay_within_their_byte_budget_dropping_the_least_recently_
     for i in range(5, 12):
         cache.put(f"r{i}", (), cache.token(f"r{i}"), b"x" * 100)
     assert len(cache) == 10 and cache.get("r0", ()) is not None and cache.get("r1", ()) is None
+
+
+@pytest.mark.parametrize("x", ["step", "time"])
+@pytest.mark.parametrize("latest_step,latest_ts,start_time", [
+    (4999, 14999, 0),          # the latest-metric tables tell the truth
+    (4000, 12000, 0),          # ... or lag behind (a guess too low)
+    (9000, 99999, 50_000),     # ... or point past the series, with a run start after its first point
+])
+def test_bounds_guessed_from_the_latest_metric_tables_give_the_answer_of_a_bounds_scan(
+        con: duckdb.DuckDBPyConnection, x: str, latest_step: int, latest_ts: int, start_time: int) -> None:
+    _insert(con, [("r", "k", float((s * 31) % 17), 10_000 + s, s) for s in range(1000, 5000)])
+    history_buckets._EXTENTS.clear()
+    scanned = bucket_history(con.cursor(), "r", "k", buckets=64, x=x)  # type: ignore[arg-type]
+    con.execute("INSERT INTO runs (run_id, experiment_id, status, lifecycle_stage, start_time) "
+                "VALUES ('r', '0', 'FINISHED', 'active', ?)", [start_time])
+    con.execute("INSERT INTO latest_points VALUES ('r', 'k', 1.0, ?, 0, 1.0, 0, ?)", [latest_ts, latest_step])
+    history_buckets._EXTENTS.clear()
+    guessed = bucket_history(con.cursor(), "r", "k", buckets=64, x=x)  # type: ignore[arg-type]
+    assert guessed == scanned and guessed.points == 4000
