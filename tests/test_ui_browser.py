@@ -237,6 +237,9 @@ def test_the_sql_console_shows_a_result_charts_it_and_shows_a_bad_querys_error(d
     canvas = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#sql-chart canvas"))[0]
     assert _canvas_has_ink(driver, canvas)
     browser.screenshot(driver, SHOTS, "sql")
+    driver.find_element(By.ID, "chart-bar").click()
+    bars = wait(driver, lambda d: [c for c in d.find_elements(By.CSS_SELECTOR, "#sql-chart canvas") if c != canvas])[0]
+    assert _canvas_has_ink(driver, bars)
     box.clear()
     box.send_keys("SELECT nope FROM runs")
     driver.find_element(By.ID, "sql-run").click()
