@@ -127,8 +127,10 @@ def _guess(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, x: XAxis) -> t
     if not rows:
         return None
     hi, begin = rows[0]
-    lo = min(0, hi) if x == "step" else (begin if begin is not None and begin <= hi else hi)
-    return lo, hi
+    if x == "step":
+        return min(0, hi), hi
+    # Points logged with timestamps before the run's start (clients set both): no good guess.
+    return (begin, hi) if begin is not None and begin <= hi else None
 
 
 def _points(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, x: XAxis, where: str, params: list[Any],
@@ -149,12 +151,16 @@ def _points(cur: duckdb.DuckDBPyConnection, run_id: str, key: str, x: XAxis, whe
 def _summary(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], xc: str, tie: str, lo: int, hi: int,
              buckets: int) -> tuple[list[Any], ...]:
     """Columns (bucket, x_first, x_last, min, max, last, count, nan) of the non-empty buckets of
-    [lo, hi]; points outside it (when `lo`/`hi` are out of date) land in the first or last
-    bucket, or below it, and show in x_first/x_last, which is how the caller notices."""
+    [lo, hi]; points outside it (when `lo`/`hi` are out of date) land in an extra bucket below
+    or above, and show in x_first/x_last, which is how the caller notices."""
     # Bucket b holds x in [lo + b * width, lo + (b + 1) * width): computed in DOUBLE, as
     # (x - lo) * buckets can pass int64 for large steps; rounding only moves a boundary.
     width = max((float(hi) - float(lo) + 1.0) / buckets, 1e-9)
-    bucket = f"least(floor(({xc}::DOUBLE - ?::DOUBLE) / ?)::BIGINT, ?)"
+    # Points outside [lo, hi] (bounds out of date) fall in bucket -1 or `buckets`: two groups at
+    # most, however far off the bounds were, and their x_first/x_last tell the true bounds.
+    bucket = (f"CASE WHEN {xc} < ? THEN -1 WHEN {xc} > ? THEN ? "
+              f"ELSE least(floor(({xc}::DOUBLE - ?::DOUBLE) / ?), ?)::BIGINT END")
+    bucket_params = [lo, hi, buckets, lo, width, buckets - 1]
     # "last" orders by (x, tie) packed in one HUGEINT: a struct ordering key costs twice as
     # much on a million points. min/max are plain (a FILTER per aggregate doubles the cost
     # too); DuckDB orders NaN above every number, so buckets holding a NaN are redone below.
@@ -163,14 +169,14 @@ def _summary(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], xc: 
         f"SELECT {bucket} AS b, min({xc}) AS x_first, max({xc}) AS x_last, min(value) AS vmin, "
         f"max(value) AS vmax, arg_max(value, {order_key}) AS vlast, count(*) AS n, "
         f"sum(isnan(value)::INTEGER) AS nan {where} GROUP BY b ORDER BY b",
-        [lo, width, buckets - 1, *params]).fetchall()
+        [*bucket_params, *params]).fetchall()
     if not rows:
         return ([],) * 8
     bs, x_first, x_last, vmin, vmax, vlast, counts, nan = (list(col) for col in zip(*rows))
     if any(nan):
         real = {b: (lo_v, hi_v) for b, lo_v, hi_v in cur.execute(
             f"SELECT {bucket} AS b, min(value), max(value) {where} AND NOT isnan(value) GROUP BY b",
-            [lo, width, buckets - 1, *params]).fetchall()}
+            [*bucket_params, *params]).fetchall()}
         for i, b in enumerate(bs):
             if nan[i]:
                 vmin[i], vmax[i] = real.get(b, (None, None))

@@ -198,3 +198,15 @@ def test_bounds_guessed_from_the_latest_metric_tables_give_the_answer_of_a_bound
     history_buckets._EXTENTS.clear()
     guessed = bucket_history(con.cursor(), "r", "k", buckets=64, x=x)  # type: ignore[arg-type]
     assert guessed == scanned and guessed.points == 4000
+
+
+def test_bounds_far_off_cost_one_extra_bucket_not_one_per_point(con: duckdb.DuckDBPyConnection) -> None:
+    """A remembered extent far from the points (say, timestamps before the run's start) must not
+    make every point its own group before the true bounds are known."""
+    _insert(con, [("r", "k", 1.0, s, s) for s in range(20_000)])
+    history_buckets._EXTENTS.clear()
+    history_buckets._remember(("r", "k", "step", None, None), (10**12, 10**12 + 5))
+    summary = history_buckets._summary(con.cursor(), "FROM metrics WHERE run_id = ? AND key = ?", ["r", "k"],
+                                       "step", "timestamp", 10**12, 10**12 + 5, 10)
+    assert summary[0] == [-1] and summary[1] == [0] and summary[2] == [19_999]
+    assert bucket_history(con.cursor(), "r", "k", buckets=10).x_last[-1] == 19_999
