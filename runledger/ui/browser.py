@@ -9,6 +9,7 @@ when it can), so the tests skip with one line instead of failing on a machine wi
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ def screenshot(driver: Any, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     # The whole page, not just the window: the body's height decides the window's for the shot.
-    height = driver.execute_script("return Math.max(document.body.scrollHeight, 800)")
+    height = driver.execute_script(
+        "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight, 800)")
     size = driver.get_window_size()
-    driver.set_window_size(size["width"], min(int(height) + 120, 4000))
+    driver.set_window_size(size["width"], min(int(height) + 160, 5000))
+    time.sleep(0.2)   # the resized window lays out and redraws its charts first
     driver.save_screenshot(str(path))
     driver.set_window_size(size["width"], size["height"])
     return path
