@@ -1,6 +1,7 @@
 # Runledger server (ingest + projector + query in one process) for use against an external
 # Kafka broker: `runledger serve` needs KAFKA_BOOTSTRAP_SERVERS (compose.yaml sets it).
-FROM python:3.11-slim
+# Pinned: the base image by its full version, the Python dependencies by constraints.txt.
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,12 +13,12 @@ WORKDIR /src
 # Only what `pip install .` needs (the client distribution it depends on, pyproject.toml, README.md and the
 # server's packages), so tests, benchmarks and local data never enter the image.
 COPY client/ client/
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY ingest/ ingest/
 COPY projector/ projector/
 COPY query/ query/
 COPY runledger/ runledger/
-RUN pip install ./client . && rm -rf /src
+RUN pip install -c constraints.txt ./client . && rm -rf /src
 
 # Unprivileged user; /data is created and chowned *before* VOLUME so a fresh named volume
 # inherits this ownership (changes after VOLUME would be discarded).
@@ -33,9 +34,10 @@ ENV RUNLEDGER_HOST=0.0.0.0 \
 VOLUME /data
 EXPOSE 5000
 
-# /health only answers once start-up (topic check, projector start, default experiment) is
-# done, so healthy means ready. No curl in the slim image: use python's urllib.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RUNLEDGER_PORT', '5000'), timeout=4)"]
+# Readiness, not liveness: /health/ready answers 503 while Kafka is unreachable or the read
+# model is still catching up with the log (docs/openapi.md). No curl in the slim image: python's
+# urllib raises on a 503, which fails the check.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('RUNLEDGER_PORT', '5000'), timeout=4)"]
 
 CMD ["runledger", "serve"]

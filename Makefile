@@ -9,13 +9,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# setuptools greets every editable install of a flat layout with an "Editable installation"
+# warning about same-named folders; it says nothing actionable to someone running `make up`.
+PIP    := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip
+
 # The client distribution (client/) first: the server depends on it, and it is not on PyPI.
 $(VENV)/.installed: pyproject.toml client/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ./client -e .
+	$(PIP) install -q -e ./client -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -q -e ./client -e '.[test]'
+	$(PIP) install -q -e ./client -e '.[test]'
 	touch $@
 
 up: $(VENV)/.installed

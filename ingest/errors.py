@@ -77,3 +77,13 @@ class InternalError(RunledgerError):
     caller gets a request id to quote."""
 
     error_code = "INTERNAL_ERROR"
+
+
+class Unauthenticated(RunledgerError):
+    """No valid credentials (HTTP 401; runledger.auth)."""
+    error_code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RunledgerError):
+    """Valid credentials without the permission the request needs (HTTP 403; runledger.auth)."""
+    error_code = "PERMISSION_DENIED"

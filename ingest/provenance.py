@@ -5,9 +5,11 @@ middleware); `writer.new_event` stamps it onto every event the request appends, 
 has to pass it along. Events appended outside any request (the built-in experiment at start)
 carry api "internal".
 
-Until authentication exists, the acting principal is only what the client claims (a basic-auth
-user name, the X-Runledger-User header, or on runs/create MLflow's `user_id`), so every event
-says `actor_verified: false`.
+With authentication on (docs/auth.md), the acting principal is the authenticated user and events
+say `actor_verified: true`; what a client claims (MLflow's `user_id`, the `mlflow.user` tag)
+stays in the payload as data. With it off, the actor is only what the client claims (a
+basic-auth user name, the X-Runledger-User header, or on runs/create MLflow's `user_id`), so
+the event says `actor_verified: false`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ API_INTERNAL = "internal"
 class Provenance:
     request_id: str | None
     api: str
+    principal: str | None = None   # the authenticated user (runledger.auth.gate); None: not authenticated
 
 
 _current: ContextVar[Provenance | None] = ContextVar("runledger_provenance", default=None)

@@ -25,11 +25,12 @@ def now_ms() -> int:
 def new_event(type_: str, payload: dict[str, Any], *, user: str, run_id: str | None = None,
               experiment_id: str | None = None, event_id: str | None = None) -> Envelope:
     """An event stamped with the provenance of the request appending it (ingest.provenance).
-    No authentication exists yet, so `user` is a claim and the event says it is unverified."""
+    An authenticated principal is the actor, verified; otherwise `user` is the client's claim."""
     context = current()
+    verified = context is not None and context.principal is not None
     return Envelope(event_id=event_id or uuid.uuid4().hex, type=type_, experiment_id=experiment_id,
-                    run_id=run_id, ingest_time=now_ms(), user=user, payload=payload,
-                    actor_verified=False, request_id=context.request_id if context else None,
+                    run_id=run_id, ingest_time=now_ms(), user=context.principal if verified else user,  # type: ignore[union-attr]
+                    payload=payload, actor_verified=verified, request_id=context.request_id if context else None,
                     api=context.api if context else API_INTERNAL)
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runledger.ingest.contract import metric_table
-from runledger.ingest.contract.events import LATE_EVENT, Envelope, Verdict
+from runledger.ingest.contract.events import AUTH_EVENTS, LATE_EVENT, Envelope, Verdict
 from runledger.ingest.contract import entities
 from runledger.projector import rules, storage_plan
 from runledger.projector.step_cover import Cover
@@ -663,6 +663,44 @@ class _Fold:
                     latest[(run_id, key)] = point
 
 
+    # ----- authentication facts (runledger.auth.state folds them; the read model only logs them)
+    def _auth_fact(self, ev: Envelope) -> None:
+        for name in AUTH_FIELDS[ev.type]:
+            _str(ev.payload[name])
+
+    def _on_UserCreated(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_UserDeleted(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_UserAdminSet(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_PasswordChanged(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_PermissionGranted(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_PermissionRevoked(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_TokenCreated(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+    def _on_TokenRevoked(self, ev: Envelope) -> None:
+        self._auth_fact(ev)
+
+
+# The string fields each authentication fact must carry (the rest are optional or booleans).
+AUTH_FIELDS: dict[str, tuple[str, ...]] = {
+    "UserCreated": ("username",), "UserDeleted": ("username",), "UserAdminSet": ("username",),
+    "PasswordChanged": ("username",), "PermissionGranted": ("username", "experiment_id", "permission"),
+    "PermissionRevoked": ("username", "experiment_id"), "TokenCreated": ("token_id", "username"),
+    "TokenRevoked": ("token_id",),
+}
+
 
 # Each event type's handler, stated once: the table the fold dispatches through (a type of the
 # contract without a handler fails tests/test_fold.py's check).
@@ -690,6 +728,7 @@ HANDLERS: dict[str, Callable[[_Fold, Envelope], dict[str, Any] | None]] = {
     "LoggedModelTagsSet": _Fold._on_LoggedModelTagsSet,
     "LoggedModelTagDeleted": _Fold._on_LoggedModelTagDeleted,
     "LoggedModelParamsLogged": _Fold._on_LoggedModelParamsLogged,
+    **{t: getattr(_Fold, f"_on_{t}") for t in sorted(AUTH_EVENTS)},
 }
 
 

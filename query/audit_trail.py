@@ -34,6 +34,9 @@ class TrailFilter:
     since: int | None = None      # ingest time, inclusive
     until: int | None = None      # ingest time, inclusive
     verdict: str | None = None    # "applied" | "rejected"
+    # which experiments' events the caller may see (docs/auth.md): None = all; otherwise
+    # ("allow", ids) or ("deny", ids); events of no experiment are shown only with None
+    readable: tuple[str, tuple[str, ...]] | None = None
 
 
 _COLUMNS = ('"partition", "offset", ingest_time, event_id, type, run_id, experiment_id, user_id, actor_verified, '
@@ -77,6 +80,13 @@ def trail(cur: duckdb.DuckDBPyConnection, *, run_id: str | None = None, experime
         where, params = _scope(run_id, experiment_id)
     order = (['"partition"', '"offset"'] if run_id is not None
              else ["coalesce(ingest_time, -1)", '"partition"', '"offset"'])
+    if filters.readable is not None:
+        mode, ids = filters.readable
+        if mode == "allow":
+            where.append("list_contains(?::VARCHAR[], experiment_id)")
+        else:
+            where.append("experiment_id IS NOT NULL AND NOT list_contains(?::VARCHAR[], experiment_id)")
+        params.append(list(ids))
     if filters.types:
         where.append("type IN (SELECT unnest(?::VARCHAR[]))")
         params.append(filters.types)

@@ -13,11 +13,13 @@ from typing import Any, AsyncIterator
 
 import orjson
 from fastapi import FastAPI
-from starlette.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import native as native_dialect
-from runledger.dialects import errors
+from runledger.dialects import errors, openapi
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
 from runledger.dialects.services import Services
@@ -40,18 +42,43 @@ from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger import ui
+from runledger.auth import rules as auth_rules
+from runledger.auth.gate import AuthGate
+from runledger.auth.permissions import Permission
+from runledger.auth.service import AuthService, load_facts
+from runledger.auth.state import SharedAuthState
+from runledger.auth.vault import SecretStore
+from runledger.dialects.mlflow import auth_rules as mlflow_rules, users as mlflow_users
+from runledger.dialects.native import auth_rules as native_rules
 from runledger.settings import Settings
+from runledger.readiness import CatchUp, Readiness
 
 log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 RUNLEDGER_PREFIX = "/api/runledger/v1"
 VERSION = "0.1.0"
+API_DESCRIPTION = """Runledger: MLflow's tracking API (under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`) and
+Runledger's own (`/api/runledger/v1`: streaming ingest, SQL, audit trail, operations). Every write is
+an event in a Kafka log; reads come from a DuckDB read model folded from it. Errors, on every prefix,
+are `{"error_code": ..., "message": ...}` with MLflow's statuses."""
 
 
 class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        # Non-str keys (partition numbers) as strings, as FastAPI's dict[str, Any] response
+        # model did before routes declared `response_model=None` (runledger/dialects/openapi.py).
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class ReadinessBody(BaseModel):
+    status: str = Field(description="ready, catching_up, kafka_unreachable or starting",
+                        examples=["ready", "catching_up"])
+    message: str
+    events_behind: int | None = Field(None, description="events in the log not yet in the read model "
+                                                        "(null when Kafka does not answer)")
+    partitions_behind: dict[str, int] | None = Field(None, description="while catching up: per partition")
+    progress: str | None = Field(None, description="while catching up: rate, position and ETA")
 
 
 def api_of(path: str) -> str:
@@ -97,6 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)
+        catch_up = CatchUp(projector, await projector.lag())
+        readiness = Readiness(projector, catch_up)
+        app.state.readiness = readiness
         releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
@@ -112,10 +142,35 @@ def create_app(settings: Settings) -> FastAPI:
                                       audit=audit)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
+        if settings.auth:
+            auth = AuthService(writer, shared_auth, SecretStore(settings.data_dir),
+                               Permission[settings.auth_default_permission],
+                               visible=lambda: store.visibility.wait(settings.sync_timeout),
+                               free_failures=settings.auth_free_failures)
+            with store.cursor() as cur:
+                shared_auth.apply_all(load_facts(cur))
+            store.apply_listeners.append(auth.committed)
+            app.state.auth = auth
+        background: asyncio.Task[None] | None = None
         try:
-            await ensure_default_experiment(writer, settings)
+            if catch_up.total == 0:
+                await ensure_default_experiment(writer, settings)
+                if settings.auth:
+                    await ensure_first_admin(app.state.auth, settings)
+            else:
+                # A long log to fold first: serve at once (liveness, readiness with progress)
+                # and create the default experiment once the read model has caught up.
+                async def after_catch_up() -> None:
+                    await ensure_default_experiment(writer, settings)
+                    if settings.auth:
+                        await ensure_first_admin(app.state.auth, settings)
+                    readiness.started_work_done = True
+
+                background = asyncio.create_task(catch_up.report(then=after_catch_up), name="catch-up")
             yield
         finally:
+            if background is not None:
+                background.cancel()
             releaser.cancel()
             await projector.stop()
             with contextlib.suppress(Exception):
@@ -126,32 +181,104 @@ def create_app(settings: Settings) -> FastAPI:
             store.close()
 
     app = FastAPI(title="Runledger", version=VERSION, lifespan=lifespan, default_response_class=OrjsonResponse,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None, description=API_DESCRIPTION,
+                  openapi_tags=[{"name": "health", "description": "liveness and readiness probes"}])
     app.state.settings = settings
     for prefix in API_PREFIXES:
         for router in mlflow_dialect.routers(ajax=prefix.startswith("/ajax-api")):
-            app.include_router(router, prefix=prefix)
+            # Tagged per prefix: /docs groups MLflow's API apart from the UI's mirror of it.
+            app.include_router(router, prefix=prefix, tags=["mlflow ajax (UI)" if prefix.startswith("/ajax-api")
+                                                            else "mlflow"])
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
 
     ui.install(app)  # the web UI at / (runledger/ui)
 
-    @app.get("/health", response_class=PlainTextResponse)
+    @app.get("/health", response_class=PlainTextResponse, tags=["health"],
+             summary="Liveness: the process answers (always 200 \"OK\" once started)")
     def health() -> str:
         return "OK"
 
-    @app.get("/version", response_class=PlainTextResponse)
+    @app.get("/health/ready", tags=["health"], response_model=ReadinessBody,
+             summary="Readiness: 200 when Kafka answers and the read model has caught up, else 503",
+             responses={503: {"model": ReadinessBody, "description": "Kafka unreachable, or the read model is "
+                                                                     "still catching up (how far behind)"}})
+    async def ready(request: Request) -> Response:
+        readiness: Readiness | None = getattr(request.app.state, "readiness", None)
+        if readiness is None:
+            return OrjsonResponse({"status": "starting", "message": "the server is starting",
+                                   "events_behind": None}, status_code=503)
+        ok, body = await readiness.check()
+        return OrjsonResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/version", response_class=PlainTextResponse, tags=["health"], summary="The server's version")
     def version() -> str:
         return VERSION
 
-    errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    # MLflow 3.x's basic-auth management API (users, per-experiment grants), with its rules.
+    for prefix in ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow"):
+        app.include_router(mlflow_users.build_users_router(), prefix=prefix)
+        auth_rules.register(prefix, mlflow_users.USERS_RULES)
+        auth_rules.register(prefix, mlflow_rules.RULES)
+    for prefix in ("/api/3.0/mlflow", "/ajax-api/3.0/mlflow"):
+        app.include_router(mlflow_users.build_permissions_router(), prefix=prefix)
+        auth_rules.register(prefix, mlflow_users.PERMISSIONS_RULES)
+    auth_rules.register(RUNLEDGER_PREFIX, native_rules.RULES)
+    auth_rules.register("", {f"GET {p}": auth_rules.PUBLIC_RULE for p in (
+        "/health", "/health/ready", "/version", "/docs", "/docs/oauth2-redirect", "/openapi.json")})
+    auth_rules.register("", {"* /docs/static": auth_rules.PUBLIC_RULE})   # Swagger UI's own files
+
+    render_error = errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    openapi.install(app)
+    openapi.install_docs(app)
+    shared_auth = SharedAuthState()
+    if settings.auth:
+        # Innermost: request ids, the Host check and body timeouts cover its refusals too.
+        app.add_middleware(AuthGate, routes=lambda: app.routes, authenticator=lambda: app.state.auth.authenticator,
+                           resolver=lambda scope: _resolver(app), default=Permission[settings.auth_default_permission],
+                           render=render_error)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
 
     return app
+
+
+def _resolver(app: FastAPI):  # type: ignore[no-untyped-def]
+    """How the auth gate finds the experiment a located value belongs to (None: no such thing,
+    and the route answers its own 404)."""
+    services: Services = app.state.services
+
+    def resolve(kind: str, value: str) -> str | None:
+        if kind == auth_rules.EXPERIMENT:
+            return value if services.writer.catalog.experiment(value) is not None else None
+        if kind == auth_rules.RUN:
+            run = services.writer.catalog.run(value)
+            return None if run is None else run.experiment_id
+        if kind == auth_rules.MODEL:
+            model = services.models.logged_model(value)
+            return None if model is None else model.experiment_id
+        if kind == auth_rules.EXPERIMENT_NAME:
+            from runledger.query import reader
+            with services.reader.cursor() as cur:
+                exp = reader.get_experiment_by_name(cur, value)
+            return None if exp is None else str(exp["experiment_id"])
+        raise AssertionError(f"unknown kind {kind}")
+    return resolve
+
+
+async def ensure_first_admin(auth: AuthService, settings: Settings) -> None:
+    """RUNLEDGER_ADMIN_USER / RUNLEDGER_ADMIN_PASSWORD: the first admin, created once (a fixed
+    event id makes a second start's append a duplicate the fold ignores)."""
+    if not settings.admin_user or settings.admin_user in auth.state.users:
+        return
+    if not settings.admin_password:
+        log.error("RUNLEDGER_ADMIN_USER is set without RUNLEDGER_ADMIN_PASSWORD; no admin was created")
+        return
+    await auth.create_user(settings.admin_user, settings.admin_password, is_admin=True,
+                           event_id=f"runledger-first-admin-{settings.admin_user}")
 
 
 def _report_projector_exit(task: asyncio.Task[None]) -> None:

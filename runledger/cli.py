@@ -1,30 +1,38 @@
-"""`runledger` console script: `up` (everything), `serve` (no broker), `kafka start|stop|status`,
-`sql "SELECT ..."` (ask a running server), `replay` (rebuild a read model from the log into a
-new folder) and `verify` (prove the live read model equal to a rebuild)."""
+"""`runledger`: run the Runledger server and its tools.
+
+\b
+  runledger up            Kafka (a local broker, unless one is given) and the server
+  runledger serve         the server alone, against --kafka-bootstrap-servers
+  runledger kafka ACTION  the local broker on its own (start, stop, status)
+  runledger replay        rebuild a read model from the log into a new folder
+  runledger verify        prove the live read model equal to a rebuild from the log
+  runledger sql QUERY     run a read-only SQL query on a running server
+
+Every setting is a flag of up, serve, kafka, replay and verify, and also an environment
+variable (shown in each command's --help): a flag wins over its variable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import duckdb
-import httpx
+import click
 
-import uvicorn
-
-from runledger import sql_cli
-from runledger.app import create_app
-from runledger.header_deadline import protocol_with_header_deadline
+from runledger.data_lock import DataDirInUse, DataDirLock
 from runledger.kafka_local import KafkaProvisioningError, LocalKafka
-from runledger.settings import Settings, SettingsError
+from runledger.progress import ProgressLine
+from runledger.settings import Settings, SettingsError, env_name, flag_name
 
 log = logging.getLogger("runledger")
 
@@ -35,39 +43,81 @@ def local_kafka(settings: Settings) -> LocalKafka:
 
 
 def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from runledger.app import create_app
+    from runledger.header_deadline import protocol_with_header_deadline
+
+    if not settings.auth and not _loopback(settings.host):
+        log.warning("!" * 78)
+        log.warning("AUTHENTICATION IS OFF and Runledger listens on %s: anyone who can reach port %s can "
+                    "read, change and delete every experiment. Set RUNLEDGER_AUTH=on (docs/auth.md).",
+                    settings.host, settings.port)
+        log.warning("!" * 78)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                 timeout_keep_alive=settings.keep_alive_timeout, limit_concurrency=settings.max_concurrency,
                 http=protocol_with_header_deadline(settings.header_timeout))
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _port_free(settings: Settings) -> None:
+    """Say so before starting a broker when the API's port is taken (uvicorn would only fail after)."""
+    from runledger.kafka_local import port_open
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    if port_open(host, settings.port):
+        raise KafkaProvisioningError(
+            f"port {settings.port} on {settings.host} is taken by another process: stop it, or choose another "
+            f"with --port / RUNLEDGER_PORT")
+
+
 def cmd_up(settings: Settings) -> int:
-    broker = None
-    if settings.bootstrap_servers is None:
-        broker = local_kafka(settings)
-        t0 = time.monotonic()
-        print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
-        broker.start()
-        print(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s", flush=True)
-        settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
-    url = f"http://{settings.host}:{settings.port}"
-    print(f"""
+    # The lock first: a second `up` on this folder must not touch the first one's broker.
+    with DataDirLock(settings.data_dir):
+        _port_free(settings)
+        broker = None
+        started = False
+        if settings.bootstrap_servers is None:
+            broker = local_kafka(settings)
+            t0 = time.monotonic()
+            print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
+            line = ProgressLine()
+            started = broker.start(on_progress=line.update)
+            line.done(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s" if started else
+                      f"Kafka already running on {broker.bootstrap_servers} (pid {broker.running_pid()}): using it, "
+                      f"and leaving it running on exit")
+            settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
+        url = f"http://{settings.host}:{settings.port}"
+        print(f"""
 Runledger is starting on {url}
   data (DuckDB read model):  {settings.duckdb_path.resolve()}
   event log (Kafka):         {settings.bootstrap_servers}, topic {settings.topic}
   point mlflow at it:        export MLFLOW_TRACKING_URI={url}
+  API reference:             {url}/docs
 Ctrl-C stops everything this command started.
 """, flush=True)
-    # uvicorn handles SIGTERM itself, then restores this handler and raises the signal again
-    # once it has shut down: with the default handler the process would die right there,
-    # before stopping the Kafka it started.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        _serve(settings)
-    finally:
-        if broker is not None:
-            print("stopping Kafka ...", flush=True)
-            broker.stop()
+        # uvicorn handles SIGTERM itself, then restores this handler and raises the signal again
+        # once it has shut down: with the default handler the process would die right there,
+        # before stopping the Kafka it started.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            _serve(settings)
+        finally:
+            if broker is not None and started:
+                print("stopping Kafka ...", flush=True)
+                broker.stop()
     return 0
 
 
@@ -77,17 +127,21 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_serve(settings: Settings) -> int:
     if settings.bootstrap_servers is None:
-        print("runledger serve needs RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS (or KAFKA_BOOTSTRAP_SERVERS), or use `runledger up`", file=sys.stderr)
+        print("runledger serve needs --kafka-bootstrap-servers (or RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS, "
+              "KAFKA_BOOTSTRAP_SERVERS), or use `runledger up`", file=sys.stderr)
         return 2
-    _serve(settings)
+    with DataDirLock(settings.data_dir):
+        _port_free(settings)
+        _serve(settings)
     return 0
 
 
 def cmd_kafka(settings: Settings, action: str) -> int:
     broker = local_kafka(settings)
     if action == "start":
-        broker.start()
-        print(f"Kafka running on {broker.bootstrap_servers} (pid {broker.running_pid()}, home {broker.home})")
+        line = ProgressLine()
+        broker.start(on_progress=line.update)
+        line.done(f"Kafka running on {broker.bootstrap_servers} (pid {broker.running_pid()}, home {broker.home})")
     elif action == "stop":
         print("stopped" if broker.stop() else "not running")
     else:
@@ -187,6 +241,9 @@ def _complete(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[int, int
 def _live_snapshot(settings: Settings) -> dict[str, Any]:
     """The live read model's checksums: from its file when no server holds it, else from the
     running server (which computes them in one transaction)."""
+    import duckdb
+    import httpx
+
     from runledger.projector.replay import snapshot
 
     try:
@@ -203,6 +260,8 @@ def _live_snapshot(settings: Settings) -> dict[str, Any]:
 
 
 def cmd_verify(settings: Settings) -> int:
+    import duckdb
+
     from runledger.projector.replay import compare, snapshot
 
     if not settings.duckdb_path.exists():
@@ -237,45 +296,215 @@ def cmd_verify(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="runledger", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set) and Runledger")
-    sub.add_parser("serve", help="start Runledger against KAFKA_BOOTSTRAP_SERVERS")
-    kafka = sub.add_parser("kafka", help="run the local broker on its own")
-    kafka.add_argument("action", choices=["start", "stop", "status"])
-    replay = sub.add_parser("replay", help="rebuild a read model from the log into a new data folder")
-    replay.add_argument("--to", required=True, help="an empty or new folder for the rebuilt runledger.duckdb")
-    until = replay.add_mutually_exclusive_group()
-    until.add_argument("--until", help="stop at this moment (Unix ms or ISO 8601): the world as it was then")
-    until.add_argument("--until-position", help="stop after this log position '<partition>:<offset>' "
-                                                "(comma-separated for several partitions)")
-    sub.add_parser("verify", help="replay the log into a temporary folder and compare every table with DATA_DIR's")
-    sql_cli.add_parser(sub)
-    args = parser.parse_args(argv)
+# ----- the command line (click) -----
+
+def _version() -> str:
+    try:
+        return metadata.version("runledger-server")
+    except metadata.PackageNotFoundError:
+        from runledger.app import VERSION
+
+        return VERSION
+
+
+def _default_text(field: str) -> str:
+    info = Settings.model_fields[field]
+    if info.default_factory is not None:
+        return str(info.default_factory())  # type: ignore[call-arg]
+    return "unset" if info.default is None else str(info.default)
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One flag per Settings field (runledger/settings.py), each naming its variable and default.
+    Flags are passed on as text: Settings validates them with the variables, in one place."""
+    for field in reversed(list(Settings.model_fields)):
+        info = Settings.model_fields[field]
+        help_text = f"{info.description or ''}  [env: {env_name(field)}; default: {_default_text(field)}]"
+        if info.annotation is bool:
+            name = flag_name(field)
+            decl = f"{name}/--no-{name[2:]}"
+            command = click.option(decl, field, default=None, help=help_text)(command)
+        else:
+            metavar = {int: "INT", float: "SECONDS" if field.endswith("timeout") else "NUMBER",
+                       Path: "DIR"}.get(info.annotation, "TEXT")  # type: ignore[call-overload]
+            command = click.option(flag_name(field), field, default=None, metavar=metavar, help=help_text)(command)
+
+    @functools.wraps(command)
+    def with_settings(**kwargs: Any) -> Any:
+        flags = {f: kwargs.pop(f) for f in list(Settings.model_fields) if f in kwargs}
+        try:
+            settings = Settings.from_env(os.environ, flags)
+        except SettingsError as e:
+            raise click.ClickException(str(e)) from None
+        return command(settings, **kwargs)
+
+    return with_settings
+
+
+def _run(body: Callable[[], int]) -> int:
     # Everything this process creates (the data folder, DuckDB files, the local broker's log
     # segments) holds experiment data: readable by its owner only.
     os.umask(0o077)
-    if args.command == "sql":
-        return sql_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
-        settings = Settings.from_env()
-        if args.command == "up":
-            return cmd_up(settings)
-        if args.command == "serve":
-            return cmd_serve(settings)
-        if args.command == "replay":
-            return cmd_replay(settings, args.to, args.until, args.until_position)
-        if args.command == "verify":
-            return cmd_verify(settings)
-        return cmd_kafka(settings, args.action)
-    except (SettingsError, KafkaProvisioningError) as e:
-        print(f"runledger: {e}", file=sys.stderr)
-        return 1
+        return body()
+    except (SettingsError, KafkaProvisioningError, DataDirInUse) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(help=__doc__, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(_version(), "--version", "-V", prog_name="runledger", message="%(prog)s %(version)s")
+def cli() -> None:
+    pass
+
+
+@cli.command(short_help="Kafka (local, unless given) and the server; what `make up` runs.",
+             help="Start Kafka (a local single-node broker in DATA_DIR/kafka, unless --kafka-bootstrap-servers "
+                  "is given) and the server; Ctrl-C stops both. What `make up` runs.")
+@settings_options
+def up(settings: Settings) -> int:
+    return _run(lambda: cmd_up(settings))
+
+
+@cli.command(short_help="The server alone, against --kafka-bootstrap-servers.",
+             help="Start the server alone against the broker in --kafka-bootstrap-servers (what the Docker image "
+                  "runs).")
+@settings_options
+def serve(settings: Settings) -> int:
+    return _run(lambda: cmd_serve(settings))
+
+
+@cli.command(short_help="The local broker on its own: start, stop, status.",
+             help="Run the local broker on its own: start it (downloading it the first time), stop it, or say "
+                  "whether it runs (exit status 3 when not).")
+@click.argument("action", type=click.Choice(["start", "stop", "status"]))
+@settings_options
+def kafka(settings: Settings, action: str) -> int:
+    return _run(lambda: cmd_kafka(settings, action))
+
+
+@cli.command(short_help="Rebuild a read model from the log into a new folder.",
+             help="Rebuild a read model from the Kafka log into a new folder (the live one is not touched); "
+                  "--until/--until-position rebuild the world as it was then.")
+@click.option("--to", required=True, help="an empty or new folder for the rebuilt runledger.duckdb")
+@click.option("--until", default=None, help="stop at this moment (Unix ms or ISO 8601): the world as it was then")
+@click.option("--until-position", default=None, help="stop after this log position '<partition>:<offset>' "
+                                                     "(comma-separated for several partitions)")
+@settings_options
+def replay(settings: Settings, to: str, until: str | None, until_position: str | None) -> int:
+    if until is not None and until_position is not None:
+        raise click.UsageError("--until and --until-position exclude each other")
+    return _run(lambda: cmd_replay(settings, to, until, until_position))
+
+
+@cli.command(short_help="Prove the live read model equal to a rebuild from the log.",
+             help="Replay the log into a temporary folder and compare every table with the live read model "
+                  "in --data-dir (exit status 1 when any differs).")
+@settings_options
+def verify(settings: Settings) -> int:
+    return _run(lambda: cmd_verify(settings))
+
+
+@cli.command(short_help="Run a read-only SQL query on a running server.",
+             help="Run one read-only SQL query on a running server (docs/sql.md). On a terminal the answer is an "
+                  "aligned table; piped, or with --format, the server's csv/json/ndjson/parquet/arrow body.")
+@click.argument("query")
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json", "ndjson", "parquet", "arrow"]),
+              default=None, help="default: table on a terminal, csv otherwise (or from -o's extension)")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="write the answer to this file")
+@click.option("--max-rows", type=int, default=None, help="at most this many rows (table: 100)")
+@click.option("--url", default=None, help="the server (default: RUNLEDGER_URL, MLFLOW_TRACKING_URI or "
+                                           "http://RUNLEDGER_HOST:RUNLEDGER_PORT)")
+def sql(query: str, fmt: str | None, output: Path | None, max_rows: int | None, url: str | None) -> int:
+    from runledger import sql_cli
+
+    os.umask(0o077)
+    return sql_cli.run(argparse.Namespace(query=query, format=fmt, output=output, max_rows=max_rows, url=url))
+
+
+# ----- users and tokens (docs/auth.md): straight to the log and the data folder's vault
+
+@cli.group(short_help="Users of an authenticated server (RUNLEDGER_AUTH=on).",
+           help="Manage users without a running server (the first admin, a lost password): facts go to the "
+                "log, password hashes to DATA_DIR's vault; a running server picks both up.")
+def users() -> None:
+    pass
+
+
+@users.command("add", help="Create a user; the password is asked for (or read from stdin).")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="the user is an admin")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@settings_options
+def users_add(settings: Settings, username: str, admin: bool, password_stdin: bool) -> int:
+    from runledger.auth import cli as auth_cli
+
+    return _run(lambda: auth_cli.add_user(settings, _bootstrap(settings), username, admin, password_stdin))
+
+
+@users.command("password", help="Set a user's password (asked for, or read from stdin).")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@settings_options
+def users_password(settings: Settings, username: str, password_stdin: bool) -> int:
+    from runledger.auth import cli as auth_cli
+
+    return _run(lambda: auth_cli.set_password(settings, _bootstrap(settings), username, password_stdin))
+
+
+@users.command("grant", help="Grant USERNAME a permission (READ, EDIT, MANAGE, NO_PERMISSIONS) on an experiment.")
+@click.argument("username")
+@click.argument("experiment_id")
+@click.argument("permission", type=click.Choice(["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"]))
+@settings_options
+def users_grant(settings: Settings, username: str, experiment_id: str, permission: str) -> int:
+    from runledger.auth import cli as auth_cli
+
+    return _run(lambda: auth_cli.grant(settings, _bootstrap(settings), username, experiment_id, permission))
+
+
+@cli.group(short_help="API tokens (shown once, stored hashed, revocable).",
+           help="Create or revoke API tokens without a running server.")
+def tokens() -> None:
+    pass
+
+
+@tokens.command("create", help="Create a token for USERNAME and print it (the only time it is shown).")
+@click.argument("username")
+@click.option("--name", default="", help="a label for listings")
+@click.option("--expires-days", type=float, default=None, help="expire after this many days")
+@settings_options
+def tokens_create(settings: Settings, username: str, name: str, expires_days: float | None) -> int:
+    from runledger.auth import cli as auth_cli
+
+    return _run(lambda: auth_cli.create_token(settings, _bootstrap(settings), username, name, expires_days))
+
+
+@tokens.command("revoke", help="Revoke the token with this id.")
+@click.argument("token_id")
+@settings_options
+def tokens_revoke(settings: Settings, token_id: str) -> int:
+    from runledger.auth import cli as auth_cli
+
+    return _run(lambda: auth_cli.revoke_token(settings, _bootstrap(settings), token_id))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script: the command's exit status (1 with one line on stderr for a bad setting,
+    a missing Java or Maven, or a data folder in use)."""
+    try:
+        result = cli.main(args=argv, prog_name="runledger", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -28,6 +30,21 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "4.1.1"
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 _READY_LINE = "Kafka Server started"
+# What a first download weighs in jars, to say how far along it is: measured with an empty
+# Maven repository, 93 jars and 58 MB (46 jars, 43 MB, are the broker; the rest Maven's own
+# dependency plugin, already there on a machine that has used Maven, where it ends early).
+_EXPECTED_JAR_MB = 58
+_DOWNLOADED = re.compile(r"Downloaded from \S+: (\S+) \(([0-9.]+) (B|kB|MB|GB)")
+_UNITS = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+Progress = Callable[[str], None]
+
+JAVA_HINT = ("Java (17 or newer) is needed to run the local Kafka broker and `java` is not on PATH: install a JRE "
+             "(e.g. `apt install openjdk-21-jre-headless`, `brew install openjdk`), or point Runledger at a broker "
+             "you run with --kafka-bootstrap-servers / RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS")
+MAVEN_HINT = ("Maven is needed once, to fetch the Kafka broker's jars, and `mvn` is not on PATH: install it "
+              "(e.g. `apt install maven`, `brew install maven`), or point Runledger at a broker you run with "
+              "--kafka-bootstrap-servers / RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS")
 
 
 class KafkaProvisioningError(RuntimeError):
@@ -41,8 +58,9 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
-def ensure_jars(cache_dir: Path | None = None) -> Path:
+def ensure_jars(cache_dir: Path | None = None, on_progress: Progress | None = None) -> Path:
     """Resolve the broker jars with Maven into the cache (first call only); return the folder.
+    `on_progress` gets a line per file Maven downloads (what, how many, how many MB so far).
 
     The folder is filled in a temporary sibling and renamed into place, so an interrupted
     download never leaves a half-filled folder that later starts would trust.
@@ -52,23 +70,53 @@ def ensure_jars(cache_dir: Path | None = None) -> Path:
     if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
         return libs
     if shutil.which("mvn") is None:
-        raise KafkaProvisioningError("Maven ('mvn') is needed to fetch the Kafka jars but is not on PATH")
+        raise KafkaProvisioningError(MAVEN_HINT)
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     pom = staging / "pom.xml"
     pom.write_text(resources.files("runledger.kafka").joinpath("pom.xml").read_text())
     log.info("resolving Apache Kafka %s jars from Maven Central into %s", KAFKA_VERSION, libs)
-    proc = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), _DEPENDENCY_PLUGIN,
+    # Not -q: Maven's "Downloaded from central: URL (size ...)" lines are the progress we report.
+    proc = subprocess.Popen(
+        ["mvn", "-B", "-f", str(pom), _DEPENDENCY_PLUGIN,
          f"-DoutputDirectory={staging / 'jars'}", "-DincludeScope=runtime"],
-        capture_output=True, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    if proc.returncode != 0:
+    assert proc.stdout is not None
+    output: list[str] = []
+    progress = DownloadProgress()
+    for line in proc.stdout:
+        output.append(line)
+        said = progress.feed(line)
+        if said is not None and on_progress is not None:
+            on_progress(said)
+    if proc.wait() != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise KafkaProvisioningError(f"mvn could not resolve Kafka jars:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise KafkaProvisioningError(f"mvn could not resolve Kafka jars:\n{''.join(output)[-3000:]}")
     os.replace(staging / "jars", libs)
     shutil.rmtree(staging, ignore_errors=True)
     return libs
+
+
+class DownloadProgress:
+    """Maven's "Downloaded from central: <url> (<size> at <speed>)" lines, as a progress line."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.jar_bytes = 0.0
+
+    def feed(self, line: str) -> str | None:
+        found = _DOWNLOADED.search(line)
+        if found is None:
+            return None
+        self.files += 1
+        name = found.group(1).rsplit("/", 1)[-1]
+        if name.endswith(".jar"):
+            self.jar_bytes += float(found.group(2)) * _UNITS[found.group(3)]
+        mb = self.jar_bytes / 1e6
+        share = min(99, int(100 * mb / _EXPECTED_JAR_MB))
+        return (f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central: {self.files} files, {mb:.1f} of "
+                f"about {_EXPECTED_JAR_MB} MB ({share}%) - {name}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -162,17 +210,23 @@ class LocalKafka:
             pass
         return pid
 
-    def start(self, cache_dir: Path | None = None, timeout: float = 90.0) -> None:
+    def start(self, cache_dir: Path | None = None, timeout: float = 90.0,
+              on_progress: Progress | None = None) -> bool:
         """Provision (first time), format (first time) and start the broker; wait until it serves.
+        Returns whether this call started it.
 
-        Idempotent: if this home's broker is already running, returns at once. Raises
+        Idempotent: if this home's broker is already running, returns False at once. Raises
         KafkaProvisioningError with the tail of the broker log when it does not come up in time.
         """
         if self.running_pid() is not None and port_open("127.0.0.1", self.port):
-            return
+            return False
         if port_open("127.0.0.1", self.port):
-            raise KafkaProvisioningError(f"port {self.port} is taken by another process; set KAFKA_PORT or stop it")
-        libs = ensure_jars(cache_dir)
+            raise KafkaProvisioningError(
+                f"port {self.port} is taken by another process: stop it, or choose another port for the local "
+                f"broker with --kafka-port / RUNLEDGER_KAFKA_PORT")
+        if shutil.which("java") is None:
+            raise KafkaProvisioningError(JAVA_HINT)
+        libs = ensure_jars(cache_dir, on_progress)
         classpath = f"{libs}/*"
         self.home.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
@@ -194,12 +248,16 @@ class LocalKafka:
                 start_new_session=True,  # Ctrl-C in the terminal is handled by us, not sent to the JVM
             )
         self.pid_file.write_text(str(proc.pid))
-        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise KafkaProvisioningError(f"Kafka exited with code {proc.returncode}:\n{self._log_tail()}")
             if port_open("127.0.0.1", self.port) and _READY_LINE in self._log_tail(200_000):
-                return
+                return True
+            if on_progress is not None:
+                on_progress(f"starting Apache Kafka {KAFKA_VERSION} (pid {proc.pid}): {time.monotonic() - t0:.0f}s, "
+                            f"waiting for it to serve on {self.bootstrap_servers} (log: {self.log_file})")
             time.sleep(0.2)
         self.stop()
         raise KafkaProvisioningError(f"Kafka did not become ready within {timeout:.0f}s:\n{self._log_tail()}")

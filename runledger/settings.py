@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -111,6 +110,14 @@ class Settings(BaseSettings):
     sql_max_mb: int = setting(2048, "RUNLEDGER_SQL_MAX_MB", "MB of a streamed SQL answer", gt=0)
     sql_max_concurrent: int = setting(4, "RUNLEDGER_SQL_MAX_CONCURRENT", "concurrent SQL queries (more get 429)",
                                       gt=0)
+    # Authentication and per-experiment permissions (docs/auth.md).
+    auth: bool = setting(False, "RUNLEDGER_AUTH", "'on': users, tokens and per-experiment permissions (default off)")
+    auth_default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = setting(
+        "READ", "RUNLEDGER_AUTH_DEFAULT_PERMISSION", "permission of a user without a grant on an experiment")
+    admin_user: str | None = setting(None, "RUNLEDGER_ADMIN_USER", "the first admin, created at start if missing")
+    admin_password: str | None = setting(None, "RUNLEDGER_ADMIN_PASSWORD", "the first admin's password", repr=False)
+    auth_free_failures: int = setting(5, "RUNLEDGER_AUTH_FREE_FAILURES",
+                                      "failed sign-ins per client per minute before each is slowed down", gt=0)
 
     @field_validator("duckdb_memory_limit")
     @classmethod
@@ -199,7 +206,8 @@ def env_name(field: str) -> str:
 
 
 def flag_name(field: str) -> str:
-    return "--" + field.removesuffix("_override").replace("_", "-")
+    """The CLI flag of a Settings field: its variable without the prefix (RUNLEDGER_KAFKA_PORT: --kafka-port)."""
+    return "--" + env_name(field).removeprefix("RUNLEDGER_").lower().replace("_", "-")
 
 
 class _MappingSource(EnvSettingsSource):

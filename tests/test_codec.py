@@ -65,6 +65,14 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
     "LoggedModelTagsSet": {"model_id": "m-0123456789abcdef0123456789abcdef", "tags": [["t", "a"], ["u", "b"]]},
     "LoggedModelTagDeleted": {"model_id": "m-0123456789abcdef0123456789abcdef", "key": "t"},
     "LoggedModelParamsLogged": {"model_id": "m-0123456789abcdef0123456789abcdef", "params": [["beta", "1"]]},
+    "UserCreated": {"username": "ada", "is_admin": False},
+    "UserDeleted": {"username": "ada"},
+    "UserAdminSet": {"username": "ada", "is_admin": True},
+    "PasswordChanged": {"username": "ada"},
+    "PermissionGranted": {"username": "ada", "experiment_id": "1", "permission": "EDIT"},
+    "PermissionRevoked": {"username": "ada", "experiment_id": "1"},
+    "TokenCreated": {"token_id": "AbCdEfGh12345678", "username": "ada", "name": "ci", "expires_at": None},
+    "TokenRevoked": {"token_id": "AbCdEfGh12345678"},
 }
 
 

@@ -82,3 +82,28 @@ def test_sigterm_stops_kafka_too(tmp_path: Path) -> None:
     assert "stopping Kafka" in out, out
     broker = LocalKafka(home=(tmp_path / "kafka").resolve(), port=kafka_port, controller_port=kafka_port + 1)
     assert broker.running_pid() is None and not port_open("127.0.0.1", kafka_port)
+
+
+def test_a_second_up_on_the_same_data_folder_refuses_at_once_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    port, kafka_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = _up(tmp_path, port, kafka_port)
+    try:
+        _wait_healthy(url, first)
+        broker = LocalKafka(home=(tmp_path / "kafka").resolve(), port=kafka_port, controller_port=kafka_port + 1)
+        broker_pid = broker.running_pid()
+
+        t0 = time.monotonic()
+        second = _up(tmp_path, free_port(), kafka_port)
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 1, out
+        assert time.monotonic() - t0 < 15, "refused only after starting something"
+        assert "already using the data folder" in out and str(first.pid) in out, out
+        assert "Traceback" not in out, out
+
+        assert broker.running_pid() == broker_pid and port_open("127.0.0.1", kafka_port)
+        written = httpx.post(f"{url}/api/2.0/mlflow/experiments/create", json={"name": "first-still-writes"})
+        assert written.status_code == 200, written.text
+    finally:
+        out = _interrupt(first)
+    assert first.returncode == 0, out

@@ -53,6 +53,20 @@ with `run_id` null and `experiment_id` the model's experiment:
 - LoggedModelTagsSet     {model_id, tags: [[k, v], ...]}   (the last value of a key wins)
 - LoggedModelTagDeleted  {model_id, key}
 - LoggedModelParamsLogged {model_id, params: [[k, v], ...]}   write-once, like run params
+
+Authentication (docs/auth.md). Non-secret facts only: passwords and token secrets never enter the
+log (their hashes live in the data folder's auth file). All share one partition key, so their
+order is total; `experiment_id` is set on permission events (the experiment concerned), null
+otherwise. The projector logs them (audit trail, SQL `events`); runledger.auth.state folds them.
+
+- UserCreated         {username, is_admin}
+- UserDeleted         {username}
+- UserAdminSet        {username, is_admin}
+- PasswordChanged     {username}                 (the fact, never the password)
+- PermissionGranted   {username, experiment_id, permission}   READ | EDIT | MANAGE | NO_PERMISSIONS
+- PermissionRevoked   {username, experiment_id}
+- TokenCreated        {token_id, username, name, expires_at|null}   (the id, never the secret)
+- TokenRevoked        {token_id}
 """
 
 from __future__ import annotations
@@ -82,7 +96,12 @@ MODEL_EVENTS = frozenset({
     "LoggedModelCreated", "LoggedModelFinalized", "LoggedModelDeleted", "LoggedModelTagsSet",
     "LoggedModelTagDeleted", "LoggedModelParamsLogged",
 })
-EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS | MODEL_EVENTS
+AUTH_EVENTS = frozenset({
+    "UserCreated", "UserDeleted", "UserAdminSet", "PasswordChanged", "PermissionGranted", "PermissionRevoked",
+    "TokenCreated", "TokenRevoked",
+})
+AUTH_KEY = b"auth"
+EVENT_TYPES = EXPERIMENT_EVENTS | RUN_EVENTS | MODEL_EVENTS | AUTH_EVENTS
 
 # The verdict's error code for an event whose record reached the log after its deadline.
 LATE_EVENT = "ARRIVED_AFTER_DEADLINE"
@@ -117,6 +136,8 @@ class Envelope:
             return EXPERIMENTS_KEY
         if self.type in MODEL_EVENTS:
             return str(self.payload.get("model_id") or "").encode()
+        if self.type in AUTH_EVENTS:
+            return AUTH_KEY
         return (self.run_id or "").encode()
 
 

@@ -22,7 +22,10 @@ from runledger.ingest.contract import arrow_ipc
 # call when it is not installed, a file-system search each time (~20% of converting a
 # 20,000-point event). Marking it absent makes that import fail at once; nothing changes where
 # it is installed. (The same holds for dateutil, which is why it is a dependency.)
-if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
+# Only without NumPy: with NumPy installed pyarrow's pandas shim takes the marker for the module
+# and fails on its version (AttributeError at import), so there the search is left as it was.
+if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None \
+        and importlib.util.find_spec("numpy") is None:
     sys.modules["pandas"] = None  # type: ignore[assignment]
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.float64()), ("timestamp", pa.int64()),

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 import duckdb
 import pyarrow as pa
 
@@ -25,7 +25,7 @@ from runledger.ingest.errors import InternalError, InvalidParameterValue, Runled
 from runledger.projector.store import Store
 from runledger.query.sql import sandbox
 from runledger.query.sql.memory_guard import SqlMemoryGuard
-from runledger.query.sql.views import SCHEMA, install
+from runledger.query.sql.views import SCHEMA, SCOPE_IDS, SCOPE_MODE, install
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -102,7 +102,8 @@ class SqlEngine:
             self._running -= 1
 
     # ----- one query
-    def open(self, query: str, time_limit_ms: int | None = None, batch_rows: int = 122_880) -> "SqlQuery":
+    def open(self, query: str, time_limit_ms: int | None = None, batch_rows: int = 122_880,
+             scope: Any = None) -> "SqlQuery":
         """Check and start `query`. The caller holds a slot (`acquire`); the returned query
         releases it when closed, and so does a failure here."""
         try:
@@ -119,7 +120,7 @@ class SqlEngine:
         except BaseException:
             self.release()
             raise
-        return SqlQuery(self, cur, query, limit, batch_rows)
+        return SqlQuery(self, cur, query, limit, batch_rows, scope)
 
 
 class SqlQuery:
@@ -131,7 +132,7 @@ class SqlQuery:
     """
 
     def __init__(self, engine: SqlEngine, cur: duckdb.DuckDBPyConnection, query: str, time_limit_ms: int,
-                 batch_rows: int) -> None:
+                 batch_rows: int, scope: Any = None) -> None:
         self.engine = engine
         self.batch_rows = batch_rows
         self.time_limit_ms = time_limit_ms
@@ -146,6 +147,11 @@ class SqlQuery:
         try:
             # Our own statements, one round trip; then one snapshot for the answer and the log
             # position it reflects.
+            # The caller's readable experiments (runledger.auth.access.ReadScope; None: all, with
+            # authentication off), read by every public view (query.sql.views).
+            mode, ids = ("all", []) if scope is None else (scope.mode, list(scope.ids))
+            cur.execute(f"SET VARIABLE {SCOPE_MODE} = ?", [mode])
+            cur.execute(f"SET VARIABLE {SCOPE_IDS} = ?::VARCHAR[]", [ids])
             cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}; "
                         f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'; "
                         f"SET schema = '{SCHEMA}'; BEGIN TRANSACTION READ ONLY")

@@ -21,10 +21,67 @@ def _ts(column: str) -> str:
     return f"make_timestamp({column} * 1000)"
 
 
+# Which experiments the querying cursor may read (docs/auth.md): the SQL engine sets these two
+# variables on each query's own cursor (DuckDB variables belong to one connection, and a SELECT
+# cannot set them); "all", "allow" (only the ids) or "deny" (all but the ids). A cursor that set
+# nothing reads nothing. getvariable() is folded to a constant when the query is planned.
+SCOPE_MODE, SCOPE_IDS = "runledger_scope_mode", "runledger_scope_ids"
+_READABLE = (f"(CASE getvariable('{SCOPE_MODE}') WHEN 'all' THEN true "
+             f"WHEN 'allow' THEN list_contains(getvariable('{SCOPE_IDS}'), {{col}}) "
+             f"WHEN 'deny' THEN {{col}} IS NOT NULL AND NOT list_contains(getvariable('{SCOPE_IDS}'), {{col}}) "
+             "ELSE false END)")
+
+
+def readable(column: str) -> str:
+    """A condition true for rows of an experiment the cursor may read."""
+    return _READABLE.format(col=column)
+
+
+# "all" first: the planner folds it to true and drops the subquery, so unrestricted readers
+# (authentication off, admins) pay nothing for the scope.
+_ALL = f"getvariable('{SCOPE_MODE}') = 'all'"
+
+
+def _by_run(select: str) -> str:
+    return (f"{select} WHERE {_ALL} OR run_id IN (SELECT r.run_id FROM main.runs r "
+            f"WHERE {readable('r.experiment_id')})")
+
+
+def _by_model(select: str) -> str:
+    return (f"{select} WHERE {_ALL} OR model_id IN (SELECT m.model_id FROM main.logged_models m "
+            f"WHERE {readable('m.experiment_id')})")
+
+
 def definitions(latest_table: str) -> dict[str, str]:
-    """View name -> SELECT over the internal tables. `latest_table` is the internal view of the
-    server's latest-metric rule (RUNLEDGER_LATEST_METRIC), so `latest_metrics` agrees with the
-    MLflow endpoints."""
+    """View name -> SELECT over the internal tables, each answering only rows of experiments
+    the cursor may read (`readable`). `latest_table` is the internal view of the server's
+    latest-metric rule (RUNLEDGER_LATEST_METRIC), so `latest_metrics` agrees with the MLflow
+    endpoints."""
+    return _scoped(_unscoped(latest_table))
+
+
+_EXPERIMENT_COLUMN = {"experiments": "experiment_id", "experiment_tags": "experiment_id", "runs": "r.experiment_id",
+                      "datasets": "experiment_id", "logged_models": "experiment_id", "events": "experiment_id",
+                      "rejections": "experiment_id"}
+_RUN_VIEWS = ("params", "tags", "metrics", "latest_metrics")
+_MODEL_VIEWS = ("logged_model_params", "logged_model_metrics")
+
+
+def _scoped(views: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for name, select in views.items():
+        if name in _EXPERIMENT_COLUMN:
+            out[name] = f"{select}\n            WHERE {readable(_EXPERIMENT_COLUMN[name])}"
+        elif name in _RUN_VIEWS:
+            out[name] = _by_run(select)
+        elif name in _MODEL_VIEWS:
+            out[name] = _by_model(select)
+        else:
+            raise AssertionError(f"view {name} has no scope: every public view must name its experiment")
+    return out
+
+
+def _unscoped(latest_table: str) -> dict[str, str]:
     return {
         "experiments": f"""
             SELECT experiment_id, name, artifact_location, lifecycle_stage,

@@ -38,8 +38,9 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def install(app: FastAPI, shapes: dict[str, ErrorShape], default: ErrorShape) -> None:
-    """Map the hierarchy to each dialect's shape; `shapes` is keyed by path prefix."""
+def install(app: FastAPI, shapes: dict[str, ErrorShape], default: ErrorShape) -> Callable[[Request, RunledgerError], Response]:
+    """Map the hierarchy to each dialect's shape; `shapes` is keyed by path prefix. Returns the
+    renderer, for middleware that answers before the routes (runledger.auth.gate)."""
 
     def shape_for(path: str) -> ErrorShape:
         for prefix, shape in shapes.items():
@@ -78,3 +79,5 @@ def install(app: FastAPI, shapes: dict[str, ErrorShape], default: ErrorShape) ->
         internal = InternalError(type(exc).__name__)
         internal.__cause__ = exc
         return answer(request, internal)
+
+    return answer

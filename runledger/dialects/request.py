@@ -31,6 +31,9 @@ def missing(path: str) -> InvalidParameterValue:
 
 async def json_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
     require_json(request)
+    parsed = request.scope.get("state", {}).get("runledger.json")
+    if parsed is not None:      # read and parsed once by the auth gate (runledger.auth.gate)
+        return parsed  # type: ignore[no-any-return]
     return parse_json(await read_capped(request, max_bytes))
 
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from runledger.auth.access import access
 from runledger.dialects import services
 from runledger.dialects.request import query_fields
 from runledger.query import run_table
@@ -93,8 +94,9 @@ def sql_page() -> HTMLResponse:
 
 def _experiments(request: Request) -> dict[str, Any]:
     f = query_fields(request)
+    readable = access(request).read_scope()   # only what the caller may read (docs/auth.md)
     with services.reader(request).cursor() as cur:
-        return {"experiments": run_table.experiments(cur, f.str("q"))}
+        return {"experiments": [e for e in run_table.experiments(cur, f.str("q")) if readable.allows(e["experiment_id"])]}
 
 
 async def list_experiments(request: Request) -> Any:
@@ -132,10 +134,13 @@ async def experiment_runs(request: Request, experiment_id: str) -> Any:
     return await run_in_threadpool(_runs, request, experiment_id)
 
 
+PAGES = {"/": experiments_page, "/experiments/{experiment_id}": experiment_page, "/runs/{run_id}": run_page,
+         "/compare": compare_page, "/sql": sql_page}
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
-    for path, page in (("/", experiments_page), ("/experiments/{experiment_id}", experiment_page),
-                       ("/runs/{run_id}", run_page), ("/compare", compare_page), ("/sql", sql_page)):
+    for path, page in PAGES.items():
         router.add_api_route(path, page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
     router.add_api_route("/ui/api/experiments", list_experiments, methods=["GET"], response_model=ExperimentList)
     router.add_api_route("/ui/api/experiments/{experiment_id}/columns", experiment_columns, methods=["GET"],

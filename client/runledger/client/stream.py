@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import operator
 import random
+import os
 import threading
 import time
 import uuid
@@ -72,8 +73,8 @@ class MetricStream:
     def __init__(self, base_url: str | None, run_id: str, *, max_points: int = 50_000, flush_interval: float = 0.5,
                  max_buffered_points: int = 1_000_000, timeout: float = 30, retries: int = 5,
                  max_in_flight: int = 2, headers: dict[str, str] | None = None,
-                 bootstrap_servers: str | None = None, topic: str = "runledger.events", user: str | None = None
-                 ) -> None:
+                 bootstrap_servers: str | None = None, topic: str = "runledger.events", user: str | None = None,
+                 token: str | None = None) -> None:
         if not run_id:
             raise ValueError("run_id is required")
         if (base_url is None) == (bootstrap_servers is None):
@@ -101,6 +102,11 @@ class MetricStream:
             self._transport = KafkaTransport(bootstrap_servers, topic, timeout, user)
         else:
             assert base_url is not None
+            # A server with authentication on (the server's docs/auth.md) takes an API token as
+            # Bearer: `token`, else RUNLEDGER_TOKEN or MLFLOW_TRACKING_TOKEN from the environment.
+            token = token or os.environ.get("RUNLEDGER_TOKEN") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+            if token and not any(k.lower() == "authorization" for k in (headers or {})):
+                headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
             self._transport = _HttpTransport(base_url, timeout, headers)
         self._cv = threading.Condition(threading.Lock())  # never re-entered; cheaper than an RLock
         # Points logged but not yet taken by the sender, as columns.

@@ -9,6 +9,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import Fields, json_body
 from runledger.dialects import services
@@ -43,5 +45,7 @@ async def search_datasets(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/experiments/search-datasets", search_datasets, methods=["POST"])
+    router.add_api_route("/experiments/search-datasets", search_datasets, methods=["POST"], **documented(
+        summary="Datasets used by experiments' runs (the UI's)", body=S.SearchDatasetsBody,
+        response=S.SearchDatasetsAnswer))
     return router

@@ -7,6 +7,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import SEE_API_DOCS, missing, query_fields
 from runledger.query import history
@@ -75,7 +77,11 @@ def get_history_bulk(request: Request) -> Response:
 
 def build_router(ajax: bool) -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/metrics/get-history-bulk-interval", get_history_bulk_interval, methods=["GET"])
+    router.add_api_route("/metrics/get-history-bulk-interval", get_history_bulk_interval, methods=["GET"],
+                         **documented(summary="Sampled histories of one metric in several runs",
+                                      query=S.HistoryBulkIntervalQuery, response=S.MetricsAnswer))
     if ajax:
-        router.add_api_route("/metrics/get-history-bulk", get_history_bulk, methods=["GET"])
+        router.add_api_route("/metrics/get-history-bulk", get_history_bulk, methods=["GET"], **documented(
+            summary="Histories of one metric in several runs (the UI's)", query=S.HistoryBulkQuery,
+            response=S.MetricsAnswer))
     return router

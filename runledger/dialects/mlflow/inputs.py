@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import Fields, json_body, missing
 from runledger.dialects.identity import acting_user
@@ -56,5 +58,6 @@ async def log_inputs(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/runs/log-inputs", log_inputs, methods=["POST"])
+    router.add_api_route("/runs/log-inputs", log_inputs, methods=["POST"], **documented(
+        summary="Log a run's input datasets and models", body=S.LogInputsBody, response=Empty, errors=(404,)))
     return router

@@ -9,6 +9,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.dialects.request import Fields, json_body, missing, query_fields
 from runledger.query import models_reader
@@ -65,6 +67,8 @@ async def search_logged_models(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/logged-models/search", search_logged_models, methods=["POST"])
-    router.add_api_route("/logged-models/{model_id}", get_logged_model, methods=["GET"])
+    router.add_api_route("/logged-models/search", search_logged_models, methods=["POST"], **documented(
+        summary="Search logged models", body=S.SearchLoggedModelsBody, response=S.SearchLoggedModelsAnswer))
+    router.add_api_route("/logged-models/{model_id}", get_logged_model, methods=["GET"], **documented(
+        summary="Get a logged model", response=S.LoggedModelAnswer, errors=(404,)))
     return router

@@ -20,6 +20,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest import limits
 from runledger.ingest.catalog import ModelCatalog, ModelRef
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
@@ -195,12 +197,20 @@ async def log_logged_model_params(request: Request, model_id: str) -> dict[str, 
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/logged-models", create_logged_model, methods=["POST"])
-    router.add_api_route("/logged-models/{model_id}", finalize_logged_model, methods=["PATCH"])
-    router.add_api_route("/logged-models/{model_id}", delete_logged_model, methods=["DELETE"])
-    router.add_api_route("/logged-models/{model_id}/tags", set_logged_model_tags, methods=["PATCH"])
+    router.add_api_route("/logged-models", create_logged_model, methods=["POST"], **documented(
+        summary="Create a logged model", body=S.CreateLoggedModelBody, response=S.LoggedModelAnswer, errors=(404,)))
+    router.add_api_route("/logged-models/{model_id}", finalize_logged_model, methods=["PATCH"], **documented(
+        summary="Finalize a logged model (set its status)", body=S.FinalizeLoggedModelBody,
+        response=S.LoggedModelAnswer, errors=(404,)))
+    router.add_api_route("/logged-models/{model_id}", delete_logged_model, methods=["DELETE"], **documented(
+        summary="Delete a logged model", response=Empty, errors=(404,)))
+    router.add_api_route("/logged-models/{model_id}/tags", set_logged_model_tags, methods=["PATCH"], **documented(
+        summary="Set logged model tags", body=S.LoggedModelTagsBody, response=Empty, errors=(404,)))
     # A tag key may contain '/', which the client does not escape: take the rest of the path.
     router.add_api_route("/logged-models/{model_id}/tags/{tag_key:path}", delete_logged_model_tag,
-                         methods=["DELETE"])
-    router.add_api_route("/logged-models/{model_id}/params", log_logged_model_params, methods=["POST"])
+                         methods=["DELETE"], **documented(summary="Delete a logged model tag", response=Empty,
+                                                          errors=(404,)))
+    router.add_api_route("/logged-models/{model_id}/params", log_logged_model_params, methods=["POST"],
+                         **documented(summary="Log logged model params", body=S.LoggedModelParamsBody,
+                                      response=Empty, errors=(404,)))
     return router

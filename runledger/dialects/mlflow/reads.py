@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects.moments import moment
 from runledger.dialects.request import Fields, json_body, query_fields
@@ -131,11 +133,20 @@ def _history_now(request: Request, f: Fields, run_id: str, key: str) -> Response
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/experiments/get", get_experiment, methods=["GET"])
-    router.add_api_route("/experiments/get-by-name", get_experiment_by_name, methods=["GET"])
-    router.add_api_route("/experiments/search", search_experiments_get, methods=["GET"])
-    router.add_api_route("/experiments/search", search_experiments_post, methods=["POST"])
-    router.add_api_route("/runs/get", get_run, methods=["GET"])
-    router.add_api_route("/runs/search", search_runs, methods=["POST"])
-    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
+    router.add_api_route("/experiments/get", get_experiment, methods=["GET"], **documented(
+        summary="Get an experiment by id", query=S.ExperimentIdQuery, response=S.ExperimentAnswer, errors=(404,)))
+    router.add_api_route("/experiments/get-by-name", get_experiment_by_name, methods=["GET"], **documented(
+        summary="Get an experiment by name", query=S.ExperimentNameQuery, response=S.ExperimentAnswer,
+        errors=(404,)))
+    router.add_api_route("/experiments/search", search_experiments_get, methods=["GET"], **documented(
+        summary="Search experiments", query=S.SearchExperimentsQuery, response=S.SearchExperimentsAnswer))
+    router.add_api_route("/experiments/search", search_experiments_post, methods=["POST"], **documented(
+        summary="Search experiments", body=S.SearchExperimentsBody, response=S.SearchExperimentsAnswer))
+    router.add_api_route("/runs/get", get_run, methods=["GET"], **documented(
+        summary="Get a run", query=S.RunIdQuery, response=S.RunAnswer, errors=(404,)))
+    router.add_api_route("/runs/search", search_runs, methods=["POST"], **documented(
+        summary="Search runs (MLflow's filter grammar)", body=S.SearchRunsBody, response=S.SearchRunsAnswer))
+    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"], **documented(
+        summary="A metric's full history in a run", query=S.MetricHistoryQuery, response=S.MetricsAnswer,
+        errors=(404,)))
     return router

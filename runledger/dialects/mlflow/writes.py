@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from runledger.dialects.mlflow import schemas as S
+from runledger.dialects.openapi import Empty, documented
 from runledger.ingest import limits
 from runledger.ingest.contract import codec, metric_table
 from runledger.ingest.artifact_policy import check_artifact_location_policy
@@ -25,6 +27,7 @@ from runledger.dialects.request import SEE_API_DOCS, Fields, json_body, missing
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
+from runledger.auth.access import access
 from runledger.dialects.identity import acting_user
 from runledger.ingest.contract import entities
 
@@ -198,7 +201,18 @@ async def create_experiment(request: Request) -> dict[str, Any]:
         "artifact_root": services.settings(request).artifact_root, "tags": tags,
     }, user=acting_user(request))
     verdict = await writer.commit(event)
-    return {"experiment_id": verdict.result["experiment_id"]}
+    exp_id = verdict.result["experiment_id"]
+    await grant_creator(request, exp_id)
+    return {"experiment_id": exp_id}
+
+
+async def grant_creator(request: Request, experiment_id: str) -> None:
+    """With authentication on, the creator of an experiment gets MANAGE on it, as in MLflow's auth
+    app: one more fact in the log (docs/auth.md)."""
+    auth = getattr(request.app.state, "auth", None)
+    user = access(request).username
+    if auth is not None and user is not None:
+        await auth.grant(user, experiment_id, "MANAGE")
 
 
 async def _experiment_event(request: Request, type_: str, payload_fields: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -436,25 +450,35 @@ async def restore_runs(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    for path, handler in (
-        ("/experiments/create", create_experiment),
-        ("/experiments/update", update_experiment),
-        ("/experiments/delete", delete_experiment),
-        ("/experiments/restore", restore_experiment),
-        ("/experiments/set-experiment-tag", set_experiment_tag),
-        ("/experiments/delete-experiment-tag", delete_experiment_tag),
-        ("/runs/create", create_run),
-        ("/runs/update", update_run),
-        ("/runs/delete", delete_run),
-        ("/runs/restore", restore_run),
-        ("/runs/log-metric", log_metric),
-        ("/runs/log-parameter", log_param),
-        ("/runs/set-tag", set_tag),
-        ("/runs/delete-tag", delete_tag),
-        ("/runs/log-batch", log_batch),
-        ("/databricks/runs/delete-runs", delete_runs),
-        ("/databricks/runs/restore-runs", restore_runs),
+    for path, handler, summary, body, answer, errors in (
+        ("/experiments/create", create_experiment, "Create an experiment", S.CreateExperimentBody,
+         S.ExperimentIdAnswer, ()),
+        ("/experiments/update", update_experiment, "Rename an experiment", S.UpdateExperimentBody, Empty, (404,)),
+        ("/experiments/delete", delete_experiment, "Delete an experiment (restorable)", S.ExperimentIdBody, Empty,
+         (404,)),
+        ("/experiments/restore", restore_experiment, "Restore a deleted experiment", S.ExperimentIdBody, Empty,
+         (404,)),
+        ("/experiments/set-experiment-tag", set_experiment_tag, "Set an experiment tag", S.ExperimentTagBody,
+         Empty, (404,)),
+        ("/experiments/delete-experiment-tag", delete_experiment_tag, "Delete an experiment tag",
+         S.DeleteExperimentTagBody, Empty, (404,)),
+        ("/runs/create", create_run, "Create a run", S.CreateRunBody, S.RunAnswer, (404,)),
+        ("/runs/update", update_run, "Update a run's status, end time or name", S.UpdateRunBody, S.RunInfoAnswer,
+         (404,)),
+        ("/runs/delete", delete_run, "Delete a run (restorable)", S.RunIdBody, Empty, (404,)),
+        ("/runs/restore", restore_run, "Restore a deleted run", S.RunIdBody, Empty, (404,)),
+        ("/runs/log-metric", log_metric, "Log one metric point", S.LogMetricBody, Empty, (404, 504)),
+        ("/runs/log-parameter", log_param, "Log a parameter (immutable once set)", S.LogParamBody, Empty,
+         (404, 504)),
+        ("/runs/set-tag", set_tag, "Set a run tag (overwrites)", S.SetTagBody, Empty, (404, 504)),
+        ("/runs/delete-tag", delete_tag, "Delete a run tag", S.DeleteTagBody, Empty, (404,)),
+        ("/runs/log-batch", log_batch, "Log metrics, params and tags together", S.LogBatchBody, Empty, (404, 504)),
+        ("/databricks/runs/delete-runs", delete_runs, "Delete an experiment's runs created up to a time",
+         S.BulkRunsBody, S.RunsDeletedAnswer, (404,)),
+        ("/databricks/runs/restore-runs", restore_runs, "Restore an experiment's runs deleted from a time",
+         S.BulkRunsBody, S.RunsRestoredAnswer, (404,)),
     ):
-        router.add_api_route(path, handler, methods=["POST"])
+        router.add_api_route(path, handler, methods=["POST"],
+                             **documented(summary=summary, body=body, response=answer, errors=errors))
     return router
 

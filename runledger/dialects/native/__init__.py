@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from runledger.dialects.native import audit, history, ops, search, sql, stream
+from runledger.dialects.native import audit, history, ops, search, sql, stream, tokens
 
 
 def routers() -> list[APIRouter]:
     return [stream.build_router(), ops.build_router(), sql.build_router(), audit.build_router(),
-            search.build_router(), history.build_router()]
+            search.build_router(), history.build_router(), tokens.build_router()]

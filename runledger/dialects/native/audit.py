@@ -8,6 +8,7 @@ query.audit_service); rewind is one event appended by the writer and applied by 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -16,6 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.auth.access import access
+from runledger.dialects.native import schemas as S
+from runledger.dialects.openapi import documented
 from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects import services
 from runledger.dialects.identity import acting_user
@@ -132,7 +136,12 @@ def experiment_events(request: Request, experiment_id: str) -> dict[str, Any]:
 
 
 def all_events(request: Request) -> dict[str, Any]:
-    return _page(request)
+    """Everything, less the events of experiments the caller may not read (docs/auth.md)."""
+    f = query_fields(request, repeated=("type",))
+    read = access(request).read_scope()
+    filters = dataclasses.replace(_filters(f), readable=None if read.mode == "all" else (read.mode, read.ids))
+    return services.audit(request).trail(filters=filters, max_results=f.int64("max_results"),
+                                         page_token=f.str("page_token"))
 
 
 # ----- as-of, history, diff
@@ -221,15 +230,36 @@ def verify_checksums(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/verify/checksums", verify_checksums, methods=["GET"])
-    router.add_api_route("/events", all_events, methods=["GET"], response_model=TrailPage)
-    router.add_api_route("/runs/{run_id}/events", run_events, methods=["GET"], response_model=TrailPage)
-    router.add_api_route("/experiments/{experiment_id}/events", experiment_events, methods=["GET"],
-                         response_model=TrailPage)
-    router.add_api_route("/runs/{run_id}/diff", run_diff, methods=["GET"], response_model=RunDiff)
-    router.add_api_route("/runs/{run_id}/rewind", rewind, methods=["POST"], response_model=RewindResult)
-    router.add_api_route("/runs/{run_id}/tail", run_tail, methods=["GET"])
-    router.add_api_route("/experiments/{experiment_id}/tail", experiment_tail, methods=["GET"])
-    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"])
-    router.add_api_route("/runs/{run_id}", get_run, methods=["GET"])
+    tags = ["audit"]
+    router.add_api_route("/verify/checksums", verify_checksums, methods=["GET"], **documented(
+        summary="Every table's row count and checksum, with the log offsets they reflect",
+        response=S.ChecksumsAnswer, tags=tags))
+    # The trail, diff and rewind answers are validated models (response_model): documented and checked.
+    for path, handler, summary in (
+            ("/events", all_events, "The audit trail: every event, oldest first"),
+            ("/runs/{run_id}/events", run_events, "A run's audit trail"),
+            ("/experiments/{experiment_id}/events", experiment_events, "An experiment's audit trail")):
+        router.add_api_route(path, handler, methods=["GET"], **documented(
+            summary=summary, query=S.TrailQuery, response=TrailPage, validate_response=True, errors=(404,),
+            tags=tags))
+    router.add_api_route("/runs/{run_id}/diff", run_diff, methods=["GET"], **documented(
+        summary="What changed in a run between two moments", query=S.DiffQuery, response=RunDiff,
+        validate_response=True, errors=(404,), tags=tags))
+    router.add_api_route("/runs/{run_id}/rewind", rewind, methods=["POST"], **documented(
+        summary="Hide a run's points above a step (an appended RunRewound event; nothing is erased)",
+        body=S.RewindBody, response=RewindResult, validate_response=True, errors=(404,), tags=tags))
+    for path, handler, summary in (
+            ("/runs/{run_id}/tail", run_tail, "A run's events as they happen (Server-Sent Events)"),
+            ("/experiments/{experiment_id}/tail", experiment_tail,
+             "An experiment's events as they happen (Server-Sent Events)")):
+        router.add_api_route(path, handler, methods=["GET"], **documented(
+            summary=summary, query=S.TailQuery, response_media_type="text/event-stream",
+            response_description="event: <type>, id: <position>, data: a trail entry (JSON), per event",
+            tags=tags))
+    router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"], **documented(
+        summary="A metric's history as of a moment (MLflow's shape)", query=S.HistoryAsOfQuery,
+        response=S.NativeMetricsAnswer, errors=(404,), tags=tags))
+    router.add_api_route("/runs/{run_id}", get_run, methods=["GET"], **documented(
+        summary="A run now, or as of a moment (MLflow's shape)", query=S.AsOfQuery, response=S.NativeRunAnswer,
+        errors=(404,), tags=tags))
     return router

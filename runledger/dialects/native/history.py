@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runledger.dialects import services
+from runledger.dialects.native import schemas as S
+from runledger.dialects.openapi import documented
 from runledger.dialects.request import query_fields
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.query import history_buckets, reader
@@ -81,6 +83,8 @@ async def get_history_buckets(request: Request) -> Any:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/metrics/history-buckets", get_history_buckets, methods=["GET"],
-                         response_model=BucketedHistory)
+    router.add_api_route("/metrics/history-buckets", get_history_buckets, methods=["GET"], **documented(
+        summary="A run's metric series summarised per x-range (min, max, last) for charts",
+        query=S.HistoryBucketsQuery, response=BucketedHistory, validate_response=True, errors=(404,),
+        tags=["history"]))
     return router

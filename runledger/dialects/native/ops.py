@@ -16,6 +16,8 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from runledger.dialects.native import schemas as S
+from runledger.dialects.openapi import documented
 from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
 from runledger.dialects.request import query_fields
 from runledger.dialects import services
@@ -93,6 +95,9 @@ async def _oldest_timestamp(bootstrap: str, topic: str, next_offsets: dict[int, 
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/rejections", rejections, methods=["GET"])
-    router.add_api_route("/lag", lag, methods=["GET"])
+    router.add_api_route("/rejections", rejections, methods=["GET"], **documented(
+        summary="Events the projector refused, newest first", query=S.RejectionsQuery, response=S.RejectionsAnswer,
+        tags=["ops"]))
+    router.add_api_route("/lag", lag, methods=["GET"], **documented(
+        summary="How far the read model is behind the log", response=S.LagAnswer, tags=["ops"]))
     return router

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runledger.dialects import services
+from runledger.dialects.mlflow.schemas import SearchRunsAnswer
+from runledger.dialects.openapi import documented
 from runledger.dialects.request import json_body
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.query import reader, search_tree
@@ -58,5 +60,9 @@ async def search_runs(request: Request) -> Response:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/runs/search", search_runs, methods=["POST"])
+    router.add_api_route("/runs/search", search_runs, methods=["POST"], **documented(
+        summary="Search runs with a boolean (Mongo-style) filter: OR, NOT, IN, regular expressions",
+        body=TreeSearchRequest, response=SearchRunsAnswer, tags=["search"],
+        body_examples={"or": {"value": {"experiment_ids": ["1"], "filter": {
+            "$or": [{"metrics.loss": {"$lt": 0.3}}, {"params.lr": {"$in": ["0.1", "0.01"]}}]}}}}))
     return router

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runledger.auth.access import access
+from runledger.dialects.openapi import ERROR_DESCRIPTIONS, ErrorBody
 from runledger.dialects import services
 from runledger.dialects.request import parse_json, read_capped
 from runledger.ingest.errors import InvalidParameterValue
@@ -80,9 +82,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": SqlAnswer, "content": _STREAM_DOC,
           "description": "JSON for format=json; a streamed body for the others (header "
                          "X-Runledger-Log-Position holds the log position)."},
-    400: {"description": "Refused (not one read-only SELECT over the public views), a query error, "
-                         "QUERY_TIMEOUT or QUERY_OUT_OF_MEMORY."},
-    429: {"description": "REQUEST_LIMIT_EXCEEDED: RUNLEDGER_SQL_MAX_CONCURRENT queries are running."},
+    400: {"model": ErrorBody, "description": "Refused (not one read-only SELECT over the public views), a query "
+                                             "error, QUERY_TIMEOUT or QUERY_OUT_OF_MEMORY."},
+    429: {"model": ErrorBody,
+          "description": "REQUEST_LIMIT_EXCEEDED: RUNLEDGER_SQL_MAX_CONCURRENT queries are running."},
+    500: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[500]},
 }
 
 
@@ -126,7 +130,8 @@ async def _answer(request: Request, req: SqlRequest) -> Response:
     engine = _engine(request)
     engine.acquire()
     batch_rows = BATCH_ROWS if req.format != "json" else min(BATCH_ROWS, _json_limit(engine, req) + 1)
-    q = await anyio.to_thread.run_sync(lambda: engine.open(req.query, req.timeout_ms, batch_rows))
+    scope = access(request).read_scope()       # the experiments this caller may read (docs/auth.md)
+    q = await anyio.to_thread.run_sync(lambda: engine.open(req.query, req.timeout_ms, batch_rows, scope=scope))
     if req.format == "json":
         return await _json(request, q, engine, req)
     return await _stream(q, engine, req)

@@ -27,12 +27,16 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from runledger.dialects.native import schemas as S
+from runledger.dialects.openapi import documented
 from runledger.ingest import limits
 from runledger.dialects.native import stream_arrow
 from runledger.ingest.backlog import AppendBacklog
 from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
+from runledger.auth.access import access
+from runledger.auth.permissions import Permission
 from runledger.dialects.identity import acting_user
 from runledger.ingest.writer import Writer, new_event
 from runledger.dialects import services
@@ -131,6 +135,9 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
     if not isinstance(run_id, str) or not run_id:
         raise missing("run_id")
     limits.check_run_id(run_id)
+    known = services.writer(request).catalog.run(run_id)
+    if known is not None:       # before the points are parsed, and before anything is appended
+        access(request).require(known.experiment_id, Permission.EDIT)
     event_id = doc.get("event_id")
     if event_id is None:
         event_id = uuid.uuid4().hex
@@ -163,7 +170,12 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    router.add_api_route("/metrics/stream", stream_metrics, methods=["POST"])
+    router.add_api_route("/metrics/stream", stream_metrics, methods=["POST"], **documented(
+        summary="Stream many metric points (answered on Kafka's acknowledgement)", body=S.StreamBody,
+        query=S.StreamQuery, response=S.StreamAnswer, errors=(404, 413), tags=["stream"],
+        raw_body=stream_arrow.CONTENT_TYPE,
+        description="docs/streaming.md. JSON columns, or an Arrow IPC stream body "
+                    "(application/vnd.apache.arrow.stream) with run_id and event_id in the query string."))
     return router
 
 

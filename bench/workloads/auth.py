@@ -1,0 +1,107 @@
+"""What authentication costs (docs/auth.md): the same requests against Runledger with
+authentication off, and on with HTTP Basic (MLflow's MLFLOW_TRACKING_USERNAME/PASSWORD) and with a
+Bearer token (MLFLOW_TRACKING_TOKEN), as a user holding an EDIT grant (not an admin, so every
+request takes the permission check). Goals: <= 5% log-batch throughput lost, <= 0.3 ms added to
+runs/get's p50.
+
+- log-batch: 1000-point batches (10 keys) to one run, one client, back to back: points/s;
+- runs/get: a run of 20 params, 5 tags, 10 metric keys, read back to back: p50/p95.
+The off and on servers alternate per repetition; the medians are reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+
+from common import API, T0_MS, Client, batch_body, lat_summary, median
+from context import Ctx, Row
+
+ADMIN, ADMIN_PW = "bench-admin", "bench-admin-password"
+
+
+def _auth_headers(c: Client, mode: str) -> dict[str, str]:
+    """A non-admin user with EDIT on a fresh experiment; its credentials for `mode`."""
+    if mode == "off":
+        return {}
+    admin = {"Authorization": "Basic " + base64.b64encode(f"{ADMIN}:{ADMIN_PW}".encode()).decode()}
+    user = f"u{uuid.uuid4().hex[:8]}"
+    r = c.http.post(API + "/users/create", json={"username": user, "password": "pw-" + user}, headers=admin)
+    r.raise_for_status()
+    if mode == "basic":
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:pw-{user}".encode()).decode()}
+    r = c.http.post("/api/runledger/v1/tokens", json={"username": user}, headers=admin)
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['token']}", "X-Bench-User": user}
+
+
+def _measure(url: str, mode: str, n_batches: int, n_gets: int) -> tuple[float, list[float]]:
+    with Client(url) as c:
+        headers = _auth_headers(c, mode)
+        user = headers.pop("X-Bench-User", None)
+        if mode != "off":
+            admin = "Basic " + base64.b64encode(f"{ADMIN}:{ADMIN_PW}".encode()).decode()
+            c.http.headers["Authorization"] = admin
+        exp = c.create_experiment("auth")
+        run = c.create_run(exp)
+        c.post("/runs/log-batch", {"run_id": run, "params": [{"key": f"p{i}", "value": str(i)} for i in range(20)],
+                                   "tags": [{"key": f"t{i}", "value": f"v{i}"} for i in range(5)],
+                                   "metrics": [{"key": f"m{k}", "value": 0.5, "timestamp": T0_MS, "step": 0}
+                                               for k in range(10)]})
+        if mode != "off":
+            name = user or base64.b64decode(headers["Authorization"].split()[1]).decode().split(":")[0]
+            c.http.post("/api/3.0/mlflow/users/permissions/grant", json={
+                "username": name, "resource_type": "experiment", "resource_id": exp,
+                "permission": "EDIT"}).raise_for_status()
+        c.http.headers.pop("Authorization", None)
+        c.http.headers.update(headers)
+        bodies = [batch_body(run, 1000 + i * 100, 1000) for i in range(n_batches + 1)]
+        c.post_raw(API + "/runs/log-batch", bodies[0]).raise_for_status()        # warm-up (and argon2, once)
+        t = time.perf_counter()
+        for body in bodies[1:]:
+            r = c.post_raw(API + "/runs/log-batch", body)
+            if r.status_code != 200:
+                raise RuntimeError(f"log-batch -> {r.status_code}: {r.text[:300]}")
+        rate = n_batches * 1000 / (time.perf_counter() - t)
+        c.http.get(API + "/runs/get", params={"run_id": run}).raise_for_status()
+        samples = []
+        for _ in range(n_gets):
+            t = time.perf_counter()
+            r = c.http.get(API + "/runs/get", params={"run_id": run})
+            samples.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                raise RuntimeError(f"runs/get -> {r.status_code}: {r.text[:300]}")
+    return rate, samples
+
+
+def run(ctx: Ctx) -> list[Row]:
+    n_batches, n_gets = ctx.size(20, 100), ctx.size(100, 500)
+    servers = {"off": ctx.runledger(),
+               "on": ctx.runledger(RUNLEDGER_AUTH="on", RUNLEDGER_ADMIN_USER=ADMIN, RUNLEDGER_ADMIN_PASSWORD=ADMIN_PW)}
+    rates: dict[str, list[float]] = {"off": [], "basic": [], "bearer": []}
+    gets: dict[str, list[float]] = {"off": [], "basic": [], "bearer": []}
+    try:
+        for rep in range(ctx.reps):
+            for mode in ("off", "basic", "bearer"):
+                rate, samples = _measure(servers["off" if mode == "off" else "on"].url, mode, n_batches, n_gets)
+                rates[mode].append(rate)
+                gets[mode].extend(samples)
+                ctx.log(f"auth rep {rep} {mode}: log-batch {rate:,.0f} points/s, runs/get {lat_summary(samples)}")
+    finally:
+        for s in servers.values():
+            ctx.stop(s, "auth")
+    rate = {m: median(v) for m, v in rates.items()}
+    lat = {m: lat_summary(v) for m, v in gets.items()}
+    ctx.details["auth"] = {"points_per_s": rate, "runs_get": lat, "batches": n_batches, "gets": n_gets}
+    rows = []
+    for mode in ("basic", "bearer"):
+        lost = 1 - rate[mode] / rate["off"]
+        rows.append(Row("authentication", f"log-batch, auth {mode} vs off", f"{n_batches} x 1000 points x {ctx.reps}",
+                        "points/s", None, rate[mode], True, "<= 5% lost", lost <= 0.05,
+                        note=f"auth off: {rate['off']:,.0f} points/s; lost {lost:.1%}"))
+        added = lat[mode]["p50_ms"] - lat["off"]["p50_ms"]
+        rows.append(Row("authentication", f"runs/get, auth {mode} vs off", f"{n_gets} x {ctx.reps}", "ms",
+                        None, lat[mode], False, "<= 0.3 ms p50 added", added <= 0.3,
+                        note=f"auth off p50 {lat['off']['p50_ms']:.2f} ms; added {added:+.2f} ms"))
+    return rows

@@ -1,0 +1,36 @@
+"""What each route of Runledger's own API needs (runledger.auth.rules; docs/auth.md). Keys are
+relative to /api/runledger/v1."""
+
+from __future__ import annotations
+
+from runledger.auth import rules
+from runledger.auth.rules import ADMIN, AUTHENTICATED, EDIT, EXPERIMENT, READ, RUN, Rule
+
+RULES: dict[str, Rule] = {
+    # streaming ingest: the handler checks EDIT on the run's experiment before appending
+    "POST /metrics/stream": Rule(EDIT, rules.in_handler("run_id", RUN)),
+    # operations: the rejection list spans every experiment
+    "GET /rejections": Rule(ADMIN),
+    "GET /lag": Rule(AUTHENTICATED),
+    "GET /verify/checksums": Rule(ADMIN),
+    # SQL: every view answers only rows of readable experiments (query.sql.views)
+    "POST /sql": Rule(READ, rules.IN_HANDLER),
+    "GET /sql": Rule(READ, rules.IN_HANDLER),
+    # audit and time travel
+    "GET /events": Rule(READ, rules.IN_HANDLER),      # the trail leaves out unreadable experiments
+    "GET /runs/{run_id}/events": Rule(READ, rules.path("run_id", RUN)),
+    "GET /experiments/{experiment_id}/events": Rule(READ, rules.path("experiment_id", EXPERIMENT)),
+    "GET /runs/{run_id}/diff": Rule(READ, rules.path("run_id", RUN)),
+    "POST /runs/{run_id}/rewind": Rule(EDIT, rules.path("run_id", RUN)),
+    "GET /runs/{run_id}/tail": Rule(READ, rules.path("run_id", RUN)),
+    "GET /experiments/{experiment_id}/tail": Rule(READ, rules.path("experiment_id", EXPERIMENT)),
+    "GET /metrics/get-history": Rule(READ, rules.query("run_id", RUN, alias="run_uuid")),
+    "GET /runs/{run_id}": Rule(READ, rules.path("run_id", RUN)),
+    # runs/search with AND/OR/NOT filter trees; bucketed history
+    "POST /runs/search": Rule(READ, rules.body_list("experiment_ids", EXPERIMENT), filters=True),
+    "GET /metrics/history-buckets": Rule(READ, rules.query("run_id", RUN, alias="run_uuid")),
+    # tokens: the handlers let users manage their own, admins anyone's
+    "POST /tokens": Rule(AUTHENTICATED),
+    "GET /tokens": Rule(AUTHENTICATED),
+    "POST /tokens/revoke": Rule(AUTHENTICATED),
+}
