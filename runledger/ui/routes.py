@@ -11,13 +11,14 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from runledger.auth.access import access
 from runledger.dialects import services
+from runledger.dialects.openapi import documented
 from runledger.dialects.request import query_fields
 from runledger.query import run_table
 
@@ -56,6 +57,21 @@ class RunRow(BaseModel):
     duration_ms: int | None
     params: dict[str, str]
     metrics: dict[str, float | str]
+
+
+class ExperimentsQuery(BaseModel):
+    q: str | None = Field(None, description="Part of the name, any case.")
+
+
+class RunTableQuery(BaseModel):
+    filter: str | None = Field(None, description="A runs/search filter (MLflow's grammar).")
+    sort: str = Field("start", description="name, status, user, start, end, duration, run_id, param:<key> or "
+                      "metric:<key>.")
+    order: str = Field("desc", description="asc or desc; missing values sort last either way.")
+    offset: int = Field(0, ge=0)
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=run_table.MAX_PAGE)
+    param: list[str] = Field(default_factory=list, description="Param columns to return (repeated).")
+    metric: list[str] = Field(default_factory=list, description="Latest-metric columns to return (repeated).")
 
 
 class RunTablePage(BaseModel):
@@ -142,9 +158,13 @@ def build_router() -> APIRouter:
     router = APIRouter()
     for path, page in PAGES.items():
         router.add_api_route(path, page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
-    router.add_api_route("/ui/api/experiments", list_experiments, methods=["GET"], response_model=ExperimentList)
+    router.add_api_route("/ui/api/experiments", list_experiments, methods=["GET"], **documented(
+        summary="Web UI: active experiments whose name contains q, with run counts", query=ExperimentsQuery,
+        response=ExperimentList, validate_response=True, tags=["ui"]))
     router.add_api_route("/ui/api/experiments/{experiment_id}/columns", experiment_columns, methods=["GET"],
-                         response_model=ColumnKeys)
-    router.add_api_route("/ui/api/experiments/{experiment_id}/runs", experiment_runs, methods=["GET"],
-                         response_model=RunTablePage)
+                         **documented(summary="Web UI: an experiment's param and metric keys, most common first",
+                                      response=ColumnKeys, validate_response=True, errors=(403, 404), tags=["ui"]))
+    router.add_api_route("/ui/api/experiments/{experiment_id}/runs", experiment_runs, methods=["GET"], **documented(
+        summary="Web UI: one sorted, filtered page of an experiment's run table", query=RunTableQuery,
+        response=RunTablePage, validate_response=True, errors=(403, 404), tags=["ui"]))
     return router
