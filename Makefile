@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test kafka-start kafka-stop kafka-status bench clean
+.PHONY: up test kafka-start kafka-stop kafka-status bench clean cluster-test fuzz soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,17 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) *.egg-info
+
+# Issue 21 (docs/replicas.md, README "What survives what"): the slow proofs, outside `make test`.
+# A three-broker Kafka cluster, the partition leader SIGKILLed under load (~3 min).
+cluster-test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m cluster -s -p no:randomly tests/test_cluster.py $(PYTEST_ARGS)
+
+# schemathesis over every route of /openapi.json without a time limit (make test runs 90 s of it).
+fuzz: $(VENV)/.installed-test
+	RUNLEDGER_FUZZ_SECONDS=0 RUNLEDGER_FUZZ_EXAMPLES=$${RUNLEDGER_FUZZ_EXAMPLES:-300} \
+		$(BIN)/python -m pytest -s -p no:randomly tests/test_fuzz.py $(PYTEST_ARGS)
+
+# Steady streaming with readers for RUNLEDGER_SOAK_SECONDS (600): RSS and lag figures.
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m soak -s -p no:randomly tests/test_soak.py $(PYTEST_ARGS)

@@ -69,8 +69,8 @@ class Ctx:
             self.log(f"Kafka ready on {self.kafka.bootstrap} in {self.kafka.startup_s:.1f}s")
         return self.kafka
 
-    def mlflow(self) -> MlflowServer:
-        s = MlflowServer(self.scratch, workers=self.mlflow_workers).start()
+    def mlflow(self, serve_artifacts: bool = False) -> MlflowServer:
+        s = MlflowServer(self.scratch, workers=self.mlflow_workers, serve_artifacts=serve_artifacts).start()
         self.log(f"MLflow up on {s.url} in {s.startup_s:.1f}s")
         return s
 

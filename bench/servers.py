@@ -227,9 +227,10 @@ def mlflow_version() -> str:
 class MlflowServer:
     name = "mlflow"
 
-    def __init__(self, scratch: Path, workers: int = 1) -> None:
+    def __init__(self, scratch: Path, workers: int = 1, serve_artifacts: bool = False) -> None:
         self.dir = scratch / f"mlflow-{uuid.uuid4().hex[:8]}"
         self.workers = workers
+        self.serve_artifacts = serve_artifacts   # the artifacts workload: MLflow's own proxy
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.rss: RssSampler | None = None
@@ -249,8 +250,9 @@ class MlflowServer:
         self.log_path = self.dir / "server.log"
         cmd = [str(exe), "server",
                "--backend-store-uri", f"sqlite:///{self.db_path}",
-               "--default-artifact-root", (self.dir / "artifacts").as_uri(),
-               "--no-serve-artifacts",
+               *(["--serve-artifacts", "--artifacts-destination", str(self.dir / "artifacts"),
+                  "--default-artifact-root", "mlflow-artifacts:/"] if self.serve_artifacts else
+                 ["--default-artifact-root", (self.dir / "artifacts").as_uri(), "--no-serve-artifacts"]),
                "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", str(self.workers)]
         env = {**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}

@@ -9,8 +9,10 @@ must stay inside the root, after decoding, with no path tricks.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import urllib.parse
+from pathlib import Path
 
 from runledger.ingest.limits import invalid_value
 
@@ -44,6 +46,14 @@ def _why_unsafe(location: str) -> str | None:
     return None
 
 
+def resolve_relative_location(location: str, cwd: Path | None = None) -> str:
+    """A scheme-less relative location made absolute as MLflow's server does it: a file: URI
+    under the server's working directory (which the policy below then judges like any other)."""
+    if urllib.parse.urlsplit(location).scheme or location.startswith("/") or "\\" in location:
+        return location
+    return Path(os.path.normpath((cwd or Path.cwd()) / location)).as_uri()
+
+
 def check_artifact_location_policy(location: str, artifact_root: str) -> str:
     """`location` if it is an `mlflow-artifacts:` URI or lies under `artifact_root`; else a 400."""
     why = _why_unsafe(location)
@@ -51,6 +61,10 @@ def check_artifact_location_policy(location: str, artifact_root: str) -> str:
         raise invalid_value("artifact_location", location, why)
     scheme, netloc, segments = _split(location)
     if scheme == MLFLOW_ARTIFACTS_SCHEME:
+        path = urllib.parse.urlsplit(location).path
+        if path and not path.startswith("/"):
+            raise invalid_value("artifact_location", location,
+                                "An mlflow-artifacts: URI names a path from the root: mlflow-artifacts:/<path>.")
         return location
     root_scheme, root_netloc, root_segments = _split(artifact_root)
     if (scheme, netloc) != (root_scheme, root_netloc) or segments[:len(root_segments)] != root_segments:

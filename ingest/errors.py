@@ -58,6 +58,11 @@ class LogUnreachable(LogUnavailable):
     in the log."""
 
 
+class StorageFull(TemporarilyUnavailable):
+    """The server's data folder is full: the write was refused before it was sent, so
+    retrying is safe once space is freed."""
+
+
 class ProjectionTimeout(RunledgerError):
     """The write is in the log but the projector had not ruled on it within the wait limit:
     not a failure, its outcome is pending."""

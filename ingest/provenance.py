@@ -28,6 +28,8 @@ API_MLFLOW = "mlflow"
 API_STREAM = "stream"
 API_RUNLEDGER = "runledger"
 API_INTERNAL = "internal"
+API_COMET = "comet"   # Comet's REST v2 (runledger.dialects.comet)
+API_WANDB = "wandb"  # W&B's public API (POST /graphql)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,10 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> l
     await admin.start()
     try:
         if topic not in await admin.list_topics():
+            replicas, config = replication_for(len((await admin.describe_cluster())["brokers"]))
             try:
-                await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=TOPIC_CONFIG)])
-                log.info("created topic %s with %d partitions", topic, partitions)
+                await admin.create_topics([NewTopic(topic, partitions, replicas, topic_configs=config)])
+                log.info("created topic %s with %d partitions, %d replicas each", topic, partitions, replicas)
             except TopicAlreadyExistsError:
                 pass
         for _ in range(100):
@@ -54,6 +55,16 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> l
         raise RuntimeError(f"topic {topic!r} has no partitions in the broker's metadata after 10s")
     finally:
         await admin.close()
+
+
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replicas per partition and the topic's settings for a cluster of `brokers`: three copies
+    when there are three brokers or more, and an append counts (acks=all) only once two of them
+    have it, so one broker can die without losing an acknowledged event or stopping writes."""
+    replicas = max(1, min(3, brokers))
+    if replicas >= 3:
+        return replicas, {**TOPIC_CONFIG, "min.insync.replicas": "2"}
+    return replicas, dict(TOPIC_CONFIG)
 
 
 async def _stamp_append_time(admin: AIOKafkaAdminClient, topic: str) -> None:

@@ -11,8 +11,9 @@ from typing import Any, Awaitable, Callable
 from runledger.ingest.catalog import Catalog, RunRef
 from runledger.ingest.contract.events import LATE_EVENT, Envelope, Verdict
 from runledger.ingest.errors import (InvalidParameterValue, LogUnavailable, LogUnreachable, OutcomeUnknown,
-                                     ProjectionTimeout, ResourceDoesNotExist, RunledgerError)
+                                     ProjectionTimeout, ResourceDoesNotExist, RunledgerError, StorageFull)
 from runledger.ingest.outcomes import VerdictBoard
+from runledger.ingest.positions import note_written
 from runledger.ingest.producer import EventLog
 from runledger.ingest.contract import entities
 from runledger.ingest.provenance import API_INTERNAL, current
@@ -51,13 +52,16 @@ class Writer:
     """
 
     def __init__(self, log: EventLog, board: VerdictBoard, catalog: Catalog, wait_timeout: float = 30.0,
-                 settle: Settle | None = None, clock_margin: float = 1.0) -> None:
+                 settle: Settle | None = None, clock_margin: float = 1.0,
+                 unwritable: Callable[[], str | None] | None = None) -> None:
         self.log = log
         self.board = board
         self.catalog = catalog
         self.wait_timeout = wait_timeout
         self.settle = settle
         self.clock_margin = clock_margin
+        # Why writes must be refused before they reach the log (the data folder is full), or None.
+        self.unwritable = unwritable
 
     async def commit(self, event: Envelope) -> Verdict:
         """Append `event`, wait until the projector has applied it; raise its rejection as a RunledgerError."""
@@ -69,7 +73,15 @@ class Writer:
             return []
         return await self._commit(events)
 
+    def _refuse_if_unwritable(self) -> None:
+        """Refused before appending, so the 503 is certain: the read model cannot take more
+        (its disk is full), and an appended write would only wait for a verdict that cannot come."""
+        why = self.unwritable() if self.unwritable is not None else None
+        if why is not None:
+            raise StorageFull(why)
+
     async def _commit(self, events: list[Envelope]) -> list[Verdict]:
+        self._refuse_if_unwritable()
         events = self._with_deadline(events)
         futures = [self.board.expect(e.event_id) for e in events]
         try:
@@ -96,6 +108,7 @@ class Writer:
     async def append(self, events: list[Envelope]) -> list[tuple[int, int]]:
         """Append without waiting for the projector (the streaming path); (partition, offset) of
         each event acknowledged by Kafka, or [] when they were found in the log another way."""
+        self._refuse_if_unwritable()
         events = self._with_deadline(events)
         futures = [self.board.expect(e.event_id) for e in events]
         try:
@@ -125,7 +138,9 @@ class Writer:
         handed_over = False
         while (left := (give_up - now_ms()) / 1000) > 0:
             try:
-                return await self.log.append_stamped(events, timeout=left)
+                stamped = await self.log.append_stamped(events, timeout=left)
+                note_written((p, o) for p, o, _ in stamped)
+                return stamped
             except LogUnreachable:
                 pass
             except LogUnavailable:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import shutil
 import threading
 from typing import Any, Callable
 
+import duckdb
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -19,6 +22,7 @@ from runledger.ingest.contract.codec import MalformedEvent, decode
 from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogEntry, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
+from runledger.projector.integrity import is_out_of_space
 from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,10 @@ class Projector:
                     await self._isolate_refused(e)
                 except ReadModelCorrupt:
                     await self._rebuild()
+                except Exception as e:
+                    if not is_out_of_space(e):
+                        raise
+                    await self._resume_when_space_returns(e)
             await self.drain()
         finally:
             self._stop_committer()
@@ -166,6 +174,45 @@ class Projector:
         self._start_committer()
         log.error("read model replaced by an empty one (the damaged file is %s): replaying %s from offset 0",
                   aside, self.topic)
+
+    async def _resume_when_space_returns(self, failure: BaseException) -> None:
+        """A commit failed because the data folder's disk is full. The file is intact (the
+        commit landed whole or not at all) and the log holds every acknowledged write, so:
+        wait for space, open the file again and fold on from the offsets it stored. Writes are
+        refused meanwhile (Store.unwritable); what was folded but not committed is folded again,
+        to the same verdicts (the fold is deterministic)."""
+        self._stop_committer()
+        self.store.out_of_space = failure
+        log.error("the data folder is full; writes are refused until %d MiB are free: %s",
+                  _MIN_FREE_BYTES >> 20, str(failure).splitlines()[0])
+        folder = os.path.dirname(os.path.abspath(self.store.path))
+        while not self._stopping.is_set():
+            await asyncio.sleep(_SPACE_POLL_S)
+            if shutil.disk_usage(folder).free < _MIN_FREE_BYTES:
+                continue
+            try:
+                await asyncio.to_thread(self.store.reopen)
+                break
+            except duckdb.Error as e:
+                if not is_out_of_space(e):
+                    raise
+        if self._stopping.is_set():
+            return
+        stored = await asyncio.to_thread(self.store.offsets, self.topic)
+        self.applied_offsets, self.folded_offsets, self._folded_offsets = dict(stored), dict(stored), dict(stored)
+        self._failure = None
+        self.cache.reset()
+        self._queued_points = 0
+        self._committed = self._seq
+        self.store.visibility.commit(self._seq)
+        for tp in self.partitions:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+        await asyncio.to_thread(self._prime_cache)
+        self._start_committer()
+        log.warning("space is back; folding on from %s", stored)
 
     async def _isolate_refused(self, refused: RowsRefused) -> None:
         """DuckDB refused a commit: find the events it refused and reject them, commit the rest.
@@ -324,6 +371,7 @@ class Projector:
 
     def _committed_batch(self, seq: int, offsets: dict[int, int], points: int) -> None:
         self._committed = seq
+        self.store.out_of_space = None  # a commit landed: there is room again
         self.applied_offsets.update(offsets)
         self._queued_points -= points
         self._progress.set()
@@ -388,13 +436,23 @@ class Committer:
                 self._on_failed(e)
                 return
             except BaseException as e:
-                log.error("commit to the read model failed", exc_info=e)
+                if is_out_of_space(e):
+                    # Refuse writes at once, before the projector's loop has noticed.
+                    self.store.out_of_space = e
+                    log.error("commit to the read model failed: %s", str(e).splitlines()[0])
+                else:
+                    log.error("commit to the read model failed", exc_info=e)
                 self.store.visibility.fail(e)
                 self._on_failed(e)
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
 
+
+# After a commit failed for lack of space, the folder is checked this often and the file is
+# opened again once this much is free.
+_SPACE_POLL_S = 1.0
+_MIN_FREE_BYTES = 16 << 20
 
 # Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).
 _MAX_QUEUED_POINTS = 2_000_000

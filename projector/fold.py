@@ -16,6 +16,7 @@ Which points the store may insert without a duplicate check is planned apart, in
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -159,6 +160,24 @@ class Rewind:
     chunk_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactOp:
+    """A file written to (`put`) or a file or folder removed from (`delete`) the artifact folder
+    of a run or a logged model (`owner_id`), in fold order: the store applies them in turn, so a
+    file deleted and written again in one batch ends up present."""
+
+    kind: str                # "put" | "delete"
+    owner_id: str            # run id, or logged model id
+    owner_type: str          # "run" | "model"
+    experiment_id: str | None
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+    logged_time: int | None = None
+    actor: str = ""
+    event_id: str = ""
+
+
 @dataclass
 class BatchChanges:
     """Final values of every row the batch touched. None in a tag map means deleted."""
@@ -185,6 +204,11 @@ class BatchChanges:
     log: list[LogEntry] = field(default_factory=list)
     # in fold order; a rewound run's latest metrics are recomputed by the store from its points
     rewinds: list[Rewind] = field(default_factory=list)
+    # artifact writes and deletions, in fold order (the bytes are in the artifact store)
+    artifacts: list[ArtifactOp] = field(default_factory=list)
+    # (run_id, model_id) -> model input row; (run_id, model_id, step) -> model output row (first wins)
+    model_inputs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    model_outputs: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
 
     def merge(self, later: "BatchChanges") -> None:
         """Add the changes of the batch folded right after this one, so both are written in
@@ -199,8 +223,10 @@ class BatchChanges:
             self.latest.setdefault(rule, {}).update(points)
         self.models.update(later.models)
         self.model_tags.update(later.model_tags)
+        self.artifacts.extend(later.artifacts)
         for mine, theirs in ((self.params, later.params), (self.datasets, later.datasets),
-                             (self.model_params, later.model_params), (self.model_metrics, later.model_metrics)):
+                             (self.model_params, later.model_params), (self.model_metrics, later.model_metrics),
+                             (self.model_inputs, later.model_inputs), (self.model_outputs, later.model_outputs)):
             for k, v in theirs.items():
                 mine.setdefault(k, v)
         self.step_cover.update(later.step_cover)
@@ -453,12 +479,14 @@ class _Fold:
     def _on_RunUpdated(self, ev: Envelope) -> None:
         p = ev.payload
         status, end_time, run_name = p.get("status"), p.get("end_time"), p.get("run_name")
+        start_time = p.get("start_time")  # optional: Comet's set_start_time (MLflow's UpdateRun has none)
         if status is not None and _str(status) not in rules.RUN_STATUSES:
             raise Rejected("INVALID_PARAMETER_VALUE", f"Invalid run status {status!r}")
         run = self._writable_run(ev)
         run = replace(
             run,
             status=status if status is not None else run.status,
+            start_time=_int(start_time) if start_time is not None else run.start_time,
             end_time=_int(end_time) if end_time is not None else run.end_time,
             run_name=_str(run_name) if run_name else run.run_name,
         )
@@ -525,12 +553,66 @@ class _Fold:
 
     def _on_InputsLogged(self, ev: Envelope) -> None:
         datasets = [_dataset_input(d) for d in _list(ev.payload["datasets"], "datasets")]
+        models = [_str(m) for m in _list(ev.payload.get("models") or [], "models")]
         run = self._writable_run(ev)
+        for model_id in models:
+            self.changes.model_inputs.setdefault((run.run_id, model_id), {
+                "run_id": run.run_id, "model_id": model_id, "experiment_id": run.experiment_id,
+                "logged_time": ev.ingest_time})
         for d in datasets:
             key = (run.run_id, d["name"], d["digest"])
             if key not in self.changes.datasets:
                 self.changes.datasets[key] = {**d, "run_id": run.run_id, "experiment_id": run.experiment_id,
                                               "logged_time": ev.ingest_time}
+
+    def _on_OutputsLogged(self, ev: Envelope) -> None:
+        outputs = [(_str(m), _int(step)) for m, step in _list_of_pairs(ev.payload["models"], "models")]
+        run = self._writable_run(ev)
+        for model_id, step in outputs:
+            # Linked by id only, as model metrics are: the model lives in another partition.
+            self.changes.model_outputs.setdefault((run.run_id, model_id, step), {
+                "run_id": run.run_id, "model_id": model_id, "step": step, "experiment_id": run.experiment_id,
+                "logged_time": ev.ingest_time})
+
+    def _on_ModelHistoryLogged(self, ev: Envelope) -> None:
+        model = ev.payload["model"]
+        if not isinstance(model, dict):
+            raise PayloadInvalid(f"model: expected an object, got {type(model).__name__}")
+        run = self._writable_run(ev)
+        old = self.tag((run.run_id, MODEL_HISTORY_TAG))
+        try:
+            history = json.loads(old) if old else []
+        except ValueError:
+            history = None
+        if not isinstance(history, list):
+            raise Rejected("INVALID_PARAMETER_VALUE",
+                           f"The run's tag {MODEL_HISTORY_TAG} does not hold a JSON list; cannot append to it.")
+        # MLflow's own serialisation (json.dumps defaults), so clients read what mlflow server writes.
+        self._put_tags(run, [(MODEL_HISTORY_TAG, json.dumps([*history, model]))])
+
+    def _on_ArtifactLogged(self, ev: Envelope) -> None:
+        path, size, digest = _artifact_file(ev.payload)
+        run = self._writable_run(ev)
+        self.changes.artifacts.append(ArtifactOp("put", run.run_id, "run", run.experiment_id, path, size, digest,
+                                                 ev.ingest_time, ev.user, ev.event_id))
+
+    def _on_ArtifactDeleted(self, ev: Envelope) -> None:
+        path = _str(ev.payload["path"])
+        run = self._writable_run(ev)
+        self.changes.artifacts.append(ArtifactOp("delete", run.run_id, "run", run.experiment_id, path,
+                                                 logged_time=ev.ingest_time, actor=ev.user, event_id=ev.event_id))
+
+    def _on_LoggedModelArtifactLogged(self, ev: Envelope) -> None:
+        path, size, digest = _artifact_file(ev.payload)
+        model = self._existing_model(ev)
+        self.changes.artifacts.append(ArtifactOp("put", model.model_id, "model", model.experiment_id, path, size,
+                                                 digest, ev.ingest_time, ev.user, ev.event_id))
+
+    def _on_LoggedModelArtifactDeleted(self, ev: Envelope) -> None:
+        path = _str(ev.payload["path"])
+        model = self._existing_model(ev)
+        self.changes.artifacts.append(ArtifactOp("delete", model.model_id, "model", model.experiment_id, path,
+                                                 logged_time=ev.ingest_time, actor=ev.user, event_id=ev.event_id))
 
     # ----- logged models (MLflow 3.x): events keyed by model id, see ingest.contract.events
     def logged_model(self, model_id: str) -> LoggedModelRow | None:
@@ -722,14 +804,23 @@ HANDLERS: dict[str, Callable[[_Fold, Envelope], dict[str, Any] | None]] = {
     "RunBatchLogged": _Fold._on_RunBatchLogged,
     "RunRewound": _Fold._on_RunRewound,
     "InputsLogged": _Fold._on_InputsLogged,
+    "OutputsLogged": _Fold._on_OutputsLogged,
+    "ModelHistoryLogged": _Fold._on_ModelHistoryLogged,
+    "ArtifactLogged": _Fold._on_ArtifactLogged,
+    "ArtifactDeleted": _Fold._on_ArtifactDeleted,
     "LoggedModelCreated": _Fold._on_LoggedModelCreated,
     "LoggedModelFinalized": _Fold._on_LoggedModelFinalized,
     "LoggedModelDeleted": _Fold._on_LoggedModelDeleted,
     "LoggedModelTagsSet": _Fold._on_LoggedModelTagsSet,
     "LoggedModelTagDeleted": _Fold._on_LoggedModelTagDeleted,
     "LoggedModelParamsLogged": _Fold._on_LoggedModelParamsLogged,
+    "LoggedModelArtifactLogged": _Fold._on_LoggedModelArtifactLogged,
+    "LoggedModelArtifactDeleted": _Fold._on_LoggedModelArtifactDeleted,
     **{t: getattr(_Fold, f"_on_{t}") for t in sorted(AUTH_EVENTS)},
 }
+
+# The run tag runs/log-model appends to (MLflow 1.x model history).
+MODEL_HISTORY_TAG = "mlflow.log-model.history"
 
 
 class _Payload(dict):  # type: ignore[type-arg]
@@ -764,6 +855,8 @@ def _require_active_experiment(exp: ExperimentRow) -> None:
 
 def _audit_payload(ev: Envelope) -> dict[str, Any]:
     # Metric points live in the metrics table; the audit row keeps a summary of them.
+    if ev.type in ("ArtifactDeleted", "LoggedModelArtifactDeleted"):
+        return _deletion_summary(ev.payload)
     if ev.type == "MetricsLogged":
         return _points_summary(ev.payload)
     if ev.type == "RunBatchLogged":
@@ -793,6 +886,31 @@ def _points_summary(cols: dict[str, Any]) -> dict[str, Any]:
     steps = pc.min_max(table.column("step")).as_py()
     return {"points": table.num_rows, "keys": sorted(keys)[:_SUMMARY_KEYS], "key_count": len(keys),
             "step_min": steps["min"], "step_max": steps["max"]}
+
+
+def _deletion_summary(p: dict[str, Any]) -> dict[str, Any]:
+    """An artifact deletion in the trail: the path, how many files and bytes went, and the first
+    _SUMMARY_KEYS of them (a folder can hold many)."""
+    files = p.get("files")
+    if not isinstance(files, list):
+        return dict(p)
+    sizes = [f[1] for f in files if isinstance(f, list) and len(f) == 2 and isinstance(f[1], int)]
+    return {**{k: v for k, v in p.items() if k != "files"}, "file_count": len(files), "bytes": sum(sizes),
+            "files": files[:_SUMMARY_KEYS]}
+
+
+def _artifact_file(p: dict[str, Any]) -> tuple[str, int, str]:
+    path, size, digest = _str(p["path"]), _int(p["size"]), _str(p["sha256"])
+    if not path or size < 0:
+        raise PayloadInvalid("an artifact needs a path and a size >= 0")
+    return path, size, digest
+
+
+def _list_of_pairs(items: Any, name: str) -> list[tuple[Any, Any]]:
+    for item in _list(items, name):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise PayloadInvalid(f"{name}: expected a pair, got {_shape(item)}")
+    return [(a, b) for a, b in items]
 
 
 def _str(v: Any) -> str:

@@ -33,6 +33,16 @@ def is_corruption(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(sign in str(exc) for sign in _SIGNS)
 
 
+# How the OS words a write refused for space (ENOSPC, EDQUOT), as DuckDB passes it on.
+_FULL_SIGNS = ("No space left on device", "Disk quota exceeded")
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether `exc` says the data folder's disk is full: not damage, the file is intact (a
+    DuckDB commit either lands whole or not at all) and writing can resume once space returns."""
+    return any(sign in str(exc) for sign in _FULL_SIGNS)
+
+
 def verify(con: duckdb.DuckDBPyConnection) -> None:
     """Read every column of every table once, so DuckDB checks every data block's checksum.
 

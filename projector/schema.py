@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Latest metric per (run, key) under each rule (see projector.rules.newer), both always
 # maintained so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding. They are
@@ -70,6 +70,19 @@ DDL = [
         model_id VARCHAR, key VARCHAR, timestamp BIGINT, step BIGINT, run_id VARCHAR,
         value DOUBLE NOT NULL, dataset_name VARCHAR, dataset_digest VARCHAR, experiment_id VARCHAR,
         PRIMARY KEY (model_id, key, timestamp, step, run_id))""",
+    # The files in each run's and logged model's artifact folder, as the log says they were
+    # written (ArtifactLogged) and deleted; the bytes are in the artifact store.
+    """CREATE TABLE IF NOT EXISTS artifacts (
+        owner_id VARCHAR, path VARCHAR, owner_type VARCHAR NOT NULL, experiment_id VARCHAR,
+        size BIGINT, sha256 VARCHAR, logged_time BIGINT, actor VARCHAR, event_id VARCHAR,
+        PRIMARY KEY (owner_id, path))""",
+    # MLflow 3.x run inputs and outputs that are logged models (linked by id at query time).
+    """CREATE TABLE IF NOT EXISTS run_model_inputs (
+        run_id VARCHAR, model_id VARCHAR, experiment_id VARCHAR, logged_time BIGINT,
+        PRIMARY KEY (run_id, model_id))""",
+    """CREATE TABLE IF NOT EXISTS run_model_outputs (
+        run_id VARCHAR, model_id VARCHAR, step BIGINT, experiment_id VARCHAR, logged_time BIGINT,
+        PRIMARY KEY (run_id, model_id, step))""",
     """CREATE TABLE IF NOT EXISTS event_log (
         event_id VARCHAR PRIMARY KEY, "partition" INTEGER NOT NULL, "offset" BIGINT NOT NULL,
         type VARCHAR NOT NULL, experiment_id VARCHAR, run_id VARCHAR, ingest_time BIGINT,

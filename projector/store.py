@@ -20,9 +20,9 @@ import pyarrow as pa
 
 from runledger.ingest.contract.events import Verdict
 from runledger.ingest.errors import TemporarilyUnavailable
-from runledger.projector.fold import BatchChanges, FoldState, LogRecord, MetricRows, Rewind
+from runledger.projector.fold import ArtifactOp, BatchChanges, FoldState, LogRecord, MetricRows, Rewind
 from runledger.projector.fold_cache import StateRequest
-from runledger.projector.integrity import is_corruption, move_aside, open_verified
+from runledger.projector.integrity import is_corruption, is_out_of_space, move_aside, open_verified
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 from runledger.projector.schema import LATEST_COLUMNS, SCHEMA_VERSION, create_schema, stored_version
 
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class ReadModelUnavailable(TemporarilyUnavailable):
     """Writes that were acknowledged are not in DuckDB yet and cannot be waited for."""
+
+
+# The first words of every answer given while the data folder's disk is full.
+OUT_OF_SPACE = "The server's data folder is full (no space left on device)"
 
 
 class ReadModelCorrupt(RuntimeError):
@@ -87,6 +91,9 @@ class Visibility:
         with self._cond:
             if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
                 raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")
+            if self.committed < target and self.failure is not None and is_out_of_space(self.failure):
+                raise ReadModelUnavailable(f"{OUT_OF_SPACE}: acknowledged writes are in the log but cannot be "
+                                           "committed to the read model until space is freed")
             if self.committed < target:
                 raise ReadModelUnavailable("the projector stopped before committing acknowledged writes; see the server log")
 
@@ -120,6 +127,9 @@ class Store:
         # calls `rebuild`. `corruption_listeners` are told at once, from the thread that found it.
         self.corruption: BaseException | None = None
         self.corruption_listeners: list[Callable[[], None]] = []
+        # Set when a commit failed for lack of disk space, cleared by the next commit that
+        # lands; meanwhile writes are refused before they reach the log (Writer.unwritable).
+        self.out_of_space: BaseException | None = None
         # Called with each batch right after its transaction commits, before `apply` returns
         # (so before readers waiting on `visibility` for this batch's writes go on): caches of
         # read results drop what the batch changed here.
@@ -162,6 +172,25 @@ class Store:
             self.corruption = None
             self.visibility.failure = None
         return aside
+
+    def reopen(self) -> None:
+        """Close the connection and open the same file again, after a commit failed for lack
+        of space: DuckDB may refuse further use of a connection whose commit failed, and
+        opening the file again replays its WAL up to the last commit that landed whole."""
+        with self._lock:
+            for closable in (self._writer, self.con):
+                with contextlib.suppress(duckdb.Error):
+                    closable.close()
+            self.con = duckdb.connect(self.path)
+            self._prepare()
+            self.visibility.failure = None
+
+    def unwritable(self) -> str | None:
+        """Why writes must be refused now (the disk is full), or None."""
+        if self.out_of_space is None:
+            return None
+        return (f"{OUT_OF_SPACE}: the write was refused before it was sent, nothing was written. "
+                "Retrying is safe once space is freed.")
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""
@@ -301,6 +330,15 @@ class Store:
                 name: [r[name] for r in rows] for name in (
                     "run_id", "name", "digest", "context", "source_type", "source", "schema", "profile",
                     "tags", "experiment_id", "logged_time")})
+        if ch.model_inputs:
+            rows = list(ch.model_inputs.values())
+            _insert(c, "run_model_inputs", "INSERT OR IGNORE", {
+                name: [r[name] for r in rows] for name in ("run_id", "model_id", "experiment_id", "logged_time")})
+        if ch.model_outputs:
+            rows = list(ch.model_outputs.values())
+            _insert(c, "run_model_outputs", "INSERT OR IGNORE", {
+                name: [r[name] for r in rows] for name in ("run_id", "model_id", "step", "experiment_id", "logged_time")})
+        _apply_artifacts(c, ch.artifacts)
         _upsert_latest(c, ch.latest)
         for run_id in dict.fromkeys(r.run_id for r in ch.rewinds):
             _recompute_latest(c, run_id)
@@ -505,6 +543,29 @@ def _insert(c: duckdb.DuckDBPyConnection, table: str, verb: str, columns: dict[s
     names = ", ".join(f'"{n}"' for n in columns)
     with _rows(c, "_rows", columns) as (source, params):
         c.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM {source}", params)
+
+
+def _apply_artifacts(c: duckdb.DuckDBPyConnection, ops: list[ArtifactOp]) -> None:
+    """Artifact writes and deletions in fold order; consecutive writes go in one statement."""
+    puts: list[ArtifactOp] = []
+
+    def flush() -> None:
+        if puts:
+            last = {(o.owner_id, o.path): o for o in puts}  # a path written twice: the later write
+            _insert(c, "artifacts", "INSERT OR REPLACE", {
+                name: [getattr(o, name) for o in last.values()] for name in (
+                    "owner_id", "path", "owner_type", "experiment_id", "size", "sha256", "logged_time", "actor",
+                    "event_id")})
+            puts.clear()
+    for op in ops:
+        if op.kind == "put":
+            puts.append(op)
+            continue
+        flush()
+        # "" is the whole folder
+        c.execute("DELETE FROM artifacts WHERE owner_id = ? AND (? = '' OR path = ? OR starts_with(path, ? || '/'))",
+                  [op.owner_id, op.path, op.path, op.path])
+    flush()
 
 
 # ----- logged models (MLflow 3.x)

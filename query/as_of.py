@@ -180,6 +180,26 @@ async def run_as_of(store: Store, log: LogReader, run_id: str, moment: Moment, l
     return run
 
 
+def run_artifacts(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """The files of the run's artifact folder as the `artifacts` table holds them."""
+    return [{"path": path, "size": size, "sha256": digest, "logged_time": logged, "actor": actor or None,
+             "event_id": event_id}
+            for path, size, digest, logged, actor, event_id in cur.execute(
+                "SELECT path, size, sha256, logged_time, actor, event_id FROM artifacts "
+                "WHERE owner_id = ? AND owner_type = 'run' ORDER BY path", [run_id]).fetchall()]
+
+
+async def artifacts_as_of(store: Store, log: LogReader, run_id: str, moment: Moment) -> list[dict[str, Any]]:
+    """The files in the run's artifact folder at `moment`, as the log recorded their uploads and
+    deletions (the bytes of files deleted since are gone; this says what was there)."""
+    replica, _, _ = await _replica_at(store, log, run_id, moment, keep_points=False)
+    try:
+        with replica.store.con.cursor() as cur:
+            return run_artifacts(cur, run_id)
+    finally:
+        replica.close()
+
+
 async def metric_history_as_of(store: Store, log: LogReader, run_id: str, key: str, moment: Moment,
                                max_results: int | None, page_token: str | None) -> dict[str, Any]:
     """metrics/get-history's answer at `moment`."""

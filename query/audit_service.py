@@ -49,6 +49,13 @@ class AuditService:
         return await as_of.metric_history_as_of(self._store, self._log, run_id, key, moment, max_results,
                                                 page_token)
 
+    def artifacts_now(self, run_id: str) -> list[dict[str, Any]]:
+        with self.reads.cursor() as cur:
+            return as_of.run_artifacts(cur, run_id)
+
+    async def artifacts_as_of(self, run_id: str, moment: as_of.Moment) -> list[dict[str, Any]]:
+        return await as_of.artifacts_as_of(self._store, self._log, run_id, moment)
+
     async def run_diff(self, run_id: str, start: as_of.Moment, end: as_of.Moment) -> dict[str, Any]:
         return await as_of.run_diff(self._store, self._log, run_id, start, end, self.reads.latest_table)
 

@@ -118,7 +118,7 @@ def _parsed(cur: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement | str:
 
 # One statement returns everything a page of runs shows, as rows of one shape
 # (kind, run_id, c1..c7, value, n1, n2): kind 0 = the run row, 1 = latest metrics, 2 = params,
-# 3 = tags, 4 = dataset inputs, 5 = experiment stages. Few statements, and few joins in them, is
+# 3 = tags, 4 = dataset inputs, 5 = experiment stages, 6 = model inputs, 7 = model outputs. Few statements, and few joins in them, is
 # what makes runs/get and a runs/search page fast: DuckDB spends most of a small query's time
 # planning it (and a hash join has a fixed cost of its own), so the dataset and experiment parts
 # ride along in the same statement instead of costing a round trip each.
@@ -130,6 +130,10 @@ _RUN_DATA = (
     "SELECT 3, run_id, key, value, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM tags{where}",
     "SELECT 4, run_id, name, digest, source_type, source, schema, profile, tags::VARCHAR, NULL, logged_time, NULL "
     "FROM run_datasets{where}",
+    "SELECT 6, run_id, model_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, logged_time, NULL "
+    "FROM run_model_inputs{where}",
+    "SELECT 7, run_id, model_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, logged_time, step "
+    "FROM run_model_outputs{where}",
 )
 _EXPERIMENT_STAGES = ("SELECT 5, experiment_id, lifecycle_stage, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
                       "FROM experiments WHERE experiment_id IN ({ids})")
@@ -199,6 +203,8 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     params: dict[str, list[dict[str, Any]]] = {}
     tags: dict[str, list[dict[str, Any]]] = {}
     datasets: dict[str, list[tuple[Any, ...]]] = {}
+    model_inputs: dict[str, list[tuple[int, str]]] = {}
+    model_outputs: dict[str, list[tuple[int, str, int]]] = {}
     for kind, run_id, a, b, c, d, e, f, g, value, n1, n2 in rows:
         if kind == 1:
             # value != value: NaN, which MLflow's JSON spells "NaN"
@@ -218,6 +224,10 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
             infos[run_id] = (a, b, c, d, e, f, g, n1, n2)
         elif kind == 4:
             datasets.setdefault(run_id, []).append((n1, a, b, c, d, e, f, g))
+        elif kind == 6:
+            model_inputs.setdefault(run_id, []).append((n1 or 0, a))
+        elif kind == 7:
+            model_outputs.setdefault(run_id, []).append((n1 or 0, a, n2))
         else:  # 5: an experiment's stage (run_id holds the experiment id)
             stages[run_id] = a
     out = []
@@ -244,7 +254,13 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
         if ds:
             ds.sort(key=_dataset_order)
             run_inputs["dataset_inputs"] = [_dataset_input(*row) for row in ds]
-        out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": {}})
+        if run_id in model_inputs:
+            run_inputs["model_inputs"] = [{"model_id": m} for _, m in sorted(model_inputs[run_id])]
+        run_outputs: dict[str, Any] = {}
+        if run_id in model_outputs:
+            run_outputs["model_outputs"] = [{"model_id": m, "step": step}
+                                            for _, m, step in sorted(model_outputs[run_id])]
+        out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": run_outputs})
     return out
 
 
@@ -256,10 +272,10 @@ def _dataset_input(logged_time: Any, name: Any, digest: Any, source_type: Any, s
     return _compact(entry)
 
 
-def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
-    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), reading and rendering
-    only the runs `cache` does not hold, and keeping those for the next read."""
+def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+              experiment_ids: list[str] | None, cache: RunCache) -> dict[str, bytes]:
+    """run id -> the run's JSON, reading and rendering only the runs `cache` does not hold, and
+    keeping those for the next read."""
     token = cache.token()  # before reading: see RunCache
     found = cache.get(latest_table, run_ids)
     missing = [r for r in run_ids if r not in found]
@@ -268,7 +284,22 @@ def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_tab
                     for run in runs_json(cur, missing, latest_table, experiment_ids)]
         cache.put(latest_table, rendered, token)
         found.update((run_id, body) for run_id, _, body in rendered)
+    return found
+
+
+def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
+    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`."""
+    found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
     return [orjson.Fragment(found[r]) for r in run_ids if r in found]
+
+
+def cached_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+                experiment_ids: list[str] | None, cache: RunCache) -> list[dict[str, Any]]:
+    """`runs_json` through `cache` (for dialects that reshape the runs): parsing the kept JSON
+    back costs a fraction of reading the runs again."""
+    found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
+    return [orjson.loads(found[r]) for r in run_ids if r in found]
 
 
 def get_run(cur: duckdb.DuckDBPyConnection, run_id: str, latest_table: str,
@@ -339,6 +370,13 @@ def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str],
         return [row[0] for row in first]
     rest = result.to_arrow_table().column(0)
     return pa.chunked_array([pa.array([row[0] for row in first], rest.type), *rest.chunks])
+
+
+def search_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_tree: search_tree.Node,
+                   order: list[search_filter.OrderTerm], latest_table: str, run_view_type: Any = None) -> Any:
+    """The ordered ids of every run of `experiment_ids` matching a filter tree (a list, or an
+    Arrow array for many), as runs/search computes them; for dialects that page on their own."""
+    return _matching_run_ids(cur, experiment_ids, None, run_view_type, order, latest_table, filter_tree)
 
 
 _ARROW_FROM = 2048

@@ -104,7 +104,8 @@ class RunCache:
         tags, latest metrics and dataset inputs; an experiment row (its lifecycle stage is
         part of its runs' stage) drops all of that experiment's runs."""
         runs = set(changes.runs)
-        for keyed in (changes.params, changes.tags, changes.datasets, *changes.latest.values()):
+        for keyed in (changes.params, changes.tags, changes.datasets, changes.model_inputs, changes.model_outputs,
+                      *changes.latest.values()):
             runs.update(k[0] for k in keyed)
         runs.update(r.run_id for r in changes.rewinds)
         self.drop(runs, changes.experiments)

@@ -68,6 +68,7 @@ _PRESENCE = ("IS NULL", "IS NOT NULL")
 TREE_OPS = frozenset(_ORDERED + _TEXT + _LISTS + _PRESENCE)
 
 _NUMERIC_ATTRIBUTES = frozenset({"start_time", "end_time"})
+_RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|(?<!\\)\\[1-9]")
 
 
 def from_comparisons(comparisons: list[Comparison] | tuple[Comparison, ...]) -> Node:
@@ -108,9 +109,14 @@ def _check_leaf(c: Comparison) -> None:
         raise SearchFilterError(f"{c.op} on {where} needs a number")
     if c.op == "REGEX":
         try:
-            re.compile(c.value)  # RE2 is stricter than Python; DuckDB's own error is a 400 too
+            re.compile(c.value)
         except re.error as e:
             raise SearchFilterError(f"Invalid regular expression {c.value!r}: {e}") from None
+        # DuckDB matches with RE2, which has no lookaround and no backreferences: refused here with
+        # a clear message rather than failing inside the query.
+        if _RE2_UNSUPPORTED.search(c.value):
+            raise SearchFilterError(f"Unsupported regular expression {c.value!r}: lookarounds and "
+                                    "backreferences are not available (RE2 syntax)")
 
 
 def check(node: Node) -> Node:

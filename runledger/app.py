@@ -17,11 +17,19 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from runledger.dialects import comet as comet_dialect
 from runledger.dialects import mlflow as mlflow_dialect
+from runledger.dialects import pai as pai_dialect
 from runledger.dialects import native as native_dialect
+from runledger.dialects import wandb as wandb_dialect
 from runledger.dialects import errors, openapi
 from runledger.dialects.mlflow import errors as mlflow_errors
 from runledger.dialects.native import errors as native_errors
+from runledger.dialects.comet import auth_rules as comet_rules
+from runledger.dialects.comet import errors as comet_errors
+from runledger.dialects.comet import key as comet_key
+from runledger.dialects.pai import auth_rules as pai_rules
+from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
@@ -42,7 +50,9 @@ from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger import ui
+from runledger.log_position import LogPositionMiddleware
 from runledger.auth import rules as auth_rules
+from runledger.auth.authenticator import basic_api_key, register_key_reader
 from runledger.auth.gate import AuthGate
 from runledger.auth.permissions import Permission
 from runledger.auth.service import AuthService, load_facts
@@ -50,12 +60,18 @@ from runledger.auth.state import SharedAuthState
 from runledger.auth.vault import SecretStore
 from runledger.dialects.mlflow import auth_rules as mlflow_rules, users as mlflow_users
 from runledger.dialects.native import auth_rules as native_rules
+from runledger.dialects.wandb import auth_rules as wandb_rules
+from runledger.artifact_store import open_store
+from runledger.dialects.mlflow import artifacts as mlflow_artifacts
 from runledger.settings import Settings
 from runledger.readiness import CatchUp, Readiness
 
 log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+# MLflow's artifact proxy and its 3.x server info (docs/artifacts.md). The proxy's prefix starts
+# with "/api/2.0/mlflow", so `api_of` counts its events as MLflow's API.
+ARTIFACT_PREFIXES = (mlflow_artifacts.ARTIFACTS_PREFIX, "/api/3.0/mlflow")
 RUNLEDGER_PREFIX = "/api/runledger/v1"
 VERSION = "0.1.0"
 API_DESCRIPTION = """Runledger: MLflow's tracking API (under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`) and
@@ -87,6 +103,10 @@ def api_of(path: str) -> str:
         return provenance.API_MLFLOW
     if path.startswith(f"{RUNLEDGER_PREFIX}/metrics/stream"):
         return provenance.API_STREAM
+    if path.startswith(comet_dialect.PREFIXES):
+        return provenance.API_COMET
+    if path == "/graphql":
+        return provenance.API_WANDB
     return provenance.API_RUNLEDGER
 
 
@@ -131,15 +151,17 @@ def create_app(settings: Settings) -> FastAPI:
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
-                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000)
+                        settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
+                        unwritable=store.unwritable)
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors(), bucket_cache=bucket_cache)
         audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
+        artifact_store, multipart = open_store(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
                                       models=models_reader.ReadModelModelCatalog(store), sql=sql_engine,
-                                      audit=audit)
+                                      audit=audit, artifacts=artifact_store, multipart=multipart)
         # The composition root's own handles (not for routes: they use runledger.dialects.services).
         app.state.store, app.state.projector = store, projector
         if settings.auth:
@@ -189,11 +211,21 @@ def create_app(settings: Settings) -> FastAPI:
             # Tagged per prefix: /docs groups MLflow's API apart from the UI's mirror of it.
             app.include_router(router, prefix=prefix, tags=["mlflow ajax (UI)" if prefix.startswith("/ajax-api")
                                                             else "mlflow"])
+    app.include_router(mlflow_artifacts.build_proxy_router(), prefix=ARTIFACT_PREFIXES[0])
+    app.include_router(mlflow_artifacts.build_info_router(), prefix=ARTIFACT_PREFIXES[1])
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
 
     ui.install(app)  # the web UI at / (runledger/ui)
+
+    # Comet's REST v2 (at the host root: comet_ml keeps only scheme and host) and PAI's HPO view.
+    for prefix, router in comet_dialect.routers():
+        app.include_router(router, prefix=prefix)
+    app.include_router(pai_dialect.build_router(), prefix=pai_dialect.PREFIX)
+    # W&B's public API (wandb.Api) posts to {base_url}/graphql.
+    for router in wandb_dialect.routers():
+        app.include_router(router)
 
     @app.get("/health", response_class=PlainTextResponse, tags=["health"],
              summary="Liveness: the process answers (always 200 \"OK\" once started)")
@@ -225,11 +257,22 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(mlflow_users.build_permissions_router(), prefix=prefix)
         auth_rules.register(prefix, mlflow_users.PERMISSIONS_RULES)
     auth_rules.register(RUNLEDGER_PREFIX, native_rules.RULES)
+    auth_rules.register(comet_dialect.REST_PREFIX, comet_rules.REST_RULES)
+    auth_rules.register(comet_dialect.CLIENTLIB_PREFIX, comet_rules.CLIENTLIB_RULES)
+    auth_rules.register(pai_dialect.PREFIX, pai_rules.RULES)
+    for prefix in comet_dialect.PREFIXES:   # comet_ml sends its key bare: it is an API token
+        register_key_reader(prefix, comet_key.comet_credential)
+    auth_rules.register("", wandb_rules.RULES)
+    register_key_reader("/graphql", basic_api_key)   # W&B: Basic "api:<key>", the key a Runledger token
+    for prefix, declared in mlflow_artifacts.access_rules().items():
+        auth_rules.register(prefix, declared)
     auth_rules.register("", {f"GET {p}": auth_rules.PUBLIC_RULE for p in (
         "/health", "/health/ready", "/version", "/docs", "/docs/oauth2-redirect", "/openapi.json")})
     auth_rules.register("", {"* /docs/static": auth_rules.PUBLIC_RULE})   # Swagger UI's own files
 
-    render_error = errors.install(app, {RUNLEDGER_PREFIX: native_errors.render}, default=mlflow_errors.render)
+    render_error = errors.install(app, {RUNLEDGER_PREFIX: native_errors.render,
+                                    **{p: comet_errors.render for p in comet_dialect.PREFIXES},
+                                    pai_dialect.PREFIX: pai_errors.render}, default=mlflow_errors.render)
     openapi.install(app)
     openapi.install_docs(app)
     shared_auth = SharedAuthState()
@@ -239,6 +282,7 @@ def create_app(settings: Settings) -> FastAPI:
                            resolver=lambda scope: _resolver(app), default=Permission[settings.auth_default_permission],
                            render=render_error)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
+    app.add_middleware(LogPositionMiddleware, timeout=settings.sync_timeout)
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)

@@ -7,6 +7,7 @@
   runledger replay        rebuild a read model from the log into a new folder
   runledger verify        prove the live read model equal to a rebuild from the log
   runledger sql QUERY     run a read-only SQL query on a running server
+  runledger users|tokens  users and API tokens of an authenticated server (docs/auth.md)
 
 Every setting is a flag of up, serve, kafka, replay and verify, and also an environment
 variable (shown in each command's --help): a flag wins over its variable.
@@ -30,7 +31,7 @@ from typing import Any, Callable
 import click
 
 from runledger.data_lock import DataDirInUse, DataDirLock
-from runledger.kafka_local import KafkaProvisioningError, LocalKafka
+from runledger.kafka_local import KafkaProvisioningError, LocalKafka, LocalKafkaCluster
 from runledger.progress import ProgressLine
 from runledger.settings import Settings, SettingsError, env_name, flag_name
 
@@ -136,7 +137,12 @@ def cmd_serve(settings: Settings) -> int:
     return 0
 
 
-def cmd_kafka(settings: Settings, action: str) -> int:
+def cmd_kafka(settings: Settings, action: str, brokers: int | None = None) -> int:
+    home = settings.kafka_home.resolve()
+    # A cluster lives in broker-<n> folders; stop and status find it without being told its size.
+    size = brokers or len(list(home.glob("broker-*"))) or 1
+    if size > 1:
+        return _cmd_kafka_cluster(LocalKafkaCluster(home, size, port=settings.kafka_port), action)
     broker = local_kafka(settings)
     if action == "start":
         line = ProgressLine()
@@ -148,6 +154,20 @@ def cmd_kafka(settings: Settings, action: str) -> int:
         pid = broker.running_pid()
         print(f"running on {broker.bootstrap_servers} (pid {pid})" if pid else "not running")
         return 0 if pid else 3
+    return 0
+
+
+def _cmd_kafka_cluster(cluster: LocalKafkaCluster, action: str) -> int:
+    if action == "start":
+        cluster.start()
+        print(f"Kafka cluster of {len(cluster.nodes)} running on {cluster.bootstrap_servers} (home {cluster.home}); "
+              f"pass --kafka-bootstrap-servers {cluster.bootstrap_servers}")
+    elif action == "stop":
+        print("stopped" if cluster.stop() else "not running")
+    else:
+        running = cluster.running()
+        print(f"{len(running)} of {len(cluster.nodes)} brokers running ({running}) on {cluster.bootstrap_servers}")
+        return 0 if running else 3
     return 0
 
 
@@ -379,9 +399,12 @@ def serve(settings: Settings) -> int:
              help="Run the local broker on its own: start it (downloading it the first time), stop it, or say "
                   "whether it runs (exit status 3 when not).")
 @click.argument("action", type=click.Choice(["start", "stop", "status"]))
+@click.option("--brokers", type=click.IntRange(min=1), default=None,
+              help="a cluster of this many brokers on this machine (ports KAFKA_PORT, +2, +4, ...); with 3 or more "
+                   "the event topic gets 3 replicas and min.insync.replicas=2")
 @settings_options
-def kafka(settings: Settings, action: str) -> int:
-    return _run(lambda: cmd_kafka(settings, action))
+def kafka(settings: Settings, action: str, brokers: int | None) -> int:
+    return _run(lambda: cmd_kafka(settings, action, brokers))
 
 
 @cli.command(short_help="Rebuild a read model from the log into a new folder.",

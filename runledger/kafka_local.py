@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka (KRaft) broker provisioned from Maven Central jars.
+"""Apache Kafka (KRaft) provisioned from Maven Central jars: one node, or a cluster of N on
+this machine (`LocalKafkaCluster`, `runledger kafka start --brokers 3`).
 
 Used by `runledger kafka start|stop|status`, by `runledger up`, and by the test fixture, so
 the broker users run and the broker tests run are the same thing.
@@ -135,12 +136,20 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class LocalKafka:
-    """One broker+controller whose storage, config, log and PID file live in `home`."""
+    """One broker+controller whose storage, config, log and PID file live in `home`.
+
+    Alone (`voters` None) it forms its own quorum (formatted --standalone). In a cluster every
+    node gets the same static `voters` list and `cluster_id`, and internal topics are
+    replicated `replication` times."""
 
     home: Path
     port: int = 19092
     controller_port: int = 19093
     heap: str = "-Xms256m -Xmx512m"
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
 
     @property
     def bootstrap_servers(self) -> str:
@@ -167,24 +176,36 @@ class LocalKafka:
 
     def _write_config(self) -> Path:
         config = self.home / "server.properties"
+        # Internal topics (transactions, share state) keep a write going with one node down.
+        isr = max(1, min(2, self.replication - 1))
+        if self.voters is None:
+            quorum = [f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                      f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"]
+        else:
+            quorum = [f"controller.quorum.voters={self.voters}",
+                      f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                      # The controller declares a silent broker dead after this long and moves
+                      # its partitions' leadership (default 9 s): on one machine a broker that
+                      # misses three heartbeats is gone, and writes wait for the new leader.
+                      "broker.heartbeat.interval.ms=1000",
+                      "broker.session.timeout.ms=3000"]
         config.write_text("\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+            f"node.id={self.node_id}",
+            *quorum,
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "inter.broker.listener.name=PLAINTEXT",
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={self.home / 'logs'}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
-            "offsets.topic.replication.factor=1",
+            f"offsets.topic.replication.factor={self.replication}",
             "offsets.topic.num.partitions=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"share.coordinator.state.topic.replication.factor={self.replication}",
+            f"share.coordinator.state.topic.min.isr={isr}",
+            f"transaction.state.log.replication.factor={self.replication}",
+            f"transaction.state.log.min.isr={isr}",
             "transaction.state.log.num.partitions=1",
             "group.initial.rebalance.delay.ms=0",
             # The log is the source of truth: never expire it by age or size.
@@ -218,8 +239,19 @@ class LocalKafka:
         Idempotent: if this home's broker is already running, returns False at once. Raises
         KafkaProvisioningError with the tail of the broker log when it does not come up in time.
         """
-        if self.running_pid() is not None and port_open("127.0.0.1", self.port):
+        proc = self.launch(cache_dir, on_progress)
+        if proc is None:
             return False
+        self.wait_ready(proc, timeout, on_progress)
+        return True
+
+    def launch(self, cache_dir: Path | None = None, on_progress: Progress | None = None
+               ) -> subprocess.Popen[bytes] | None:
+        """Provision, format (first time) and spawn the broker without waiting for it; None if
+        this home's broker already runs. A cluster launches every node before waiting: none
+        is ready until a majority of the controllers are up."""
+        if self.running_pid() is not None and port_open("127.0.0.1", self.port):
+            return None
         if port_open("127.0.0.1", self.port):
             raise KafkaProvisioningError(
                 f"port {self.port} is taken by another process: stop it, or choose another port for the local "
@@ -231,11 +263,13 @@ class LocalKafka:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.home / "logs" / "meta.properties").exists():
-            cluster_id = _cluster_id()
+            cluster_id = self.cluster_id or _cluster_id()
+            # Static voters (a cluster) are formatted without --standalone, which 4.1 refuses with them.
+            standalone = ["--standalone"] if self.voters is None else []
             fmt = subprocess.run(
                 ["java", "-Xmx256m", *self._java_opts()[2:], "-cp", classpath, "kafka.tools.StorageTool",
                  # "=" form: a random id may start with "-", which argparse would read as an option
-                 "format", "--standalone", f"--cluster-id={cluster_id}", "-c", str(config)],
+                 "format", *standalone, f"--cluster-id={cluster_id}", "-c", str(config)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
@@ -248,19 +282,33 @@ class LocalKafka:
                 start_new_session=True,  # Ctrl-C in the terminal is handled by us, not sent to the JVM
             )
         self.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float = 90.0,
+                   on_progress: Progress | None = None) -> None:
+        """Return once the spawned broker serves; KafkaProvisioningError with its log if not."""
         t0 = time.monotonic()
         deadline = t0 + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise KafkaProvisioningError(f"Kafka exited with code {proc.returncode}:\n{self._log_tail()}")
             if port_open("127.0.0.1", self.port) and _READY_LINE in self._log_tail(200_000):
-                return True
+                return
             if on_progress is not None:
                 on_progress(f"starting Apache Kafka {KAFKA_VERSION} (pid {proc.pid}): {time.monotonic() - t0:.0f}s, "
                             f"waiting for it to serve on {self.bootstrap_servers} (log: {self.log_file})")
             time.sleep(0.2)
         self.stop()
         raise KafkaProvisioningError(f"Kafka did not become ready within {timeout:.0f}s:\n{self._log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the broker (fault tests: a crash, no clean shutdown)."""
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker by PID (SIGTERM, then SIGKILL after `timeout`). Returns whether one ran."""
@@ -285,6 +333,50 @@ class LocalKafka:
         except OSError:
             return ""
         return data[-size:].decode("utf-8", "replace")
+
+
+class LocalKafkaCluster:
+    """`brokers` KRaft nodes on this machine, each broker and controller, under `home/broker-<n>`.
+
+    Node n (from 1) listens on `port + 2(n-1)` and its controller on the port after, so a
+    cluster of one uses the same ports as LocalKafka. Internal topics are replicated
+    min(3, brokers) times; the event topic's replication is chosen by ingest.topic."""
+
+    def __init__(self, home: Path, brokers: int = 3, port: int = 19092, heap: str = "-Xms128m -Xmx384m") -> None:
+        if brokers < 1:
+            raise ValueError("a cluster needs at least one broker")
+        self.home = home
+        id_file = home / "cluster.id"
+        home.mkdir(parents=True, exist_ok=True)
+        if not id_file.exists():
+            id_file.write_text(_cluster_id())
+        cluster_id = id_file.read_text().strip()
+        voters = ",".join(f"{n}@127.0.0.1:{port + 2 * (n - 1) + 1}" for n in range(1, brokers + 1))
+        self.nodes = [LocalKafka(home=home / f"broker-{n}", port=port + 2 * (n - 1), controller_port=port + 2 * (n - 1) + 1,
+                                 heap=heap, node_id=n, voters=voters, cluster_id=cluster_id,
+                                 replication=min(3, brokers))
+                      for n in range(1, brokers + 1)]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        return self.nodes[node_id - 1]
+
+    def start(self, cache_dir: Path | None = None, timeout: float = 120.0) -> None:
+        ensure_jars(cache_dir)
+        launched = [(node, node.launch(cache_dir)) for node in self.nodes]
+        for node, proc in launched:
+            if proc is not None:
+                node.wait_ready(proc, timeout)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        stopped = [node.stop(timeout) for node in self.nodes]
+        return any(stopped)
+
+    def running(self) -> list[int]:
+        return [node.node_id for node in self.nodes if node.running_pid() is not None]
 
 
 def _alive(pid: int) -> bool:

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
                                    "how far (ms) the broker's clock may lag the server's", ge=0)
     artifact_root_override: str | None = setting(
         None, "RUNLEDGER_ARTIFACT_ROOT",
-        "where new experiments put artifacts (clients write there themselves); default: DATA_DIR/artifacts")
+        "artifact root of new experiments; default: mlflow-artifacts:/ (served by this server); a file: or s3: "
+        "URI makes clients write there themselves")
     duckdb_threads: int = setting(1, "RUNLEDGER_DUCKDB_THREADS", "DuckDB threads of the read model", gt=0)
     stream_max_lag_ms: int = setting(100, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
     run_cache_mb: int = setting(64, "RUNLEDGER_RUN_CACHE_MB", "MB of rendered runs kept for reads; 0 = none", ge=0)
@@ -110,6 +111,8 @@ class Settings(BaseSettings):
     sql_max_mb: int = setting(2048, "RUNLEDGER_SQL_MAX_MB", "MB of a streamed SQL answer", gt=0)
     sql_max_concurrent: int = setting(4, "RUNLEDGER_SQL_MAX_CONCURRENT", "concurrent SQL queries (more get 429)",
                                       gt=0)
+    comet_workspace: str = setting("runledger", "RUNLEDGER_COMET_WORKSPACE",
+                                   "the one workspace Comet's API shows (docs/comet.md)", min_length=1)
     # Authentication and per-experiment permissions (docs/auth.md).
     auth: bool = setting(False, "RUNLEDGER_AUTH", "'on': users, tokens and per-experiment permissions (default off)")
     auth_default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = setting(
@@ -118,6 +121,14 @@ class Settings(BaseSettings):
     admin_password: str | None = setting(None, "RUNLEDGER_ADMIN_PASSWORD", "the first admin's password", repr=False)
     auth_free_failures: int = setting(5, "RUNLEDGER_AUTH_FREE_FAILURES",
                                       "failed sign-ins per client per minute before each is slowed down", gt=0)
+    wandb_entity: str = setting("runledger", "RUNLEDGER_WANDB_ENTITY",
+                                "the entity (workspace) W&B's public API clients see (docs/wandb.md)", min_length=1)
+    artifact_store_override: str | None = setting(
+        None, "RUNLEDGER_ARTIFACT_STORE",
+        "where served artifact bytes are kept: a folder or s3://bucket/prefix; default: DATA_DIR/artifacts")
+    s3_endpoint_url: str | None = setting(None, "RUNLEDGER_S3_ENDPOINT_URL",
+                                          "S3-compatible server of an s3:// artifact store (default: AWS)")
+    artifact_max_mb: int = setting(10240, "RUNLEDGER_ARTIFACT_MAX_MB", "MB one uploaded artifact file may have", gt=0)
 
     @field_validator("duckdb_memory_limit")
     @classmethod
@@ -157,9 +168,19 @@ class Settings(BaseSettings):
 
     @property
     def artifact_root(self) -> str:
-        """Where new experiments put artifacts. Clients write there themselves (Runledger does
-        not proxy artifacts), so behind Docker set RUNLEDGER_ARTIFACT_ROOT to a shared location."""
-        return self.artifact_root_override or (self.data_dir / "artifacts").resolve().as_uri()
+        """Where new experiments put artifacts: by default `mlflow-artifacts:/`, served by this
+        server (docs/artifacts.md), so clients anywhere upload through HTTP. RUNLEDGER_ARTIFACT_ROOT
+        (e.g. a file: or s3: URI) makes clients write there themselves instead."""
+        return self.artifact_root_override or "mlflow-artifacts:/"
+
+    @property
+    def artifact_store(self) -> str:
+        """Where the server keeps the artifact bytes it serves: a folder, or s3://bucket/prefix."""
+        return self.artifact_store_override or str(self.data_dir / "artifacts")
+
+    @property
+    def artifact_max_bytes(self) -> int:
+        return self.artifact_max_mb << 20
 
     @property
     def allowed_hosts(self) -> tuple[str, ...]:

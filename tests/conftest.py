@@ -17,6 +17,13 @@ from typing import Iterator
 import httpx
 import pytest
 
+# comet_ml (tests/test_comet_*.py) reads these when imported: without them it patches mlflow's
+# fluent API to mirror every mlflow.start_run of later tests into offline Comet experiments
+# (zip files in the working folder) and reports client errors to Comet's tracker.
+os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+os.environ.setdefault("COMET_DISABLE_ANNOUNCEMENT", "true")
+
 from runledger.kafka_local import LocalKafka, free_port
 from runledger.server_process import ServerProcess
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 
 from runledger.ingest.contract import codec, metric_table
-from runledger.ingest.contract.events import EXPERIMENT_EVENTS, EXPERIMENTS_KEY, MODEL_EVENTS
+from runledger.ingest.contract.events import EXPERIMENT_EVENTS, EXPERIMENTS_KEY, MODEL_EVENTS, SCHEMA_VERSION
 from tests.arrow_bombs import bomb_stream, small_table
 
 U64 = 2 ** 64 - 1
@@ -125,6 +125,12 @@ def poison_records(exp_id: str, run_id: str, model_id: str) -> list[Raw]:
     for etype, d in good.items():
         out.append(_json(f"{etype} ingest_time 2**64-1", {**d, "ingest_time": U64}))
     out.append(_json("schema_version 2**64-1", {**good["TagsSet"], "schema_version": U64}))
+    # A version from the future, one from before the first, and a type nobody defined.
+    out.append(_json("schema_version from the future", {**good["TagsSet"], "schema_version": SCHEMA_VERSION + 1}))
+    out.append(_json("schema_version 0", {**good["RunCreated"], "schema_version": 0}))
+    out.append(_json("schema_version string", {**good["TagsSet"], "schema_version": "1"}))
+    out.append(_json("schema_version true", {**good["TagsSet"], "schema_version": True}))
+    out.append(_json("unknown event type", {**good["TagsSet"], "type": "RunTeleported"}))
     # Every integer field of a payload.
     for value in (U64, I64_PAST, -I64_PAST - 1, 10 ** 30):
         out.append(_json(f"RunCreated start_time {value}", _with(good["RunCreated"], start_time=value)))

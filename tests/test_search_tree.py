@@ -111,6 +111,8 @@ def test_empty_document_matches_every_run(db) -> None:
     ({"attributes.experiment_id": "1"}, "cannot be used"),
     ({"tags.t": {"$regex": "("}}, "Invalid regular expression"),
     ({"params.lr": {"$gt": "a"}}, "needs a number"),
+    ({"tags.t": {"$regex": "^(?!x)"}}, "RE2"),
+    ({"tags.t": {"$regex": "(a)\\1"}}, "RE2"),
     ([1], "JSON object"),
 ])
 def test_malformed_documents_are_refused_with_a_clear_message(doc, fragment: str) -> None:

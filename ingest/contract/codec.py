@@ -162,7 +162,8 @@ def _envelope(doc: dict[str, Any]) -> Envelope:
         raise MalformedEvent("missing event_id")
     if etype not in EVENT_TYPES:
         raise MalformedEvent(f"unknown event type {etype!r}")
-    if not isinstance(version, int) or version < 1 or version > SCHEMA_VERSION:
+    # type(), not isinstance: JSON's true is a bool, which Python counts as the int 1.
+    if type(version) is not int or version < 1 or version > SCHEMA_VERSION:
         raise MalformedEvent(f"unsupported schema_version {version!r} for {etype}")
     payload = doc.get("payload")
     if not isinstance(payload, dict):

@@ -15,7 +15,7 @@ Payloads by type (schema version 1):
 - ExperimentTagSet    {key, value}
 - ExperimentTagDeleted {key}
 - RunCreated          {run_name, start_time, user_id, artifact_uri, tags: [[k, v], ...]}
-- RunUpdated          {status|null, end_time|null, run_name|null}
+- RunUpdated          {status|null, end_time|null, run_name|null, start_time?|null}
 - RunDeleted          {}
 - RunRestored         {}
 - ParamsLogged        {params: [[k, v], ...]}
@@ -29,8 +29,18 @@ Payloads by type (schema version 1):
                       event with a step greater than `step` are hidden from reads; the log
                       keeps them (the trail, as-of reads before it and SQL over events see them)
 - InputsLogged        {datasets: [{name, digest, source_type, source, schema|null, profile|null,
-                                   tags: [[k, v], ...]}, ...]}
-                      a dataset already logged to the run (same name and digest) is kept as is
+                                   tags: [[k, v], ...]}, ...], models?: [model_id, ...]}
+                      a dataset already logged to the run (same name and digest) is kept as is;
+                      `models` (MLflow 3.x model inputs) is absent in older events
+- OutputsLogged       {models: [[model_id, step], ...]}   MLflow 3.x runs/outputs: the run produced
+                      these logged models at these steps
+- ModelHistoryLogged  {model: {...}}   runs/log-model (MLflow 1.x): the model's JSON is appended to
+                      the run's `mlflow.log-model.history` tag, in log order
+- ArtifactLogged      {path, size, sha256, parts?}   a file was written to the run's artifact folder
+                      (`path` relative to it; `parts`: it came as a multipart upload of that many
+                      parts); the bytes are in the artifact store, never in the log
+- ArtifactDeleted     {path, files: [[path, size], ...]}   the file or folder `path` was removed,
+                      with the files it held
 
 Every event written by the server's writer carries `deadline` (Unix ms): the time by which it
 must have reached the log. The topic stamps each record with the broker's append time
@@ -53,6 +63,8 @@ with `run_id` null and `experiment_id` the model's experiment:
 - LoggedModelTagsSet     {model_id, tags: [[k, v], ...]}   (the last value of a key wins)
 - LoggedModelTagDeleted  {model_id, key}
 - LoggedModelParamsLogged {model_id, params: [[k, v], ...]}   write-once, like run params
+- LoggedModelArtifactLogged  {model_id, path, size, sha256}   as ArtifactLogged, for the model's folder
+- LoggedModelArtifactDeleted {model_id, path, files: [[path, size], ...]}
 
 Authentication (docs/auth.md). Non-secret facts only: passwords and token secrets never enter the
 log (their hashes live in the data folder's auth file). All share one partition key, so their
@@ -90,11 +102,12 @@ EXPERIMENT_EVENTS = frozenset({
 RUN_EVENTS = frozenset({
     "RunCreated", "RunUpdated", "RunDeleted", "RunRestored", "ParamsLogged", "MetricsLogged",
     "TagsSet", "TagDeleted", "RunBatchLogged", "InputsLogged", "RunRewound",
+    "OutputsLogged", "ModelHistoryLogged", "ArtifactLogged", "ArtifactDeleted",
 })
 # Logged-model events are keyed by the model id in their payload.
 MODEL_EVENTS = frozenset({
     "LoggedModelCreated", "LoggedModelFinalized", "LoggedModelDeleted", "LoggedModelTagsSet",
-    "LoggedModelTagDeleted", "LoggedModelParamsLogged",
+    "LoggedModelTagDeleted", "LoggedModelParamsLogged", "LoggedModelArtifactLogged", "LoggedModelArtifactDeleted",
 })
 AUTH_EVENTS = frozenset({
     "UserCreated", "UserDeleted", "UserAdminSet", "PasswordChanged", "PermissionGranted", "PermissionRevoked",

@@ -62,6 +62,7 @@ def definitions(latest_table: str) -> dict[str, str]:
 
 _EXPERIMENT_COLUMN = {"experiments": "experiment_id", "experiment_tags": "experiment_id", "runs": "r.experiment_id",
                       "datasets": "experiment_id", "logged_models": "experiment_id", "events": "experiment_id",
+                      "artifacts": "experiment_id",
                       "rejections": "experiment_id"}
 _RUN_VIEWS = ("params", "tags", "metrics", "latest_metrics")
 _MODEL_VIEWS = ("logged_model_params", "logged_model_metrics")
@@ -115,6 +116,13 @@ def _unscoped(latest_table: str) -> dict[str, str]:
         "logged_model_metrics": """
             SELECT model_id, run_id, key, value, timestamp, step, dataset_name, dataset_digest
             FROM main.logged_model_metrics""",
+        # The files in artifact folders now (the bytes are in the artifact store; the events
+        # view has every write and deletion).
+        "artifacts": f"""
+            SELECT CASE WHEN owner_type = 'run' THEN owner_id END AS run_id,
+                   CASE WHEN owner_type = 'model' THEN owner_id END AS model_id,
+                   experiment_id, path, size, sha256, {_ts('logged_time')} AS logged_time, actor, event_id
+            FROM main.artifacts""",
         # The log itself: every event the projector has applied, accepted or not.
         "events": f"""
             SELECT "partition", "offset", {_ts('ingest_time')} AS ingest_time, user_id AS actor, type,

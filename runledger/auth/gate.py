@@ -84,6 +84,9 @@ class AuthGate:
 
     # ----- the request
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -120,6 +123,25 @@ class AuthGate:
             await self.app(scope, receive, send)
         finally:
             provenance.unbind(token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket route needs a rule keyed "WS /path" and valid credentials; an experiment
+        it serves is checked by its handler (access(websocket)). Otherwise closed (1008)."""
+        rule = rules.rule_for("WS", scope["path"])
+        try:
+            if rule is None:
+                raise PermissionDenied("no access rule for this websocket")
+            if rule.need is not Need.PUBLIC:
+                principal = await self._authenticate(scope)
+                access = Access(principal, self.authenticator().state, self.default)
+                if rule.need is Need.ADMIN and not access.unrestricted:
+                    raise PermissionDenied("admins only")
+                scope.setdefault("state", {})[SCOPE_KEY] = access
+        except (UnauthenticatedError, PermissionDenied):
+            await receive()                     # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
 
     async def _authenticate(self, scope: Scope) -> Principal:
         auth = self.authenticator()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from runledger.artifact_store import ArtifactStore, MultipartStaging
 from runledger.ingest.backlog import AppendBacklog
 from runledger.ingest.catalog import ModelCatalog
 from runledger.ingest.writer import Writer
@@ -27,6 +28,8 @@ class Services:
     settings: Settings
     sql: SqlEngine | None = None
     audit: AuditService | None = None   # the trail, as-of reads, diffs, tails (issue 14)
+    artifacts: ArtifactStore | None = None      # the bytes of served artifacts (docs/artifacts.md)
+    multipart: MultipartStaging | None = None   # parts of multipart uploads in progress
 
 
 def services(conn: HTTPConnection) -> Services:

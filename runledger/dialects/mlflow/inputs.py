@@ -1,4 +1,4 @@
-"""POST runs/log-inputs: dataset inputs of a run (MLflow 2.4+), one InputsLogged event."""
+"""POST runs/log-inputs: dataset inputs (MLflow 2.4+) and model inputs (3.x) of a run, one InputsLogged event."""
 
 from __future__ import annotations
 
@@ -48,10 +48,13 @@ async def log_inputs(request: Request) -> dict[str, Any]:
     f = Fields(await json_body(request))
     run_id = _run_id(f)
     datasets = [parse_dataset_input(d) for d in f.objects("datasets")]
+    # MLflow 3.x model inputs: [{model_id}] (mlflow server keeps them; runs/get shows inputs.model_inputs)
+    models = list(dict.fromkeys(m.req_str("model_id") for m in f.objects("models")))
     writer = _writer(request)
     run = writer.writable_run(run_id)
-    if datasets:
-        await writer.commit(new_event("InputsLogged", {"datasets": datasets}, user=acting_user(request),
+    if datasets or models:
+        payload: dict[str, Any] = {"datasets": datasets, **({"models": models} if models else {})}
+        await writer.commit(new_event("InputsLogged", payload, user=acting_user(request),
                                       run_id=run.run_id, experiment_id=run.experiment_id))
     return {}
 

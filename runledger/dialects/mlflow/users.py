@@ -21,13 +21,15 @@ from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.ingest.contract import entities
-from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist, TemporarilyUnavailable
+from runledger.ingest.errors import EndpointNotFound, InvalidParameterValue, ResourceDoesNotExist
 
 
 def auth_service(request: Request) -> AuthService:
     found = getattr(request.app.state, "auth", None)
     if found is None:
-        raise TemporarilyUnavailable("Authentication is off on this server (RUNLEDGER_AUTH=on turns it on).")
+        # Not a 503: nothing is temporarily wrong, and a retry would never succeed. With auth off
+        # these routes do not exist, as on an MLflow server started without its basic-auth app.
+        raise EndpointNotFound("Authentication is off on this server (RUNLEDGER_AUTH=on turns it on).")
     return found  # type: ignore[no-any-return]
 
 

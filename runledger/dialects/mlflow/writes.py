@@ -19,7 +19,7 @@ from runledger.dialects.mlflow import schemas as S
 from runledger.dialects.openapi import Empty, documented
 from runledger.ingest import limits
 from runledger.ingest.contract import codec, metric_table
-from runledger.ingest.artifact_policy import check_artifact_location_policy
+from runledger.ingest.artifact_policy import check_artifact_location_policy, resolve_relative_location
 from runledger.ingest.errors import BadRequest, InvalidParameterValue, ResourceDoesNotExist
 from runledger.ingest.contract.events import Envelope, metrics_columns
 from runledger.dialects.mlflow.model_metrics import model_metric_columns
@@ -194,6 +194,7 @@ async def create_experiment(request: Request) -> dict[str, Any]:
     artifact_location = f.str("artifact_location") or None
     if artifact_location is not None:
         limits.check_artifact_location(artifact_location)
+        artifact_location = resolve_relative_location(artifact_location)
         check_artifact_location_policy(artifact_location, services.settings(request).artifact_root)
     writer = _writer(request)
     event = new_event("ExperimentCreated", {

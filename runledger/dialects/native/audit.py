@@ -160,6 +160,21 @@ async def get_run(request: Request, run_id: str) -> Any:
     return {"run": run}
 
 
+async def run_artifacts(request: Request, run_id: str) -> Any:
+    """The files in the run's artifact folder (path, size, sha256, who and when), now or as of a
+    moment (`as_of` / `as_of_position`), as the log recorded uploads and deletions."""
+    f = query_fields(request)
+    then = moment(f, "as_of", "as_of_position", required=False)
+    audit = services.audit(request)
+    if then is None:
+        if await run_in_threadpool(audit.run_now, run_id) is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        files = await run_in_threadpool(audit.artifacts_now, run_id)
+    else:
+        files = await audit.artifacts_as_of(run_id, then)
+    return {"run_id": run_id, "files": files}
+
+
 async def get_metric_history(request: Request) -> Any:
     """metrics/get-history (MLflow's shape) as of a moment."""
     f = query_fields(request)
@@ -259,6 +274,9 @@ def build_router() -> APIRouter:
     router.add_api_route("/metrics/get-history", get_metric_history, methods=["GET"], **documented(
         summary="A metric's history as of a moment (MLflow's shape)", query=S.HistoryAsOfQuery,
         response=S.NativeMetricsAnswer, errors=(404,), tags=tags))
+    router.add_api_route("/runs/{run_id}/artifacts", run_artifacts, methods=["GET"], **documented(
+        summary="The files of a run's artifact folder now, or as of a moment (path, size, sha256, who, when)",
+        query=S.AsOfQuery, errors=(404,), tags=tags))
     router.add_api_route("/runs/{run_id}", get_run, methods=["GET"], **documented(
         summary="A run now, or as of a moment (MLflow's shape)", query=S.AsOfQuery, response=S.NativeRunAnswer,
         errors=(404,), tags=tags))

@@ -25,6 +25,7 @@ RULES: dict[str, Rule] = {
     "GET /runs/{run_id}/tail": Rule(READ, rules.path("run_id", RUN)),
     "GET /experiments/{experiment_id}/tail": Rule(READ, rules.path("experiment_id", EXPERIMENT)),
     "GET /metrics/get-history": Rule(READ, rules.query("run_id", RUN, alias="run_uuid")),
+    "GET /runs/{run_id}/artifacts": Rule(READ, rules.path("run_id", RUN)),
     "GET /runs/{run_id}": Rule(READ, rules.path("run_id", RUN)),
     # runs/search with AND/OR/NOT filter trees; bucketed history
     "POST /runs/search": Rule(READ, rules.body_list("experiment_ids", EXPERIMENT), filters=True),
@@ -33,4 +34,6 @@ RULES: dict[str, Rule] = {
     "POST /tokens": Rule(AUTHENTICATED),
     "GET /tokens": Rule(AUTHENTICATED),
     "POST /tokens/revoke": Rule(AUTHENTICATED),
+    # a hyper-parameter search: READ on its experiment, checked by the handler (parent run or experiment id)
+    "GET /hpo/{study_id}": Rule(READ, rules.in_handler("study_id", EXPERIMENT)),
 }

@@ -1,0 +1,71 @@
+"""Read-your-writes across replicas behind a load balancer (docs/replicas.md).
+
+Every write answer carries `X-Runledger-Log-Position`: per partition, the offset after the last
+record the request appended. A request that sends that header back waits, before it runs, until
+this server's read model has applied the log up to there, so it sees the write whichever
+replica wrote it. A replica that does not get there within the sync timeout answers 504
+(the write is in the log; this replica is behind), never older data than the caller asked for.
+
+Pure ASGI (see runledger.http_guards for why): the header is added to the response start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runledger.http_guards import _send_json
+from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.positions import LOG_POSITION_HEADER, begin_request, format_log_position, parse_log_position
+
+_HEADER = LOG_POSITION_HEADER.lower().encode()
+_POLL_S = 0.005
+
+
+class LogPositionMiddleware:
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        wanted = Headers(scope=scope).get(LOG_POSITION_HEADER)
+        if wanted is not None and not await self._reached(scope, send, wanted):
+            return
+        written = begin_request()
+
+        async def send_with_position(message: Message) -> None:
+            if message["type"] == "http.response.start" and written:
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _HEADER]
+                message = {**message, "headers": [*headers, (_HEADER, format_log_position(written).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_position)
+
+    async def _reached(self, scope: Scope, send: Send, value: str) -> bool:
+        """Wait until the projector applied `value`'s position; answer the error and return
+        False if the header is malformed or the position is not reached in time."""
+        try:
+            target = parse_log_position(value)
+        except InvalidParameterValue as e:
+            await _send_json(send, 400, {"error_code": e.error_code, "message": e.message}, scope)
+            return False
+        projector = getattr(scope["app"].state, "projector", None)
+        deadline = time.monotonic() + self.timeout
+        while projector is None or any(projector.applied_offsets.get(p, 0) < o for p, o in target.items()):
+            if time.monotonic() >= deadline:
+                behind = {p: o for p, o in target.items()
+                          if projector is None or projector.applied_offsets.get(p, 0) < o}
+                await _send_json(send, 504, {
+                    "error_code": "DEADLINE_EXCEEDED",
+                    "message": f"This server has not applied the log up to {format_log_position(behind)} within "
+                               f"{self.timeout:.0f}s (the write is in the log; this replica is behind). "
+                               "Retry, or read from the server that took the write."}, scope)
+                return False
+            await asyncio.sleep(_POLL_S)
+        return True
