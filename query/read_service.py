@@ -13,18 +13,20 @@ from runledger.ingest.errors import InternalError
 
 from runledger.projector.consumer import Projector
 from runledger.projector.store import ReadModelDamaged, Store
+from runledger.query.history_buckets import BucketCache
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 
 
 class ReadService:
     def __init__(self, store: Store, projector: Projector, *, latest_table: str, run_cache: RunCache,
-                 search_cursors: SearchCursors) -> None:
+                 search_cursors: SearchCursors, bucket_cache: BucketCache | None = None) -> None:
         self._store = store
         self._projector = projector
         self.latest_table = latest_table
         self.run_cache = run_cache
         self.search_cursors = search_cursors
+        self.bucket_cache = bucket_cache if bucket_cache is not None else BucketCache()   # answers of metrics/history-buckets
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -46,8 +46,10 @@ from runledger.query.audit_service import AuditService
 from runledger.query.read_service import ReadService
 from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
+from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger import ui
 from runledger.log_position import LogPositionMiddleware
 from runledger.auth import rules as auth_rules
 from runledger.auth.authenticator import basic_api_key, register_key_reader
@@ -133,6 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
         sql_engine.prepare(settings.latest_table)   # views + instance lockdown, before the projector writes
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
         store.apply_listeners.append(run_cache.drop_changed)
+        bucket_cache = BucketCache()
+        store.apply_listeners.append(bucket_cache.drop_changed)
         tail_hub = TailHub(asyncio.get_running_loop())
         store.apply_listeners.append(tail_hub.committed)
         board = VerdictBoard()
@@ -152,7 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
-                             search_cursors=SearchCursors())
+                             search_cursors=SearchCursors(), bucket_cache=bucket_cache)
         audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
         artifact_store, multipart = open_store(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
@@ -212,6 +216,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Runledger's own API, outside the MLflow prefixes: streaming ingest and operational reads.
     for router in native_dialect.routers():
         app.include_router(router, prefix=RUNLEDGER_PREFIX)
+
+    ui.install(app)  # the web UI at / (runledger/ui)
 
     # Comet's REST v2 (at the host root: comet_ml keeps only scheme and host) and PAI's HPO view.
     for prefix, router in comet_dialect.routers():

@@ -14,6 +14,7 @@ import mlflow
 import pytest
 
 from runledger.projector.schema import create_schema
+from runledger.query import history_buckets
 from runledger.query.history_buckets import bucket_history
 
 NAN = float("nan")
@@ -85,6 +86,22 @@ def test_buckets_match_a_plain_reference_on_random_series_by_step_and_by_time(co
             assert (math.isnan(g[4]) and math.isnan(e[4])) or g[4] == e[4]
 
 
+@pytest.mark.parametrize("growth", ["after", "before", "inside"])
+def test_a_series_that_changed_since_it_was_last_summarised_gets_the_same_buckets_as_a_first_read(
+        con: duckdb.DuckDBPyConnection, growth: str) -> None:
+    """The remembered extent is only a guess: new points past either end, or between, must give
+    exactly what a first read (bounds scanned afresh) gives."""
+    _insert(con, [("r", "k", float(s % 13), s, s) for s in range(1000, 5000)])
+    history_buckets._EXTENTS.clear()
+    bucket_history(con.cursor(), "r", "k", buckets=50)
+    new = {"after": range(5000, 5400), "before": range(600, 1000), "inside": range(1000, 5000, 7)}[growth]
+    _insert(con, [("r", "k", 100.0 + s % 5, s + 1, s) for s in new])
+    warm = bucket_history(con.cursor(), "r", "k", buckets=50)
+    history_buckets._EXTENTS.clear()
+    cold = bucket_history(con.cursor(), "r", "k", buckets=50)
+    assert warm == cold and warm.points == 4000 + len(new)
+
+
 def test_a_range_that_fits_returns_every_point_as_its_own_bucket(con: duckdb.DuckDBPyConnection) -> None:
     _insert(con, [("r", "k", float(s * s), 10 * s, s) for s in range(10_000)])
     found = bucket_history(con.cursor(), "r", "k", buckets=1000, start=500, end=599)
@@ -125,3 +142,71 @@ def test_the_route_answers_404_for_an_unknown_run_and_400_for_bad_buckets(server
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
     bad = httpx.get(base, params={"run_id": "nope", "metric_key": "acc", "buckets": 0})
     assert bad.status_code == 400 and "buckets" in bad.json()["message"]
+
+
+def test_the_route_answers_again_with_the_points_logged_since_its_last_answer(server) -> None:
+    mlflow.set_tracking_uri(server.url)
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("buckets-cache")).info.run_id
+    from mlflow.entities import Metric
+    base = f"{server.url}/api/runledger/v1/metrics/history-buckets"
+    params = {"run_id": run, "metric_key": "loss", "buckets": 20}
+    for total in (100, 250):
+        client.log_batch(run, metrics=[Metric("loss", 1.0, 1, s) for s in range(total - (150 if total == 250 else 100), total)])
+        first = httpx.get(base, params=params).json()
+        again = httpx.get(base, params=params).json()   # the kept answer
+        assert first == again and first["points"] == total and first["end"] == total - 1
+
+
+def test_a_kept_answer_is_dropped_when_its_run_changes_and_never_kept_if_computed_across_a_change() -> None:
+    cache = history_buckets.BucketCache()
+    token = cache.token("r")
+    cache.put("r", ("k",), token, b"old")
+    assert cache.get("r", ("k",)) == b"old" and cache.get("other", ("k",)) is None
+    cache.drop_runs({"r"})
+    assert cache.get("r", ("k",)) is None
+    stale = cache.token("r")
+    cache.drop_runs({"r"})          # a batch applied while that answer was computed
+    cache.put("r", ("k",), stale, b"computed before the batch")
+    assert cache.get("r", ("k",)) is None
+
+
+def test_kept_answers_stay_within_their_byte_budget_dropping_the_least_recently_used() -> None:
+    cache = history_buckets.BucketCache(max_bytes=1000)
+    for i in range(5):
+        cache.put(f"r{i}", (), cache.token(f"r{i}"), b"x" * 100)
+    assert cache.get("r0", ()) is not None      # r0 is now the most recently used
+    for i in range(5, 12):
+        cache.put(f"r{i}", (), cache.token(f"r{i}"), b"x" * 100)
+    assert len(cache) == 10 and cache.get("r0", ()) is not None and cache.get("r1", ()) is None
+
+
+@pytest.mark.parametrize("x", ["step", "time"])
+@pytest.mark.parametrize("latest_step,latest_ts,start_time", [
+    (4999, 14999, 0),          # the latest-metric tables tell the truth
+    (4000, 12000, 0),          # ... or lag behind (a guess too low)
+    (9000, 99999, 50_000),     # ... or point past the series, with a run start after its first point
+])
+def test_bounds_guessed_from_the_latest_metric_tables_give_the_answer_of_a_bounds_scan(
+        con: duckdb.DuckDBPyConnection, x: str, latest_step: int, latest_ts: int, start_time: int) -> None:
+    _insert(con, [("r", "k", float((s * 31) % 17), 10_000 + s, s) for s in range(1000, 5000)])
+    history_buckets._EXTENTS.clear()
+    scanned = bucket_history(con.cursor(), "r", "k", buckets=64, x=x)  # type: ignore[arg-type]
+    con.execute("INSERT INTO runs (run_id, experiment_id, status, lifecycle_stage, start_time) "
+                "VALUES ('r', '0', 'FINISHED', 'active', ?)", [start_time])
+    con.execute("INSERT INTO latest_points VALUES ('r', 'k', 1.0, ?, 0, 1.0, 0, ?)", [latest_ts, latest_step])
+    history_buckets._EXTENTS.clear()
+    guessed = bucket_history(con.cursor(), "r", "k", buckets=64, x=x)  # type: ignore[arg-type]
+    assert guessed == scanned and guessed.points == 4000
+
+
+def test_bounds_far_off_cost_one_extra_bucket_not_one_per_point(con: duckdb.DuckDBPyConnection) -> None:
+    """A remembered extent far from the points (say, timestamps before the run's start) must not
+    make every point its own group before the true bounds are known."""
+    _insert(con, [("r", "k", 1.0, s, s) for s in range(20_000)])
+    history_buckets._EXTENTS.clear()
+    history_buckets._remember(("r", "k", "step", None, None), (10**12, 10**12 + 5))
+    summary = history_buckets._summary(con.cursor(), "FROM metrics WHERE run_id = ? AND key = ?", ["r", "k"],
+                                       "step", "timestamp", 10**12, 10**12 + 5, 10)
+    assert summary[0] == [-1] and summary[1] == [0] and summary[2] == [19_999]
+    assert bucket_history(con.cursor(), "r", "k", buckets=10).x_last[-1] == 19_999

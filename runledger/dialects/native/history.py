@@ -1,14 +1,17 @@
 """GET /metrics/history-buckets: a run's metric series summarised per x-range (min, max, last),
-for charts of long series (query.history_buckets). Unknown runs are a 404, like runs/get."""
+for charts of long series (query.history_buckets). Unknown runs are a 404, like runs/get.
+Answers are kept (query.history_buckets.BucketCache) until the run's points change."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
 from runledger.dialects import services
 from runledger.dialects.native import schemas as S
@@ -41,7 +44,7 @@ class BucketedHistory(BaseModel):
     buckets: BucketColumns
 
 
-def _read(request: Request) -> dict[str, Any]:
+def _read(request: Request) -> Response:
     f = query_fields(request)
     run_id = f.run_id()
     key = f.req_str("metric_key")
@@ -55,12 +58,22 @@ def _read(request: Request) -> dict[str, Any]:
     start, end = f.int64("start"), f.int64("end")
     if start is not None and end is not None and start > end:
         raise InvalidParameterValue(f"start ({start}) must not be greater than end ({end}).")
-    with services.reader(request).cursor() as cur:
+    reads = services.reader(request)
+    asked = (key, x, buckets, start, end)
+    # The cursor first: it waits until every write already answered is applied (read-your-writes),
+    # and the apply listener has dropped the kept answers that write made stale.
+    with reads.cursor() as cur:
+        cached = reads.bucket_cache.get(run_id, asked)
+        if cached is not None:
+            return Response(cached, media_type="application/json")
+        token = reads.bucket_cache.token(run_id)   # before the snapshot: a batch applied meanwhile is never kept
         if reader.run_ref(cur, run_id) is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         found = history_buckets.bucket_history(cur, run_id, key, buckets=buckets, x=x,  # type: ignore[arg-type]
                                                start=start, end=end)
-    return found.to_json()
+    body = orjson.dumps(found.to_json())
+    reads.bucket_cache.put(run_id, asked, token, body)
+    return Response(body, media_type="application/json")
 
 
 async def get_history_buckets(request: Request) -> Any:
