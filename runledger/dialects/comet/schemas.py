@@ -85,7 +85,7 @@ class CometQueryBody(BaseModel):
 
 
 class CometCreateExperimentBody(BaseModel):
-    workspaceName: str | None = _workspace(required=False)
+    workspaceName: str = _workspace()
     projectName: str = Field(description="the project; created on first use", examples=["Default"])
     experimentName: str | None = Field(None, description="the run name (generated when absent)", examples=["baseline"])
 

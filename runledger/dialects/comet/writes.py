@@ -54,6 +54,9 @@ def _int(body: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
         raise InvalidParameterValue(f"Field '{name}' must be an integer, got {limits.shown_value(value)}.")
+    if not -2**63 <= int(value) < 2**63:
+        # Steps and times are 64-bit in the log, as MLflow's int64 fields (was a 500 in the writer).
+        raise InvalidParameterValue(f"Field '{name}' must fit in 64 bits, got {limits.shown_value(value)}.")
     return int(value)
 
 
