@@ -36,6 +36,9 @@ class SqlMemoryGuard:
     def __init__(self, budget_mb: int) -> None:
         self.budget = budget_mb << 20
         self._lock = threading.Lock()
+        # Held while a poll reads the instance: `forget` waits on it, so once the last query is
+        # forgotten no poll is left touching a connection its owner may now close.
+        self._polling = threading.Lock()
         self._running: list[Guarded] = []
         self._baseline = 0
         self._wake = threading.Event()
@@ -55,6 +58,11 @@ class SqlMemoryGuard:
             self._wake.set()
 
     def forget(self, query: Guarded) -> None:
+        self._drop(query)
+        with self._polling:
+            pass
+
+    def _drop(self, query: Guarded) -> None:
         with self._lock:
             with contextlib.suppress(ValueError):
                 self._running.remove(query)
@@ -73,21 +81,22 @@ class SqlMemoryGuard:
     def _loop(self) -> None:
         while True:
             self._wake.wait(1.0)
-            with self._lock:
-                running, con = list(self._running), self._con
-                if not running:
-                    self._wake.clear()
-            if not running or con is None:
-                continue
-            try:
-                held = self._held(con) - self._baseline
-            except duckdb.Error:          # the instance was closed (a rebuild, shutdown)
-                continue
-            if held > self.budget * len(running):
-                victim = running[-1]
-                log.warning("SQL query interrupted: intermediates at %d MB, over the budget of %d MB "
-                            "for %d running quer%s", held >> 20, (self.budget * len(running)) >> 20,
-                            len(running), "y" if len(running) == 1 else "ies")
-                self.forget(victim)
-                victim.stop_for_memory()
+            with self._polling:
+                with self._lock:
+                    running, con = list(self._running), self._con
+                    if not running:
+                        self._wake.clear()
+                if not running or con is None:
+                    continue
+                try:
+                    held = self._held(con) - self._baseline
+                except duckdb.Error:          # the instance was closed (a rebuild, shutdown)
+                    continue
+                if held > self.budget * len(running):
+                    victim = running[-1]
+                    log.warning("SQL query interrupted: intermediates at %d MB, over the budget of %d MB "
+                                "for %d running quer%s", held >> 20, (self.budget * len(running)) >> 20,
+                                len(running), "y" if len(running) == 1 else "ies")
+                    self._drop(victim)
+                    victim.stop_for_memory()
             time.sleep(_POLL_S)
