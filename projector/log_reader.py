@@ -29,17 +29,16 @@ class LogReader:
     def __init__(self, bootstrap_servers: str, topic: str, timeout: float = 30.0) -> None:
         self.topic = topic
         self.timeout = timeout
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=50,
-            max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-        self._started = False
+        self._bootstrap_servers = bootstrap_servers
+        # Made on the first read: a consumer made but never started and so never stopped is
+        # reported as "Unclosed AIOKafkaConsumer" when the server shuts down.
+        self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
-        if self._started:
-            await self._consumer.stop()
-            self._started = False
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
 
     async def read(self, positions: Iterable[tuple[int, int]]) -> list[RawRecord]:
         """The records at `positions` ((partition, offset) pairs), in the order given."""
@@ -49,24 +48,29 @@ class LogReader:
             by_partition[partition].add(offset)
         found: dict[tuple[int, int], tuple[bytes | None, int | None]] = {}
         async with self._lock:
-            if not self._started:
-                await self._consumer.start()
-                self._started = True
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self._bootstrap_servers, group_id=None, enable_auto_commit=False,
+                    auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                    max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+                await consumer.start()
+                self._consumer = consumer
+            consumer = self._consumer
             for partition, offsets in sorted(by_partition.items()):
-                await self._read_partition(partition, sorted(offsets), found)
+                await self._read_partition(consumer, partition, sorted(offsets), found)
         return [(p, o, *found[(p, o)]) for p, o in wanted]
 
-    async def _read_partition(self, partition: int, offsets: list[int],
+    async def _read_partition(self, consumer: AIOKafkaConsumer, partition: int, offsets: list[int],
                               found: dict[tuple[int, int], tuple[bytes | None, int | None]]) -> None:
         tp = TopicPartition(self.topic, partition)
-        self._consumer.assign([tp])
+        consumer.assign([tp])
         deadline = time.monotonic() + self.timeout
         i, position = 0, None
         while i < len(offsets):
             if position is None or offsets[i] < position or offsets[i] - position > _SEEK_GAP:
-                self._consumer.seek(tp, offsets[i])
+                consumer.seek(tp, offsets[i])
                 position = offsets[i]
-            batch = await self._consumer.getmany(tp, timeout_ms=500, max_records=2000)
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
             records = batch.get(tp, [])
             if not records and time.monotonic() > deadline:
                 raise LogUnavailable(f"partition {partition} of {self.topic} did not return offset {offsets[i]} "
