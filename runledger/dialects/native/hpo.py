@@ -10,11 +10,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 
-from runledger.auth.access import access
-from runledger.dialects import services
 from runledger.dialects.openapi import documented
-from runledger.ingest.errors import ResourceDoesNotExist
-from runledger.query import hpo
+from runledger.dialects.studies import readable_study
 
 
 class Objective(BaseModel):
@@ -49,14 +46,8 @@ class StudyAnswer(BaseModel):
 
 
 def study(request: Request, study_id: str) -> dict[str, Any]:
-    reader = services.reader(request)
-    with reader.cursor() as cur:
-        found = hpo.load(cur, study_id, reader.latest_table)
-    if found is None:
-        raise ResourceDoesNotExist(f"No study '{study_id}': give a parent run id or an experiment id.")
-    if not access(request).read_scope().allows(found.experiment_id):
-        # unreadable reads as absent (the listing rule of docs/auth.md), not as a 403 naming it
-        raise ResourceDoesNotExist(f"No study '{study_id}': give a parent run id or an experiment id.")
+    found = readable_study(request, study_id,
+                           f"No study '{study_id}': give a parent run id or an experiment id.")
     best = found.best()
     return {"study": {
         "id": found.study_id, "kind": found.kind, "name": found.name, "experiment_id": found.experiment_id,

@@ -14,10 +14,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runledger.auth.access import access
 from runledger.dialects import services
 from runledger.dialects.openapi import documented
 from runledger.dialects.pai import schemas as S
+from runledger.dialects.studies import readable_study
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist
 from runledger.query import hpo
 
@@ -44,15 +44,8 @@ def _request_id(request: Request) -> str:
 
 
 def _load(request: Request, experiment_id: str) -> hpo.Study:
-    reader = services.reader(request)
-    with reader.cursor() as cur:
-        study = hpo.load(cur, experiment_id, reader.latest_table)
-    if study is None:
-        raise ResourceDoesNotExist(f"No HPO experiment '{experiment_id}': give a parent run id or an experiment id.")
-    if not access(request).read_scope().allows(study.experiment_id):
-        # unreadable reads as absent (the listing rule of docs/auth.md), not as a 403 naming it
-        raise ResourceDoesNotExist(f"No HPO experiment '{experiment_id}': give a parent run id or an experiment id.")
-    return study
+    return readable_study(request, experiment_id,
+                          f"No HPO experiment '{experiment_id}': give a parent run id or an experiment id.")
 
 
 def _trial_status(t: hpo.Trial) -> str:
