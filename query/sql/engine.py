@@ -25,7 +25,7 @@ from runledger.ingest.errors import InternalError, InvalidParameterValue, Runled
 from runledger.projector.store import Store
 from runledger.query.sql import sandbox
 from runledger.query.sql.memory_guard import SqlMemoryGuard
-from runledger.query.sql.views import SCHEMA, SCOPE_IDS, SCOPE_MODE, install
+from runledger.query.sql.views import SCHEMA, SCOPE_IDS, SCOPE_MODE, UNSCOPED_SCHEMA, install
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -46,6 +46,39 @@ class SqlLimits:
 class SqlError(RunledgerError):
     """A SQL request that failed for a reason of its own: QUERY_TIMEOUT, QUERY_OUT_OF_MEMORY,
     REQUEST_LIMIT_EXCEEDED (too many at once) or CANCELLED (the client went away)."""
+
+
+def _literal(text: str) -> str:
+    """`text` as a SQL string literal (our own statements only; never the caller's query)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclasses.dataclass
+class _Cursor:
+    """A DuckDB cursor kept between queries, with the session state it last had set: its
+    settings and variables persist, so a reused cursor only sets what differs (each of our
+    statements costs ~0.1-0.3 ms; setting all of them was most of a trivial query's time)."""
+
+    cur: duckdb.DuckDBPyConnection
+    scope: tuple[str, tuple[str, ...]] | None = None
+    time_limit_ms: int | None = None
+
+    def setup(self, scope: tuple[str, tuple[str, ...]], time_limit_ms: int, memory_mb: int) -> str:
+        """Our statements that bring the cursor to `scope` and `time_limit_ms` (one string)."""
+        parts = []
+        if self.scope is None:
+            parts.append(f"SET SESSION operator_memory_limit = '{int(memory_mb)}MB'")
+        if scope != self.scope:
+            mode, ids = scope
+            # Callers who may read everything resolve names to the unfiltered views.
+            schema = UNSCOPED_SCHEMA if mode == "all" else SCHEMA
+            id_list = "[" + ", ".join(_literal(i) for i in ids) + "]::VARCHAR[]"
+            parts += [f"SET VARIABLE {SCOPE_MODE} = {_literal(mode)}", f"SET VARIABLE {SCOPE_IDS} = {id_list}",
+                      f"SET schema = '{schema}'"]
+        if time_limit_ms != self.time_limit_ms:
+            parts.append(f"SET SESSION max_execution_time = {int(time_limit_ms)}")
+        self.scope, self.time_limit_ms = scope, time_limit_ms
+        return "; ".join(parts)
 
 
 def refused(message: str) -> InvalidParameterValue:
@@ -69,6 +102,8 @@ class SqlEngine:
         self._lock = threading.Lock()
         self._latest_table = "latest_metrics"
         self._prepared_for: duckdb.DuckDBPyConnection | None = None
+        # Cursors of `_prepared_for` that ended a query cleanly, ready for the next one.
+        self._idle: list[_Cursor] = []
         self.memory_guard = SqlMemoryGuard(limits.memory_mb)
         # The topic's partitions (set at start-up): a partition nothing was applied from yet
         # still appears in an answer's log position, at offset 0.
@@ -88,6 +123,10 @@ class SqlEngine:
                         f"allowed_configs = {_CURSOR_SETTINGS!r}", "lock_configuration = true"):
             con.execute(f"SET {setting}")
         self._prepared_for = con
+        stale, self._idle = self._idle, []
+        for c in stale:
+            with contextlib.suppress(Exception):
+                c.cur.close()
 
     # ----- concurrency
     def acquire(self) -> None:
@@ -116,11 +155,31 @@ class SqlEngine:
                 with self._lock:
                     if self.store.con is not self._prepared_for:
                         self.prepare(self._latest_table)
-            cur = self.store.cursor()
+            cur = self._checkout()
         except BaseException:
             self.release()
             raise
         return SqlQuery(self, cur, query, limit, batch_rows, scope)
+
+    def _checkout(self) -> _Cursor:
+        """A cursor that sees every write already answered: a kept one, else a new one."""
+        with self._lock:
+            con = self.store.con
+            kept = self._idle.pop() if self._idle and con is self._prepared_for else None
+        if kept is None:
+            return _Cursor(self.store.cursor())
+        # What Store.cursor() waits for before handing out a new cursor (read-your-writes).
+        self.store.visibility.wait(30.0)
+        return kept
+
+    def _checkin(self, c: _Cursor) -> None:
+        """Keep a cursor whose query ended cleanly and whose transaction is rolled back."""
+        with self._lock:
+            if self.store.con is self._prepared_for and len(self._idle) < self.limits.max_concurrent:
+                self._idle.append(c)
+                return
+        with contextlib.suppress(Exception):
+            c.cur.close()
 
 
 class SqlQuery:
@@ -131,37 +190,38 @@ class SqlQuery:
     finishes last, never while the other is inside DuckDB.
     """
 
-    def __init__(self, engine: SqlEngine, cur: duckdb.DuckDBPyConnection, query: str, time_limit_ms: int,
+    def __init__(self, engine: SqlEngine, cursor: _Cursor, query: str, time_limit_ms: int,
                  batch_rows: int, scope: Any = None) -> None:
         self.engine = engine
         self.batch_rows = batch_rows
         self.time_limit_ms = time_limit_ms
         self.started = time.monotonic()
-        self._cur = cur
+        self._cursor = cursor
+        self._cur = cursor.cur
         self._guard = threading.Lock()
         self._busy = False
         self._closed = False
         self._cancelled = False
+        self._failed = False
         self._out_of_memory = False
         self._reader: pa.RecordBatchReader | None = None
         try:
-            # Our own statements, one round trip; then one snapshot for the answer and the log
-            # position it reflects.
             # The caller's readable experiments (runledger.auth.access.ReadScope; None: all, with
-            # authentication off), read by every public view (query.sql.views).
-            mode, ids = ("all", []) if scope is None else (scope.mode, list(scope.ids))
-            cur.execute(f"SET VARIABLE {SCOPE_MODE} = ?", [mode])
-            cur.execute(f"SET VARIABLE {SCOPE_IDS} = ?::VARCHAR[]", [ids])
-            cur.execute(f"SET SESSION max_execution_time = {int(time_limit_ms)}; "
-                        f"SET SESSION operator_memory_limit = '{int(engine.limits.memory_mb)}MB'; "
-                        f"SET schema = '{SCHEMA}'; BEGIN TRANSACTION READ ONLY")
-            applied = dict(cur.execute('SELECT "partition", next_offset FROM main.consumer_offsets WHERE topic = ?',
-                                       [engine.topic]).fetchall())
+            # authentication off), read by every public view (query.sql.views). Our own
+            # statements and the log position in one round trip, in the snapshot the answer is
+            # read from.
+            wanted = ("all", ()) if scope is None else (str(scope.mode), tuple(str(i) for i in scope.ids))
+            setup = cursor.setup(wanted, time_limit_ms, engine.limits.memory_mb)
+            offsets = ('SELECT "partition", next_offset FROM main.consumer_offsets '
+                       f"WHERE topic = {_literal(engine.topic)}")
+            statements = "; ".join(p for p in (setup, "BEGIN TRANSACTION READ ONLY", offsets) if p)
+            applied = dict(self._cur.execute(statements).fetchall())
             self.log_position = {str(p): applied.get(p, 0) for p in sorted({*engine.partitions, *applied})}
-            self._rel = cur.sql(query)
+            self._rel = self._cur.sql(query)
             self.columns = [{"name": n, "type": str(t)} for n, t in zip(self._rel.columns, self._rel.types)]
             engine.memory_guard.watch(engine.store.con, self)
         except BaseException as e:
+            self._failed = True
             self._close()
             raise translate(e, time_limit_ms) from None
 
@@ -210,6 +270,7 @@ class SqlQuery:
         try:
             return step()
         except BaseException as e:
+            self._failed = True
             self._busy_done()
             self.close()
             raise (out_of_memory() if self._out_of_memory else translate(e, self.time_limit_ms)) from None
@@ -231,33 +292,51 @@ class SqlQuery:
                 return
             self._cancelled = True
             busy = self._busy
-        with contextlib.suppress(Exception):
-            self._cur.interrupt()
+            # Under the guard: once `_close` has run, the cursor may serve another query.
+            with contextlib.suppress(Exception):
+                self._cur.interrupt()
         if not busy:
             self._close()
 
     def close(self) -> None:
-        self.cancel()
+        """End the query: a finished one returns its cursor for reuse; one still running is
+        cancelled."""
+        with self._guard:
+            finished = not self._busy and not self._closed
+        if finished:
+            self._close()
+        else:
+            self.cancel()
 
     def stop_for_memory(self) -> None:
         """Called by the memory guard: the query's intermediates went past the SQL budget."""
         with self._guard:
+            if self._closed:
+                return
             self._out_of_memory = True
-        with contextlib.suppress(Exception):
-            self._cur.interrupt()
+            with contextlib.suppress(Exception):
+                self._cur.interrupt()
 
     def _close(self) -> None:
         with self._guard:
             if self._closed:
                 return
             self._closed = True
+            # A cursor that was interrupted, or whose query failed, is not reused: only one
+            # that ended cleanly is known to be in a plain state.
+            reusable = not (self._cancelled or self._failed or self._out_of_memory)
         self.engine.memory_guard.forget(self)
         self._reader = None
         self._rel = None  # type: ignore[assignment]
-        with contextlib.suppress(Exception):
+        try:
             self._cur.execute("ROLLBACK")
-        with contextlib.suppress(Exception):
-            self._cur.close()
+        except Exception:
+            reusable = False
+        if reusable:
+            self.engine._checkin(self._cursor)
+        else:
+            with contextlib.suppress(Exception):
+                self._cur.close()
         self.engine.release()
 
 

@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 # the projector's transaction buffers are not counted.
 _INTERMEDIATE_TAGS = ("HASH_TABLE", "ORDER_BY", "ALLOCATOR", "COLUMN_DATA", "OVERFLOW_STRINGS")
 _POLL_S = 0.01
+# How long a baseline reading stays good. Reading duckdb_memory() costs ~0.5-1 ms, which was a
+# third of a trivial query's time when taken before every query; what the projector holds
+# between queries changes slowly, and a baseline a second old is as good a reference.
+_BASELINE_TTL_S = 1.0
+# A query is first checked once it has run this long: most queries end sooner, and reading
+# duckdb_memory() for each of them cost as much CPU as the query itself. Intermediates cannot
+# grow far in this time (a fast aggregate allocates well under 50 MB in 20 ms).
+_GRACE_S = 0.02
 
 
 class Guarded(Protocol):
@@ -40,7 +48,9 @@ class SqlMemoryGuard:
         # forgotten no poll is left touching a connection its owner may now close.
         self._polling = threading.Lock()
         self._running: list[Guarded] = []
+        self._started: dict[int, float] = {}     # id(query) -> when it began being watched
         self._baseline = 0
+        self._baseline_at = -_BASELINE_TTL_S
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -48,10 +58,13 @@ class SqlMemoryGuard:
     def watch(self, con: duckdb.DuckDBPyConnection, query: Guarded) -> None:
         """Start watching `query` (running on a cursor of `con`'s instance)."""
         with self._lock:
-            if not self._running or self._con is not con:
+            now = time.monotonic()
+            if self._con is not con or (not self._running and now - self._baseline_at > _BASELINE_TTL_S):
                 self._con = con
                 self._baseline = self._held(con)
+                self._baseline_at = now
             self._running.append(query)
+            self._started[id(query)] = now
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="sql-memory-guard", daemon=True)
                 self._thread.start()
@@ -66,6 +79,7 @@ class SqlMemoryGuard:
         with self._lock:
             with contextlib.suppress(ValueError):
                 self._running.remove(query)
+            self._started.pop(id(query), None)
 
     @staticmethod
     def _held(con: duckdb.DuckDBPyConnection) -> int:
@@ -81,11 +95,18 @@ class SqlMemoryGuard:
     def _loop(self) -> None:
         while True:
             self._wake.wait(1.0)
+            with self._lock:
+                if not self._running:
+                    self._wake.clear()
+                    continue
+                oldest = min(self._started.get(id(q), 0.0) for q in self._running)
+            young = _GRACE_S - (time.monotonic() - oldest)
+            if young > 0:
+                time.sleep(young)
+                continue
             with self._polling:
                 with self._lock:
                     running, con = list(self._running), self._con
-                    if not running:
-                        self._wake.clear()
                 if not running or con is None:
                     continue
                 try:

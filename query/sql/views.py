@@ -15,6 +15,13 @@ from __future__ import annotations
 import duckdb
 
 SCHEMA = "analytics"
+# The same views without the per-caller filter, for callers who may read everything
+# (authentication off, admins): the cursor of such a caller resolves unqualified names here.
+# DuckDB plans the filter's `run_id IN (SELECT ...)` as a join before it folds the "all" case
+# to true, so the scoped views cost unrestricted callers a join over every metric point (about
+# a fifth of a 10M-point aggregate). Queries cannot name this schema (query.sql.sandbox allows
+# only `analytics`), so a restricted caller never reaches it.
+UNSCOPED_SCHEMA = "analytics_unrestricted"
 
 
 def _ts(column: str) -> str:
@@ -37,8 +44,8 @@ def readable(column: str) -> str:
     return _READABLE.format(col=column)
 
 
-# "all" first: the planner folds it to true and drops the subquery, so unrestricted readers
-# (authentication off, admins) pay nothing for the scope.
+# "all" first: the planner folds the condition to true (an unrestricted cursor that names
+# `analytics.<view>` explicitly still reads everything; unqualified names go to UNSCOPED_SCHEMA).
 _ALL = f"getvariable('{SCOPE_MODE}') = 'all'"
 
 
@@ -64,7 +71,7 @@ _EXPERIMENT_COLUMN = {"experiments": "experiment_id", "experiment_tags": "experi
                       "datasets": "experiment_id", "logged_models": "experiment_id", "events": "experiment_id",
                       "artifacts": "experiment_id",
                       "rejections": "experiment_id"}
-_RUN_VIEWS = ("params", "tags", "metrics", "latest_metrics")
+_RUN_VIEWS = ("params", "tags", "metrics", "latest_metrics", "run_activity")
 _MODEL_VIEWS = ("logged_model_params", "logged_model_metrics")
 
 
@@ -103,6 +110,14 @@ def _unscoped(latest_table: str) -> dict[str, str]:
         "tags": "SELECT run_id, key, value FROM main.tags",
         "metrics": "SELECT run_id, key, value, timestamp, step FROM main.metrics",
         "latest_metrics": f"SELECT run_id, key, value, timestamp, step FROM main.{latest_table}",
+        # One row per run that has metric points: when it last logged one. Read from the
+        # projector's latest point per (run, key) under the timestamp rule (its greatest
+        # timestamp, kept by the fold and recomputed after a rewind), so "which runs went
+        # quiet" reads one row per key instead of every point.
+        "run_activity": f"""
+            SELECT run_id, last_metric_time, metric_keys FROM (
+                SELECT run_id, {_ts('max(ts_timestamp)')} AS last_metric_time, count(*) AS metric_keys
+                FROM main.latest_points GROUP BY run_id)""",
         "datasets": f"""
             SELECT run_id, experiment_id, name, digest, context, source_type, source, schema, profile, tags,
                    {_ts('logged_time')} AS logged_time
@@ -141,9 +156,10 @@ def _unscoped(latest_table: str) -> dict[str, str]:
 def install(con: duckdb.DuckDBPyConnection, latest_table: str) -> None:
     """(Re)create the views, so their definitions always match this build. Views are cheap
     catalog entries; run at start-up before the projector writes."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    for name, select in definitions(latest_table).items():
-        con.execute(f"CREATE OR REPLACE VIEW {SCHEMA}.{name} AS {select}")
+    for schema, views in ((SCHEMA, definitions(latest_table)), (UNSCOPED_SCHEMA, _unscoped(latest_table))):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for name, select in views.items():
+            con.execute(f"CREATE OR REPLACE VIEW {schema}.{name} AS {select}")
 
 
 PUBLIC_VIEWS: frozenset[str] = frozenset(definitions("latest_metrics"))
