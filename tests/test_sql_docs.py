@@ -182,3 +182,18 @@ def test_10_leaderboard(seeded: Any) -> None:
     rows = ask(server, doc_queries()[10])
     top = sorted(RUNS, key=lambda run: (-run[5], run[0]))[:3]
     assert rows == [{"run_name": n, "lr": lr, "batch_size": bs, "accuracy": acc} for n, lr, bs, _, _, acc, *_ in top]
+
+
+def test_run_activity_holds_each_runs_newest_point_and_key_count(seeded: Any) -> None:
+    server, ids, _ = seeded
+    rows = ask(server, """
+        SELECT run_id, a.last_metric_time, make_timestamp(m.newest * 1000) AS newest, a.metric_keys, m.keys
+        FROM run_activity a FULL JOIN (
+            SELECT run_id, max(timestamp) AS newest, count(DISTINCT key) AS keys FROM metrics GROUP BY run_id
+        ) m USING (run_id)""")
+    assert sorted(r["run_id"] for r in rows) == sorted(ids.values())
+    for r in rows:
+        assert r["last_metric_time"] == r["newest"] and r["metric_keys"] == r["keys"], r
+    # Run a kept logging after it finished: its newest point is the late one.
+    a = next(r for r in rows if r["run_id"] == ids["a"])
+    assert a["metric_keys"] == 3

@@ -1,0 +1,66 @@
+"""The SQL engine's reuse of cursors between queries must never carry one caller's view of the
+data over to the next: each query reads with its own caller's scope (docs/auth.md), whatever
+the kept cursor last served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from runledger.auth.access import ReadScope
+from runledger.projector.store import Store
+from runledger.query.sql import sandbox
+from runledger.query.sql.engine import SqlEngine, SqlLimits
+from runledger.query.sql.views import UNSCOPED_SCHEMA
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[SqlEngine]:
+    store = Store(tmp_path / "runledger.duckdb")
+    for exp in ("1", "2"):
+        store.con.execute("INSERT INTO experiments VALUES (?, ?, '', 'active', 0, 0, NULL)", [exp, f"e{exp}"])
+        store.con.execute("INSERT INTO runs VALUES (?, ?, 'r', 'u', 'RUNNING', 0, NULL, 'active', NULL, '')",
+                          [f"run{exp}", exp])
+        store.con.execute("INSERT INTO metrics VALUES (?, 'loss', 1.0, 5, 0)", [f"run{exp}"])
+    # One slot, so every query runs on the same kept cursor.
+    eng = SqlEngine(store, "t", SqlLimits(max_concurrent=1))
+    eng.prepare("latest_metrics")
+    yield eng
+    store.close()
+
+
+def rows(engine: SqlEngine, query: str, scope: Any = None) -> list[tuple[Any, ...]]:
+    engine.acquire()
+    q = engine.open(query, scope=scope)
+    out: list[tuple[Any, ...]] = []
+    while (batch := q.next_batch()) is not None:
+        out += list(zip(*(c.to_pylist() for c in batch.columns)))
+    q.close()
+    return sorted(out)
+
+
+@pytest.mark.parametrize("view", ["runs", "metrics", "analytics.metrics"])
+def test_a_kept_cursor_reads_with_each_callers_own_scope(engine: SqlEngine, view: str) -> None:
+    query = f"SELECT run_id FROM {view}"
+    everyone = [("run1",), ("run2",)]
+    assert rows(engine, query) == everyone
+    assert rows(engine, query, ReadScope("allow", ("1",))) == [("run1",)]
+    assert rows(engine, query, ReadScope("allow", ("2",))) == [("run2",)]
+    assert rows(engine, query, ReadScope("deny", ("1",))) == [("run2",)]
+    assert rows(engine, query, ReadScope("allow", ())) == []
+    assert rows(engine, query) == everyone
+    assert len(engine._idle) == 1, "the cursor was not kept: the test did not exercise reuse"
+
+
+def test_a_failed_query_leaves_the_next_one_working(engine: SqlEngine) -> None:
+    engine.acquire()
+    with pytest.raises(Exception, match="no_such_column"):
+        engine.open("SELECT no_such_column FROM runs")
+    assert rows(engine, "SELECT count(*) FROM runs", ReadScope("allow", ("1",))) == [(1,)]
+
+
+def test_the_unfiltered_views_cannot_be_named_in_a_query() -> None:
+    with pytest.raises(sandbox.SqlRefused, match="not allowed"):
+        sandbox.check(f"SELECT * FROM {UNSCOPED_SCHEMA}.metrics")
