@@ -130,7 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
         store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
         sql_engine = SqlEngine(store, settings.topic, SqlLimits(
             time_limit_ms=settings.sql_time_limit_ms, memory_mb=settings.sql_memory_mb, max_rows=settings.sql_max_rows,
-            max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent))
+            max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent,
+            threads=settings.sql_threads, idle_threads=settings.duckdb_threads))
         sql_engine.partitions = partitions
         sql_engine.prepare(settings.latest_table)   # views + instance lockdown, before the projector writes
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     sql_max_mb: int = setting(2048, "RUNLEDGER_SQL_MAX_MB", "MB of a streamed SQL answer", gt=0)
     sql_max_concurrent: int = setting(4, "RUNLEDGER_SQL_MAX_CONCURRENT", "concurrent SQL queries (more get 429)",
                                       gt=0)
+    sql_threads: int = setting(None, "RUNLEDGER_SQL_THREADS",
+                               "DuckDB threads while SQL queries run (RUNLEDGER_DUCKDB_THREADS otherwise); "
+                               "default: the CPU count, at most 8", default_factory=lambda: min(os.cpu_count() or 1, 8),
+                               gt=0)
     comet_workspace: str = setting("runledger", "RUNLEDGER_COMET_WORKSPACE",
                                    "the one workspace Comet's API shows (docs/comet.md)", min_length=1)
     # Authentication and per-experiment permissions (docs/auth.md).

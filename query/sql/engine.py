@@ -30,8 +30,13 @@ from runledger.query.sql.views import SCHEMA, SCOPE_IDS, SCOPE_MODE, UNSCOPED_SC
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Settings a SQL cursor sets for itself after the configuration is locked.
-_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path"]
+# Settings changed after the configuration is locked: a SQL cursor's own, and the instance's
+# thread count, which the engine raises while SQL queries run (SqlEngine._more_threads). Queries
+# themselves can set nothing: the parser refuses every SET.
+_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path", "threads"]
+# How long after the last SQL query the instance goes back to its usual thread count. Changing
+# it costs ~0.5 ms (threads are started or joined), too much to pay around every small query.
+_THREADS_IDLE_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +46,8 @@ class SqlLimits:
     max_rows: int = 10_000             # RUNLEDGER_SQL_MAX_ROWS: JSON answers (truncated beyond)
     max_bytes: int = 2 << 30           # RUNLEDGER_SQL_MAX_BYTES: streamed formats
     max_concurrent: int = 4            # RUNLEDGER_SQL_MAX_CONCURRENT: beyond it, 429
+    threads: int = 1                   # RUNLEDGER_SQL_THREADS: DuckDB threads while SQL queries run
+    idle_threads: int = 1              # RUNLEDGER_DUCKDB_THREADS: the instance's usual count
 
 
 class SqlError(RunledgerError):
@@ -105,6 +112,11 @@ class SqlEngine:
         # Cursors of `_prepared_for` that ended a query cleanly, ready for the next one.
         self._idle: list[_Cursor] = []
         self.memory_guard = SqlMemoryGuard(limits.memory_mb)
+        # The instance whose thread count is raised for SQL (None: at its usual count), and
+        # when the last SQL query ended.
+        self._threads_raised_for: duckdb.DuckDBPyConnection | None = None
+        self._threads_lock = threading.Lock()
+        self._last_sql = 0.0
         # The topic's partitions (set at start-up): a partition nothing was applied from yet
         # still appears in an answer's log position, at offset 0.
         self.partitions: list[int] = []
@@ -139,6 +151,40 @@ class SqlEngine:
     def release(self) -> None:
         with self._lock:
             self._running -= 1
+            self._last_sql = time.monotonic()
+
+    # ----- threads: the read model runs DuckDB on RUNLEDGER_DUCKDB_THREADS (1 by default: on
+    # few cores a thread pool slows the projector's many small statements), but an analytical
+    # query over millions of points is what parallel scans and aggregates are for. So while SQL
+    # queries run, and for _THREADS_IDLE_S after, the instance gets RUNLEDGER_SQL_THREADS.
+    def _more_threads(self) -> None:
+        if self.limits.threads <= self.limits.idle_threads:
+            return
+        with self._threads_lock:
+            con = self.store.con
+            if self._threads_raised_for is con:
+                return
+            with con.cursor() as cur:
+                cur.execute(f"SET GLOBAL threads = {int(self.limits.threads)}")
+            first = self._threads_raised_for is None
+            self._threads_raised_for = con
+        if first:
+            threading.Thread(target=self._fewer_threads_when_idle, name="sql-threads", daemon=True).start()
+
+    def _fewer_threads_when_idle(self) -> None:
+        while True:
+            time.sleep(_THREADS_IDLE_S / 4)
+            with self._threads_lock:
+                with self._lock:
+                    idle = self._running == 0 and time.monotonic() - self._last_sql > _THREADS_IDLE_S
+                if not idle:
+                    continue
+                con, self._threads_raised_for = self._threads_raised_for, None
+                if con is not None and con is self.store.con:
+                    with contextlib.suppress(duckdb.Error):
+                        with con.cursor() as cur:
+                            cur.execute(f"SET GLOBAL threads = {int(self.limits.idle_threads)}")
+                return
 
     # ----- one query
     def open(self, query: str, time_limit_ms: int | None = None, batch_rows: int = 122_880,
@@ -155,6 +201,7 @@ class SqlEngine:
                 with self._lock:
                     if self.store.con is not self._prepared_for:
                         self.prepare(self._latest_table)
+            self._more_threads()
             cur = self._checkout()
         except BaseException:
             self.release()
