@@ -154,22 +154,31 @@ class _JsonJob:
         self.gone = False
         self.lock = threading.Lock()
 
-    def run(self) -> tuple[SqlQuery, list[list[Any]], bool]:
+    def run(self) -> bytes:
+        """The JSON answer, encoded off the event loop; the query is closed here once read."""
         q = self.engine.open(self.req.query, self.req.timeout_ms, self.batch_rows, scope=self.scope)
         with self.lock:
             if self.gone:            # the request ended while the query was opening
                 q.close()
                 raise SqlError("The query was cancelled.", "CANCELLED")
             self.q = q
+        try:
+            rows, truncated = self._fetch(q)
+            return formats.dumps({"columns": q.columns, "rows": rows, "row_count": len(rows), "truncated": truncated,
+                                  "elapsed_ms": q.elapsed_ms, "log_position": q.log_position})
+        finally:
+            q.close()
+
+    def _fetch(self, q: SqlQuery) -> tuple[list[list[Any]], bool]:
         rows: list[list[Any]] = []
         while True:
             batch = q.next_batch()
             if batch is None:
-                return q, rows, False
+                return rows, False
             room = self.limit - len(rows)
             if batch.num_rows > room:
                 rows.extend(formats.rows_of(batch.slice(0, room)))
-                return q, rows, True
+                return rows, True
             rows.extend(formats.rows_of(batch))
 
     def cancel(self) -> None:
@@ -194,10 +203,7 @@ async def _json(request: Request, engine: SqlEngine, req: SqlRequest, batch_rows
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
             if not done and await request.is_disconnected():
                 job.cancel()
-        q, rows, truncated = task.result()
-        answer = {"columns": q.columns, "rows": rows, "row_count": len(rows), "truncated": truncated,
-                  "elapsed_ms": q.elapsed_ms, "log_position": q.log_position}
-        return Response(formats.dumps(answer), media_type="application/json")
+        return Response(task.result(), media_type="application/json")
     finally:
         job.end()
 
