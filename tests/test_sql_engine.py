@@ -24,6 +24,7 @@ def engine(tmp_path: Path) -> Iterator[SqlEngine]:
         store.con.execute("INSERT INTO runs VALUES (?, ?, 'r', 'u', 'RUNNING', 0, NULL, 'active', NULL, '')",
                           [f"run{exp}", exp])
         store.con.execute("INSERT INTO metrics VALUES (?, 'loss', 1.0, 5, 0)", [f"run{exp}"])
+        store.con.execute("INSERT INTO latest_points VALUES (?, 'loss', 1.0, 5, 0, 1.0, 5, 0)", [f"run{exp}"])
     # One slot, so every query runs on the same kept cursor.
     eng = SqlEngine(store, "t", SqlLimits(max_concurrent=1))
     eng.prepare("latest_metrics")
@@ -41,7 +42,7 @@ def rows(engine: SqlEngine, query: str, scope: Any = None) -> list[tuple[Any, ..
     return sorted(out)
 
 
-@pytest.mark.parametrize("view", ["runs", "metrics", "analytics.metrics"])
+@pytest.mark.parametrize("view", ["runs", "metrics", "run_activity", "analytics.metrics"])
 def test_a_kept_cursor_reads_with_each_callers_own_scope(engine: SqlEngine, view: str) -> None:
     query = f"SELECT run_id FROM {view}"
     everyone = [("run1",), ("run2",)]
