@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import duckdb
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = ["history_keys", "history_rows", "sampled_rows", "history_fingerprint", "export_parquet", "SPECIAL_KEYS"]
@@ -114,12 +115,27 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def export_parquet(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None, target: Path) -> None:
-    """Every row of the run (the rows ``history_rows`` pages out, the same values) as a Parquet
-    file: ``_step`` (BIGINT), ``_timestamp``, ``_runtime`` and one DOUBLE column per key, NULL
-    where the key has no point at that step. Pivoted by DuckDB in one statement; the point of a
-    key that wins at a step is the latest (ties: the larger value, as in ``history_rows``).
-    Written to a temporary name and renamed, so a reader never sees half a file."""
+# W&B's reader, scanning with keys, passes rows of a file lacking a requested column on as rows
+# holding only ``_step`` (a page leaves such rows out): more than one key set per run would break
+# keyed scans, so a run whose rows hold different key sets is not exported (measured with
+# wandb 0.31; tests/test_wandb_parquet.py).
+MAX_EXPORT_PARTS = 1
+
+
+def export_parquet(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None,
+                   target: Path) -> list[Path] | None:
+    """Every row of the run (the rows ``history_rows`` pages out, the same values) as Parquet:
+    ``_step`` (BIGINT), ``_timestamp``, ``_runtime`` and one DOUBLE column per key. Pivoted by
+    DuckDB in one query; the point of a key that wins at a step is the latest (ties: the larger
+    value, as in ``history_rows``).
+
+    W&B's reader turns every cell into a row item, a NULL one too, while a page's row holds only
+    the keys logged at its step. So the rows are split by the set of keys they hold, one file per
+    set with just those columns (NULL then only where a NaN was logged, which a page shows as
+    null as well); the reader merges the files by step. Returns the files (``target`` with
+    ``-<n>`` before the suffix), or None when the rows have more than ``MAX_EXPORT_PARTS``
+    different key sets (keys logged at different steps): such a run is served by pages.
+    Each file is written to a temporary name and renamed, so a reader never sees half a file."""
     keys = [k for (k,) in cur.execute("SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key",
                                       [run_id]).fetchall()]
     start = int(start_time or 0)
@@ -128,16 +144,25 @@ def export_parquet(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int 
     columns = "".join(f", any_value(CASE WHEN isfinite(value) THEN value END) FILTER (WHERE key = ${i + 2}) "
                       f"AS {_identifier(k)}" for i, k in enumerate(keys))
     table = cur.execute(
-        f"SELECT step AS _step, max(timestamp) / 1000.0 AS _timestamp, {runtime} AS _runtime{columns} "
+        f"SELECT step AS _step, max(timestamp) / 1000.0 AS _timestamp, {runtime} AS _runtime{columns}, "
+        "string_agg(key, chr(0) ORDER BY key) AS _keys "
         "FROM (SELECT * FROM metrics WHERE run_id = $1 QUALIFY row_number() OVER "
         "(PARTITION BY step, key ORDER BY timestamp DESC, value DESC) = 1) "
         "GROUP BY step ORDER BY step", [run_id, *keys]).to_arrow_table()
-    # Written by pyarrow: the read model's DuckDB has file system access switched off. Row groups
-    # of 10,000 rows: the helper reads a page of 1,000 steps at a time and skips row groups by
-    # their _step statistics.
-    tmp = target.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, row_group_size=10_000, compression="snappy")
-    os.replace(tmp, target)
+    key_sets = pc.unique(table.column("_keys")).to_pylist()
+    if len(key_sets) > MAX_EXPORT_PARTS:
+        return None
+    files = []
+    for n, key_set in enumerate(sorted(key_sets)):
+        part = table.filter(pc.equal(table.column("_keys"), key_set)).select(
+            ["_step", "_timestamp", "_runtime", *key_set.split("\0")])
+        # Written by pyarrow: the read model's DuckDB has file system access switched off.
+        path = target.with_name(f"{target.stem}-{n}{target.suffix}")
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(part, tmp, row_group_size=10_000, compression="snappy")
+        os.replace(tmp, path)
+        files.append(path)
+    return files
 
 
 def sampled_rows(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None, *, samples: int,

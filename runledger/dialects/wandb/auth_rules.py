@@ -14,5 +14,5 @@ from runledger.auth.rules import PUBLIC_RULE, READ, Rule
 
 RULES: dict[str, Rule] = {
     "POST /graphql": Rule(READ, rules.IN_HANDLER),
-    "GET /wandb/history-exports/{run_id}/{version}.parquet": PUBLIC_RULE,
+    "GET /wandb/history-exports/{run_id}/{version}/{part}.parquet": PUBLIC_RULE,
 }

@@ -379,11 +379,14 @@ class RunNode:
         if ctx.exports is None or found is None or found[0] == "RUNNING":
             return {"parquetUrls": [], "liveData": []}
         version = ctx.exports.version(cur, self.run_id, self._start_time)
-        if version is None:
+        if version is None or not ctx.exports.handed_out(self.run_id, version):
             return {"parquetUrls": [], "liveData": []}
-        ctx.exports.path(cur, self.run_id, self._start_time, version)   # written now, on this snapshot
-        url = ctx.exports.url(ctx.base_url, self.run_id, version, ctx.access.username or "")
-        return {"parquetUrls": [url], "liveData": []}
+        files = ctx.exports.path(cur, self.run_id, self._start_time, version)   # written now, on this snapshot
+        if files is None:
+            return {"parquetUrls": [], "liveData": []}
+        user = ctx.access.username or ""
+        return {"parquetUrls": [ctx.exports.url(ctx.base_url, self.run_id, version, n, user) for n in range(len(files))],
+                "liveData": []}
 
 
 def _samples(value: Any, default: int) -> int:

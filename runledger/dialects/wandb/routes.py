@@ -183,29 +183,29 @@ def _readable_by(request: Request, user: str, experiment_id: str) -> bool:
     return rights.permission(experiment_id) >= Permission.READ
 
 
-def _export_file(request: Request, signed: exports.Signed) -> Any:
+def _export_file(request: Request, signed: exports.Signed, part: int) -> Any:
     store = history_exports(request)
     with services.reader(request).cursor() as cur:
         row = cur.execute("SELECT experiment_id, start_time, lifecycle_stage FROM runs WHERE run_id = ?",
                           [signed.run_id]).fetchone()
         if row is None or row[2] != "active" or not _readable_by(request, signed.user, row[0]):
             return None
-        kept = store.kept(signed.run_id, signed.version)
-        if kept is not None:
-            return kept
-        if store.version(cur, signed.run_id, row[1]) != signed.version:
-            return None     # the history changed since the URL was issued, and that file is gone
-        return store.path(cur, signed.run_id, row[1], signed.version)
+        files = store.kept(signed.run_id, signed.version)
+        if files is None:
+            if store.version(cur, signed.run_id, row[1]) != signed.version:
+                return None     # the history changed since the URL was issued, and that file is gone
+            files = store.path(cur, signed.run_id, row[1], signed.version)
+        return files[part] if files is not None and 0 <= part < len(files) else None
 
 
-async def history_export(request: Request, run_id: str, version: str) -> Response:
+async def history_export(request: Request, run_id: str, version: str, part: int) -> Response:
     """A run's history export, for W&B's Go helper (the URL from `parquetHistory`)."""
     q = request.query_params
     signed = history_exports(request).verify(run_id, version, q.get("user", ""), q.get("expires", ""),
                                              q.get("sig", ""))
     if signed is None:
         return _not_found()
-    path = await run_in_threadpool(_export_file, request, signed)
+    path = await run_in_threadpool(_export_file, request, signed, part)
     if path is None:
         return _not_found()
     # FileResponse answers HEAD and Range requests: the helper's Parquet reader, given a URL
