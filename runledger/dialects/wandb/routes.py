@@ -30,7 +30,7 @@ from runledger.dialects.openapi import documented
 from runledger.dialects.request import json_body
 from runledger.dialects.wandb import auth, exports, resolvers, schema as wandb_schema
 from runledger.dialects.wandb import schemas as S
-from runledger.ingest.errors import InternalError, RunledgerError
+from runledger.ingest.errors import InternalError, ResourceDoesNotExist, RunledgerError
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,12 @@ def history_exports(conn: Request) -> exports.Exports:
     return found
 
 
-def _not_found() -> Response:
+def _not_found() -> ResourceDoesNotExist:
     # One answer for a bad signature, an expired URL, a superseded export and a user who may no
-    # longer read the run: a presigned URL either works or names nothing.
-    return _json({"errors": [{"message": "No such history export (the URL is invalid, has expired or was "
-                                         "superseded): scan the run again."}]}, 404)
+    # longer read the run: a presigned URL either works or names nothing. Rendered by the default
+    # error mapping (ErrorBody), as every route outside /graphql.
+    return ResourceDoesNotExist("No such history export (the URL is invalid, has expired or was superseded): "
+                                "scan the run again.")
 
 
 def _readable_by(request: Request, user: str, experiment_id: str) -> bool:
@@ -204,10 +205,10 @@ async def history_export(request: Request, run_id: str, version: str, part: int)
     signed = history_exports(request).verify(run_id, version, q.get("user", ""), q.get("expires", ""),
                                              q.get("sig", ""))
     if signed is None:
-        return _not_found()
+        raise _not_found()
     path = await run_in_threadpool(_export_file, request, signed, part)
     if path is None:
-        return _not_found()
+        raise _not_found()
     # FileResponse answers HEAD and Range requests: the helper's Parquet reader, given a URL
     # (a scan with keys), reads the footer and the row groups it needs by range.
     return FileResponse(path, media_type="application/vnd.apache.parquet")
@@ -224,12 +225,9 @@ def build_router() -> APIRouter:
     for code in (400, 401, 403):
         kwargs["responses"][code]["model"] = S.WandbGraphqlAnswer
     router.add_api_route("/graphql", graphql_endpoint, methods=["POST"], **kwargs)
-    router.add_api_route(exports.ROUTE, history_export, methods=["GET"], tags=["wandb"],
-                         summary="A finished run's history as Parquet, at the signed URL parquetHistory gives "
-                                 "W&B's client (docs/wandb.md)",
-                         responses={200: {"content": {"application/vnd.apache.parquet": {}},
-                                          "description": "The Parquet file"},
-                                    404: {"model": S.WandbGraphqlAnswer,
-                                          "description": "Invalid, expired or superseded URL, or the run is no "
-                                                         "longer readable by the user it was issued to"}})
+    # No credentials: the URL's signature is checked by the handler (auth_rules.py, exports.py).
+    router.add_api_route(exports.ROUTE, history_export, methods=["GET"], **documented(
+        summary="A finished run's history as Parquet, at the signed URL parquetHistory gives W&B's client "
+                "(docs/wandb.md)", errors=(404,), tags=["wandb"], response_media_type="application/vnd.apache.parquet",
+        response_description="The Parquet file (HEAD and Range requests answered)"))
     return router
