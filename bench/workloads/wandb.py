@@ -95,15 +95,29 @@ def _helper_cpu() -> float:
     return total
 
 
-def _scan(run, n_points: int, **kwargs) -> tuple[float, float, float]:
-    """(rows/s, client Python CPU s, helper CPU s) of one full scan."""
-    cpu, helper = time.process_time(), _helper_cpu()
+def _cpu_of(pid: int) -> float:
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _scan(run, n_points: int, server_pid: int, **kwargs) -> tuple[float, float, float, float]:
+    """(rows/s, client Python CPU s, helper CPU s, server CPU s) of one full scan."""
+    cpu, helper, server = time.process_time(), _helper_cpu(), _cpu_of(server_pid)
     t = time.perf_counter()
     n = sum(1 for _ in run.scan_history(**kwargs))
     dt = time.perf_counter() - t
     if n != n_points:
         raise RuntimeError(f"scan_history returned {n} rows, expected {n_points}")
-    return n / dt, time.process_time() - cpu, _helper_cpu() - helper
+    return n / dt, time.process_time() - cpu, _helper_cpu() - helper, _cpu_of(server_pid) - server
 
 
 def _client_conversion_rate(n: int = 10_000) -> float:
@@ -205,25 +219,25 @@ def run(ctx: Ctx) -> list[Row]:
 
         per_m = 1_000_000 / n_points
 
-        def cpu_note(scans: list[tuple[float, float, float]]) -> str:
-            py = sorted(x[1] for x in scans)[len(scans) // 2] * per_m
-            core = sorted(x[2] for x in scans)[len(scans) // 2] * per_m
-            return f"client CPU per 1M rows: Python {py:.1f} s + wandb-core {core:.1f} s"
+        def cpu_note(scans: list[tuple[float, float, float, float]]) -> str:
+            py, core, srv = (sorted(x[i] for x in scans)[len(scans) // 2] * per_m for i in (1, 2, 3))
+            return (f"CPU per 1M rows: client Python {py:.1f} s + wandb-core {core:.1f} s; "
+                    f"server {srv:.1f} s")
 
-        paged = [_scan(run, n_points, use_cache=False) for _ in range(ctx.size(1, 1))]
+        paged = [_scan(run, n_points, rl.proc.pid, use_cache=False) for _ in range(ctx.size(1, 1))]
         rate = sorted(p[0] for p in paged)[len(paged) // 2]
         rows.append(Row("wandb", "run.scan_history(), RUNNING run (history pages)", f"{n_points:,} rows", "rows/s",
                         None, round(rate), True, note=cpu_note(paged)))
         _finish(rl, exp, long_id)
         run = api.run(f"{path}/{long_id}")
-        cold = _scan(run, n_points, use_cache=False)
+        cold = _scan(run, n_points, rl.proc.pid, use_cache=False)
         rows.append(Row("wandb", "run.scan_history(), FINISHED run, first scan (server exports)", f"{n_points:,} rows",
                         "rows/s", None, round(cold[0]), True, note=cpu_note([cold])))
-        warm = [_scan(run, n_points, use_cache=False) for _ in range(ctx.size(1, 2))]
+        warm = [_scan(run, n_points, rl.proc.pid, use_cache=False) for _ in range(ctx.size(1, 2))]
         rate = sorted(w[0] for w in warm)[len(warm) // 2]
         rows.append(Row("wandb", "run.scan_history(use_cache=False), FINISHED run (Parquet)", f"{n_points:,} rows",
                         "rows/s", None, round(rate), True, ">= 500,000 rows/s", rate >= 500_000, note=cpu_note(warm)))
-        cached = _scan(run, n_points)
+        cached = _scan(run, n_points, rl.proc.pid)
         rows.append(Row("wandb", "run.scan_history(), FINISHED run, client's file cache", f"{n_points:,} rows",
                         "rows/s", None, round(cached[0]), True, note=cpu_note([cached])))
         rates = [p[0] for p in paged] + [cold[0]] + [w[0] for w in warm] + [cached[0]]
