@@ -518,10 +518,11 @@ POSITION = "X-Runledger-Log-Position"
 def test_a_refused_caller_passing_a_far_future_log_position_is_answered_at_once(world: World) -> None:
     far = {POSITION: '{"0": 999999999999, "1": 999999999999}'}    # never reached: an allowed read would wait 30 s
     m = "/api/2.0/mlflow"
+    run_id = world.ok("POST", f"{m}/runs/create", json={"experiment_id": world.live})["run"]["info"]["run_id"]
     for headers, status in (({}, 401), (basic("editor", "wrong-pw"), 401), (bearer(world.revoked), 401),
                             (basic("nogrant", "nogrant-pw"), 403)):
         t0 = time.monotonic()
-        r = world.call("GET", f"{m}/runs/get", {**headers, **far}, params={"run_id": world.run})
+        r = world.call("GET", f"{m}/runs/get", {**headers, **far}, params={"run_id": run_id})
         assert r.status_code == status, r.text
         assert time.monotonic() - t0 < 5, "the refusal waited for the log position"
     t0 = time.monotonic()
@@ -531,9 +532,10 @@ def test_a_refused_caller_passing_a_far_future_log_position_is_answered_at_once(
 def test_an_allowed_read_passing_a_write_position_still_sees_the_write(world: World) -> None:
     m = "/api/2.0/mlflow"
     editor = basic("editor", "editor-pw")
-    wrote = world.call("POST", f"{m}/runs/set-tag", editor, json={"run_id": world.run, "key": "pos", "value": "1"})
+    run_id = world.ok("POST", f"{m}/runs/create", editor, json={"experiment_id": world.live})["run"]["info"]["run_id"]
+    wrote = world.call("POST", f"{m}/runs/set-tag", editor, json={"run_id": run_id, "key": "pos", "value": "1"})
     assert wrote.status_code == 200, wrote.text
     got = world.call("GET", f"{m}/runs/get", {**basic("reader", "reader-pw"), POSITION: wrote.headers[POSITION]},
-                     params={"run_id": world.run})
+                     params={"run_id": run_id})
     assert got.status_code == 200, got.text
     assert {"key": "pos", "value": "1"} in got.json()["run"]["data"]["tags"]
