@@ -38,6 +38,23 @@ _EXPECTED_JAR_MB = 58
 _DOWNLOADED = re.compile(r"Downloaded from \S+: (\S+) \(([0-9.]+) (B|kB|MB|GB)")
 _UNITS = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
 
+# A dev broker's JVM (docs/memory.md, "The local broker"). Measured RSS with the defaults of
+# before (-Xms256m -Xmx512m, G1): 420-500 MB under the bench, 630 MB after hours of tests. What
+# held it: a G1 heap that grows to -Xmx and is never given back, the log cleaner's 128 MiB
+# dedupe buffer (allocated once __consumer_offsets is compacted), NIO's per-thread cache of
+# temporary direct buffers (one per request size seen, kept for the thread's life) and a glibc
+# arena per JVM thread.
+DEV_HEAP = "-Xms32m -Xmx192m"
+DEV_JVM_FLAGS: tuple[str, ...] = (
+    # One GC thread, no region bookkeeping (G1's remembered sets cost ~10% of the heap), and
+    # a heap that shrinks after a full collection; pauses of a few ms on a 192 MB heap.
+    "-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=10", "-XX:MaxHeapFreeRatio=30",
+    "-XX:MaxMetaspaceSize=128m", "-XX:ReservedCodeCacheSize=48m", "-XX:MaxDirectMemorySize=64m",
+    "-Xss512k",
+    # Temporary direct buffers above this are freed after use instead of cached per thread.
+    "-Djdk.nio.maxCachedBufferSize=262144",
+)
+
 Progress = Callable[[str], None]
 
 JAVA_HINT = ("Java (17 or newer) is needed to run the local Kafka broker and `java` is not on PATH: install a JRE "
@@ -145,7 +162,8 @@ class LocalKafka:
     home: Path
     port: int = 19092
     controller_port: int = 19093
-    heap: str = "-Xms256m -Xmx512m"
+    heap: str = DEV_HEAP
+    jvm_flags: tuple[str, ...] = DEV_JVM_FLAGS
     node_id: int = 1
     voters: str | None = None
     cluster_id: str | None = None
@@ -167,7 +185,7 @@ class LocalKafka:
         log_config = resources.files("runledger.kafka").joinpath("log4j2.properties")
         return [
             *self.heap.split(),
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+            *self.jvm_flags, "-XX:+ExitOnOutOfMemoryError",
             # C1 only: a test broker lives for minutes, so start-up time beats peak speed.
             "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
@@ -214,6 +232,10 @@ class LocalKafka:
             "num.network.threads=2",
             "num.io.threads=2",
             "background.threads=2",
+            # Only __consumer_offsets is compacted, and it is tiny: the default 128 MiB dedupe
+            # buffer would sit in the heap for nothing.
+            "log.cleaner.dedupe.buffer.size=8388608",
+            "log.cleaner.threads=1",
             "",
         ]))
         return config
@@ -267,7 +289,8 @@ class LocalKafka:
             # Static voters (a cluster) are formatted without --standalone, which 4.1 refuses with them.
             standalone = ["--standalone"] if self.voters is None else []
             fmt = subprocess.run(
-                ["java", "-Xmx256m", *self._java_opts()[2:], "-cp", classpath, "kafka.tools.StorageTool",
+                ["java", "-Xmx256m", *self._java_opts()[len(self.heap.split()):], "-cp", classpath,
+                 "kafka.tools.StorageTool",
                  # "=" form: a random id may start with "-", which argparse would read as an option
                  "format", *standalone, f"--cluster-id={cluster_id}", "-c", str(config)],
                 capture_output=True, text=True,
@@ -278,7 +301,7 @@ class LocalKafka:
             out.truncate(0)
             proc = subprocess.Popen(
                 ["java", *self._java_opts(), "-cp", classpath, "kafka.Kafka", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_jvm_env(),
                 start_new_session=True,  # Ctrl-C in the terminal is handled by us, not sent to the JVM
             )
         self.pid_file.write_text(str(proc.pid))
@@ -342,7 +365,7 @@ class LocalKafkaCluster:
     cluster of one uses the same ports as LocalKafka. Internal topics are replicated
     min(3, brokers) times; the event topic's replication is chosen by ingest.topic."""
 
-    def __init__(self, home: Path, brokers: int = 3, port: int = 19092, heap: str = "-Xms128m -Xmx384m") -> None:
+    def __init__(self, home: Path, brokers: int = 3, port: int = 19092, heap: str = DEV_HEAP) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.home = home
@@ -377,6 +400,14 @@ class LocalKafkaCluster:
 
     def running(self) -> list[int]:
         return [node.node_id for node in self.nodes if node.running_pid() is not None]
+
+
+def _jvm_env() -> dict[str, str]:
+    # glibc gives each thread that mallocs its own arena (up to 8 per core), ~80 broker threads:
+    # two arenas are plenty for the JVM's few native allocations (its heap is its own mmap).
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
 
 
 def _alive(pid: int) -> bool:
