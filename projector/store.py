@@ -105,7 +105,8 @@ class Store:
     cursor guarded by a lock so that `load_state`/`apply` never interleave.
     """
 
-    def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None,
+                 allocator_flush_mb: int = 16) -> None:
         self.path = str(path)
         self.con = open_verified(self.path)
         version = stored_version(self.con)
@@ -120,6 +121,7 @@ class Store:
             self.con = duckdb.connect(self.path)
         self._threads = threads
         self._memory_limit = memory_limit
+        self._allocator_flush_mb = allocator_flush_mb
         self._prepare()
         self._lock = threading.Lock()
         self.visibility = Visibility()
@@ -146,6 +148,10 @@ class Store:
         # background threads: without them a sorted read of 8.8M points left RSS 380 MB up for
         # good; with them it fell back within ~10 s (bench/memory_probe.py, docs/memory.md).
         self.con.execute("SET allocator_background_threads = true")
+        # After a task whose allocations peaked above this, DuckDB flushes its allocator's
+        # caches to the OS (default 128 MiB: an ingest batch or a history read each left up to
+        # that much behind). RUNLEDGER_DUCKDB_ALLOCATOR_FLUSH_MB, docs/memory.md.
+        self.con.execute("SET allocator_flush_threshold = ?", [f"{int(self._allocator_flush_mb)}MiB"])
         self._writer = self.con.cursor()
 
     def report_if_corrupt(self, exc: BaseException) -> bool:
