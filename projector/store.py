@@ -106,7 +106,7 @@ class Store:
     """
 
     def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None,
-                 allocator_flush_mb: int = 16) -> None:
+                 allocator_flush_mb: int = 16, checkpoint_mb: int | None = None) -> None:
         self.path = str(path)
         self.con = open_verified(self.path)
         version = stored_version(self.con)
@@ -122,6 +122,7 @@ class Store:
         self._threads = threads
         self._memory_limit = memory_limit
         self._allocator_flush_mb = allocator_flush_mb
+        self._checkpoint_mb = checkpoint_mb
         self._prepare()
         self._lock = threading.Lock()
         self.visibility = Visibility()
@@ -152,6 +153,11 @@ class Store:
         # caches to the OS (default 128 MiB: an ingest batch or a history read each left up to
         # that much behind). RUNLEDGER_DUCKDB_ALLOCATOR_FLUSH_MB, docs/memory.md.
         self.con.execute("SET allocator_flush_threshold = ?", [f"{int(self._allocator_flush_mb)}MiB"])
+        if self._checkpoint_mb is not None:
+            # Rows committed since the last checkpoint live in memory uncompressed (and in the
+            # WAL) until the WAL reaches this size; then they become compressed blocks. The
+            # bigger it is, the higher RSS saws between checkpoints. RUNLEDGER_DUCKDB_CHECKPOINT_MB.
+            self.con.execute("SET checkpoint_threshold = ?", [f"{int(self._checkpoint_mb)}MiB"])
         self._writer = self.con.cursor()
 
     def report_if_corrupt(self, exc: BaseException) -> bool:
