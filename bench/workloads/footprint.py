@@ -34,6 +34,7 @@ def rows(ctx: Ctx) -> list[Row]:
     if ml or rl:
         out.append(Row("peak memory", "peak RSS (VmHWM; MLflow: summed over its processes)",
                        "max over all workloads", "MB", ml and ml[0], rl and rl[0], False,
+                       target="<= 600" if rl else "", met=(rl[0] <= 600) if rl else None,   # issue 22
                        note=(f"MLflow ({ctx.mlflow_workers} uvicorn worker(s)) peak in '{ml[1]}'; " if ml else "")
                        + (f"Runledger peak in '{rl[1]}'" if rl else "")
                        + "; summed VmHWM double-counts pages MLflow's processes share, see the PSS row"))
@@ -58,7 +59,8 @@ def rows(ctx: Ctx) -> list[Row]:
     if ctx.kafka is not None and ctx.kafka.rss is not None:
         ctx.kafka.rss.sample()
         out.append(Row("peak memory", "Kafka broker JVM RSS (Runledger only)", "shared by all Runledger servers",
-                       "MB", None, round(ctx.kafka.rss.peak_mb, 1), False, note=f"JVM heap {ctx.kafka.broker.heap}"))
+                       "MB", None, round(ctx.kafka.rss.peak_mb, 1), False, target="<= 300",
+                       met=ctx.kafka.rss.peak_mb <= 300, note=f"JVM heap {ctx.kafka.broker.heap}, serial GC"))
     disk = ctx.details.get("disk")
     if disk and disk["points"]:
         n = disk["points"]
