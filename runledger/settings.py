@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     duckdb_allocator_flush_mb: int = setting(16, "RUNLEDGER_DUCKDB_ALLOCATOR_FLUSH_MB",
                                              "MB a DuckDB task may peak at before its allocator's caches are "
                                              "flushed to the OS", gt=0)
-    duckdb_checkpoint_mb: int = setting(8, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
+    duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
                                         "MB of DuckDB write-ahead log after which it checkpoints (rows written "
                                         "since are held in memory uncompressed until then)", gt=0)
 

@@ -43,7 +43,7 @@ def test_default_duckdb_memory_limit_is_a_quarter_of_ram_between_256_mib_and_1_g
 def test_memory_settings_have_their_documented_defaults() -> None:
     s = Settings.from_env({})
     assert (s.memory_release_mb, s.malloc_arenas, s.arrow_memory_pool, s.duckdb_allocator_flush_mb,
-            s.duckdb_checkpoint_mb) == (16, 2, "system", 16, 8)
+            s.duckdb_checkpoint_mb) == (16, 2, "system", 16, 16)
 
 
 def _pool_after_configure(pool: str, env: dict[str, str] | None = None) -> str:
