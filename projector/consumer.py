@@ -23,6 +23,7 @@ from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogEntry, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.integrity import is_out_of_space
+from runledger.projector.pending import HotRun, PendingRuns
 from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class Projector:
         self._folded_offsets: dict[int, int] = {}   # next offset per partition, of all folded so far
         self.commit_listeners: list[Callable[[], None]] = []   # called on the loop after each commit
         self.points_folded = 0   # metric points accepted so far (progress reports)
+        # What folded-but-uncommitted batches changed, so a read of such a run can answer from
+        # `cache` instead of waiting for the commit (projector.pending; query.read_service).
+        self.pending = PendingRuns()
+        self.commit_listeners.append(lambda: self.pending.committed(self._committed))
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -104,6 +109,19 @@ class Projector:
             self.cache.created_runs.add(run_id)
         request = StateRequest(experiments=True)
         self.cache.add_loaded(request, self.store.load(request))
+
+    def hot_run(self, run_id: str, rule: str) -> HotRun | None:
+        """The run's folded state, if a batch whose verdicts are out changed it and that batch is
+        not committed yet (so a reader would otherwise wait for the commit); None otherwise,
+        and whenever the projector is not in its normal state (a failed commit, a rebuild)."""
+        if self._failure is not None or self._committer is None or self.store.corruption is not None:
+            return None
+        visibility = self.store.visibility
+        with self.pending.lock:
+            committed, released = visibility.committed, visibility.released
+            if committed >= released:
+                return None
+            return self.pending.hot_run(run_id, self.cache, rule, released, committed)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -342,10 +360,12 @@ class Projector:
             self.cache.add_loaded(request, loaded)
         state = self.cache.state_for(records, loaded)
         result = await asyncio.to_thread(fold_batch, state, records) if big else fold_batch(state, records)
-        self.cache.absorb(result)
+        with self.pending.lock:  # readers of `cache` see it whole batches at a time (projector.pending)
+            self.cache.absorb(result)
+            self._seq += 1
+            self.pending.note(self._seq, result.changes)
+            self.store.visibility.release(self._seq)
         self._folded_offsets.update(next_offsets)
-        self._seq += 1
-        self.store.visibility.release(self._seq)
         self.on_verdicts(result.verdicts)
         self.folded_offsets.update(next_offsets)
         points = len(result.changes.metrics)

@@ -8,11 +8,14 @@ import contextlib
 from typing import Iterator
 
 import duckdb
+import orjson
 
 from runledger.ingest.errors import InternalError
 
 from runledger.projector.consumer import Projector
+from runledger.projector.schema import LATEST_TABLES
 from runledger.projector.store import ReadModelDamaged, Store
+from runledger.query import reader
 from runledger.query.history_buckets import BucketCache
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
@@ -27,6 +30,29 @@ class ReadService:
         self.run_cache = run_cache
         self.search_cursors = search_cursors
         self.bucket_cache = bucket_cache if bucket_cache is not None else BucketCache()   # answers of metrics/history-buckets
+        self._rule = {table: rule for rule, table in LATEST_TABLES.items()}.get(latest_table)
+
+    def run_from_memory(self, run_id: str) -> bytes | None:
+        """The run's MLflow JSON without waiting for a DuckDB commit, when a write to it was
+        answered but is not committed yet; None when the caller should read as usual (through
+        `cursor`, which waits for that commit).
+
+        Read-your-writes holds: the projector's folded state of the run includes every batch
+        whose verdicts were handed out (projector.pending), and it is what the commit writes,
+        so the answer equals the one DuckDB gives once the commit is visible
+        (tests/test_read_after_write.py compares them). The inputs/outputs parts come from the
+        rendered-run cache's map, which a commit drops only for runs whose inputs changed, and
+        only when no uncommitted batch changed them. The answer is not kept in the
+        rendered-run cache (it is not in DuckDB yet)."""
+        if self._rule is None:
+            return None
+        hot = self._projector.hot_run(run_id, self._rule)
+        if hot is None:
+            return None
+        parts = self.run_cache.inputs(run_id)
+        if parts is None:
+            return None
+        return orjson.dumps(reader.hot_run_json(hot, *parts))
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:

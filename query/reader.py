@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.limits import shown_value
+from runledger.projector.pending import HotRun
 from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql, search_tree
 from runledger.query.run_cache import RunCache
@@ -243,12 +244,7 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
         stage = "deleted" if run_stage == "deleted" or experiment_stage == "deleted" else "active"
         info = info_json(run_id, run_name, experiment_id, user_id, status, start_time, end_time, artifact_uri,
                          stage)
-        data: dict[str, Any] = {}
-        for name, found in (("metrics", metrics), ("params", params), ("tags", tags)):
-            items = found.get(run_id)
-            if items:
-                items.sort(key=_by_key)
-                data[name] = items
+        data = _run_data(metrics.get(run_id), params.get(run_id), tags.get(run_id))
         run_inputs: dict[str, Any] = {}
         ds = datasets.get(run_id)
         if ds:
@@ -262,6 +258,36 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
                                             for _, m, step in sorted(model_outputs[run_id])]
         out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": run_outputs})
     return out
+
+
+def _run_data(metrics: list[dict[str, Any]] | None, params: list[dict[str, Any]] | None,
+              tags: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A Run's `data`: each non-empty list, sorted by key (the one place both `runs_json` and
+    `hot_run_json` build it, so the two answers cannot drift apart)."""
+    data: dict[str, Any] = {}
+    for name, items in (("metrics", metrics), ("params", params), ("tags", tags)):
+        if items:
+            items.sort(key=_by_key)
+            data[name] = items
+    return data
+
+
+def hot_run_json(hot: HotRun, inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The run as `runs_json` renders it, from the projector's folded state of the run (which
+    is what the pending commit writes to DuckDB) and its inputs/outputs parts as last rendered.
+    Types are coerced as DuckDB's columns would (DOUBLE values, BIGINT timestamps and steps)."""
+    row = hot.row
+    stage = "deleted" if row.lifecycle_stage == "deleted" or hot.experiment_stage == "deleted" else "active"
+    metrics = []
+    for key, p in hot.latest.items():
+        value = float(p.value)
+        metrics.append({"key": key, "value": "NaN" if value != value else value, "timestamp": int(p.timestamp),
+                        "step": int(p.step)})
+    data = _run_data(metrics, [{"key": k, "value": v} for k, v in hot.params.items()],
+                     [{"key": k, "value": v} for k, v in hot.tags.items()])
+    info = info_json(row.run_id, row.run_name, row.experiment_id, row.user_id, row.status, row.start_time,
+                     row.end_time, row.artifact_uri, stage)
+    return {"info": info, "data": data, "inputs": inputs, "outputs": outputs}
 
 
 def _dataset_input(logged_time: Any, name: Any, digest: Any, source_type: Any, source: Any, schema: Any,
@@ -280,9 +306,10 @@ def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     found = cache.get(latest_table, run_ids)
     missing = [r for r in run_ids if r not in found]
     if missing:
-        rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run))
-                    for run in runs_json(cur, missing, latest_table, experiment_ids)]
+        runs = runs_json(cur, missing, latest_table, experiment_ids)
+        rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run)) for run in runs]
         cache.put(latest_table, rendered, token)
+        cache.put_inputs([(run["info"]["run_id"], run["inputs"], run["outputs"]) for run in runs], token)
         found.update((run_id, body) for run_id, _, body in rendered)
     return found
 

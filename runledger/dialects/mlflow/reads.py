@@ -76,6 +76,10 @@ async def search_experiments_post(request: Request) -> dict[str, Any]:
 def get_run(request: Request) -> Response:
     f = query_fields(request)
     run_id = f.run_id()
+    # Right after a write to this run, its folded state answers without waiting for the commit.
+    now = services.reader(request).run_from_memory(run_id)
+    if now is not None:
+        return Response(b'{"run":' + now + b"}", media_type="application/json")
     with _cursor(request) as cur:
         run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:

@@ -1,0 +1,117 @@
+"""Which runs the batches folded but not yet committed changed, and their folded state, for
+readers that answer from memory instead of waiting for the DuckDB commit.
+
+The projector hands out a batch's verdicts as soon as it is folded and commits it right after
+(projector.consumer); a reader waits for those commits (`store.Visibility`). A get-run issued
+right after a write to the same run would therefore always wait for the commit. The fold
+cache already holds that run's folded state, and it is exactly the state the commit will
+write (it is the fold's own output), so a reader may take it from there instead, under one
+condition: it must see the cache at a moment when the cache equals "every batch whose verdicts
+were handed out", never half of a batch. `lock` gives that: the projector absorbs a batch into
+the fold cache, records what it changed here and releases its verdicts while holding it, and a
+reader copies a run's state while holding it.
+
+Bounded: an entry lives only while its batch is uncommitted (pruned on every fold and every
+commit), and at most `_MAX_TRACKED` runs are tracked; past that, readers simply wait for the
+commit as before (`overflowed`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from runledger.projector.fold import LATEST_RULES, BatchChanges
+from runledger.projector.fold_cache import FoldCache
+from runledger.projector.rows import LatestPoint, RunRow
+
+__all__ = ["PendingRuns", "HotRun"]
+
+# Runs tracked across all uncommitted batches at most (a replay or a bulk load touches many
+# runs per batch; readers then wait for the commit instead).
+_MAX_TRACKED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class HotRun:
+    """A run's folded state at one instant (copies: safe to use on any thread)."""
+
+    row: RunRow
+    experiment_stage: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    latest: dict[str, LatestPoint]      # under the requested rule
+
+
+class PendingRuns:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._runs: dict[str, int] = {}        # run id -> seq of the last uncommitted batch changing it
+        self._inputs: dict[str, int] = {}      # run id -> seq, for its dataset and model inputs/outputs
+        self._experiments_seq = 0              # seq of the last batch changing an experiment row
+        self._batches: deque[tuple[int, list[str], list[str]]] = deque()
+        self._committed = 0
+        self.overflowed_seq = 0                # seq of the last batch not tracked (too many runs)
+
+    # ----- the projector's side (event loop thread, `lock` held)
+    def note(self, seq: int, changes: BatchChanges) -> None:
+        """Record what batch `seq` changed in any run's JSON (call with `lock` held, before the
+        batch's verdicts are released)."""
+        runs = set(changes.runs)
+        for keyed in (changes.params, changes.tags, *changes.latest.values()):
+            runs.update(k[0] for k in keyed)
+        inputs = {k[0] for k in changes.datasets}
+        inputs.update(k[0] for k in changes.model_inputs)
+        inputs.update(k[0] for k in changes.model_outputs)
+        inputs.update(r.run_id for r in changes.rewinds)   # a rewind recomputes latest metrics in the store
+        runs |= inputs
+        if changes.experiments:
+            self._experiments_seq = seq
+        if len(self._runs) + len(runs) > _MAX_TRACKED:
+            self.overflowed_seq = seq
+            return
+        for run_id in runs:
+            self._runs[run_id] = seq
+        for run_id in inputs:
+            self._inputs[run_id] = seq
+        self._batches.append((seq, list(runs), list(inputs)))
+
+    def committed(self, seq: int) -> None:
+        """Batches up to `seq` are committed: forget them."""
+        with self.lock:
+            self._committed = max(self._committed, seq)
+            while self._batches and self._batches[0][0] <= self._committed:
+                done, runs, inputs = self._batches.popleft()
+                for run_id in runs:
+                    if self._runs.get(run_id) == done:
+                        del self._runs[run_id]
+                for run_id in inputs:
+                    if self._inputs.get(run_id) == done:
+                        del self._inputs[run_id]
+
+    # ----- the reader's side (any thread)
+    def hot_run(self, run_id: str, cache: FoldCache, rule: str, released: int, committed: int) -> HotRun | None:
+        """The run's folded state if a batch whose verdicts are out but which is not committed
+        yet changed it and memory can answer for all of it; None otherwise (read DuckDB as
+        usual, after waiting for the commits). Call with `lock` held; `released` and
+        `committed` read under it."""
+        if rule not in LATEST_RULES:
+            return None
+        seq = self._runs.get(run_id, 0)
+        if seq <= committed:
+            return None                 # nothing of this run is waiting for a commit
+        if (self.overflowed_seq > committed or self._experiments_seq > committed
+                or self._inputs.get(run_id, 0) > committed or seq > released):
+            return None                 # not all of it is known here: wait for the commit instead
+        entry = cache.runs.get(run_id)
+        if entry is None or entry.row is None or cache.experiments is None:
+            return None
+        experiment = cache.experiments.get(entry.row.experiment_id)
+        if experiment is None:
+            return None
+        return HotRun(entry.row, experiment.lifecycle_stage, dict(entry.params), dict(entry.tags),
+                      dict(entry.latest[rule]))
+
+    def __len__(self) -> int:
+        return len(self._runs)
