@@ -23,7 +23,7 @@ from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import BatchChanges, FoldResult, FoldState, LogEntry, LogRecord, fold_batch
 from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.integrity import is_out_of_space
-from runledger.projector.pending import HotRun, PendingRuns
+from runledger.projector.pending import COMMITTED, HotRun, PendingRuns, Uncommitted
 from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,23 @@ class Projector:
         request = StateRequest(experiments=True)
         self.cache.add_loaded(request, self.store.load(request))
 
-    def hot_run(self, run_id: str, rule: str) -> HotRun | None:
+    def hot_run(self, run_id: str, rule: str) -> HotRun | str | None:
         """The run's folded state, if a batch whose verdicts are out changed it and that batch is
-        not committed yet (so a reader would otherwise wait for the commit); None otherwise,
-        and whenever the projector is not in its normal state (a failed commit, a rebuild)."""
+        not committed yet (so a reader would otherwise wait for the commit); `pending.COMMITTED`
+        if DuckDB already has every change to it; None otherwise, and whenever the projector is
+        not in its normal state (a failed commit, a rebuild)."""
+        if self._failure is not None or self._committer is None or self.store.corruption is not None:
+            return None
+        visibility = self.store.visibility
+        with self.pending.lock:
+            committed, released = visibility.committed, visibility.released
+            if committed >= released:
+                return COMMITTED
+            return self.pending.hot_run(run_id, self.cache, rule, released, committed)
+
+    def uncommitted(self) -> Uncommitted | None:
+        """What the batches whose verdicts are out but which are not committed yet changed;
+        None when nothing is waiting for a commit, or it is not all known (then wait)."""
         if self._failure is not None or self._committer is None or self.store.corruption is not None:
             return None
         visibility = self.store.visibility
@@ -121,7 +134,7 @@ class Projector:
             committed, released = visibility.committed, visibility.released
             if committed >= released:
                 return None
-            return self.pending.hot_run(run_id, self.cache, rule, released, committed)
+            return self.pending.uncommitted(released, committed)
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -26,7 +26,10 @@ from runledger.projector.fold import LATEST_RULES, BatchChanges
 from runledger.projector.fold_cache import FoldCache
 from runledger.projector.rows import LatestPoint, RunRow
 
-__all__ = ["PendingRuns", "HotRun"]
+__all__ = ["PendingRuns", "HotRun", "BatchKeys", "Uncommitted", "COMMITTED"]
+
+# `hot_run`'s answer for a run with nothing waiting for a commit: DuckDB has all of it.
+COMMITTED = "committed"
 
 # Runs tracked across all uncommitted batches at most (a replay or a bulk load touches many
 # runs per batch; readers then wait for the commit instead).
@@ -44,13 +47,34 @@ class HotRun:
     latest: dict[str, LatestPoint]      # under the requested rule
 
 
+@dataclass(frozen=True, slots=True)
+class BatchKeys:
+    """What an uncommitted batch changed, as far as a search's match and order can tell: the
+    metric, param and tag keys, whether any run row (or experiment, or a rewind) changed, and
+    whether any dataset input did."""
+
+    metrics: frozenset[str] = frozenset()
+    params: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    rows: bool = False
+    datasets: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Uncommitted:
+    """Everything the batches whose verdicts are out but which are not committed yet changed."""
+
+    runs: frozenset[str]
+    keys: BatchKeys
+
+
 class PendingRuns:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._runs: dict[str, int] = {}        # run id -> seq of the last uncommitted batch changing it
         self._inputs: dict[str, int] = {}      # run id -> seq, for its dataset and model inputs/outputs
         self._experiments_seq = 0              # seq of the last batch changing an experiment row
-        self._batches: deque[tuple[int, list[str], list[str]]] = deque()
+        self._batches: deque[tuple[int, list[str], list[str], BatchKeys]] = deque()
         self._committed = 0
         self.overflowed_seq = 0                # seq of the last batch not tracked (too many runs)
 
@@ -75,14 +99,18 @@ class PendingRuns:
             self._runs[run_id] = seq
         for run_id in inputs:
             self._inputs[run_id] = seq
-        self._batches.append((seq, list(runs), list(inputs)))
+        keys = BatchKeys(
+            metrics=frozenset(k[1] for points in changes.latest.values() for k in points),
+            params=frozenset(k[1] for k in changes.params), tags=frozenset(k[1] for k in changes.tags),
+            rows=bool(changes.runs or changes.rewinds or changes.experiments), datasets=bool(changes.datasets))
+        self._batches.append((seq, list(runs), list(inputs), keys))
 
     def committed(self, seq: int) -> None:
         """Batches up to `seq` are committed: forget them."""
         with self.lock:
             self._committed = max(self._committed, seq)
             while self._batches and self._batches[0][0] <= self._committed:
-                done, runs, inputs = self._batches.popleft()
+                done, runs, inputs, _ = self._batches.popleft()
                 for run_id in runs:
                     if self._runs.get(run_id) == done:
                         del self._runs[run_id]
@@ -91,16 +119,17 @@ class PendingRuns:
                         del self._inputs[run_id]
 
     # ----- the reader's side (any thread)
-    def hot_run(self, run_id: str, cache: FoldCache, rule: str, released: int, committed: int) -> HotRun | None:
+    def hot_run(self, run_id: str, cache: FoldCache, rule: str, released: int, committed: int
+                ) -> HotRun | str | None:
         """The run's folded state if a batch whose verdicts are out but which is not committed
-        yet changed it and memory can answer for all of it; None otherwise (read DuckDB as
-        usual, after waiting for the commits). Call with `lock` held; `released` and
-        `committed` read under it."""
+        yet changed it and memory can answer for all of it; COMMITTED if no such batch changed
+        it; None otherwise (read DuckDB after waiting for the commits). Call with `lock` held;
+        `released` and `committed` read under it."""
         if rule not in LATEST_RULES:
             return None
         seq = self._runs.get(run_id, 0)
         if seq <= committed:
-            return None                 # nothing of this run is waiting for a commit
+            return None if self.overflowed_seq > committed else COMMITTED
         if (self.overflowed_seq > committed or self._experiments_seq > committed
                 or self._inputs.get(run_id, 0) > committed or seq > released):
             return None                 # not all of it is known here: wait for the commit instead
@@ -112,6 +141,23 @@ class PendingRuns:
             return None
         return HotRun(entry.row, experiment.lifecycle_stage, dict(entry.params), dict(entry.tags),
                       dict(entry.latest[rule]))
+
+    def uncommitted(self, released: int, committed: int) -> Uncommitted | None:
+        """The union of what the uncommitted batches changed; None if it is not all known here.
+        Call with `lock` held."""
+        if self.overflowed_seq > committed:
+            return None
+        batches = [b for b in self._batches if b[0] > committed]
+        if not batches or batches[-1][0] != released:
+            return None
+        runs: set[str] = set()
+        for b in batches:
+            runs.update(b[1])
+        keys = [b[3] for b in batches]
+        return Uncommitted(frozenset(runs), BatchKeys(
+            metrics=frozenset().union(*(k.metrics for k in keys)), params=frozenset().union(*(k.params for k in keys)),
+            tags=frozenset().union(*(k.tags for k in keys)), rows=any(k.rows for k in keys),
+            datasets=any(k.datasets for k in keys)))
 
     def __len__(self) -> int:
         return len(self._runs)

@@ -13,6 +13,7 @@ import orjson
 from runledger.ingest.errors import InternalError
 
 from runledger.projector.consumer import Projector
+from runledger.projector.pending import COMMITTED, HotRun, Uncommitted
 from runledger.projector.schema import LATEST_TABLES
 from runledger.projector.store import ReadModelDamaged, Store
 from runledger.query import reader
@@ -44,15 +45,41 @@ class ReadService:
         rendered-run cache's map, which a commit drops only for runs whose inputs changed, and
         only when no uncommitted batch changed them. The answer is not kept in the
         rendered-run cache (it is not in DuckDB yet)."""
+        found = self.run_now(run_id)
+        return found if found else None
+
+    def run_now(self, run_id: str) -> bytes | None:
+        """`run_from_memory`, but b"" when DuckDB already holds every change to the run (no
+        uncommitted batch changed it), so reading it there needs no wait."""
         if self._rule is None:
             return None
         hot = self._projector.hot_run(run_id, self._rule)
         if hot is None:
             return None
+        if hot == COMMITTED:
+            return b""
+        assert isinstance(hot, HotRun)
         parts = self.run_cache.inputs(run_id)
         if parts is None:
             return None
         return orjson.dumps(reader.hot_run_json(hot, *parts))
+
+    def memory_reads(self) -> "_MemoryReads | None":
+        """When writes were answered but are not committed yet and everything they changed is
+        known: what a read may use instead of waiting for their commits (`cursor_now` plus the
+        projector's folded state of the runs they changed; query.reader.MustWait tells the
+        caller to read again through `cursor` when that is not enough). None otherwise."""
+        if self._rule is None:
+            return None
+        uncommitted = self._projector.uncommitted()
+        return None if uncommitted is None else _MemoryReads(self, uncommitted)
+
+    @contextlib.contextmanager
+    def cursor_now(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor that does NOT wait for pending commits: only for reads that account for
+        them (`memory_reads`)."""
+        with self._errors(self._store.con.cursor()) as cur:
+            yield cur
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -61,7 +88,11 @@ class ReadService:
         DuckDB's errors stop here: a query failing on the read model is our fault, never the
         caller's input (readers validate that first), so it becomes an InternalError whose text
         is logged, not sent."""
-        cur = self._store.cursor()
+        with self._errors(self._store.cursor()) as cur:
+            yield cur
+
+    @contextlib.contextmanager
+    def _errors(self, cur: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
             yield cur
         except duckdb.Error as e:
@@ -84,3 +115,14 @@ class ReadService:
     async def lag(self) -> dict[int, tuple[int, int]]:
         """Per partition: (log end offset, next offset the projector will apply)."""
         return await self._projector.lag()
+
+
+class _MemoryReads:
+    """`ReadService.memory_reads`: what uncommitted batches changed, and their runs' JSON."""
+
+    def __init__(self, service: ReadService, uncommitted: Uncommitted) -> None:
+        self._service = service
+        self.uncommitted = uncommitted
+
+    def run_json(self, run_id: str) -> bytes | None:
+        return self._service.run_now(run_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import duckdb
 import orjson
@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.limits import shown_value
-from runledger.projector.pending import HotRun
+from runledger.projector.pending import BatchKeys, HotRun, Uncommitted
 from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql, search_tree
 from runledger.query.run_cache import RunCache
@@ -314,9 +314,75 @@ def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     return found
 
 
+class MustWait(Exception):
+    """A read on a cursor that did not wait for the commits (`memory` given) found that its
+    answer depends on writes not committed yet: read again after waiting."""
+
+
+class MemoryReads(Protocol):
+    """What a read that does not wait for pending commits knows (query.read_service)."""
+
+    uncommitted: Uncommitted
+
+    def run_json(self, run_id: str) -> bytes | None:
+        """The run's JSON from memory; b"" if DuckDB already has all of it; None: wait."""
+
+
+def _depends_on(where: list[search_filter.Comparison] | search_tree.Node, terms: list[search_filter.OrderTerm],
+                keys: BatchKeys) -> bool:
+    """Whether uncommitted changes (`keys`) could change which runs a search matches or their
+    order: a changed run row (created, renamed, ended, deleted, a rewind) or experiment always
+    could; otherwise only a changed key that the filter or the order names."""
+    if keys.rows:
+        return True
+    leaves: list[search_filter.Comparison] = []
+    stack: list[Any] = [where] if isinstance(where, (search_tree.Leaf, search_tree.AllOf, search_tree.AnyOf,
+                                                       search_tree.Not)) else list(where)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, search_tree.Leaf):
+            leaves.append(node.comparison)
+        elif isinstance(node, (search_tree.AllOf, search_tree.AnyOf)):
+            stack.extend(node.children)
+        elif isinstance(node, search_tree.Not):
+            stack.append(node.child)
+        else:
+            leaves.append(node)
+    named = {"metric": keys.metrics, "param": keys.params, "tag": keys.tags}
+    for item in [*leaves, *terms]:
+        if item.entity in named:
+            if item.key in named[item.entity]:
+                return True
+        elif item.entity == "label":
+            if keys.tags:
+                return True
+        elif item.entity == "dataset":
+            if keys.datasets:
+                return True
+        elif item.entity != "attribute":
+            return True  # something this check does not know: be safe
+    return False
+
+
 def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
-    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`."""
+                  experiment_ids: list[str] | None, cache: RunCache,
+                  memory: MemoryReads | None = None) -> list[orjson.Fragment]:
+    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`. With
+    `memory` (a cursor that did not wait for pending commits), the runs that uncommitted
+    batches changed come from the projector's folded state (MustWait if one cannot)."""
+    found: dict[str, bytes] = {}
+    if memory is not None:
+        for run_id in run_ids:
+            if run_id in memory.uncommitted.runs:
+                body = memory.run_json(run_id)
+                if body is None:
+                    raise MustWait(run_id)
+                if body:   # else committed since `memory` was taken: DuckDB (and the cache) have it
+                    found[run_id] = body
+        if found:
+            run_ids_left = [r for r in run_ids if r not in found]
+            found.update(_rendered(cur, run_ids_left, latest_table, experiment_ids, cache))
+            return [orjson.Fragment(found[r]) for r in run_ids if r in found]
     found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
     return [orjson.Fragment(found[r]) for r in run_ids if r in found]
 
@@ -347,11 +413,15 @@ def run_ref(cur: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, str]
 def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
                 run_view_type: Any, max_results: int | None, order_by: list[str], page_token: str | None,
                 latest_table: str, cursors: SearchCursors, cache: RunCache | None = None,
-                filter_tree: search_tree.Node | None = None) -> dict[str, Any]:
+                filter_tree: search_tree.Node | None = None, memory: MemoryReads | None = None) -> dict[str, Any]:
     """One page of runs. `filter_tree` (a boolean filter, query.search_tree) replaces
     `filter_string` when given. The first page computes the full ordered id list and, when more pages
     follow, keeps it under a cursor named in the page token; later pages read that snapshot.
-    With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts."""
+    With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts. With `memory`,
+    `cur` did not wait for pending commits: MustWait if the answer depends on them beyond the
+    runs `memory` can render."""
+    if memory is not None and cache is None:
+        raise MustWait("no rendered-run cache")
     limit = _max_results(max_results, default=1000)
     if page_token:
         cursor, offset = _decode_cursor_token(page_token)
@@ -364,13 +434,13 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
         if not experiment_ids:
             return {}
         offset, ids = 0, _matching_run_ids(cur, experiment_ids, filter_string, run_view_type, order_by, latest_table,
-                                           filter_tree)
+                                           filter_tree, memory)
         cursor = cursors.put((ids, list(experiment_ids))) if len(ids) > limit else ""
     page = ids[offset:offset + limit]
     if not isinstance(page, list):
         page = page.to_pylist()
     runs = (runs_json(cur, page, latest_table, experiment_ids) if cache is None
-            else rendered_runs(cur, page, latest_table, experiment_ids, cache))
+            else rendered_runs(cur, page, latest_table, experiment_ids, cache, memory))
     out: dict[str, Any] = {"runs": runs}
     if len(ids) > offset + limit:
         out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": offset + limit})
@@ -379,7 +449,7 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
 
 def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_string: str | None,
                       run_view_type: Any, order_by: list[str] | list[search_filter.OrderTerm], latest_table: str,
-                      filter_tree: search_tree.Node | None = None) -> Any:
+                      filter_tree: search_tree.Node | None = None, memory: MemoryReads | None = None) -> Any:
     """The ordered ids of every matching run: a list, or past `_ARROW_FROM` ids an Arrow array
     (20,000 ids arrive several times faster as one Arrow column than as Python tuples, while
     converting a few hundred costs more than it saves). Either one slices into pages."""
@@ -391,6 +461,8 @@ def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str],
                                                      _view_code(run_view_type))
     except SearchFilterError as e:
         raise InvalidParameterValue(str(e)) from e
+    if memory is not None and _depends_on(where, list(terms), memory.uncommitted.keys):
+        raise MustWait("the search names what uncommitted writes changed")
     result = cur.execute(_parsed(cur, sql), params)
     first = result.fetchmany(_ARROW_FROM)
     if len(first) < _ARROW_FROM:
