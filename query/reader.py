@@ -138,10 +138,14 @@ _RUN_DATA = (
 )
 _EXPERIMENT_STAGES = ("SELECT 5, experiment_id, lifecycle_stage, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
                       "FROM experiments WHERE experiment_id IN ({ids})")
-_page_sql_cache: dict[tuple[str, int], str] = {}
+_page_sql_cache: dict[tuple[str, int, bool], str] = {}
+# The parts of _RUN_DATA that read a run's dataset and model inputs/outputs: a page leaves them
+# out while no run has any (`RunCache.may_have_inputs`); three empty-table scans in the
+# statement cost about a fifth of a 100-run page.
+_INPUT_PARTS = frozenset({4, 6, 7})
 
 
-def _page_sql(latest_table: str, experiments: int) -> str:
+def _page_sql(latest_table: str, experiments: int, inputs: bool = True) -> str:
     """The statement for a page of runs, cached per (latest table, shape).
 
     ``experiments == 0``: one run (``$1``), each part filtered on ``run_id = $1`` (the runs
@@ -153,23 +157,24 @@ def _page_sql(latest_table: str, experiments: int) -> str:
     In every shape the experiment's stage is NULL, or its row absent, when the experiment row
     is missing: such a run is skipped (not readable), as an inner join with experiments does.
     """
-    key = (latest_table, experiments)
+    key = (latest_table, experiments, inputs)
     sql = _page_sql_cache.get(key)
     if sql is None:
         if not latest_table.replace("_", "").isalpha():
             raise ValueError(f"untrusted latest-metrics table name: {latest_table!r}")
+        run_data = [b for i, b in enumerate(_RUN_DATA) if inputs or (i + (i >= 5)) not in _INPUT_PARTS]
         if experiments == 0:
             stage = "(SELECT e.lifecycle_stage FROM experiments e WHERE e.experiment_id = r.experiment_id)"
             sql = "\nUNION ALL ".join(b.format(stage=stage, where=" WHERE run_id = $1", latest=latest_table)
-                                      for b in _RUN_DATA)
+                                      for b in run_data)
         else:
-            parts = "\nUNION ALL ".join(b.format(stage="NULL", where="", latest=latest_table) for b in _RUN_DATA)
+            parts = "\nUNION ALL ".join(b.format(stage="NULL", where="", latest=latest_table) for b in run_data)
             ids = ("SELECT experiment_id FROM runs WHERE run_id IN (SELECT unnest($1::VARCHAR[]))" if experiments < 0
                    else ", ".join(f"${i + 2}" for i in range(experiments)))
             sql = (f"SELECT u.* FROM ({parts}) u(kind, run_id, c1, c2, c3, c4, c5, c6, c7, value, n1, n2) "
                    f"SEMI JOIN (SELECT unnest($1::VARCHAR[]) AS id) page ON u.run_id = page.id"
                    f"\nUNION ALL {_EXPERIMENT_STAGES.format(ids=ids)}")
-        if len(_page_sql_cache) < 256:
+        if len(_page_sql_cache) < 512:
             _page_sql_cache[key] = sql
     return sql
 
@@ -183,20 +188,21 @@ def _dataset_order(row: tuple[Any, ...]) -> Any:
 
 
 def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-              experiment_ids: list[str] | None = None) -> list[dict[str, Any]]:
+              experiment_ids: list[str] | None = None, inputs: bool = True) -> list[dict[str, Any]]:
     """Full MLflow Run objects for `run_ids`, in that order (unknown ids are skipped).
 
     `experiment_ids`, when given, must include the experiment of every run in `run_ids`
-    (a search's experiments): their stages are then read directly, which is cheaper."""
+    (a search's experiments): their stages are then read directly, which is cheaper.
+    `inputs` False: no run has dataset or model inputs/outputs (not read, shown empty)."""
     if not run_ids:
         return []
     if len(run_ids) == 1 and experiment_ids is None:
         rows = cur.execute(_parsed(cur, _page_sql(latest_table, 0)), [run_ids[0]]).fetchall()
     elif experiment_ids is None:
-        rows = cur.execute(_parsed(cur, _page_sql(latest_table, -1)), [list(run_ids)]).fetchall()
+        rows = cur.execute(_parsed(cur, _page_sql(latest_table, -1, inputs)), [list(run_ids)]).fetchall()
     else:
         experiment_ids = list(dict.fromkeys(experiment_ids))
-        rows = cur.execute(_parsed(cur, _page_sql(latest_table, len(experiment_ids))),
+        rows = cur.execute(_parsed(cur, _page_sql(latest_table, len(experiment_ids), inputs)),
                            [list(run_ids), *experiment_ids]).fetchall()
     infos: dict[str, tuple[Any, ...]] = {}
     stages: dict[str, str] = {}
@@ -306,7 +312,8 @@ def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     found = cache.get(latest_table, run_ids)
     missing = [r for r in run_ids if r not in found]
     if missing:
-        runs = runs_json(cur, missing, latest_table, experiment_ids)
+        inputs = len(missing) == 1 or cache.may_have_inputs(lambda: _any_inputs(cur))
+        runs = runs_json(cur, missing, latest_table, experiment_ids, inputs)
         rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run)) for run in runs]
         cache.put(latest_table, rendered, token)
         cache.put_inputs([(run["info"]["run_id"], run["inputs"], run["outputs"]) for run in runs], token)
@@ -362,6 +369,12 @@ def _depends_on(where: list[search_filter.Comparison] | search_tree.Node, terms:
         elif item.entity != "attribute":
             return True  # something this check does not know: be safe
     return False
+
+
+def _any_inputs(cur: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any run has a dataset or model input or output."""
+    return bool(cur.execute(_parsed(cur, "SELECT EXISTS (FROM run_datasets) OR EXISTS (FROM run_model_inputs) "
+                                         "OR EXISTS (FROM run_model_outputs)")).fetchone()[0])
 
 
 def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,

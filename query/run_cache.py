@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -62,6 +62,7 @@ class RunCache:
         self._inputs: OrderedDict[str, tuple[tuple[dict[str, Any], dict[str, Any]], int]] = OrderedDict()
         self._inputs_bytes = 0
         self._inputs_max_bytes = max(max_bytes // 8, 1 << 20)
+        self._inputs_seen: bool | None = None   # any dataset/model input or output in the read model
 
     def token(self) -> int:
         """Take before reading the runs you will `put`."""
@@ -100,6 +101,22 @@ class RunCache:
                 self._bytes += len(body)
             while self._bytes > self.max_bytes and self._entries:
                 self._pop(next(iter(self._entries)))
+
+    def may_have_inputs(self, probe: Callable[[], bool]) -> bool:
+        """Whether any run may have dataset or model inputs/outputs: `probe()` (a query) until
+        it or a commit says so, then True for good. A "no" is kept only if no commit landed
+        while probing (the commit could have brought the first one)."""
+        with self._lock:
+            if self._inputs_seen is not None:
+                return self._inputs_seen
+            generation = self._generation
+        found = probe()
+        with self._lock:
+            if found:
+                self._inputs_seen = True
+            elif self._generation == generation and self._inputs_seen is None:
+                self._inputs_seen = False
+            return found or bool(self._inputs_seen)
 
     def inputs(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The run's `inputs` and `outputs` parts as last rendered, unless a commit since then
@@ -169,6 +186,9 @@ class RunCache:
         for keyed in (changes.model_inputs, changes.model_outputs):
             inputs.update(k[0] for k in keyed)
         inputs.update(r.run_id for r in changes.rewinds)
+        if inputs and not self._inputs_seen:
+            with self._lock:
+                self._inputs_seen = True   # before the commit is visible: see may_have_inputs
         self.drop(runs | inputs, changes.experiments, inputs_of=inputs)
 
     def _pop(self, key: tuple[str, str]) -> None:

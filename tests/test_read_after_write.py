@@ -201,3 +201,27 @@ def test_a_search_right_after_a_run_is_created_waits_for_the_commit(tmp_path: Pa
             h.store.gate.set()
             await h.projector.drain()
     scenario(tmp_path, body)
+
+
+def test_a_page_read_while_no_run_had_inputs_shows_the_first_dataset_once_it_is_logged(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        service = h.services["latest_metrics"]
+
+        def page() -> list[dict[str, Any]]:
+            with service.cursor() as cur:
+                found = reader.search_runs(cur, experiment_ids=["1"], filter_string=None, run_view_type=None,
+                                           max_results=10, order_by=[], page_token=None,
+                                           latest_table="latest_metrics", cursors=service.search_cursors,
+                                           cache=h.cache)
+            return orjson.loads(orjson.dumps(found))["runs"]
+
+        assert all(run["inputs"] == {} for run in page())   # rendered without reading the input tables
+        await h.fold(log_inputs(dataset(), run=OTHER))
+        await h.projector.drain()
+        shown = {run["info"]["run_id"]: run["inputs"] for run in page()}
+        assert shown[OTHER]["dataset_inputs"][0]["dataset"]["name"] == "train"
+        assert shown[RUN] == {}
+        with service.cursor() as cur:
+            everything = {r["info"]["run_id"]: r for r in reader.runs_json(cur, [RUN, OTHER], "latest_metrics")}
+        assert {run["info"]["run_id"]: run for run in page()} == everything
+    scenario(tmp_path, body)
