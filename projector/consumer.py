@@ -124,6 +124,14 @@ class Projector:
                 return COMMITTED
             return self.pending.hot_run(run_id, self.cache, rule, released, committed)
 
+    def folded_runs(self, run_ids: list[str], rule: str) -> dict[str, HotRun]:
+        """The folded state of those of `run_ids` that the fold cache holds (projector.pending),
+        each as DuckDB has it or newer; empty when the projector is not in its normal state."""
+        if self._failure is not None or self._committer is None or self.store.corruption is not None:
+            return {}
+        with self.pending.lock:
+            return self.pending.folded_runs(run_ids, self.cache, rule, self.store.visibility.committed)
+
     def uncommitted(self) -> Uncommitted | None:
         """What the batches whose verdicts are out but which are not committed yet changed;
         None when nothing is waiting for a commit, or it is not all known (then wait)."""

@@ -142,6 +142,27 @@ class PendingRuns:
         return HotRun(entry.row, experiment.lifecycle_stage, dict(entry.params), dict(entry.tags),
                       dict(entry.latest[rule]))
 
+    def folded_runs(self, run_ids: list[str], cache: FoldCache, rule: str, committed: int) -> dict[str, HotRun]:
+        """The folded state of those of `run_ids` the fold cache holds whose dataset and model
+        inputs/outputs no uncommitted batch changed (those parts are not in the fold cache).
+        Each is the run as DuckDB has it, or newer (a batch whose verdicts are out). Call with
+        `lock` held, `committed` read under it."""
+        if rule not in LATEST_RULES or self.overflowed_seq > committed or cache.experiments is None:
+            return {}
+        out: dict[str, HotRun] = {}
+        for run_id in run_ids:
+            if self._inputs.get(run_id, 0) > committed:
+                continue
+            entry = cache.runs.get(run_id)
+            if entry is None or entry.row is None:
+                continue
+            experiment = cache.experiments.get(entry.row.experiment_id)
+            if experiment is None:
+                continue
+            out[run_id] = HotRun(entry.row, experiment.lifecycle_stage, dict(entry.params), dict(entry.tags),
+                                 dict(entry.latest[rule]))
+        return out
+
     def uncommitted(self, released: int, committed: int) -> Uncommitted | None:
         """The union of what the uncommitted batches changed; None if it is not all known here.
         Call with `lock` held."""

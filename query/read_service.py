@@ -22,6 +22,9 @@ from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
 
 
+_RULES = {table: rule for rule, table in LATEST_TABLES.items()}   # latest-metrics table -> rule
+
+
 class ReadService:
     def __init__(self, store: Store, projector: Projector, *, latest_table: str, run_cache: RunCache,
                  search_cursors: SearchCursors, bucket_cache: BucketCache | None = None) -> None:
@@ -31,7 +34,28 @@ class ReadService:
         self.run_cache = run_cache
         self.search_cursors = search_cursors
         self.bucket_cache = bucket_cache if bucket_cache is not None else BucketCache()   # answers of metrics/history-buckets
-        self._rule = {table: rule for rule, table in LATEST_TABLES.items()}.get(latest_table)
+        self._rule = _RULES.get(latest_table)
+        if run_cache.folded is None:
+            run_cache.folded = self.folded_json
+
+    def folded_json(self, latest_table: str, run_ids: list[str]) -> dict[str, bytes]:
+        """JSON of those of `run_ids` the projector's fold cache holds (its most recently
+        written runs, `FoldCache.max_runs`), rendered as `reader.runs_json` renders DuckDB's
+        rows: each as DuckDB has it, or newer when a write to it is answered but not committed.
+        Runs whose inputs/outputs are not known here are left out (read from DuckDB)."""
+        rule = _RULES.get(latest_table)
+        if rule is None:
+            return {}
+        hot = self._projector.folded_runs(run_ids, rule)
+        if not hot:
+            return {}
+        none_anywhere = self.run_cache.no_inputs_anywhere()  # read after the pending check: see RunCache
+        out = {}
+        for run_id, state in hot.items():
+            parts = ({}, {}) if none_anywhere else self.run_cache.inputs(run_id)
+            if parts is not None:
+                out[run_id] = orjson.dumps(reader.hot_run_json(state, *parts))
+        return out
 
     def run_from_memory(self, run_id: str) -> bytes | None:
         """The run's MLflow JSON without waiting for a DuckDB commit, when a write to it was
@@ -59,7 +83,8 @@ class ReadService:
         if hot == COMMITTED:
             return b""
         assert isinstance(hot, HotRun)
-        parts = self.run_cache.inputs(run_id)
+        # read after the pending check (see RunCache.may_have_inputs)
+        parts = ({}, {}) if self.run_cache.no_inputs_anywhere() else self.run_cache.inputs(run_id)
         if parts is None:
             return None
         return orjson.dumps(reader.hot_run_json(hot, *parts))

@@ -311,6 +311,11 @@ def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     token = cache.token()  # before reading: see RunCache
     found = cache.get(latest_table, run_ids)
     missing = [r for r in run_ids if r not in found]
+    if missing and cache.folded is not None and len(missing) > 1:
+        # Runs the projector's fold cache holds render from there (not kept: the fold cache is
+        # the copy); one run alone is a cheap primary-key read, and keeps its inputs known.
+        found.update(cache.folded(latest_table, missing))
+        missing = [r for r in missing if r not in found]
     if missing:
         inputs = len(missing) == 1 or cache.may_have_inputs(lambda: _any_inputs(cur))
         runs = runs_json(cur, missing, latest_table, experiment_ids, inputs)

@@ -63,6 +63,9 @@ class RunCache:
         self._inputs_bytes = 0
         self._inputs_max_bytes = max(max_bytes // 8, 1 << 20)
         self._inputs_seen: bool | None = None   # any dataset/model input or output in the read model
+        # Set by the read service: renders runs the projector's fold cache holds ((latest
+        # table, run ids) -> run id -> JSON), which costs a fraction of reading them from DuckDB (query.reader._rendered).
+        self.folded: Callable[[str, list[str]], dict[str, bytes]] | None = None
 
     def token(self) -> int:
         """Take before reading the runs you will `put`."""
@@ -101,6 +104,10 @@ class RunCache:
                 self._bytes += len(body)
             while self._bytes > self.max_bytes and self._entries:
                 self._pop(next(iter(self._entries)))
+
+    def no_inputs_anywhere(self) -> bool:
+        """True once a probe found no run with inputs/outputs and no commit brought one since."""
+        return self._inputs_seen is False
 
     def may_have_inputs(self, probe: Callable[[], bool]) -> bool:
         """Whether any run may have dataset or model inputs/outputs: `probe()` (a query) until

@@ -70,6 +70,24 @@ class Harness:
             (run,) = reader.runs_json(cur, [run_id], table)
         return orjson.dumps(run)
 
+    def page_from_fold(self, table: str) -> bytes:
+        """runs/search's page with a rendered-run cache that keeps nothing: every run is rendered
+        from the fold cache (or DuckDB when not held there)."""
+        cache = RunCache(max_bytes=0)
+        cache.folded = self.services[table].folded_json
+        assert set(cache.folded(table, [RUN, OTHER])) == {RUN, OTHER}   # both are held in the fold cache
+        return self._page(table, cache)
+
+    def page_from_duckdb(self, table: str) -> bytes:
+        return self._page(table, None)
+
+    def _page(self, table: str, cache: RunCache | None) -> bytes:
+        service = self.services[table]
+        with service.cursor() as cur:
+            return orjson.dumps(reader.search_runs(
+                cur, experiment_ids=["1"], filter_string=None, run_view_type=3, max_results=10, order_by=[],
+                page_token=None, latest_table=table, cursors=service.search_cursors, cache=cache))
+
     def read_through_cache(self, run_id: str) -> None:
         """A get-run as the route makes it when nothing is pending (keeps the run's inputs)."""
         for table, service in self.services.items():
@@ -139,6 +157,9 @@ def test_a_run_read_right_after_each_kind_of_write_equals_what_duckdb_answers_af
                 assert got[table] is not None, f"{label}: memory did not answer ({table})"
                 assert got[table] == h.duckdb_json(table, RUN), f"{label} ({table})"
             h.read_through_cache(RUN)  # the route's read after a commit: keeps the run's inputs again
+            h.read_through_cache(OTHER)
+            for table in TABLES:   # a page renders the runs the fold cache holds from there
+                assert h.page_from_fold(table) == h.page_from_duckdb(table), f"{label}: page ({table})"
     scenario(tmp_path, body)
 
 
