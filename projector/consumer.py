@@ -378,7 +378,8 @@ class Projector:
         if request:
             await self.drain()  # a miss must not read rows a queued commit is about to change
             loaded = await asyncio.to_thread(self.store.load, request)
-            self.cache.add_loaded(request, loaded)
+            with self.pending.lock:  # readers never see a run's entry half filled (projector.pending)
+                self.cache.add_loaded(request, loaded)
         state = self.cache.state_for(records, loaded)
         result = await asyncio.to_thread(fold_batch, state, records) if big else fold_batch(state, records)
         with self.pending.lock:  # readers of `cache` see it whole batches at a time (projector.pending)

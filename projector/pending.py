@@ -8,8 +8,10 @@ cache already holds that run's folded state, and it is exactly the state the com
 write (it is the fold's own output), so a reader may take it from there instead, under one
 condition: it must see the cache at a moment when the cache equals "every batch whose verdicts
 were handed out", never half of a batch. `lock` gives that: the projector absorbs a batch into
-the fold cache, records what it changed here and releases its verdicts while holding it, and a
-reader copies a run's state while holding it.
+the fold cache, records what it changed here and releases its verdicts while holding it (and
+fills in runs loaded from DuckDB while holding it), and a reader copies a run's state while
+holding it. Runs that no uncommitted batch changed are in the fold cache exactly as in DuckDB,
+so pages render them from there too (`folded_runs`).
 
 Bounded: an entry lives only while its batch is uncommitted (pruned on every fold and every
 commit), and at most `_MAX_TRACKED` runs are tracked; past that, readers simply wait for the
