@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "4.1.1"
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 _READY_LINE = "Kafka Server started"
+# How often start-up looks for the ready line (part of `make up`'s time to the first answer).
+_READY_POLL_S = 0.05
 # What a first download weighs in jars, to say how far along it is: measured with an empty
 # Maven repository, 93 jars and 58 MB (46 jars, 43 MB, are the broker; the rest Maven's own
 # dependency plugin, already there on a machine that has used Maven, where it ends early).
@@ -297,7 +299,7 @@ class LocalKafka:
             if on_progress is not None:
                 on_progress(f"starting Apache Kafka {KAFKA_VERSION} (pid {proc.pid}): {time.monotonic() - t0:.0f}s, "
                             f"waiting for it to serve on {self.bootstrap_servers} (log: {self.log_file})")
-            time.sleep(0.2)
+            time.sleep(_READY_POLL_S)
         self.stop()
         raise KafkaProvisioningError(f"Kafka did not become ready within {timeout:.0f}s:\n{self._log_tail()}")
 
