@@ -505,7 +505,7 @@ _MIN_FREE_BYTES = 16 << 20
 # Group commits of streamed points (Committer._gather): a DuckDB row group is 122,880 rows.
 GROUP_COMMIT_POINTS = 122_880
 STREAM_COMMIT_POINTS = 10_000
-GROUP_COMMIT_WAIT_S = 0.2
+GROUP_COMMIT_WAIT_S = 0.15
 _HURRY = object()
 
 # Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).
