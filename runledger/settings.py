@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         "artifact root of new experiments; default: mlflow-artifacts:/ (served by this server); a file: or s3: "
         "URI makes clients write there themselves")
     duckdb_threads: int = setting(1, "RUNLEDGER_DUCKDB_THREADS", "DuckDB threads of the read model", gt=0)
-    stream_max_lag_ms: int = setting(100, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
+    stream_max_lag_ms: int = setting(300, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
     run_cache_mb: int = setting(64, "RUNLEDGER_RUN_CACHE_MB", "MB of rendered runs kept for reads; 0 = none", ge=0)
     duckdb_memory_limit: str = setting(None, "RUNLEDGER_DUCKDB_MEMORY_LIMIT",
                                        "DuckDB memory limit, e.g. '512MiB' or '2GB'; default: a quarter of RAM, "
@@ -123,6 +123,9 @@ class Settings(BaseSettings):
                                       "failed sign-ins per client per minute before each is slowed down", gt=0)
     wandb_entity: str = setting("runledger", "RUNLEDGER_WANDB_ENTITY",
                                 "the entity (workspace) W&B's public API clients see (docs/wandb.md)", min_length=1)
+    wandb_url_key: str | None = setting(None, "RUNLEDGER_WANDB_URL_KEY",
+                                        "key signing W&B history-export URLs; replicas behind one address share "
+                                        "it (default: random per process)", repr=False)
     artifact_store_override: str | None = setting(
         None, "RUNLEDGER_ARTIFACT_STORE",
         "where served artifact bytes are kept: a folder or s3://bucket/prefix; default: DATA_DIR/artifacts")
