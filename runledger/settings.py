@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = setting(None, "RUNLEDGER_S3_ENDPOINT_URL",
                                           "S3-compatible server of an s3:// artifact store (default: AWS)")
     artifact_max_mb: int = setting(10240, "RUNLEDGER_ARTIFACT_MAX_MB", "MB one uploaded artifact file may have", gt=0)
+    # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
+    audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
+                                           "checkpoint a run's state for as-of reads every this many of its events; "
+                                           "0 = never by events", ge=0)
+    audit_checkpoint_points: int = setting(50_000, "RUNLEDGER_AUDIT_CHECKPOINT_POINTS",
+                                           "... or every this many of its metric points; 0 = never by points", ge=0)
 
     @field_validator("duckdb_memory_limit")
     @classmethod
