@@ -245,6 +245,7 @@ class _Fold:
     base: checkpoints.Checkpoint | None
     rows: dict[str, pa.Table]
     positions: list[tuple[int, int]]
+    run_events: int            # how many of `positions` are the run's own events
 
 
 def _plan(store: Store, run_id: str, moment: Moment, use_checkpoint: bool,
@@ -264,16 +265,21 @@ def _plan(store: Store, run_id: str, moment: Moment, use_checkpoint: bool,
         rows = checkpoints.rows_of(cur, base) if base is not None else {}
     finally:
         _end(cur)
-    return False, _Fold(events, cut, base, rows,
-                        exp_positions + events.positions(base.offset if base else None, cut.offset))
+    run_positions = events.positions(base.offset if base else None, cut.offset)
+    return False, _Fold(events, cut, base, rows, exp_positions + run_positions, len(run_positions))
 
 
 async def _past(store: Store, log: LogReader, run_id: str, moment: Moment, keep_points: bool,
                 use_checkpoint: bool, live: Callable[[duckdb.DuckDBPyConnection], Any] | None,
-                past: Callable[[_Replica], Any]) -> Any:
+                past: Callable[[_Replica], Any], basis: dict[str, Any] | None = None) -> Any:
     """`live(cursor)` when the read model now holds exactly the run as of `moment` (and `live`
-    is given), else `past(replica)` on a replica folded up to `moment`."""
+    is given), else `past(replica)` on a replica folded up to `moment`. `basis`, if given, is
+    told where the answer started from (`describe_basis`)."""
     is_live, plan = await asyncio.to_thread(_plan, store, run_id, moment, use_checkpoint, live)
+    if basis is not None:
+        basis["live"] = is_live
+        basis["checkpoint"] = None if is_live or plan.base is None else (plan.base.partition, plan.base.offset)
+        basis["folded"] = 0 if is_live else plan.run_events
     if is_live:
         return plan
     records = await _records(log, plan.positions)
@@ -297,12 +303,23 @@ def _live_run(run_id: str, latest_table: str) -> Callable[[duckdb.DuckDBPyConnec
     return render
 
 
+def describe_basis(basis: dict[str, Any]) -> str:
+    """Where an as-of answer started (the X-Runledger-As-Of-Basis header): 'live', or
+    'checkpoint <p:o>; folded N events', or 'log start; folded N events' (N: the run's own
+    events folded; its experiment's few are folded too)."""
+    if basis.get("live"):
+        return "live"
+    start = basis.get("checkpoint")
+    where = f"checkpoint {format_position(*start)}" if start else "log start"
+    return f"{where}; folded {basis.get('folded', 0)} events"
+
+
 async def run_as_of(store: Store, log: LogReader, run_id: str, moment: Moment, latest_table: str,
-                    *, shortcuts: bool = True) -> dict[str, Any]:
+                    *, shortcuts: bool = True, basis: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run as runs/get answered at `moment` (MLflow's Run JSON). `shortcuts=False` folds
     every event from the run's creation on (tests prove the shortcuts give the same answer)."""
     run = await _past(store, log, run_id, moment, False, shortcuts, _live_run(run_id, latest_table) if shortcuts else None,
-                      lambda replica: replica.run(run_id, latest_table))
+                      lambda replica: replica.run(run_id, latest_table), basis)
     if run is None:
         raise ResourceDoesNotExist(f"Run with id={run_id} did not exist at {moment.describe()}")
     return run

@@ -49,8 +49,10 @@ class AuditService:
             found = reader.get_run(cur, run_id, self.reads.latest_table)
         return found if isinstance(found, dict) or found is None else None
 
-    async def run_as_of(self, run_id: str, moment: as_of.Moment) -> dict[str, Any]:
-        return await as_of.run_as_of(self._store, self._log, run_id, moment, self.reads.latest_table)
+    async def run_as_of(self, run_id: str, moment: as_of.Moment, *, shortcuts: bool = True,
+                        basis: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await as_of.run_as_of(self._store, self._log, run_id, moment, self.reads.latest_table,
+                                     shortcuts=shortcuts, basis=basis)
 
     async def metric_history_as_of(self, run_id: str, key: str, moment: as_of.Moment, max_results: int | None,
                                    page_token: str | None) -> dict[str, Any]:
