@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from runledger.ingest.catalog import Catalog, RunRef
 from runledger.ingest.contract.events import LATE_EVENT, Envelope, Verdict
@@ -53,7 +53,8 @@ class Writer:
 
     def __init__(self, log: EventLog, board: VerdictBoard, catalog: Catalog, wait_timeout: float = 30.0,
                  settle: Settle | None = None, clock_margin: float = 1.0,
-                 unwritable: Callable[[], str | None] | None = None) -> None:
+                 unwritable: Callable[[], str | None] | None = None,
+                 ruled: Callable[[], Mapping[int, int]] | None = None) -> None:
         self.log = log
         self.board = board
         self.catalog = catalog
@@ -62,6 +63,9 @@ class Writer:
         self.clock_margin = clock_margin
         # Why writes must be refused before they reach the log (the data folder is full), or None.
         self.unwritable = unwritable
+        # Per partition, the next offset the projector has ruled on (folded): where a write
+        # confirmed from the log, without the producer's ack, is known to lie below.
+        self.ruled = ruled
 
     async def commit(self, event: Envelope) -> Verdict:
         """Append `event`, wait until the projector has applied it; raise its rejection as a RunledgerError."""
@@ -153,6 +157,7 @@ class Writer:
                                  "nothing was applied. Retrying is safe.")
         settled = await self.settle(self.wait_timeout) if self.settle is not None else False
         if all(f.done() for f in futures):
+            self._note_ruled()
             return None
         if settled and not any(f.done() for f in futures):
             raise LogUnavailable(
@@ -161,6 +166,14 @@ class Writer:
         raise OutcomeUnknown(
             "The event log (Kafka) did not acknowledge the write in time and cannot be read to tell whether "
             "it got there before its deadline. It may or may not take effect: check before retrying.")
+
+    def _note_ruled(self) -> None:
+        """The answer's log position when the events were confirmed from the log, not by an
+        ack: no offsets of their own, but the projector has ruled on them, so they lie below
+        what it has folded. A read passing that back waits for them (docs/replicas.md); at
+        worst it waits for a few records more than it needed."""
+        if self.ruled is not None:
+            note_written((p, o - 1) for p, o in self.ruled().items() if o > 0)
 
     def writable_run(self, run_id: str) -> RunRef:
         """Fail early, with MLflow's error, for writes the projector would reject anyway."""

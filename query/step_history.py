@@ -20,11 +20,15 @@ which the one-pass arg_min/arg_max here gives.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-__all__ = ["history_keys", "history_rows", "sampled_rows", "SPECIAL_KEYS"]
+__all__ = ["history_keys", "history_rows", "sampled_rows", "history_fingerprint", "export_parquet", "SPECIAL_KEYS"]
 
 # Keys every row carries; they are not metric keys.
 SPECIAL_KEYS = ("_step", "_timestamp", "_runtime")
@@ -87,13 +91,78 @@ def history_rows(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | 
     params: list[Any] = [run_id, min_step, max_step]
     where = _key_filter(keys, params)
     result = cur.execute("SELECT step, key, value, timestamp FROM metrics WHERE run_id = $1 AND step >= $2 "
-                         f"AND step < $3{where} ORDER BY step, timestamp", params).fetchall()
+                         f"AND step < $3{where} ORDER BY step, timestamp, value", params).fetchall()
     rows = _Rows(start_time)
     for step, key, value, ts in result:
         if step not in rows.rows and len(rows.rows) >= limit:
             break
         rows.put(step, key, value, ts)
     return rows.done()
+
+
+def history_fingerprint(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None) -> str | None:
+    """A name for the run's history as it is now (None: no points): the point count and an XOR
+    of the points' hashes (points are a set, so any added, rewound or deleted point changes it),
+    and the start time (``_runtime`` depends on it). One pass over the run's points."""
+    count, mix = cur.execute("SELECT count(*), bit_xor(hash(key, value, timestamp, step)) FROM metrics "
+                             "WHERE run_id = ?", [run_id]).fetchone()
+    if not count:
+        return None
+    return f"{count:x}-{mix:016x}-{(start_time or 0):x}"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# W&B's reader, scanning with keys, passes rows of a file lacking a requested column on as rows
+# holding only ``_step`` (a page leaves such rows out): more than one key set per run would break
+# keyed scans, so a run whose rows hold different key sets is not exported (measured with
+# wandb 0.31; tests/test_wandb_parquet.py).
+MAX_EXPORT_PARTS = 1
+
+
+def export_parquet(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None,
+                   target: Path) -> list[Path] | None:
+    """Every row of the run (the rows ``history_rows`` pages out, the same values) as Parquet:
+    ``_step`` (BIGINT), ``_timestamp``, ``_runtime`` and one DOUBLE column per key. Pivoted by
+    DuckDB in one query; the point of a key that wins at a step is the latest (ties: the larger
+    value, as in ``history_rows``).
+
+    W&B's reader turns every cell into a row item, a NULL one too, while a page's row holds only
+    the keys logged at its step. So the rows are split by the set of keys they hold, one file per
+    set with just those columns (NULL then only where a NaN was logged, which a page shows as
+    null as well); the reader merges the files by step. Returns the files (``target`` with
+    ``-<n>`` before the suffix), or None when the rows have more than ``MAX_EXPORT_PARTS``
+    different key sets (keys logged at different steps): such a run is served by pages.
+    Each file is written to a temporary name and renamed, so a reader never sees half a file."""
+    keys = [k for (k,) in cur.execute("SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key",
+                                      [run_id]).fetchall()]
+    start = int(start_time or 0)
+    runtime = f"greatest(max(timestamp) - {start}, 0) / 1000.0" if start else "0.0"
+    # Non-finite values are NULL in the file, as they are null in the pages' JSON.
+    columns = "".join(f", any_value(CASE WHEN isfinite(value) THEN value END) FILTER (WHERE key = ${i + 2}) "
+                      f"AS {_identifier(k)}" for i, k in enumerate(keys))
+    table = cur.execute(
+        f"SELECT step AS _step, max(timestamp) / 1000.0 AS _timestamp, {runtime} AS _runtime{columns}, "
+        "string_agg(key, chr(0) ORDER BY key) AS _keys "
+        "FROM (SELECT * FROM metrics WHERE run_id = $1 QUALIFY row_number() OVER "
+        "(PARTITION BY step, key ORDER BY timestamp DESC, value DESC) = 1) "
+        "GROUP BY step ORDER BY step", [run_id, *keys]).to_arrow_table()
+    key_sets = pc.unique(table.column("_keys")).to_pylist()
+    if len(key_sets) > MAX_EXPORT_PARTS:
+        return None
+    files = []
+    for n, key_set in enumerate(sorted(key_sets)):
+        part = table.filter(pc.equal(table.column("_keys"), key_set)).select(
+            ["_step", "_timestamp", "_runtime", *key_set.split("\0")])
+        # Written by pyarrow: the read model's DuckDB has file system access switched off.
+        path = target.with_name(f"{target.stem}-{n}{target.suffix}")
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(part, tmp, row_group_size=10_000, compression="snappy")
+        os.replace(tmp, path)
+        files.append(path)
+    return files
 
 
 def sampled_rows(cur: duckdb.DuckDBPyConnection, run_id: str, start_time: int | None, *, samples: int,

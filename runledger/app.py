@@ -51,7 +51,7 @@ from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger import ui
-from runledger.log_position import LogPositionMiddleware
+from runledger.log_position import LogPositionMiddleware, ruled_offsets
 from runledger.auth import rules as auth_rules
 from runledger.auth.authenticator import basic_api_key, register_key_reader
 from runledger.auth.gate import AuthGate
@@ -156,7 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
                         settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
-                        unwritable=store.unwritable)
+                        unwritable=store.unwritable, ruled=lambda: ruled_offsets(projector))
         backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
@@ -280,13 +280,15 @@ def create_app(settings: Settings) -> FastAPI:
     openapi.install(app)
     openapi.install_docs(app)
     shared_auth = SharedAuthState()
+    # Innermost: a read's wait for a log position comes after the auth gate, so a caller
+    # without valid credentials or permission is refused at once and cannot make it wait.
+    app.add_middleware(LogPositionMiddleware, timeout=settings.sync_timeout, authorised_only=settings.auth)
     if settings.auth:
-        # Innermost: request ids, the Host check and body timeouts cover its refusals too.
+        # Inside the request id, Host check and body timeouts: they cover its refusals too.
         app.add_middleware(AuthGate, routes=lambda: app.routes, authenticator=lambda: app.state.auth.authenticator,
                            resolver=lambda scope: _resolver(app), default=Permission[settings.auth_default_permission],
                            render=render_error)
     # Outermost last: the request id is set before the host check, so refusals carry it too.
-    app.add_middleware(LogPositionMiddleware, timeout=settings.sync_timeout)
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)

@@ -7,16 +7,21 @@ replica wrote it. A replica that does not get there within the sync timeout answ
 (the write is in the log; this replica is behind), never older data than the caller asked for.
 
 Pure ASGI (see runledger.http_guards for why): the header is added to the response start.
+With authentication on it runs inside the auth gate, so a 401/403 comes at once, before any
+wait; and a request the gate let through without credentials (health, version, API docs) does
+not wait either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, Mapping
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runledger.auth.access import SCOPE_KEY
 from runledger.http_guards import _send_json
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.positions import LOG_POSITION_HEADER, begin_request, format_log_position, parse_log_position
@@ -26,15 +31,20 @@ _POLL_S = 0.005
 
 
 class LogPositionMiddleware:
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, timeout: float, authorised_only: bool = False) -> None:
         self.app = app
         self.timeout = timeout
+        # With authentication on: wait only for requests the gate authorised (it leaves their
+        # Access in the scope); public routes read nothing a position could be about.
+        self.authorised_only = authorised_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         wanted = Headers(scope=scope).get(LOG_POSITION_HEADER)
+        if wanted is not None and self.authorised_only and SCOPE_KEY not in scope.get("state", {}):
+            wanted = None
         if wanted is not None and not await self._reached(scope, send, wanted):
             return
         written = begin_request()
@@ -69,3 +79,10 @@ class LogPositionMiddleware:
                 return False
             await asyncio.sleep(_POLL_S)
         return True
+
+
+def ruled_offsets(projector: Any) -> Mapping[int, int]:
+    """Per partition, the next offset `projector` has ruled on: folded (verdicts handed out) or
+    applied, whichever is further (a restart or an isolating resume updates the latter first)."""
+    applied, folded = dict(projector.applied_offsets), dict(projector.folded_offsets)
+    return {p: max(applied.get(p, 0), folded.get(p, 0)) for p in applied.keys() | folded.keys()}

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
                                       "failed sign-ins per client per minute before each is slowed down", gt=0)
     wandb_entity: str = setting("runledger", "RUNLEDGER_WANDB_ENTITY",
                                 "the entity (workspace) W&B's public API clients see (docs/wandb.md)", min_length=1)
+    wandb_url_key: str | None = setting(None, "RUNLEDGER_WANDB_URL_KEY",
+                                        "key signing W&B history-export URLs; replicas behind one address share "
+                                        "it (default: random per process)", repr=False)
     artifact_store_override: str | None = setting(
         None, "RUNLEDGER_ARTIFACT_STORE",
         "where served artifact bytes are kept: a folder or s3://bucket/prefix; default: DATA_DIR/artifacts")

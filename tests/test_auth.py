@@ -469,3 +469,73 @@ def test_a_manager_cannot_grant_on_an_experiment_that_does_not_exist_yet(world: 
     r = world.call("POST", "/api/3.0/mlflow/users/permissions/grant", basic("manager", "manager-pw"), json={
         "username": "manager", "resource_type": "experiment", "resource_id": "999999", "permission": "MANAGE"})
     assert r.status_code == 404
+
+
+# ----- the CLI does not overwrite a user (issue 19)
+
+def _cli(w: World, *args: str, stdin: str = "") -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    server = w.server  # type: ignore[attr-defined]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLEDGER_")}
+    env.update(RUNLEDGER_DATA_DIR=str(server.data_dir), RUNLEDGER_TOPIC=server.topic,
+               RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS=server.bootstrap)
+    return subprocess.run([sys.executable, "-m", "runledger.cli", *args], input=stdin, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _signs_in(w: World, user: str, password: str, within: float = 0.0) -> bool:
+    deadline = time.monotonic() + within
+    while True:
+        ok = w.call("GET", "/api/2.0/mlflow/users/current", basic(user, password)).status_code == 200
+        if ok or time.monotonic() >= deadline:
+            return ok
+        time.sleep(0.2)
+
+
+def test_cli_users_add_refuses_an_existing_user_and_users_password_changes_it(world: World) -> None:
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    first = _cli(world, "users", "add", name, "--password-stdin", stdin="first-pw\n")
+    assert first.returncode == 0, first.stderr
+    assert _signs_in(world, name, "first-pw", within=30)
+    again = _cli(world, "users", "add", name, "--admin", "--password-stdin", stdin="taken-over\n")
+    assert again.returncode != 0
+    assert "already exists" in again.stderr and f"runledger users password {name}" in again.stderr
+    assert _signs_in(world, name, "first-pw") and not _signs_in(world, name, "taken-over")
+    assert not world.ok("GET", "/api/2.0/mlflow/users/get", params={"username": name})["user"]["is_admin"]
+    changed = _cli(world, "users", "password", name, "--password-stdin", stdin="second-pw\n")
+    assert changed.returncode == 0, changed.stderr
+    assert _signs_in(world, name, "second-pw", within=10) and not _signs_in(world, name, "first-pw")
+
+
+# ----- a read's log-position wait comes after the gate (issue 21)
+
+POSITION = "X-Runledger-Log-Position"
+
+
+def test_a_refused_caller_passing_a_far_future_log_position_is_answered_at_once(world: World) -> None:
+    far = {POSITION: '{"0": 999999999999, "1": 999999999999}'}    # never reached: an allowed read would wait 30 s
+    m = "/api/2.0/mlflow"
+    run_id = world.ok("POST", f"{m}/runs/create", json={"experiment_id": world.live})["run"]["info"]["run_id"]
+    for headers, status in (({}, 401), (basic("editor", "wrong-pw"), 401), (bearer(world.revoked), 401),
+                            (basic("nogrant", "nogrant-pw"), 403)):
+        t0 = time.monotonic()
+        r = world.call("GET", f"{m}/runs/get", {**headers, **far}, params={"run_id": run_id})
+        assert r.status_code == status, r.text
+        assert time.monotonic() - t0 < 5, "the refusal waited for the log position"
+    t0 = time.monotonic()
+    assert world.call("GET", "/health", far).status_code == 200 and time.monotonic() - t0 < 5
+
+
+def test_an_allowed_read_passing_a_write_position_still_sees_the_write(world: World) -> None:
+    m = "/api/2.0/mlflow"
+    editor = basic("editor", "editor-pw")
+    run_id = world.ok("POST", f"{m}/runs/create", editor, json={"experiment_id": world.live})["run"]["info"]["run_id"]
+    wrote = world.call("POST", f"{m}/runs/set-tag", editor, json={"run_id": run_id, "key": "pos", "value": "1"})
+    assert wrote.status_code == 200, wrote.text
+    got = world.call("GET", f"{m}/runs/get", {**basic("reader", "reader-pw"), POSITION: wrote.headers[POSITION]},
+                     params={"run_id": run_id})
+    assert got.status_code == 200, got.text
+    assert {"key": "pos", "value": "1"} in got.json()["run"]["data"]["tags"]

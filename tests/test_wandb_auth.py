@@ -69,3 +69,37 @@ def test_a_write_without_edit_is_refused_with_a_graphql_error(world: dict) -> No
     answer = _gql(world, world["tokens"]["reader"], DELETE, id=world["run"]).json()
     assert "needs EDIT" in answer["errors"][0]["message"]
     assert answer["errors"][0]["extensions"]["code"] == "PERMISSION_DENIED"
+
+
+PARQUET = ("query P($project: String!, $entity: String!, $name: String!) { project(name: $project, entityName: "
+           "$entity) { run(name: $name) { parquetHistory(liveKeys: [\"_step\"]) { parquetUrls } } } }")
+
+
+def test_a_history_export_is_fetched_only_by_a_user_who_may_read_the_run(world: dict) -> None:
+    """The export URL (fetched by W&B's helper without credentials) is signed for the user who
+    asked; it stops working once that user loses READ, and an outsider is never given one."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    admin = httpx.Client(base_url=world["url"], auth=(ADMIN, ADMIN_PW), timeout=30)
+    exp = admin.get(f"{M}/experiments/get-by-name", params={"experiment_name": world["project"]}).json()
+    exp_id = exp["experiment"]["experiment_id"]
+    run = admin.post(f"{M}/runs/create", json={"experiment_id": exp_id, "run_name": "exported"}).json()
+    run_id = run["run"]["info"]["run_id"]
+    points = [{"key": "loss", "value": 1.0 / (s + 1), "timestamp": 1_700_000_000_000 + s, "step": s} for s in range(50)]
+    assert admin.post(f"{M}/runs/log-batch", json={"run_id": run_id, "metrics": points}).status_code == 200
+    assert admin.post(f"{M}/runs/update", json={"run_id": run_id, "status": "FINISHED"}).status_code == 200
+    assert admin.post(f"{M}/users/create", json={"username": "fleeting", "password": "fleeting-pw-123"}).status_code == 200
+    grant = {"username": "fleeting", "resource_type": "experiment", "resource_id": exp_id}
+    assert admin.post("/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "READ"}).status_code == 200
+    token = admin.post(f"{V1}/tokens", json={"username": "fleeting"}).json()["token"]
+    args = {"project": world["project"], "entity": "runledger", "name": run_id}
+
+    urls = _gql(world, token, PARQUET, **args).json()["data"]["project"]["run"]["parquetHistory"]["parquetUrls"]
+    assert len(urls) == 1 and httpx.get(urls[0], timeout=30).status_code == 200
+    assert _gql(world, world["tokens"]["outsider"], PARQUET, **args).json() == {"data": {"project": None}}
+    parts = urlsplit(urls[0])
+    as_outsider = {**dict(parse_qsl(parts.query)), "user": "outsider"}
+    assert httpx.get(urlunsplit(parts._replace(query=urlencode(as_outsider))), timeout=30).status_code == 404
+    assert admin.post("/api/3.0/mlflow/users/permissions/revoke", json=grant).status_code == 200
+    assert httpx.get(urls[0], timeout=30).status_code == 404
+    admin.close()

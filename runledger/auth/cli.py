@@ -43,6 +43,12 @@ def _broker(bootstrap: str | None) -> str:
 
 
 def add_user(settings: Settings, bootstrap: str | None, username: str, admin: bool, from_stdin: bool) -> int:
+    # As MLflow's users/create answers RESOURCE_ALREADY_EXISTS: adding a name that already has a
+    # password would silently replace it (the fold ignores a second UserCreated, the vault would
+    # not). Changing a password is its own, explicit command.
+    if SecretStore(settings.data_dir).password_hash(username) is not None:
+        raise SystemExit(f"runledger: user '{username}' already exists (RESOURCE_ALREADY_EXISTS); nothing was "
+                         f"changed. To set a new password: runledger users password {username}")
     password = _password(from_stdin)
     _append(settings, _broker(bootstrap), [("UserCreated", {"username": username, "is_admin": admin}, None)])
     SecretStore(settings.data_dir).set_password(username, password)

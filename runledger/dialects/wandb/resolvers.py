@@ -24,6 +24,7 @@ from runledger.query import page_token as tokens
 from runledger.query import reader, step_history
 from runledger.query.read_service import ReadService
 from runledger.query.search_filter import SearchFilterError
+from runledger.dialects.wandb import exports as history_exports
 from runledger.dialects.wandb import filters
 
 NOTE_TAG = "mlflow.note.content"
@@ -43,6 +44,8 @@ class Context:
     cur: duckdb.DuckDBPyConnection | None = None
     searches: dict[Any, Any] = field(default_factory=dict)
     access: Access = OPEN   # the caller's rights (runledger.auth); unrestricted with auth off
+    exports: history_exports.Exports | None = None
+    base_url: str = ""      # how the caller reached us: export URLs point back here
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         assert self.cur is not None, "reads run with the request's cursor"
@@ -368,8 +371,22 @@ class RunNode:
         return [{k: v for k, v in r.items() if k in wanted} for r in rows if all(k in r for k in metric_keys)]
 
     def parquetHistory(self, info: GraphQLResolveInfo, liveKeys: list[str]) -> dict[str, list[Any]]:  # noqa: N802,N803
-        # No exported files: the client then reads every row through history pages.
-        return {"parquetUrls": [], "liveData": []}
+        # A finished run is one exported file (exports.py); a running one has none, and the client
+        # then reads every row through history pages (its cache could otherwise go stale).
+        ctx = self._ctx
+        cur = ctx.cursor()
+        found = cur.execute("SELECT status FROM runs WHERE run_id = ?", [self.run_id]).fetchone()
+        if ctx.exports is None or found is None or found[0] == "RUNNING":
+            return {"parquetUrls": [], "liveData": []}
+        version = ctx.exports.version(cur, self.run_id, self._start_time)
+        if version is None or not ctx.exports.handed_out(self.run_id, version):
+            return {"parquetUrls": [], "liveData": []}
+        files = ctx.exports.path(cur, self.run_id, self._start_time, version)   # written now, on this snapshot
+        if files is None:
+            return {"parquetUrls": [], "liveData": []}
+        user = ctx.access.username or ""
+        return {"parquetUrls": [ctx.exports.url(ctx.base_url, self.run_id, version, n, user) for n in range(len(files))],
+                "liveData": []}
 
 
 def _samples(value: Any, default: int) -> int:

@@ -19,16 +19,18 @@ from graphql import (DocumentNode, ExecutionResult, GraphQLError, OperationDefin
                      execute, parse, validate)
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
-from runledger.auth.access import access
+from runledger.auth.access import Access, access
+from runledger.auth.authenticator import Principal
+from runledger.auth.permissions import Permission
 from runledger.dialects import services
 from runledger.dialects.errors import request_id
 from runledger.dialects.openapi import documented
 from runledger.dialects.request import json_body
-from runledger.dialects.wandb import auth, resolvers, schema as wandb_schema
+from runledger.dialects.wandb import auth, exports, resolvers, schema as wandb_schema
 from runledger.dialects.wandb import schemas as S
-from runledger.ingest.errors import InternalError, RunledgerError
+from runledger.ingest.errors import InternalError, ResourceDoesNotExist, RunledgerError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,8 @@ async def graphql_endpoint(request: Request) -> Response:
         message = f"Unknown operation named '{name}'." if name else "Name the operation to run (operationName)."
         return _json({"errors": [{"message": message}]})
     ctx = resolvers.Context(reader=svc.reader, entity=svc.settings.wandb_entity,
-                            user=rights.username or auth.claimed_user(request), writer=svc.writer, access=rights)
+                            user=rights.username or auth.claimed_user(request), writer=svc.writer, access=rights,
+                            exports=history_exports(request), base_url=str(request.base_url))
     if op.operation == OperationType.MUTATION:
         outcome = execute(SCHEMA, doc, context_value=ctx, variable_values=variables, operation_name=name)
         result: ExecutionResult = await outcome if not isinstance(outcome, ExecutionResult) else outcome
@@ -143,6 +146,74 @@ def _read(ctx: resolvers.Context, doc: DocumentNode, variables: dict[str, Any], 
     return outcome
 
 
+_exports_lock = threading.Lock()
+
+
+def history_exports(conn: Request) -> exports.Exports:
+    """The app's history exports (one folder under the data folder), made on first use."""
+    state = conn.app.state
+    found: exports.Exports | None = getattr(state, "wandb_exports", None)
+    if found is None:
+        with _exports_lock:
+            found = getattr(state, "wandb_exports", None)
+            if found is None:
+                settings = services.services(conn).settings
+                key = settings.wandb_url_key.encode() if settings.wandb_url_key else None
+                found = state.wandb_exports = exports.Exports(settings.data_dir / "wandb-exports", key)
+    return found
+
+
+def _not_found() -> ResourceDoesNotExist:
+    # One answer for a bad signature, an expired URL, a superseded export and a user who may no
+    # longer read the run: a presigned URL either works or names nothing. Rendered by the default
+    # error mapping (ErrorBody), as every route outside /graphql.
+    return ResourceDoesNotExist("No such history export (the URL is invalid, has expired or was superseded): "
+                                "scan the run again.")
+
+
+def _readable_by(request: Request, user: str, experiment_id: str) -> bool:
+    """Whether the user a URL was issued to may read the experiment now (a revoked grant or a
+    deleted user revokes the URLs already handed out)."""
+    if not services.services(request).settings.auth:
+        return True
+    service = getattr(request.app.state, "auth", None)
+    found = service.state.users.get(user) if service is not None and user else None
+    if found is None:
+        return False
+    rights = Access(Principal(found.username, found.is_admin, "token"), service.authenticator.state, service.default)
+    return rights.permission(experiment_id) >= Permission.READ
+
+
+def _export_file(request: Request, signed: exports.Signed, part: int) -> Any:
+    store = history_exports(request)
+    with services.reader(request).cursor() as cur:
+        row = cur.execute("SELECT experiment_id, start_time, lifecycle_stage FROM runs WHERE run_id = ?",
+                          [signed.run_id]).fetchone()
+        if row is None or row[2] != "active" or not _readable_by(request, signed.user, row[0]):
+            return None
+        files = store.kept(signed.run_id, signed.version)
+        if files is None:
+            if store.version(cur, signed.run_id, row[1]) != signed.version:
+                return None     # the history changed since the URL was issued, and that file is gone
+            files = store.path(cur, signed.run_id, row[1], signed.version)
+        return files[part] if files is not None and 0 <= part < len(files) else None
+
+
+async def history_export(request: Request, run_id: str, version: str, part: int) -> Response:
+    """A run's history export, for W&B's Go helper (the URL from `parquetHistory`)."""
+    q = request.query_params
+    signed = history_exports(request).verify(run_id, version, q.get("user", ""), q.get("expires", ""),
+                                             q.get("sig", ""))
+    if signed is None:
+        raise _not_found()
+    path = await run_in_threadpool(_export_file, request, signed, part)
+    if path is None:
+        raise _not_found()
+    # FileResponse answers HEAD and Range requests: the helper's Parquet reader, given a URL
+    # (a scan with keys), reads the footer and the row groups it needs by range.
+    return FileResponse(path, media_type="application/vnd.apache.parquet")
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
     # The operations' contract is the GraphQL schema (schema.py, docs/wandb.md); /openapi.json
@@ -154,4 +225,9 @@ def build_router() -> APIRouter:
     for code in (400, 401, 403):
         kwargs["responses"][code]["model"] = S.WandbGraphqlAnswer
     router.add_api_route("/graphql", graphql_endpoint, methods=["POST"], **kwargs)
+    # No credentials: the URL's signature is checked by the handler (auth_rules.py, exports.py).
+    router.add_api_route(exports.ROUTE, history_export, methods=["GET"], **documented(
+        summary="A finished run's history as Parquet, at the signed URL parquetHistory gives W&B's client "
+                "(docs/wandb.md)", errors=(404,), tags=["wandb"], response_media_type="application/vnd.apache.parquet",
+        response_description="The Parquet file (HEAD and Range requests answered)"))
     return router
