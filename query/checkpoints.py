@@ -57,6 +57,8 @@ _RUN_EVENT_TYPES = sorted(RUN_EVENTS)
 # run's events.
 DEFAULT_EVENTS = 200
 DEFAULT_POINTS = 50_000
+# Runs counted at once, at most, before the counts of those far from a checkpoint are dropped.
+_MAX_COUNTED = 100_000
 # Share of its thread's time the checkpointer may spend working, in CPU time (it sleeps the rest).
 BUDGET = 0.05
 
@@ -234,6 +236,8 @@ class Checkpointer:
             return
         woke = False
         with self._lock:
+            if len(self._since) > _MAX_COUNTED:
+                self._forget_small()
             for run_id, (events, points) in counts.items():
                 since = self._since[run_id]
                 since[0] += events
@@ -243,6 +247,14 @@ class Checkpointer:
                     woke = True
         if woke:
             self._wake.set()
+
+    def _forget_small(self) -> None:
+        """Drop the counts of runs far from their next checkpoint, so that many runs with a few
+        events each do not grow this map for the server's lifetime (they start counting again)."""
+        far = [r for r, (e, p) in self._since.items()
+               if (self.events <= 0 or 2 * e < self.events) and (self.points <= 0 or 2 * p < self.points)]
+        for run_id in far:
+            del self._since[run_id]
 
     def _is_due(self, run_id: str, since: list[int]) -> bool:
         by_events = self.events > 0 and since[0] >= max(self.events, self._rows.get(run_id, 0))
