@@ -70,6 +70,9 @@ class Visibility:
         self.released = 0    # batches whose verdicts were handed out
         self.committed = 0   # batches committed to DuckDB
         self.failure: BaseException | None = None
+        # Called when a reader starts waiting: the committer then commits at once instead of
+        # gathering more points into the commit (projector.consumer.Committer).
+        self.on_wait: Callable[[], None] | None = None
 
     def release(self, seq: int) -> None:
         self.released = seq
@@ -88,6 +91,9 @@ class Visibility:
         target = self.released
         if self.committed >= target:
             return
+        hurry = self.on_wait
+        if hurry is not None:
+            hurry()
         with self._cond:
             if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
                 raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -61,6 +62,17 @@ def _serve(settings: Settings) -> None:
                 http=protocol_with_header_deadline(settings.header_timeout))
 
 
+def _import_server() -> None:
+    """What `_serve` imports, done ahead (on a thread while the broker starts)."""
+    try:
+        import uvicorn  # noqa: F401
+
+        import runledger.app  # noqa: F401
+        import runledger.header_deadline  # noqa: F401
+    except Exception:  # noqa: BLE001 - `_serve` imports them again and reports any error
+        log.debug("importing the server ahead failed", exc_info=True)
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -95,6 +107,8 @@ def cmd_up(settings: Settings) -> int:
             t0 = time.monotonic()
             print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
             line = ProgressLine()
+            # The server's imports (a few seconds of the start-up) overlap the broker's JVM start.
+            threading.Thread(target=_import_server, name="import-server", daemon=True).start()
             started = broker.start(on_progress=line.update)
             line.done(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s" if started else
                       f"Kafka already running on {broker.bootstrap_servers} (pid {broker.running_pid()}): using it, "

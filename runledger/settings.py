@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         "artifact root of new experiments; default: mlflow-artifacts:/ (served by this server); a file: or s3: "
         "URI makes clients write there themselves")
     duckdb_threads: int = setting(1, "RUNLEDGER_DUCKDB_THREADS", "DuckDB threads of the read model", gt=0)
-    stream_max_lag_ms: int = setting(100, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
+    stream_max_lag_ms: int = setting(300, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
     run_cache_mb: int = setting(64, "RUNLEDGER_RUN_CACHE_MB", "MB of rendered runs kept for reads; 0 = none", ge=0)
     duckdb_memory_limit: str = setting(None, "RUNLEDGER_DUCKDB_MEMORY_LIMIT",
                                        "DuckDB memory limit, e.g. '512MiB' or '2GB'; default: a quarter of RAM, "
