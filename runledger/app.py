@@ -43,6 +43,7 @@ from runledger.projector.store import Store
 from runledger.query import memory, models_reader
 from runledger.query.catalog import ReadModelCatalog
 from runledger.query.audit_service import AuditService
+from runledger.query.checkpoints import Checkpointer
 from runledger.query.read_service import ReadService
 from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
@@ -142,6 +143,9 @@ def create_app(settings: Settings) -> FastAPI:
         store.apply_listeners.append(bucket_cache.drop_changed)
         tail_hub = TailHub(asyncio.get_running_loop())
         store.apply_listeners.append(tail_hub.committed)
+        # Counts each run's events as batches commit, from the first (a catch-up included).
+        checkpointer = Checkpointer(store, settings.audit_checkpoint_events, settings.audit_checkpoint_points)
+        store.apply_listeners.append(checkpointer.committed)
         board = VerdictBoard()
         projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
         await projector.start(partitions)
@@ -160,7 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors(), bucket_cache=bucket_cache)
-        audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
+        audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic, checkpointer)
         artifact_store, multipart = open_store(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
                                       models=models_reader.ReadModelModelCatalog(store), sql=sql_engine,

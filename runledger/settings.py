@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
                                         "MB of DuckDB write-ahead log after which it checkpoints (rows written "
                                         "since are held in memory uncompressed until then)", gt=0)
+    # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
+    audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
+                                           "checkpoint a run's state for as-of reads every this many of its events; "
+                                           "0 = never by events", ge=0)
+    audit_checkpoint_points: int = setting(50_000, "RUNLEDGER_AUDIT_CHECKPOINT_POINTS",
+                                           "... or every this many of its metric points; 0 = never by points", ge=0)
 
     @field_validator("duckdb_memory_limit")
     @classmethod
