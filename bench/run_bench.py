@@ -32,7 +32,7 @@ from servers import ensure_mlflow_venv, mlflow_version  # noqa: E402
 
 # Order matters only for run time; each workload starts its own servers.
 WORKLOADS = ["log_batch", "latency", "streaming", "search", "history", "replay", "sql", "audit", "auth", "comet",
-             "wandb", "artifacts", "ui"]
+             "wandb", "artifacts", "ui", "startup"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -292,7 +292,10 @@ class MlflowServer:
                 "largest_process_rss_mb": round(self.rss.max_process_mb, 1) if self.rss else None,
                 "processes": self.rss.processes if self.rss else None,
                 "db_bytes": file_bytes(self.db_path) + file_bytes(self.dir / "mlflow.db-wal"),
-                "startup_s": round(self.startup_s, 2)}
+                "startup_s": round(self.startup_s, 2),
+                # issue 22: idle RSS after the workload within 20% of the RSS after start-up
+                "start_rss_mb": round(self.start_rss_kb / 1024, 1) if self.start_rss_kb else None,
+                "idle_end_rss_mb": round(self.idle_end_kb / 1024, 1) if self.idle_end_kb else None}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -329,6 +332,10 @@ class Kafka:
         self.broker.stop()
 
 
+# Seconds a Runledger server idles before its stop, to measure the RSS it settles at.
+IDLE_WAIT_S = float(os.environ.get("RUNLEDGER_BENCH_IDLE_S", "6"))
+
+
 class RunledgerServer:
     name = "runledger"
 
@@ -340,6 +347,8 @@ class RunledgerServer:
                                      topic or f"bench-{uuid.uuid4().hex[:10]}", **env)
         self.rss: RssSampler | None = None
         self.startup_s = 0.0
+        self.start_rss_kb = 0   # VmRSS right after start-up (start() only)
+        self.idle_end_kb = 0    # VmRSS idling after the workload, before the stop
 
     topic = property(lambda self: self.process.topic)
     data_dir = property(lambda self: self.process.data_dir)
@@ -363,12 +372,25 @@ class RunledgerServer:
         t0 = self.spawn()
         self.wait_ready()
         self.startup_s = time.monotonic() - t0
+        self.start_rss_kb = _status_kb(self.proc.pid, "VmRSS")
         return self
+
+    def idle_rss_kb(self, wait_s: float = IDLE_WAIT_S) -> int:
+        """RSS once the workload is over and the server idles: the lowest of samples taken over
+        `wait_s` (the server hands freed memory back within 5 s of a burst, docs/memory.md)."""
+        low = _status_kb(self.proc.pid, "VmRSS")
+        deadline = time.monotonic() + wait_s
+        while low and time.monotonic() < deadline:
+            time.sleep(0.5)
+            low = min(low, _status_kb(self.proc.pid, "VmRSS") or low)
+        return low
 
     def stop(self) -> dict:
         """Stop the server; its peak RSS (sampled before) and its files' size (after) in a dict."""
         if self.rss is not None:
             self.rss.stop()
+        if self.proc is not None and self.proc.poll() is None and self.start_rss_kb:
+            self.idle_end_kb = self.idle_rss_kb()
         if self.proc is not None:
             self.process.stop(timeout=30)
         return self.stats()
@@ -378,7 +400,10 @@ class RunledgerServer:
                 "peak_pss_mb": round(self.rss.peak_pss_mb, 1) if self.rss else None,
                 "duckdb_bytes": file_bytes(self.duckdb_path) + file_bytes(Path(str(self.duckdb_path) + ".wal")),
                 "kafka_topic_bytes": self.kafka.topic_bytes(self.topic),
-                "startup_s": round(self.startup_s, 2)}
+                "startup_s": round(self.startup_s, 2),
+                # issue 22: idle RSS after the workload within 20% of the RSS after start-up
+                "start_rss_mb": round(self.start_rss_kb / 1024, 1) if self.start_rss_kb else None,
+                "idle_end_rss_mb": round(self.idle_end_kb / 1024, 1) if self.idle_end_kb else None}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)

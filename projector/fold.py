@@ -734,7 +734,8 @@ class _Fold:
         greatest sort key beats it; so only that candidate is compared.
         """
         rewound = {r.run_id for r in self.changes.rewinds}
-        for rule, candidates in rules.batch_latest_candidates(self.changes.metrics.chunks).items():
+        for rule, candidates in rules.batch_latest_candidates(self.changes.metrics.chunks,
+                                                                      one_run_per_chunk=True).items():
             latest = self.changes.latest[rule]
             for run_id, key, value, ts, step in candidates:
                 if run_id in rewound:

@@ -47,6 +47,8 @@ class LogReader:
         for partition, offset in wanted:
             by_partition[partition].add(offset)
         found: dict[tuple[int, int], tuple[bytes | None, int | None]] = {}
+        if not wanted:
+            return []
         async with self._lock:
             if self._consumer is None:
                 consumer = AIOKafkaConsumer(
@@ -56,34 +58,55 @@ class LogReader:
                 await consumer.start()
                 self._consumer = consumer
             consumer = self._consumer
-            for partition, offsets in sorted(by_partition.items()):
-                await self._read_partition(consumer, partition, sorted(offsets), found)
+            await self._read_partitions(consumer, {p: sorted(o) for p, o in by_partition.items()}, found)
         return [(p, o, *found[(p, o)]) for p, o in wanted]
 
-    async def _read_partition(self, consumer: AIOKafkaConsumer, partition: int, offsets: list[int],
-                              found: dict[tuple[int, int], tuple[bytes | None, int | None]]) -> None:
-        tp = TopicPartition(self.topic, partition)
-        consumer.assign([tp])
+    async def _read_partitions(self, consumer: AIOKafkaConsumer, wanted: dict[int, list[int]],
+                               found: dict[tuple[int, int], tuple[bytes | None, int | None]]) -> None:
+        """Every partition at once (one fetch round trip serves them all: an as-of read wants
+        its run's partition and its experiment's)."""
+        tps = {p: TopicPartition(self.topic, p) for p in wanted}
+        consumer.assign(list(tps.values()))
         deadline = time.monotonic() + self.timeout
-        i, position = 0, None
-        while i < len(offsets):
-            if position is None or offsets[i] < position or offsets[i] - position > _SEEK_GAP:
-                consumer.seek(tp, offsets[i])
-                position = offsets[i]
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
-            records = batch.get(tp, [])
-            if not records and time.monotonic() > deadline:
-                raise LogUnavailable(f"partition {partition} of {self.topic} did not return offset {offsets[i]} "
-                                     f"within {self.timeout:.0f}s")
-            for msg in records:
-                position = msg.offset + 1
-                while i < len(offsets) and offsets[i] < msg.offset:
-                    # Not in the log any more: the topic lost records (retention or compaction,
-                    # which ingest.topic refuses); an as-of read cannot be answered exactly.
-                    raise LogUnavailable(f"offset {offsets[i]} of partition {partition} is no longer in the log")
-                if i < len(offsets) and offsets[i] == msg.offset:
-                    # With the broker's append time, as the projector folds it (late-event check).
-                    found[(partition, msg.offset)] = (msg.value, append_time(msg))
-                    i += 1
+        next_i = {p: 0 for p in wanted}           # index of the next wanted offset
+        position: dict[int, int] = {}
+        for p, offsets in wanted.items():
+            consumer.seek(tps[p], offsets[0])
+            position[p] = offsets[0]
+        open_tps = {p for p, offsets in wanted.items() if offsets}
+        while open_tps:
+            # Only as many records as the spans still wanted hold: unpacking records costs.
+            span = sum(wanted[p][-1] - position[p] + 1 for p in open_tps)
+            batch = await consumer.getmany(*(tps[p] for p in open_tps), timeout_ms=500,
+                                           max_records=max(1, min(span, 5000)))
+            if not batch and time.monotonic() > deadline:
+                p = min(open_tps)
+                raise LogUnavailable(f"partition {p} of {self.topic} did not return offset "
+                                     f"{wanted[p][next_i[p]]} within {self.timeout:.0f}s")
+            for tp, records in batch.items():
+                p = tp.partition
+                if p not in open_tps:
+                    continue
+                offsets, i = wanted[p], next_i[p]
+                for msg in records:
+                    if msg.offset < position[p]:
+                        continue   # fetched before a seek
+                    position[p] = msg.offset + 1
+                    if offsets[i] < msg.offset:
+                        # Not in the log any more: the topic lost records (retention or compaction,
+                        # which ingest.topic refuses); an as-of read cannot be answered exactly.
+                        raise LogUnavailable(f"offset {offsets[i]} of partition {p} is no longer in the log")
+                    if offsets[i] == msg.offset:
+                        # With the broker's append time, as the projector folds it (late-event check).
+                        found[(p, msg.offset)] = (msg.value, append_time(msg))
+                        i += 1
+                        if i == len(offsets):
+                            break
+                next_i[p] = i
                 if i == len(offsets):
-                    break
+                    open_tps.discard(p)
+                    consumer.pause(tp)
+                elif offsets[i] - position[p] > _SEEK_GAP:
+                    # Far ahead: a seek costs a round trip, reading a few hundred records less.
+                    consumer.seek(tp, offsets[i])
+                    position[p] = offsets[i]

@@ -37,7 +37,8 @@ def newer(rule: str, new: LatestPoint, old: LatestPoint) -> bool:
     return new_value > old_value
 
 
-def batch_latest_candidates(chunks: list[pa.Table]) -> dict[str, list[tuple[str, str, float, int, int]]]:
+def batch_latest_candidates(chunks: list[pa.Table], one_run_per_chunk: bool = False
+                            ) -> dict[str, list[tuple[str, str, float, int, int]]]:
     """For each rule, each (run, key)'s best point among the batch's points (tables of columns
     run_id, key, value, timestamp, step, in fold order): the FIRST point with the greatest
     sort key, i.e. (timestamp, value) or (step, timestamp, value) with NaN counted as 0.
@@ -48,22 +49,36 @@ def batch_latest_candidates(chunks: list[pa.Table]) -> dict[str, list[tuple[str,
     first cut down, with one hash aggregate, to the rows holding such a maximum (usually one
     or two per key); the few left are compared in Python (or sorted, if there are many ties).
     A synchronous write is a handful of points and goes straight to Python, which is cheaper
-    than Arrow's per-call overhead there."""
-    points = pa.concat_tables(chunks) if chunks else _EMPTY
-    if points.num_rows > SMALL_BATCH_POINTS:
-        points = _rows_at_a_maximum(points)
+    than Arrow's per-call overhead there.
+
+    With `one_run_per_chunk` (the fold's chunks are one event's points each) the cut is made
+    chunk by chunk, grouping by key alone: a row at its (run, key)'s greatest timestamp or step
+    in the batch is at it within its chunk too, so the rows kept are a superset of the
+    batch-wide ones, still in fold order, and the comparison below picks the same point; but
+    the 32-character run id repeated on every row is never hashed."""
+    if one_run_per_chunk and sum(c.num_rows for c in chunks) > SMALL_BATCH_POINTS:
+        points = pa.concat_tables([_rows_at_a_maximum(c, by_key_only=True) if c.num_rows > SMALL_BATCH_POINTS else c
+                                   for c in chunks])
+    else:
+        points = pa.concat_tables(chunks) if chunks else _EMPTY
+        if points.num_rows > SMALL_BATCH_POINTS:
+            points = _rows_at_a_maximum(points)
     if points.num_rows <= SMALL_BATCH_POINTS:
         return candidates_python(points)
     return candidates_arrow(points)
 
 
-def _rows_at_a_maximum(points: pa.Table) -> pa.Table:
-    """The rows holding their (run, key)'s greatest timestamp or greatest step, in order."""
+def _rows_at_a_maximum(points: pa.Table, by_key_only: bool = False) -> pa.Table:
+    """The rows holding their (run, key)'s greatest timestamp or greatest step, in order
+    (`by_key_only`: the rows are all of one run)."""
     keys = pc.dictionary_encode(points.column("key").combine_chunks())
-    runs = pc.dictionary_encode(points.column("run_id").combine_chunks())
-    # (run, key) as one dense group number: hash aggregates and takes on integers only.
-    pair = pc.add(pc.multiply(runs.indices.cast(pa.int64()), len(keys.dictionary)), keys.indices.cast(pa.int64()))
-    group = pc.dictionary_encode(pair).indices
+    if by_key_only:
+        group = keys.indices
+    else:
+        runs = pc.dictionary_encode(points.column("run_id").combine_chunks())
+        # (run, key) as one dense group number: hash aggregates and takes on integers only.
+        pair = pc.add(pc.multiply(runs.indices.cast(pa.int64()), len(keys.dictionary)), keys.indices.cast(pa.int64()))
+        group = pc.dictionary_encode(pair).indices
     ts, step = points.column("timestamp"), points.column("step")
     maxima = pa.table({"g": group, "ts": ts, "st": step}).group_by("g", use_threads=False).aggregate(
         [("ts", "max"), ("st", "max")]).sort_by("g")

@@ -70,6 +70,9 @@ class Visibility:
         self.released = 0    # batches whose verdicts were handed out
         self.committed = 0   # batches committed to DuckDB
         self.failure: BaseException | None = None
+        # Called when a reader starts waiting: the committer then commits at once instead of
+        # gathering more points into the commit (projector.consumer.Committer).
+        self.on_wait: Callable[[], None] | None = None
 
     def release(self, seq: int) -> None:
         self.released = seq
@@ -88,6 +91,9 @@ class Visibility:
         target = self.released
         if self.committed >= target:
             return
+        hurry = self.on_wait
+        if hurry is not None:
+            hurry()
         with self._cond:
             if not self._cond.wait_for(lambda: self.committed >= target or self.failure is not None, timeout):
                 raise ReadModelUnavailable(f"acknowledged writes were not committed to the read model within {timeout:.0f}s")
@@ -105,7 +111,8 @@ class Store:
     cursor guarded by a lock so that `load_state`/`apply` never interleave.
     """
 
-    def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None,
+                 allocator_flush_mb: int = 16, checkpoint_mb: int | None = None) -> None:
         self.path = str(path)
         self.con = open_verified(self.path)
         version = stored_version(self.con)
@@ -120,6 +127,8 @@ class Store:
             self.con = duckdb.connect(self.path)
         self._threads = threads
         self._memory_limit = memory_limit
+        self._allocator_flush_mb = allocator_flush_mb
+        self._checkpoint_mb = checkpoint_mb
         self._prepare()
         self._lock = threading.Lock()
         self.visibility = Visibility()
@@ -146,6 +155,15 @@ class Store:
         # background threads: without them a sorted read of 8.8M points left RSS 380 MB up for
         # good; with them it fell back within ~10 s (bench/memory_probe.py, docs/memory.md).
         self.con.execute("SET allocator_background_threads = true")
+        # After a task whose allocations peaked above this, DuckDB flushes its allocator's
+        # caches to the OS (default 128 MiB: an ingest batch or a history read each left up to
+        # that much behind). RUNLEDGER_DUCKDB_ALLOCATOR_FLUSH_MB, docs/memory.md.
+        self.con.execute("SET allocator_flush_threshold = ?", [f"{int(self._allocator_flush_mb)}MiB"])
+        if self._checkpoint_mb is not None:
+            # Rows committed since the last checkpoint live in memory uncompressed (and in the
+            # WAL) until the WAL reaches this size; then they become compressed blocks. The
+            # bigger it is, the higher RSS saws between checkpoints. RUNLEDGER_DUCKDB_CHECKPOINT_MB.
+            self.con.execute("SET checkpoint_threshold = ?", [f"{int(self._checkpoint_mb)}MiB"])
         self._writer = self.con.cursor()
 
     def report_if_corrupt(self, exc: BaseException) -> bool:

@@ -4,27 +4,35 @@ the projector, its store or Kafka directly; this service holds them."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from runledger.projector import replay
 from runledger.projector.log_reader import LogReader
 from runledger.projector.store import Store
 from runledger.query import as_of, audit_trail, reader
+from runledger.query.checkpoints import Checkpointer
 from runledger.query.read_service import ReadService
 from runledger.query.tail import TailHub
 
 
 class AuditService:
     def __init__(self, store: Store, reads: ReadService, tail_hub: TailHub, bootstrap_servers: str,
-                 topic: str) -> None:
+                 topic: str, checkpointer: Checkpointer | None = None) -> None:
         self._store = store
         self.reads = reads
         self.tail_hub = tail_hub
         self.topic = topic
+        # Started here, stopped in close(): it writes to the store, which closes after us.
+        self.checkpointer = checkpointer
+        if checkpointer is not None:
+            checkpointer.start()
         # Its own consumer, started on first use: as-of reads and diffs read records back by position.
         self._log = LogReader(bootstrap_servers, topic)
 
     async def close(self) -> None:
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
         await self._log.close()
 
     def trail(self, **kwargs: Any) -> dict[str, Any]:
@@ -41,8 +49,10 @@ class AuditService:
             found = reader.get_run(cur, run_id, self.reads.latest_table)
         return found if isinstance(found, dict) or found is None else None
 
-    async def run_as_of(self, run_id: str, moment: as_of.Moment) -> dict[str, Any]:
-        return await as_of.run_as_of(self._store, self._log, run_id, moment, self.reads.latest_table)
+    async def run_as_of(self, run_id: str, moment: as_of.Moment, *, shortcuts: bool = True,
+                        basis: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await as_of.run_as_of(self._store, self._log, run_id, moment, self.reads.latest_table,
+                                     shortcuts=shortcuts, basis=basis)
 
     async def metric_history_as_of(self, run_id: str, key: str, moment: as_of.Moment, max_results: int | None,
                                    page_token: str | None) -> dict[str, Any]:

@@ -22,7 +22,8 @@ import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-_MIN_GROWTH = 64 << 20
+_MIN_GROWTH = 16 << 20   # RUNLEDGER_MEMORY_RELEASE_MB; `configure` sets it
+_M_ARENA_MAX = -8         # mallopt parameter number, from glibc's malloc.h
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _RETRY_S = 30.0
 _lock = threading.Lock()
@@ -43,6 +44,30 @@ def _load_malloc_trim():  # type: ignore[no-untyped-def]
 
 
 _malloc_trim = _load_malloc_trim()
+
+
+def configure(release_mb: int, malloc_arenas: int, arrow_pool: str = "system") -> None:
+    """Set the release threshold, and cap glibc's malloc arenas before the server's threads
+    start. Each thread that mallocs while the others hold their arena's lock gets an arena of
+    its own, up to 8 per core, and an arena only gives memory back from its top: with ~40
+    threads (aiokafka, DuckDB, the executor) a burst left ~15 arenas each pinning freed blocks.
+    0 keeps glibc's default.
+
+    Arrow's buffers (streamed Arrow bodies, the projector's columns, history reads) go to
+    glibc's malloc with `arrow_pool` "system": Arrow's own pool (mimalloc) kept ~30 MB more
+    after a streaming burst even after `release_unused`, for the same CPU (docs/memory.md).
+    The environment's ARROW_DEFAULT_MEMORY_POOL, when set, wins."""
+    global _MIN_GROWTH
+    _MIN_GROWTH = max(1, release_mb) << 20
+    if arrow_pool == "system" and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+    if malloc_arenas > 0:
+        try:
+            mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        except (OSError, AttributeError):
+            return   # not glibc
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        mallopt(_M_ARENA_MAX, malloc_arenas)
 
 
 def rss_bytes() -> int:
@@ -68,9 +93,10 @@ def release_unused() -> tuple[int, int]:
     return before, after
 
 
-def release_if_grown(min_growth: int = _MIN_GROWTH) -> bool:
+def release_if_grown(min_growth: int | None = None) -> bool:
     """`release_unused` if RSS grew by `min_growth` bytes since the last release, or stays that
     far above the working size `_RETRY_S` seconds after it (a burst that has ended since)."""
+    min_growth = _MIN_GROWTH if min_growth is None else min_growth
     rss = rss_bytes()
     grew = rss - _rss_after_release >= min_growth
     elevated = rss - _floor >= min_growth and time.monotonic() - _released_at >= _RETRY_S

@@ -8,14 +8,21 @@ import contextlib
 from typing import Iterator
 
 import duckdb
+import orjson
 
 from runledger.ingest.errors import InternalError
 
 from runledger.projector.consumer import Projector
+from runledger.projector.pending import COMMITTED, HotRun, Uncommitted
+from runledger.projector.schema import LATEST_TABLES
 from runledger.projector.store import ReadModelDamaged, Store
+from runledger.query import reader
 from runledger.query.history_buckets import BucketCache
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cursors import SearchCursors
+
+
+_RULES = {table: rule for rule, table in LATEST_TABLES.items()}   # latest-metrics table -> rule
 
 
 class ReadService:
@@ -27,6 +34,77 @@ class ReadService:
         self.run_cache = run_cache
         self.search_cursors = search_cursors
         self.bucket_cache = bucket_cache if bucket_cache is not None else BucketCache()   # answers of metrics/history-buckets
+        self._rule = _RULES.get(latest_table)
+        if run_cache.folded is None:
+            run_cache.folded = self.folded_json
+
+    def folded_json(self, latest_table: str, run_ids: list[str]) -> dict[str, bytes]:
+        """JSON of those of `run_ids` the projector's fold cache holds (its most recently
+        written runs, `FoldCache.max_runs`), rendered as `reader.runs_json` renders DuckDB's
+        rows: each as DuckDB has it, or newer when a write to it is answered but not committed.
+        Runs whose inputs/outputs are not known here are left out (read from DuckDB)."""
+        rule = _RULES.get(latest_table)
+        if rule is None:
+            return {}
+        hot = self._projector.folded_runs(run_ids, rule)
+        if not hot:
+            return {}
+        none_anywhere = self.run_cache.no_inputs_anywhere()  # read after the pending check: see RunCache
+        out = {}
+        for run_id, state in hot.items():
+            parts = ({}, {}) if none_anywhere else self.run_cache.inputs(run_id)
+            if parts is not None:
+                out[run_id] = orjson.dumps(reader.hot_run_json(state, *parts))
+        return out
+
+    def run_from_memory(self, run_id: str) -> bytes | None:
+        """The run's MLflow JSON without waiting for a DuckDB commit, when a write to it was
+        answered but is not committed yet; None when the caller should read as usual (through
+        `cursor`, which waits for that commit).
+
+        Read-your-writes holds: the projector's folded state of the run includes every batch
+        whose verdicts were handed out (projector.pending), and it is what the commit writes,
+        so the answer equals the one DuckDB gives once the commit is visible
+        (tests/test_read_after_write.py compares them). The inputs/outputs parts come from the
+        rendered-run cache's map, which a commit drops only for runs whose inputs changed, and
+        only when no uncommitted batch changed them. The answer is not kept in the
+        rendered-run cache (it is not in DuckDB yet)."""
+        found = self.run_now(run_id)
+        return found if found else None
+
+    def run_now(self, run_id: str) -> bytes | None:
+        """`run_from_memory`, but b"" when DuckDB already holds every change to the run (no
+        uncommitted batch changed it), so reading it there needs no wait."""
+        if self._rule is None:
+            return None
+        hot = self._projector.hot_run(run_id, self._rule)
+        if hot is None:
+            return None
+        if hot == COMMITTED:
+            return b""
+        assert isinstance(hot, HotRun)
+        # read after the pending check (see RunCache.may_have_inputs)
+        parts = ({}, {}) if self.run_cache.no_inputs_anywhere() else self.run_cache.inputs(run_id)
+        if parts is None:
+            return None
+        return orjson.dumps(reader.hot_run_json(hot, *parts))
+
+    def memory_reads(self) -> "_MemoryReads | None":
+        """When writes were answered but are not committed yet and everything they changed is
+        known: what a read may use instead of waiting for their commits (`cursor_now` plus the
+        projector's folded state of the runs they changed; query.reader.MustWait tells the
+        caller to read again through `cursor` when that is not enough). None otherwise."""
+        if self._rule is None:
+            return None
+        uncommitted = self._projector.uncommitted()
+        return None if uncommitted is None else _MemoryReads(self, uncommitted)
+
+    @contextlib.contextmanager
+    def cursor_now(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor that does NOT wait for pending commits: only for reads that account for
+        them (`memory_reads`)."""
+        with self._errors(self._store.con.cursor()) as cur:
+            yield cur
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -35,7 +113,11 @@ class ReadService:
         DuckDB's errors stop here: a query failing on the read model is our fault, never the
         caller's input (readers validate that first), so it becomes an InternalError whose text
         is logged, not sent."""
-        cur = self._store.cursor()
+        with self._errors(self._store.cursor()) as cur:
+            yield cur
+
+    @contextlib.contextmanager
+    def _errors(self, cur: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
             yield cur
         except duckdb.Error as e:
@@ -58,3 +140,14 @@ class ReadService:
     async def lag(self) -> dict[int, tuple[int, int]]:
         """Per partition: (log end offset, next offset the projector will apply)."""
         return await self._projector.lag()
+
+
+class _MemoryReads:
+    """`ReadService.memory_reads`: what uncommitted batches changed, and their runs' JSON."""
+
+    def __init__(self, service: ReadService, uncommitted: Uncommitted) -> None:
+        self._service = service
+        self.uncommitted = uncommitted
+
+    def run_json(self, run_id: str) -> bytes | None:
+        return self._service.run_now(run_id)

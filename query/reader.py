@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import duckdb
 import orjson
@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.ingest.limits import shown_value
+from runledger.projector.pending import BatchKeys, HotRun, Uncommitted
 from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql, search_tree
 from runledger.query.run_cache import RunCache
@@ -137,10 +138,14 @@ _RUN_DATA = (
 )
 _EXPERIMENT_STAGES = ("SELECT 5, experiment_id, lifecycle_stage, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
                       "FROM experiments WHERE experiment_id IN ({ids})")
-_page_sql_cache: dict[tuple[str, int], str] = {}
+_page_sql_cache: dict[tuple[str, int, bool], str] = {}
+# The parts of _RUN_DATA that read a run's dataset and model inputs/outputs: a page leaves them
+# out while no run has any (`RunCache.may_have_inputs`); three empty-table scans in the
+# statement cost about a fifth of a 100-run page.
+_INPUT_PARTS = frozenset({4, 6, 7})
 
 
-def _page_sql(latest_table: str, experiments: int) -> str:
+def _page_sql(latest_table: str, experiments: int, inputs: bool = True) -> str:
     """The statement for a page of runs, cached per (latest table, shape).
 
     ``experiments == 0``: one run (``$1``), each part filtered on ``run_id = $1`` (the runs
@@ -152,23 +157,24 @@ def _page_sql(latest_table: str, experiments: int) -> str:
     In every shape the experiment's stage is NULL, or its row absent, when the experiment row
     is missing: such a run is skipped (not readable), as an inner join with experiments does.
     """
-    key = (latest_table, experiments)
+    key = (latest_table, experiments, inputs)
     sql = _page_sql_cache.get(key)
     if sql is None:
         if not latest_table.replace("_", "").isalpha():
             raise ValueError(f"untrusted latest-metrics table name: {latest_table!r}")
+        run_data = [b for i, b in enumerate(_RUN_DATA) if inputs or (i + (i >= 5)) not in _INPUT_PARTS]
         if experiments == 0:
             stage = "(SELECT e.lifecycle_stage FROM experiments e WHERE e.experiment_id = r.experiment_id)"
             sql = "\nUNION ALL ".join(b.format(stage=stage, where=" WHERE run_id = $1", latest=latest_table)
-                                      for b in _RUN_DATA)
+                                      for b in run_data)
         else:
-            parts = "\nUNION ALL ".join(b.format(stage="NULL", where="", latest=latest_table) for b in _RUN_DATA)
+            parts = "\nUNION ALL ".join(b.format(stage="NULL", where="", latest=latest_table) for b in run_data)
             ids = ("SELECT experiment_id FROM runs WHERE run_id IN (SELECT unnest($1::VARCHAR[]))" if experiments < 0
                    else ", ".join(f"${i + 2}" for i in range(experiments)))
             sql = (f"SELECT u.* FROM ({parts}) u(kind, run_id, c1, c2, c3, c4, c5, c6, c7, value, n1, n2) "
                    f"SEMI JOIN (SELECT unnest($1::VARCHAR[]) AS id) page ON u.run_id = page.id"
                    f"\nUNION ALL {_EXPERIMENT_STAGES.format(ids=ids)}")
-        if len(_page_sql_cache) < 256:
+        if len(_page_sql_cache) < 512:
             _page_sql_cache[key] = sql
     return sql
 
@@ -182,20 +188,21 @@ def _dataset_order(row: tuple[Any, ...]) -> Any:
 
 
 def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-              experiment_ids: list[str] | None = None) -> list[dict[str, Any]]:
+              experiment_ids: list[str] | None = None, inputs: bool = True) -> list[dict[str, Any]]:
     """Full MLflow Run objects for `run_ids`, in that order (unknown ids are skipped).
 
     `experiment_ids`, when given, must include the experiment of every run in `run_ids`
-    (a search's experiments): their stages are then read directly, which is cheaper."""
+    (a search's experiments): their stages are then read directly, which is cheaper.
+    `inputs` False: no run has dataset or model inputs/outputs (not read, shown empty)."""
     if not run_ids:
         return []
     if len(run_ids) == 1 and experiment_ids is None:
         rows = cur.execute(_parsed(cur, _page_sql(latest_table, 0)), [run_ids[0]]).fetchall()
     elif experiment_ids is None:
-        rows = cur.execute(_parsed(cur, _page_sql(latest_table, -1)), [list(run_ids)]).fetchall()
+        rows = cur.execute(_parsed(cur, _page_sql(latest_table, -1, inputs)), [list(run_ids)]).fetchall()
     else:
         experiment_ids = list(dict.fromkeys(experiment_ids))
-        rows = cur.execute(_parsed(cur, _page_sql(latest_table, len(experiment_ids))),
+        rows = cur.execute(_parsed(cur, _page_sql(latest_table, len(experiment_ids), inputs)),
                            [list(run_ids), *experiment_ids]).fetchall()
     infos: dict[str, tuple[Any, ...]] = {}
     stages: dict[str, str] = {}
@@ -243,12 +250,7 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
         stage = "deleted" if run_stage == "deleted" or experiment_stage == "deleted" else "active"
         info = info_json(run_id, run_name, experiment_id, user_id, status, start_time, end_time, artifact_uri,
                          stage)
-        data: dict[str, Any] = {}
-        for name, found in (("metrics", metrics), ("params", params), ("tags", tags)):
-            items = found.get(run_id)
-            if items:
-                items.sort(key=_by_key)
-                data[name] = items
+        data = _run_data(metrics.get(run_id), params.get(run_id), tags.get(run_id))
         run_inputs: dict[str, Any] = {}
         ds = datasets.get(run_id)
         if ds:
@@ -262,6 +264,36 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
                                             for _, m, step in sorted(model_outputs[run_id])]
         out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": run_outputs})
     return out
+
+
+def _run_data(metrics: list[dict[str, Any]] | None, params: list[dict[str, Any]] | None,
+              tags: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A Run's `data`: each non-empty list, sorted by key (the one place both `runs_json` and
+    `hot_run_json` build it, so the two answers cannot drift apart)."""
+    data: dict[str, Any] = {}
+    for name, items in (("metrics", metrics), ("params", params), ("tags", tags)):
+        if items:
+            items.sort(key=_by_key)
+            data[name] = items
+    return data
+
+
+def hot_run_json(hot: HotRun, inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The run as `runs_json` renders it, from the projector's folded state of the run (which
+    is what the pending commit writes to DuckDB) and its inputs/outputs parts as last rendered.
+    Types are coerced as DuckDB's columns would (DOUBLE values, BIGINT timestamps and steps)."""
+    row = hot.row
+    stage = "deleted" if row.lifecycle_stage == "deleted" or hot.experiment_stage == "deleted" else "active"
+    metrics = []
+    for key, p in hot.latest.items():
+        value = float(p.value)
+        metrics.append({"key": key, "value": "NaN" if value != value else value, "timestamp": int(p.timestamp),
+                        "step": int(p.step)})
+    data = _run_data(metrics, [{"key": k, "value": v} for k, v in hot.params.items()],
+                     [{"key": k, "value": v} for k, v in hot.tags.items()])
+    info = info_json(row.run_id, row.run_name, row.experiment_id, row.user_id, row.status, row.start_time,
+                     row.end_time, row.artifact_uri, stage)
+    return {"info": info, "data": data, "inputs": inputs, "outputs": outputs}
 
 
 def _dataset_input(logged_time: Any, name: Any, digest: Any, source_type: Any, source: Any, schema: Any,
@@ -279,17 +311,96 @@ def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
     token = cache.token()  # before reading: see RunCache
     found = cache.get(latest_table, run_ids)
     missing = [r for r in run_ids if r not in found]
+    if missing and cache.folded is not None and len(missing) > 1:
+        # Runs the projector's fold cache holds render from there (not kept: the fold cache is
+        # the copy); one run alone is a cheap primary-key read, and keeps its inputs known.
+        found.update(cache.folded(latest_table, missing))
+        missing = [r for r in missing if r not in found]
     if missing:
-        rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run))
-                    for run in runs_json(cur, missing, latest_table, experiment_ids)]
+        inputs = len(missing) == 1 or cache.may_have_inputs(lambda: _any_inputs(cur))
+        runs = runs_json(cur, missing, latest_table, experiment_ids, inputs)
+        rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run)) for run in runs]
         cache.put(latest_table, rendered, token)
+        cache.put_inputs([(run["info"]["run_id"], run["inputs"], run["outputs"]) for run in runs], token)
         found.update((run_id, body) for run_id, _, body in rendered)
     return found
 
 
+class MustWait(Exception):
+    """A read on a cursor that did not wait for the commits (`memory` given) found that its
+    answer depends on writes not committed yet: read again after waiting."""
+
+
+class MemoryReads(Protocol):
+    """What a read that does not wait for pending commits knows (query.read_service)."""
+
+    uncommitted: Uncommitted
+
+    def run_json(self, run_id: str) -> bytes | None:
+        """The run's JSON from memory; b"" if DuckDB already has all of it; None: wait."""
+
+
+def _depends_on(where: list[search_filter.Comparison] | search_tree.Node, terms: list[search_filter.OrderTerm],
+                keys: BatchKeys) -> bool:
+    """Whether uncommitted changes (`keys`) could change which runs a search matches or their
+    order: a changed run row (created, renamed, ended, deleted, a rewind) or experiment always
+    could; otherwise only a changed key that the filter or the order names."""
+    if keys.rows:
+        return True
+    leaves: list[search_filter.Comparison] = []
+    stack: list[Any] = [where] if isinstance(where, (search_tree.Leaf, search_tree.AllOf, search_tree.AnyOf,
+                                                       search_tree.Not)) else list(where)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, search_tree.Leaf):
+            leaves.append(node.comparison)
+        elif isinstance(node, (search_tree.AllOf, search_tree.AnyOf)):
+            stack.extend(node.children)
+        elif isinstance(node, search_tree.Not):
+            stack.append(node.child)
+        else:
+            leaves.append(node)
+    named = {"metric": keys.metrics, "param": keys.params, "tag": keys.tags}
+    for item in [*leaves, *terms]:
+        if item.entity in named:
+            if item.key in named[item.entity]:
+                return True
+        elif item.entity == "label":
+            if keys.tags:
+                return True
+        elif item.entity == "dataset":
+            if keys.datasets:
+                return True
+        elif item.entity != "attribute":
+            return True  # something this check does not know: be safe
+    return False
+
+
+def _any_inputs(cur: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any run has a dataset or model input or output."""
+    return bool(cur.execute(_parsed(cur, "SELECT EXISTS (FROM run_datasets) OR EXISTS (FROM run_model_inputs) "
+                                         "OR EXISTS (FROM run_model_outputs)")).fetchone()[0])
+
+
 def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-                  experiment_ids: list[str] | None, cache: RunCache) -> list[orjson.Fragment]:
-    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`."""
+                  experiment_ids: list[str] | None, cache: RunCache,
+                  memory: MemoryReads | None = None) -> list[orjson.Fragment]:
+    """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`. With
+    `memory` (a cursor that did not wait for pending commits), the runs that uncommitted
+    batches changed come from the projector's folded state (MustWait if one cannot)."""
+    found: dict[str, bytes] = {}
+    if memory is not None:
+        for run_id in run_ids:
+            if run_id in memory.uncommitted.runs:
+                body = memory.run_json(run_id)
+                if body is None:
+                    raise MustWait(run_id)
+                if body:   # else committed since `memory` was taken: DuckDB (and the cache) have it
+                    found[run_id] = body
+        if found:
+            run_ids_left = [r for r in run_ids if r not in found]
+            found.update(_rendered(cur, run_ids_left, latest_table, experiment_ids, cache))
+            return [orjson.Fragment(found[r]) for r in run_ids if r in found]
     found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
     return [orjson.Fragment(found[r]) for r in run_ids if r in found]
 
@@ -320,11 +431,15 @@ def run_ref(cur: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, str]
 def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
                 run_view_type: Any, max_results: int | None, order_by: list[str], page_token: str | None,
                 latest_table: str, cursors: SearchCursors, cache: RunCache | None = None,
-                filter_tree: search_tree.Node | None = None) -> dict[str, Any]:
+                filter_tree: search_tree.Node | None = None, memory: MemoryReads | None = None) -> dict[str, Any]:
     """One page of runs. `filter_tree` (a boolean filter, query.search_tree) replaces
     `filter_string` when given. The first page computes the full ordered id list and, when more pages
     follow, keeps it under a cursor named in the page token; later pages read that snapshot.
-    With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts."""
+    With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts. With `memory`,
+    `cur` did not wait for pending commits: MustWait if the answer depends on them beyond the
+    runs `memory` can render."""
+    if memory is not None and cache is None:
+        raise MustWait("no rendered-run cache")
     limit = _max_results(max_results, default=1000)
     if page_token:
         cursor, offset = _decode_cursor_token(page_token)
@@ -337,13 +452,13 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
         if not experiment_ids:
             return {}
         offset, ids = 0, _matching_run_ids(cur, experiment_ids, filter_string, run_view_type, order_by, latest_table,
-                                           filter_tree)
+                                           filter_tree, memory)
         cursor = cursors.put((ids, list(experiment_ids))) if len(ids) > limit else ""
     page = ids[offset:offset + limit]
     if not isinstance(page, list):
         page = page.to_pylist()
     runs = (runs_json(cur, page, latest_table, experiment_ids) if cache is None
-            else rendered_runs(cur, page, latest_table, experiment_ids, cache))
+            else rendered_runs(cur, page, latest_table, experiment_ids, cache, memory))
     out: dict[str, Any] = {"runs": runs}
     if len(ids) > offset + limit:
         out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": offset + limit})
@@ -352,7 +467,7 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
 
 def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_string: str | None,
                       run_view_type: Any, order_by: list[str] | list[search_filter.OrderTerm], latest_table: str,
-                      filter_tree: search_tree.Node | None = None) -> Any:
+                      filter_tree: search_tree.Node | None = None, memory: MemoryReads | None = None) -> Any:
     """The ordered ids of every matching run: a list, or past `_ARROW_FROM` ids an Arrow array
     (20,000 ids arrive several times faster as one Arrow column than as Python tuples, while
     converting a few hundred costs more than it saves). Either one slices into pages."""
@@ -364,6 +479,8 @@ def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str],
                                                      _view_code(run_view_type))
     except SearchFilterError as e:
         raise InvalidParameterValue(str(e)) from e
+    if memory is not None and _depends_on(where, list(terms), memory.uncommitted.keys):
+        raise MustWait("the search names what uncommitted writes changed")
     result = cur.execute(_parsed(cur, sql), params)
     first = result.fetchmany(_ARROW_FROM)
     if len(first) < _ARROW_FROM:

@@ -22,6 +22,10 @@ from runledger.projector.fold import BatchChanges, LogEntry
 from runledger.query.audit_trail import entry_of, format_position, parse_position
 
 QUEUE_MAX = 10_000
+# Batches committed within this many seconds of the last fan-out wait for the end of that
+# window and go out together: a burst of small commits wakes each stream (and writes to its
+# socket) once per window instead of once per commit. A commit after a quiet spell goes out at once.
+COALESCE_S = 0.02
 CATCH_UP_PAGE = 10_000   # entries read from event_log per query while catching up
 
 
@@ -52,58 +56,119 @@ class Message:
 class Subscription:
     run_id: str | None
     experiment_id: str | None
+    ping_seconds: float = 15.0
     pending: collections.deque[Message] = field(default_factory=collections.deque)
     overflowed: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ping_due: bool = False
+    # What the stream awaits when it has nothing to send: a plain future, set by the hub
+    # (cheaper than an Event waited on with a timeout, which makes a task and a timer per wait).
+    waiter: asyncio.Future[None] | None = None
+    last_sent: float = 0.0                          # loop time of the last bytes sent
+    _ping_timer: asyncio.TimerHandle | None = None
 
-    def wants(self, e: LogEntry) -> bool:
-        if self.run_id is not None:
-            return e.run_id == self.run_id
-        return e.experiment_id == self.experiment_id
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class TailHub:
     """Fans committed log entries out to the open tails. `committed` is called on the
-    projector's commit thread; the rest runs on the event loop."""
+    projector's commit thread and only hands the batch to the event loop; there each entry is
+    serialised once and queued for the streams that want it (found by run and experiment id,
+    not by asking every stream), and each stream is woken once per batch."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.subscriptions: set[Subscription] = set()
+        self._by_run: dict[str, set[Subscription]] = collections.defaultdict(set)
+        self._by_experiment: dict[str, set[Subscription]] = collections.defaultdict(set)
+        self._held: list[LogEntry] = []            # committed, waiting for the window to close
+        self._flush: asyncio.TimerHandle | None = None
+        self._last_fan_out = -1.0
 
     def committed(self, changes: BatchChanges) -> None:
         if self.subscriptions and changes.log:
             try:
-                self.loop.call_soon_threadsafe(self._publish, list(changes.log))
+                self.loop.call_soon_threadsafe(self._arrived, list(changes.log))
             except RuntimeError:
                 pass  # the loop is closed (shutting down): nobody is listening any more
 
+    def _arrived(self, entries: list[LogEntry]) -> None:
+        self._held.extend(entries)
+        if self._flush is not None:
+            return
+        wait = self._last_fan_out + COALESCE_S - self.loop.time()
+        if wait <= 0:
+            self._fan_out()
+        else:
+            self._flush = self.loop.call_later(wait, self._fan_out)
+
+    def _fan_out(self) -> None:
+        self._flush = None
+        self._last_fan_out = self.loop.time()
+        held, self._held = self._held, []
+        self._publish(held)
+
     def _publish(self, entries: list[LogEntry]) -> None:
-        serialised: dict[int, Message] = {}
-
-        def message(i: int, e: LogEntry) -> Message:
-            found = serialised.get(i)
-            if found is None:
-                found = serialised[i] = Message(e.partition, e.offset, orjson.dumps(entry_of(e)))
-            return found
-
-        for sub in self.subscriptions:
-            mine = [message(i, e) for i, e in enumerate(entries) if sub.wants(e)]
-            if not mine:
+        by_run, by_experiment = self._by_run, self._by_experiment
+        woken: dict[Subscription, list[Message]] = {}
+        for e in entries:
+            subs = by_run.get(e.run_id) if e.run_id is not None else None
+            exp_subs = by_experiment.get(e.experiment_id) if e.experiment_id is not None else None
+            if not subs and not exp_subs:
                 continue
+            message = Message(e.partition, e.offset, orjson.dumps(entry_of(e)))
+            for group in (subs, exp_subs):
+                for sub in group or ():
+                    mine = woken.get(sub)
+                    if mine is None:
+                        woken[sub] = [message]
+                    else:
+                        mine.append(message)
+        for sub, mine in woken.items():
             if len(sub.pending) + len(mine) > QUEUE_MAX:
                 sub.pending.clear()
                 sub.overflowed = True
             else:
                 sub.pending.extend(mine)
-            sub.wake.set()
+            sub.wake()
 
-    def subscribe(self, run_id: str | None, experiment_id: str | None) -> Subscription:
-        sub = Subscription(run_id, experiment_id)
+    def subscribe(self, run_id: str | None, experiment_id: str | None, ping_seconds: float = 15.0) -> Subscription:
+        sub = Subscription(run_id, experiment_id, ping_seconds, last_sent=self.loop.time())
         self.subscriptions.add(sub)
+        if run_id is not None:
+            self._by_run[run_id].add(sub)
+        else:
+            self._by_experiment[experiment_id or ""].add(sub)
+        self._arm_ping(sub, ping_seconds)
         return sub
+
+    def _arm_ping(self, sub: Subscription, delay: float) -> None:
+        # One timer per stream, re-armed when it fires rather than at every message.
+        sub._ping_timer = self.loop.call_later(delay, self._ping, sub)
+
+    def _ping(self, sub: Subscription) -> None:
+        if sub not in self.subscriptions:
+            return
+        idle = self.loop.time() - sub.last_sent
+        if idle >= sub.ping_seconds:
+            sub.ping_due = True
+            sub.wake()
+            self._arm_ping(sub, sub.ping_seconds)
+        else:
+            self._arm_ping(sub, sub.ping_seconds - idle)
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscriptions.discard(sub)
+        for index, key in ((self._by_run, sub.run_id), (self._by_experiment, sub.experiment_id or "")):
+            group = index.get(key) if key is not None else None
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del index[key]
+        if sub._ping_timer is not None:
+            sub._ping_timer.cancel()
 
 
 def sse_message(data: bytes, cursor: dict[int, int]) -> bytes:
@@ -118,7 +183,8 @@ async def stream(hub: TailHub, read_after: Callable[[dict[int, int]], Any], *, r
     if ping_seconds <= 0:
         raise InvalidParameterValue("ping must be positive")
     cursor = parse_cursor(last_event_id) if last_event_id else {}
-    sub = hub.subscribe(run_id, experiment_id)
+    loop = hub.loop
+    sub = hub.subscribe(run_id, experiment_id, ping_seconds)
     try:
         yield b"retry: 1000\n\n"
         catch_up = last_event_id is not None
@@ -133,6 +199,7 @@ async def stream(hub: TailHub, read_after: Callable[[dict[int, int]], Any], *, r
                     for item in missed:
                         cursor[item["partition"]] = item["offset"]
                         yield sse_message(orjson.dumps(item), cursor)
+                    sub.last_sent = loop.time()
                     if len(missed) < CATCH_UP_PAGE:
                         break
                 catch_up = False
@@ -145,14 +212,20 @@ async def stream(hub: TailHub, read_after: Callable[[dict[int, int]], Any], *, r
                 cursor[m.partition] = m.offset
                 chunk.append(sse_message(m.data, cursor))
             if chunk:
+                sub.last_sent = loop.time()
+                sub.ping_due = False
                 yield b"".join(chunk)
             if sub.overflowed:
                 continue
-            sub.wake.clear()
-            if not sub.pending:
+            if sub.ping_due:
+                sub.ping_due = False
+                sub.last_sent = loop.time()
+                yield b": ping\n\n"
+            if not sub.pending and not sub.overflowed:
+                sub.waiter = loop.create_future()
                 try:
-                    await asyncio.wait_for(sub.wake.wait(), ping_seconds)
-                except asyncio.TimeoutError:
-                    yield b": ping\n\n"
+                    await sub.waiter
+                finally:
+                    sub.waiter = None
     finally:
         hub.unsubscribe(sub)

@@ -43,6 +43,7 @@ from runledger.projector.store import Store
 from runledger.query import memory, models_reader
 from runledger.query.catalog import ReadModelCatalog
 from runledger.query.audit_service import AuditService
+from runledger.query.checkpoints import Checkpointer
 from runledger.query.read_service import ReadService
 from runledger.query.tail import TailHub
 from runledger.query.run_cache import RunCache
@@ -122,12 +123,15 @@ async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    memory.configure(settings.memory_release_mb, settings.malloc_arenas,   # before any thread starts
+                     settings.arrow_memory_pool)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
-        store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
+        store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit,
+                      allocator_flush_mb=settings.duckdb_allocator_flush_mb, checkpoint_mb=settings.duckdb_checkpoint_mb)
         sql_engine = SqlEngine(store, settings.topic, SqlLimits(
             time_limit_ms=settings.sql_time_limit_ms, memory_mb=settings.sql_memory_mb, max_rows=settings.sql_max_rows,
             max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent,
@@ -140,6 +144,9 @@ def create_app(settings: Settings) -> FastAPI:
         store.apply_listeners.append(bucket_cache.drop_changed)
         tail_hub = TailHub(asyncio.get_running_loop())
         store.apply_listeners.append(tail_hub.committed)
+        # Counts each run's events as batches commit, from the first (a catch-up included).
+        checkpointer = Checkpointer(store, settings.audit_checkpoint_events, settings.audit_checkpoint_points)
+        store.apply_listeners.append(checkpointer.committed)
         board = VerdictBoard()
         projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
         await projector.start(partitions)
@@ -158,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors(), bucket_cache=bucket_cache)
-        audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic)
+        audit = AuditService(store, reader, tail_hub, settings.bootstrap_servers, settings.topic, checkpointer)
         artifact_store, multipart = open_store(settings.artifact_store, settings.data_dir, settings.s3_endpoint_url)
         app.state.services = Services(writer=writer, reader=reader, backlog=backlog, settings=settings,
                                       models=models_reader.ReadModelModelCatalog(store), sql=sql_engine,

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -61,6 +62,17 @@ def _serve(settings: Settings) -> None:
                 http=protocol_with_header_deadline(settings.header_timeout))
 
 
+def _import_server() -> None:
+    """What `_serve` imports, done ahead (on a thread while the broker starts)."""
+    try:
+        import uvicorn  # noqa: F401
+
+        import runledger.app  # noqa: F401
+        import runledger.header_deadline  # noqa: F401
+    except Exception:  # noqa: BLE001 - `_serve` imports them again and reports any error
+        log.debug("importing the server ahead failed", exc_info=True)
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -95,6 +107,8 @@ def cmd_up(settings: Settings) -> int:
             t0 = time.monotonic()
             print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
             line = ProgressLine()
+            # The server's imports (a few seconds of the start-up) overlap the broker's JVM start.
+            threading.Thread(target=_import_server, name="import-server", daemon=True).start()
             started = broker.start(on_progress=line.update)
             line.done(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s" if started else
                       f"Kafka already running on {broker.bootstrap_servers} (pid {broker.running_pid()}): using it, "
@@ -260,9 +274,12 @@ def _complete(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[int, int
 
 def _live_snapshot(settings: Settings) -> dict[str, Any]:
     """The live read model's checksums: from its file when no server holds it, else from the
-    running server (which computes them in one transaction)."""
+    running server (which computes them in one transaction). Plain urllib: httpx costs a
+    noticeable part of the command's start-up to import."""
+    import json
+    import urllib.request
+
     import duckdb
-    import httpx
 
     from runledger.projector.replay import snapshot
 
@@ -270,20 +287,43 @@ def _live_snapshot(settings: Settings) -> dict[str, Any]:
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     except duckdb.IOException:
         url = f"http://{settings.host}:{settings.port}/api/runledger/v1/verify/checksums"
-        answer = httpx.get(url, timeout=300)
-        answer.raise_for_status()
-        return answer.json()
+        with urllib.request.urlopen(url, timeout=300) as answer:
+            return json.loads(answer.read())
     try:
         return snapshot(con, settings.topic)
     finally:
         con.close()
 
 
+def _in_background(fn: Any) -> Any:
+    """Start `fn()` on a thread; the returned callable waits for its result (or raises its error)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised by the caller's thread
+            box["error"] = e
+    thread = threading.Thread(target=run, name="verify-live", daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+    return result
+
+
+# While `verify` replays, DuckDB writes the rebuilt tables to the temporary file only when this
+# much WAL has piled up (the default, 16 MiB, checkpointed several times for 1M points), and never
+# on close: the file is thrown away right after its checksums are taken.
+_VERIFY_CHECKPOINT_THRESHOLD = "256MB"
+
+
 def cmd_verify(settings: Settings) -> int:
-    import duckdb
-
-    from runledger.projector.replay import compare, snapshot
-
     if not settings.duckdb_path.exists():
         print(f"runledger verify: no read model at {settings.duckdb_path}", file=sys.stderr)
         return 2
@@ -291,15 +331,27 @@ def cmd_verify(settings: Settings) -> int:
     if bootstrap is None:
         print("runledger verify needs KAFKA_BOOTSTRAP_SERVERS or a running local broker", file=sys.stderr)
         return 2
-    live = _live_snapshot(settings)
+    # The live side first, on a thread: a running server computes its checksums while this
+    # process is still importing what the replay needs (most of the command's start-up).
+    live_result = _in_background(lambda: _live_snapshot(settings))
+    from runledger.projector.replay import compare, replay, snapshot
+    from runledger.projector.store import Store
+
+    live = live_result()
     ends = {int(p): o for p, o in live["offsets"].items()}
     with tempfile.TemporaryDirectory(prefix="runledger-verify-") as tmp:
-        progress = _replay_into(settings, bootstrap, Path(tmp), ends=ends)
-        con = duckdb.connect(str(Path(tmp) / "runledger.duckdb"), read_only=True)
+        store = Store(Path(tmp) / "runledger.duckdb", threads=settings.duckdb_threads)
         try:
-            rebuilt = snapshot(con, settings.topic)
+            store.con.execute(f"SET checkpoint_threshold = '{_VERIFY_CHECKPOINT_THRESHOLD}'")
+            progress = asyncio.run(replay(bootstrap, settings.topic, store, ends=ends, on_progress=_print_progress))
+            _print_progress(progress)
+            print(file=sys.stderr)
+            # Taken on the replay's own connection: no closing, reopening and re-reading the file.
+            with store.con.cursor() as cur:
+                rebuilt = snapshot(cur, settings.topic)
         finally:
-            con.close()
+            store.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            store.close()
     report = compare(live, rebuilt)
     width = max(len(r[0]) for r in report)
     print(f"{'table':<{width}}  result     live / rebuilt from the log")

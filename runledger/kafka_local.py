@@ -11,6 +11,7 @@ topics) overlaps with 4.1's accepted ranges; checked on this machine with a real
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -31,12 +32,31 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "4.1.1"
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 _READY_LINE = "Kafka Server started"
+# How often start-up looks for the ready line (part of `make up`'s time to the first answer).
+_READY_POLL_S = 0.05
 # What a first download weighs in jars, to say how far along it is: measured with an empty
 # Maven repository, 93 jars and 58 MB (46 jars, 43 MB, are the broker; the rest Maven's own
 # dependency plugin, already there on a machine that has used Maven, where it ends early).
 _EXPECTED_JAR_MB = 58
 _DOWNLOADED = re.compile(r"Downloaded from \S+: (\S+) \(([0-9.]+) (B|kB|MB|GB)")
 _UNITS = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+# A dev broker's JVM (docs/memory.md, "The local broker"). Measured RSS with the defaults of
+# before (-Xms256m -Xmx512m, G1): 420-500 MB under the bench, 630 MB after hours of tests. What
+# held it: a G1 heap that grows to -Xmx and is never given back, the log cleaner's 128 MiB
+# dedupe buffer (allocated once __consumer_offsets is compacted), NIO's per-thread cache of
+# temporary direct buffers (one per request size seen, kept for the thread's life) and a glibc
+# arena per JVM thread.
+DEV_HEAP = "-Xms32m -Xmx192m"
+DEV_JVM_FLAGS: tuple[str, ...] = (
+    # One GC thread, no region bookkeeping (G1's remembered sets cost ~10% of the heap), and
+    # a heap that shrinks after a full collection; pauses of a few ms on a 192 MB heap.
+    "-XX:+UseSerialGC", "-XX:MinHeapFreeRatio=10", "-XX:MaxHeapFreeRatio=30",
+    "-XX:MaxMetaspaceSize=128m", "-XX:ReservedCodeCacheSize=48m", "-XX:MaxDirectMemorySize=64m",
+    "-Xss512k",
+    # Temporary direct buffers above this are freed after use instead of cached per thread.
+    "-Djdk.nio.maxCachedBufferSize=262144",
+)
 
 Progress = Callable[[str], None]
 
@@ -145,7 +165,8 @@ class LocalKafka:
     home: Path
     port: int = 19092
     controller_port: int = 19093
-    heap: str = "-Xms256m -Xmx512m"
+    heap: str = DEV_HEAP
+    jvm_flags: tuple[str, ...] = DEV_JVM_FLAGS
     node_id: int = 1
     voters: str | None = None
     cluster_id: str | None = None
@@ -167,7 +188,7 @@ class LocalKafka:
         log_config = resources.files("runledger.kafka").joinpath("log4j2.properties")
         return [
             *self.heap.split(),
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+            *self.jvm_flags, "-XX:+ExitOnOutOfMemoryError",
             # C1 only: a test broker lives for minutes, so start-up time beats peak speed.
             "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
@@ -214,6 +235,10 @@ class LocalKafka:
             "num.network.threads=2",
             "num.io.threads=2",
             "background.threads=2",
+            # Only __consumer_offsets is compacted, and it is tiny: the default 128 MiB dedupe
+            # buffer would sit in the heap for nothing.
+            "log.cleaner.dedupe.buffer.size=8388608",
+            "log.cleaner.threads=1",
             "",
         ]))
         return config
@@ -267,7 +292,9 @@ class LocalKafka:
             # Static voters (a cluster) are formatted without --standalone, which 4.1 refuses with them.
             standalone = ["--standalone"] if self.voters is None else []
             fmt = subprocess.run(
-                ["java", "-Xmx256m", *self._java_opts()[2:], "-cp", classpath, "kafka.tools.StorageTool",
+                ["java", "-Xmx256m", *self._java_opts()[len(self.heap.split()):], *_shared_archive(libs),
+                 "-cp", classpath,
+                 "kafka.tools.StorageTool",
                  # "=" form: a random id may start with "-", which argparse would read as an option
                  "format", *standalone, f"--cluster-id={cluster_id}", "-c", str(config)],
                 capture_output=True, text=True,
@@ -277,8 +304,8 @@ class LocalKafka:
         with open(self.log_file, "ab") as out:
             out.truncate(0)
             proc = subprocess.Popen(
-                ["java", *self._java_opts(), "-cp", classpath, "kafka.Kafka", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                ["java", *self._java_opts(), *self._class_sharing(libs), "-cp", classpath, "kafka.Kafka", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_jvm_env(),
                 start_new_session=True,  # Ctrl-C in the terminal is handled by us, not sent to the JVM
             )
         self.pid_file.write_text(str(proc.pid))
@@ -297,7 +324,7 @@ class LocalKafka:
             if on_progress is not None:
                 on_progress(f"starting Apache Kafka {KAFKA_VERSION} (pid {proc.pid}): {time.monotonic() - t0:.0f}s, "
                             f"waiting for it to serve on {self.bootstrap_servers} (log: {self.log_file})")
-            time.sleep(0.2)
+            time.sleep(_READY_POLL_S)
         self.stop()
         raise KafkaProvisioningError(f"Kafka did not become ready within {timeout:.0f}s:\n{self._log_tail()}")
 
@@ -324,8 +351,42 @@ class LocalKafka:
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
+        self._keep_class_archive(clean_exit=not _alive(pid))
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    # ----- class-data sharing: start-up time
+    # Loading and verifying the broker's classes is about half of its start (measured: 9 s
+    # to ready without an archive, 3 to 5.5 s with one, on a loaded 2-core machine). The first
+    # broker that stops cleanly leaves an archive of the classes it loaded (JDK 13+
+    # ArchiveClassesAtExit, dumped as the JVM exits); every later start on this machine maps it
+    # (SharedArchiveFile). An archive that does not match the JVM or the jars is ignored by the
+    # JVM (-Xshare:auto, the default), which then starts as before.
+
+    @property
+    def _archive_draft(self) -> Path:
+        return self.home / "classes.jsa.draft"
+
+    def _class_sharing(self, libs: Path) -> list[str]:
+        archive = class_archive(libs)
+        (self.home / "classes.jsa.target").write_text(str(archive))
+        if archive.is_file():
+            return [f"-XX:SharedArchiveFile={archive}"]
+        self._archive_draft.unlink(missing_ok=True)
+        return [f"-XX:ArchiveClassesAtExit={self._archive_draft}"]
+
+    def _keep_class_archive(self, clean_exit: bool) -> None:
+        """Move the archive the stopped broker dumped next to the jars (only after a clean exit:
+        a broker killed while dumping leaves half a file)."""
+        draft, target_file = self._archive_draft, self.home / "classes.jsa.target"
+        try:
+            if clean_exit and draft.is_file() and draft.stat().st_size > 0 and target_file.is_file():
+                target = Path(target_file.read_text().strip())
+                if not target.exists():
+                    os.replace(draft, target)
+        except OSError as e:
+            log.info("could not keep the broker's class archive: %r", e)
+        draft.unlink(missing_ok=True)
 
     def _log_tail(self, size: int = 4000) -> str:
         try:
@@ -342,7 +403,7 @@ class LocalKafkaCluster:
     cluster of one uses the same ports as LocalKafka. Internal topics are replicated
     min(3, brokers) times; the event topic's replication is chosen by ingest.topic."""
 
-    def __init__(self, home: Path, brokers: int = 3, port: int = 19092, heap: str = "-Xms128m -Xmx384m") -> None:
+    def __init__(self, home: Path, brokers: int = 3, port: int = 19092, heap: str = DEV_HEAP) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.home = home
@@ -377,6 +438,31 @@ class LocalKafkaCluster:
 
     def running(self) -> list[int]:
         return [node.node_id for node in self.nodes if node.running_pid() is not None]
+
+
+def _jvm_env() -> dict[str, str]:
+    # glibc gives each thread that mallocs its own arena (up to 8 per core), ~80 broker threads:
+    # two arenas are plenty for the JVM's few native allocations (its heap is its own mmap).
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
+
+
+def class_archive(libs: Path) -> Path:
+    """Where the broker's class archive for this JVM lives: next to the jars, one per `java`
+    binary (an archive only fits the JVM build that wrote it)."""
+    java = os.path.realpath(shutil.which("java") or "java")
+    try:
+        stamp = f"{java}:{os.stat(java).st_mtime_ns}"
+    except OSError:
+        stamp = java
+    return libs.parent / f"classes-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}.jsa"
+
+
+def _shared_archive(libs: Path) -> list[str]:
+    """The broker's class archive for a short-lived tool JVM on the same jars (formatting)."""
+    archive = class_archive(libs)
+    return [f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []
 
 
 def _alive(pid: int) -> bool:

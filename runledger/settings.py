@@ -45,11 +45,11 @@ def setting(default: Any, env: str, description: str, **limits: Any) -> Any:
 
 
 def default_duckdb_memory_limit() -> str:
-    """A quarter of RAM, between 256 MiB and 4 GiB: the read model's hot part is small (latest
+    """A quarter of RAM, between 256 MiB and 1 GiB (docs/memory.md): the read model's hot part is small (latest
     values, recent runs) and DuckDB spills big sorts to disk, while the rest of the process
     (Python, Arrow buffers, the fold cache) needs the remainder."""
     mib = physical_memory_bytes() // 4 >> 20
-    return f"{max(256, min(mib, 4096))}MiB"
+    return f"{max(256, min(mib, 1024))}MiB"
 
 
 _SIZE = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
@@ -92,11 +92,11 @@ class Settings(BaseSettings):
         "artifact root of new experiments; default: mlflow-artifacts:/ (served by this server); a file: or s3: "
         "URI makes clients write there themselves")
     duckdb_threads: int = setting(1, "RUNLEDGER_DUCKDB_THREADS", "DuckDB threads of the read model", gt=0)
-    stream_max_lag_ms: int = setting(100, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
+    stream_max_lag_ms: int = setting(300, "RUNLEDGER_STREAM_MAX_LAG_MS", "streaming backpressure bound (ms)", gt=0)
     run_cache_mb: int = setting(64, "RUNLEDGER_RUN_CACHE_MB", "MB of rendered runs kept for reads; 0 = none", ge=0)
     duckdb_memory_limit: str = setting(None, "RUNLEDGER_DUCKDB_MEMORY_LIMIT",
                                        "DuckDB memory limit, e.g. '512MiB' or '2GB'; default: a quarter of RAM, "
-                                       "between 256MiB and 4GiB", default_factory=default_duckdb_memory_limit)
+                                       "between 256MiB and 1GiB", default_factory=default_duckdb_memory_limit)
     allowed_hosts_override: Annotated[tuple[str, ...] | None, NoDecode] = setting(
         None, "RUNLEDGER_ALLOWED_HOSTS", "comma-separated Host header values answered; default: derived from HOST")
     body_timeout: float = setting(30.0, "RUNLEDGER_BODY_TIMEOUT", "max seconds to wait for the next body chunk", gt=0)
@@ -136,6 +136,26 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = setting(None, "RUNLEDGER_S3_ENDPOINT_URL",
                                           "S3-compatible server of an s3:// artifact store (default: AWS)")
     artifact_max_mb: int = setting(10240, "RUNLEDGER_ARTIFACT_MAX_MB", "MB one uploaded artifact file may have", gt=0)
+    # Memory bounds (docs/memory.md).
+    memory_release_mb: int = setting(16, "RUNLEDGER_MEMORY_RELEASE_MB",
+                                     "MB of RSS growth after which freed memory is handed back to the OS", gt=0)
+    malloc_arenas: int = setting(2, "RUNLEDGER_MALLOC_ARENAS", "glibc malloc arenas; 0 = glibc's default (8 per core)",
+                                 ge=0)
+    arrow_memory_pool: Literal["system", "default"] = setting(
+        "system", "RUNLEDGER_ARROW_MEMORY_POOL",
+        "Arrow's allocator: 'system' (glibc malloc, hands memory back) or 'default' (Arrow's mimalloc/jemalloc)")
+    duckdb_allocator_flush_mb: int = setting(16, "RUNLEDGER_DUCKDB_ALLOCATOR_FLUSH_MB",
+                                             "MB a DuckDB task may peak at before its allocator's caches are "
+                                             "flushed to the OS", gt=0)
+    duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
+                                        "MB of DuckDB write-ahead log after which it checkpoints (rows written "
+                                        "since are held in memory uncompressed until then)", gt=0)
+    # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
+    audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
+                                           "checkpoint a run's state for as-of reads every this many of its events; "
+                                           "0 = never by events", ge=0)
+    audit_checkpoint_points: int = setting(50_000, "RUNLEDGER_AUDIT_CHECKPOINT_POINTS",
+                                           "... or every this many of its metric points; 0 = never by points", ge=0)
 
     @field_validator("duckdb_memory_limit")
     @classmethod

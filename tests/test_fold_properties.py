@@ -352,4 +352,6 @@ def test_batch_candidates_from_one_run_chunks_agree_with_the_python_pass(chunks:
     # A low threshold, so that small generated batches take the large-batch (Arrow) path too.
     with mock.patch.object(rules, "SMALL_BATCH_POINTS", 4):
         found = rules.batch_latest_candidates(tables)
+        found_by_chunk = rules.batch_latest_candidates(tables, one_run_per_chunk=True)  # the fold's way
     assert normalised(found) == normalised(rules.candidates_python(whole))
+    assert normalised(found_by_chunk) == normalised(rules.candidates_python(whole))

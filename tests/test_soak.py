@@ -157,6 +157,11 @@ def test_steady_streaming_with_readers_keeps_rss_flat_and_lag_under_a_second(mak
           f"{len(errors)} errors")
     print(f"[soak] RSS after warm-up: min {min(after):.0f} MB, max {max(after):.0f} MB, spread {growth * 100:.1f}% "
           f"(at the start {rss[0][1]:.0f} MB, at the end {rss[-1][1]:.0f} MB)")
+    minutes = {}
+    for t, v in rss:
+        minutes.setdefault(int(t // 60), []).append(v)
+    print("[soak] RSS per minute (median MB): " + ", ".join(f"{m}:{sorted(v)[len(v) // 2]:.0f}"
+                                                          for m, v in sorted(minutes.items())))
     print(f"[soak] lag (oldest unapplied record's age) after warm-up: p50 {_p(lag_after, 0.5):.0f} ms, "
           f"p99 {_p(lag_after, 0.99):.0f} ms, max {max(lag_after):.0f} ms over {len(lag_after)} samples")
     print(f"[soak] streamed point visible in get-history: p50 {_p(probe_after, 0.5):.0f} ms, "

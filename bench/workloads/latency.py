@@ -9,6 +9,13 @@ log-parameter and get-run. p50/p95 over the samples of all repetitions.
   timed). Runledger answers repeated reads of an unchanged run from its rendered-run cache;
   this case reads a run the previous request changed, so it is read from DuckDB, after waiting
   until that write is visible.
+- runs/search after a write: a page of the benchmark's experiment (max_results=100, default
+  order) right after a log-metric to one of its runs (only the search is timed). Runledger
+  answers without waiting for the commit when the search does not name what the write changed,
+  rendering the written run from the projector's folded state.
+
+Issue 22's goals for reads right after a write: get-run <= 2.5 ms p50 and <= 5 ms p99,
+runs/search <= 6 ms p50 (the rows print both p50 and p99).
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import time
 
 import orjson
 
-from common import API, T0_MS, Client, lat_summary, now_ms
+from common import API, T0_MS, Client, lat_summary, now_ms, pct
 from context import Ctx, Row
 
 TARGETS = {"create-run": 10.0, "log-metric": 10.0, "log-parameter": None, "get-run": 5.0,
-           "get-run after a write": 5.0}
+           "get-run after a write": 2.5, "runs/search after a write": 6.0}
+# p99 goals, where an issue set one
+P99_TARGETS = {"get-run after a write": 5.0}
 
 
 def _timed(c: Client, method: str, path: str, body: bytes | None = None, params: dict | None = None) -> float:
@@ -71,6 +80,11 @@ def _measure(url: str, n: int, reps: int) -> dict[str, list[float]]:
                 c.post("/runs/log-metric", {"run_id": read_run, "key": "live", "value": i, "timestamp": now_ms(),
                                             "step": rep * n + i})
                 samples["get-run after a write"].append(_timed(c, "GET", "/runs/get", params={"run_id": read_run}))
+            for i in range(n):
+                c.post("/runs/log-metric", {"run_id": read_run, "key": "live2", "value": i, "timestamp": now_ms(),
+                                            "step": rep * n + i})
+                samples["runs/search after a write"].append(_timed(c, "POST", "/runs/search", orjson.dumps(
+                    {"experiment_ids": [exp_id], "max_results": 100})))
     return samples
 
 
@@ -85,12 +99,17 @@ def run(ctx: Ctx) -> list[Row]:
             ctx.stop(server, "latency")
         for op, s in result[name].items():
             ctx.log(f"latency {name} {op}: {lat_summary(s)}")
-    summary = {name: {op: lat_summary(s) for op, s in ops.items()} for name, ops in result.items()}
+    # p99 as well: issue 22 sets a p99 goal for get-run right after a write
+    summary = {name: {op: {**lat_summary(s), "p99_ms": round(pct([x * 1000 for x in s], 99), 3)}
+                      for op, s in ops.items()} for name, ops in result.items()}
     ctx.details["latency"] = {"requests_per_op_per_rep": n, "summary": summary}
     rows = []
     for op, target in TARGETS.items():
         ml, rl = summary["mlflow"][op], summary["runledger"][op]
+        p99 = P99_TARGETS.get(op)
+        goal = (f"p50 <= {target:g} ms" + (f", p99 <= {p99:g} ms" if p99 else "")) if target else ""
+        met = (rl["p50_ms"] <= target and (p99 is None or rl["p99_ms"] <= p99)) if target else None
+        note = f"p99: MLflow {ml['p99_ms']:.2f} ms, Runledger {rl['p99_ms']:.2f} ms" if "after a write" in op else ""
         rows.append(Row("single-request latency", op, f"{n} requests x {ctx.reps} reps, 1 client, sequential", "ms",
-                        ml, rl, False, f"p50 <= {target:g} ms" if target else "",
-                        (rl["p50_ms"] <= target) if target else None))
+                        ml, rl, False, goal, met, note=note))
     return rows

@@ -222,6 +222,9 @@ def run(ctx: Ctx) -> list[Row]:
     ctx.details["search"] = {"sizes": sizes, "queries_per_rep": per_rep, "queries": QUERIES,
                              "summary": summary, "answer_mismatches": mismatches}
     rows = []
+    # Issue 22: every shape >= 15x MLflow at the smaller size (2,000 runs), and <= 15 ms p50 at
+    # the larger one (20,000) with the run cache off (a page every write invalidated).
+    min_ratio, uncached_target = 15.0, 15.0
     for idx, n in enumerate(sizes):
         target = 10.0 if idx == 0 else 30.0
         for label in QUERIES:
@@ -233,12 +236,16 @@ def run(ctx: Ctx) -> list[Row]:
                 if len(cell) < per_rep * ctx.reps:
                     note += (("; " if note else "") + f"{name}: {len(cell)} sample(s), not {per_rep * ctx.reps}: "
                              f"stopped after {sum(cell):.0f}s (time budget {budget_s:.0f}s per cell)")
+            ratio_goal = idx == 0
+            met = b["p50_ms"] <= target and (not ratio_goal or a["p50_ms"] >= min_ratio * b["p50_ms"])
             rows.append(Row(f"runs/search {n:,} runs", label,
                             f"{n:,} runs, max_results=100, {per_rep} queries x {ctx.reps} reps per server",
-                            "ms", a, b, False, f"p50 <= {target:g} ms", b["p50_ms"] <= target,
+                            "ms", a, b, False,
+                            f"p50 <= {target:g} ms" + (f", >= {min_ratio:g}x MLflow" if ratio_goal else ""), met,
                             note=note))
             c = lat_summary(samples[("runledger-uncached", n, label)])
+            off_target = target if idx == 0 else uncached_target
             rows.append(Row(f"runs/search {n:,} runs, run cache off", label,
                             f"as above, on a server replaying the same log with RUNLEDGER_RUN_CACHE_MB=0",
-                            "ms", a, c, False, f"p50 <= {target:g} ms", c["p50_ms"] <= target))
+                            "ms", a, c, False, f"p50 <= {off_target:g} ms", c["p50_ms"] <= off_target))
     return rows

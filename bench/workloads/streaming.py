@@ -20,15 +20,18 @@ Until the endpoint exists (404), the rows say n/a.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
 import httpx
+import numpy as np
 import orjson
 import pyarrow as pa
 
 from common import T0_MS, Client, Ticker, median, parallel, pct
 from context import Ctx, Row
+from servers import cpu_seconds
 
 STREAM = "/api/runledger/v1/metrics/stream"
 LAG = "/api/runledger/v1/lag"
@@ -47,19 +50,34 @@ def _columns(first_step: int, n: int) -> tuple[list[str], list[float], list[int]
 
 
 def _request(run_id: str, first_step: int, n: int, arrow: bool) -> dict:
-    """httpx.post keyword arguments for one request: JSON columns, or an Arrow IPC body."""
-    keys, values, timestamps, steps = _columns(first_step, n)
+    """httpx.post keyword arguments for one request: JSON columns, or an Arrow IPC body. The
+    same points as `_columns`, built from NumPy arrays and a cached key column: the senders
+    share the 2 cores with the server and the broker, so they should spend as little as a
+    client holding its metrics in arrays would (the JSON bytes are those of `_columns`)."""
+    per_key = n // KEYS_PER_RUN
+    steps = np.tile(np.arange(first_step, first_step + per_key, dtype=np.int64), KEYS_PER_RUN)
+    values, timestamps = steps * 0.25, steps + T0_MS
     if not arrow:
-        return {"content": orjson.dumps({"run_id": run_id, "keys": keys, "values": values,
-                                         "timestamps": timestamps, "steps": steps}),
+        return {"content": orjson.dumps({"run_id": run_id, "keys": _keys(per_key), "values": values,
+                                         "timestamps": timestamps, "steps": steps}, option=orjson.OPT_SERIALIZE_NUMPY),
                 "headers": {"content-type": "application/json"}}
-    table = pa.table({"key": pa.array(keys).dictionary_encode(), "value": pa.array(values, pa.float64()),
-                      "timestamp": pa.array(timestamps, pa.int64()), "step": pa.array(steps, pa.int64())})
+    table = pa.table({"key": _key_dictionary(per_key), "value": pa.array(values), "timestamp": pa.array(timestamps),
+                      "step": pa.array(steps)})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return {"content": sink.getvalue().to_pybytes(), "params": {"run_id": run_id},
             "headers": {"content-type": "application/vnd.apache.arrow.stream"}}
+
+
+@functools.lru_cache(maxsize=4)
+def _keys(per_key: int) -> list[str]:
+    return [f"s{k}" for k in range(KEYS_PER_RUN) for _ in range(per_key)]
+
+
+@functools.lru_cache(maxsize=4)
+def _key_dictionary(per_key: int) -> pa.Array:
+    return pa.array(_keys(per_key)).dictionary_encode()
 
 
 def _probe(url: str) -> str | None:
@@ -96,6 +114,10 @@ def _one_rep(ctx: Ctx, duration: float, arrow: bool) -> dict:
                                     float(j.get("oldest_unapplied_age_ms") or 0)))
 
         sent_steps = [0] * SENDERS
+        # CPU seconds of the server and of the broker over sending + draining, per million
+        # points: where the 2 cores go (the senders, in this process, share them too).
+        server_pid, broker_pid = server.proc.pid, ctx.kafka.broker.running_pid() if ctx.kafka else None
+        cpu0 = (cpu_seconds(server_pid), cpu_seconds(broker_pid) if broker_pid else 0.0, time.process_time())
         start = time.monotonic()
         stop_at = start + duration
         ticker = Ticker(0.1, sample).start()
@@ -137,6 +159,7 @@ def _one_rep(ctx: Ctx, duration: float, arrow: bool) -> dict:
                         caught_up = time.monotonic()
                         break
                 time.sleep(0.05)
+        cpu1 = (cpu_seconds(server_pid), cpu_seconds(broker_pid) if broker_pid else 0.0, time.process_time())
         ticker.stop()
         lag_http.close()
         if caught_up is None:
@@ -163,6 +186,9 @@ def _one_rep(ctx: Ctx, duration: float, arrow: bool) -> dict:
             "lag_events_max": max((s[1] for s in during), default=None),
             "lag_samples": len(during), "sampler_errors": ticker.errors[:3],
             "history_count_s0_run0": count, "history_expected": sent_steps[0],
+            "server_cpu_s_per_M": (cpu1[0] - cpu0[0]) / points * 1e6,
+            "broker_cpu_s_per_M": (cpu1[1] - cpu0[1]) / points * 1e6,
+            "bench_client_cpu_s_per_M": (cpu1[2] - cpu0[2]) / points * 1e6,
         }
     finally:
         stats = ctx.stop(server, "streaming")
@@ -190,15 +216,19 @@ def _variant(ctx: Ctx, arrow: bool) -> list[Row]:
             continue
         ctx.log(f"streaming ({body}) rep {rep + 1}: {r['points']:,} points, {r['points_per_s']:,.0f} points/s "
                 f"end to end ({r['acked_points_per_s']:,.0f} acked/s, drain {r['drain_s']:.1f}s), lag age p50 "
-                f"{r['lag_age_ms_p50']:.0f} ms p99 {r['lag_age_ms_p99']:.0f} ms")
+                f"{r['lag_age_ms_p50']:.0f} ms p99 {r['lag_age_ms_p99']:.0f} ms; CPU s per million points: server "
+                f"{r['server_cpu_s_per_M']:.2f}, broker {r['broker_cpu_s_per_M']:.2f}, "
+                f"senders {r['bench_client_cpu_s_per_M']:.2f}")
     ctx.details["streaming_arrow" if arrow else "streaming"] = {
         "duration_s": duration, "senders": SENDERS, "points_per_request": POINTS_PER_REQUEST, "reps": reps}
+    goal = 1_500_000 if arrow else 1_000_000   # issue 22
+    target = f">= {goal:,} points/s"
     size = (f"{duration:.0f}s of sending per rep, {SENDERS} senders x {POINTS_PER_REQUEST} points/request "
             f"({body}), fresh server per rep")
     if reps and "missing" in reps[0]:
         note = f"n/a ({reps[0]['missing']})"
         return [Row("streaming ingest", f"end to end points/s, {body}", size, "points/s", None, None, True,
-                    ">= 500,000 points/s", None, note),
+                    target, None, note),
                 Row("streaming ingest", f"projector lag age p50 / p99, {body}", size, "ms", None, None, False,
                     "p99 < 1,000 ms", None, note)]
     good = [r for r in reps if "points_per_s" in r]
@@ -207,7 +237,7 @@ def _variant(ctx: Ctx, arrow: bool) -> list[Row]:
     if not good:
         note = "; ".join(r.get("error", "") for r in reps)
         return [Row("streaming ingest", f"end to end points/s, {body}", size, "points/s", ml_best, None, True,
-                    ">= 500,000 points/s", False, note)]
+                    target, False, note)]
     pps = median([r["points_per_s"] for r in good])
     p50 = median([r["lag_age_ms_p50"] for r in good])
     p99 = median([r["lag_age_ms_p99"] for r in good])
@@ -218,12 +248,16 @@ def _variant(ctx: Ctx, arrow: bool) -> list[Row]:
     if bad:
         notes.append(f"history count mismatch in {len(bad)} rep(s): "
                      f"{[(r['history_count_s0_run0'], r['history_expected']) for r in bad]}")
+    notes.append("CPU s per million points (median): server "
+                 f"{median([r['server_cpu_s_per_M'] for r in good]):.2f}, broker "
+                 f"{median([r['broker_cpu_s_per_M'] for r in good]):.2f}, bench senders "
+                 f"{median([r['bench_client_cpu_s_per_M'] for r in good]):.2f}")
     notes.append(f"MLflow column = MLflow's best log-batch points/s; acked-only rate "
                  f"{median([r['acked_points_per_s'] for r in good]):,.0f} points/s; "
                  f"total points/rep ~{median([r['points'] for r in good]):,.0f}")
     return [
         Row("streaming ingest", f"end to end points/s (accepted -> queryable), {body}", size, "points/s", ml_best,
-            pps, True, ">= 500,000 points/s", pps >= 500_000, "; ".join(notes)),
+            pps, True, target, pps >= goal, "; ".join(notes)),
         Row("streaming ingest", f"projector lag age p50 / p99, {body}", size, "ms", None,
             {"p50_ms": p50, "p95_ms": p99}, False, "p99 < 1,000 ms", p99 < 1000,
             stats="p50 / p99",

@@ -76,6 +76,10 @@ async def search_experiments_post(request: Request) -> dict[str, Any]:
 def get_run(request: Request) -> Response:
     f = query_fields(request)
     run_id = f.run_id()
+    # Right after a write to this run, its folded state answers without waiting for the commit.
+    now = services.reader(request).run_from_memory(run_id)
+    if now is not None:
+        return Response(b'{"run":' + now + b"}", media_type="application/json")
     with _cursor(request) as cur:
         run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
     if run is None:
@@ -84,12 +88,26 @@ def get_run(request: Request) -> Response:
 
 
 def _search_runs(request: Request, f: Fields) -> Response:
-    with _cursor(request) as cur:
-        found = reader.search_runs(
+    reads = services.reader(request)
+
+    def search(cur: Any, memory: Any = None) -> dict[str, Any]:
+        return reader.search_runs(
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
             order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
-            cursors=services.reader(request).search_cursors, cache=services.reader(request).run_cache)
+            cursors=reads.search_cursors, cache=reads.run_cache, memory=memory)
+
+    # Right after a write, a search that does not depend on what the write changed (beyond
+    # the runs it shows, rendered from the folded state) answers without waiting for the commit.
+    memory = reads.memory_reads()
+    if memory is not None:
+        try:
+            with reads.cursor_now() as cur:
+                return _json(search(cur, memory))
+        except reader.MustWait:
+            pass  # it does: read again after waiting
+    with _cursor(request) as cur:
+        found = search(cur)
     return _json(found)
 
 

@@ -27,7 +27,7 @@ from runledger.dialects.moments import moment
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.ingest.positions import parse_time
 from runledger.ingest.writer import new_event
-from runledger.query import audit_trail, tail
+from runledger.query import as_of, audit_trail, tail
 
 
 # ----- response models (the OpenAPI schema of these endpoints)
@@ -146,8 +146,9 @@ def all_events(request: Request) -> dict[str, Any]:
 
 # ----- as-of, history, diff
 
-async def get_run(request: Request, run_id: str) -> Any:
-    """runs/get, now or as of a moment (`as_of` = Unix ms or ISO 8601, `as_of_position`)."""
+async def get_run(request: Request, run_id: str, response: Response) -> Any:
+    """runs/get, now or as of a moment (`as_of` = Unix ms or ISO 8601, `as_of_position`). An
+    as-of answer says in X-Runledger-As-Of-Basis where its fold started (docs/audit.md)."""
     f = query_fields(request)
     then = moment(f, "as_of", "as_of_position", required=False)
     audit = services.audit(request)
@@ -156,7 +157,9 @@ async def get_run(request: Request, run_id: str) -> Any:
         if run is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     else:
-        run = await audit.run_as_of(run_id, then)
+        basis: dict[str, Any] = {}
+        run = await audit.run_as_of(run_id, then, basis=basis)
+        response.headers["X-Runledger-As-Of-Basis"] = as_of.describe_basis(basis)
     return {"run": run}
 
 
