@@ -12,7 +12,9 @@ other events of its own (tags, 8 writers), plus a sentinel tag written last.
 - tail latency: 50 SSE clients on one run while a writer logs one point per synchronous
   log-metric (~20/s); latency = message received - write request sent, over all clients.
 - ingest with 50 tails: 1-client log-batch (1,000 points a request) points/s with the 50 tails
-  open on the runs being written, vs the same window with none.
+  open on the runs being written, vs the same window with none. The 50 tails read in a process of
+  their own (asyncio, one connection each), as tailing users would on their own machines: threads in
+  the writer's process would make the writer wait for the GIL, which measured the bench, not the server.
 - verify: `runledger verify` while the server runs (replay of the whole topic into a temporary
   folder + checksums of both); points of the topic / wall time.
 """
@@ -157,6 +159,54 @@ def _close(tails: list[_Tail]) -> None:
         t.stop.set()
 
 
+_TAIL_READERS = r"""
+import asyncio, sys
+import httpx
+
+async def main(url: str, n: int) -> None:
+    ready = 0
+    received = 0
+
+    async def one(client: httpx.AsyncClient) -> None:
+        nonlocal ready, received
+        async with client.stream("GET", url) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("retry:"):
+                    ready += 1
+                    if ready == n:
+                        print("ready", flush=True)
+                elif line.startswith("data: "):
+                    received += 1
+
+    limits = httpx.Limits(max_connections=n + 1, max_keepalive_connections=n + 1)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as client:
+        tasks = [asyncio.create_task(one(client)) for _ in range(n)]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        print(f"received {received}", flush=True)
+        for t in tasks:
+            t.cancel()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+class _TailReaders:
+    """`n` SSE tails of `url` in a process of their own; `close()` returns the messages they got."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-c", _TAIL_READERS, url, str(n)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if line.strip() != "ready":
+            self._proc.kill()
+            raise RuntimeError(f"tail readers did not start: {line!r}")
+
+    def close(self) -> int:
+        out, _ = self._proc.communicate("", timeout=30)
+        return int(out.split()[-1]) if out.strip() else 0
+
+
 def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
     clients = 50
     with Client(url) as c:
@@ -185,10 +235,9 @@ def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
 
         window = ctx.size(3.0, 8.0)
         without = [throughput(window) for _ in range(ctx.reps)]
-        busy_sent: dict[int, float] = {}
-        exp_tails = _tails(f"{url}{NATIVE}/experiments/{exp}/tail", clients, busy_sent, [])
+        readers = _TailReaders(f"{url}{NATIVE}/experiments/{exp}/tail", clients)
         with_tails = [throughput(window) for _ in range(ctx.reps)]
-        _close(exp_tails)
+        tail_messages = readers.close()
         c.post("/runs/set-tag", {"run_id": run_id, "key": "end", "value": "2"})
         c.create_run(exp)
     expected = ctx.size(50, 200) * clients
@@ -201,7 +250,8 @@ def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
             "write sent -> message received", stats="p50 / p99"),
         Row("audit", "log-batch ingest, no tails", "1 client", "points/s", None, median(without), True),
         Row("audit", f"log-batch ingest, {clients} tails on it", "1 client", "points/s", None, median(with_tails),
-            True, ">= 90% of no tails", ratio >= 0.9, f"{ratio:.0%} of without"),
+            True, ">= 90% of no tails", ratio >= 0.9,
+            f"{ratio:.0%} of without; the tails (own process) received {tail_messages:,} messages"),
     ]
 
 
