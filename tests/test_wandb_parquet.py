@@ -8,6 +8,7 @@ import base64
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -64,8 +65,10 @@ def world(server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
            "sparse": _log(client, exp, "sparse", True, _sparse())}
     import wandb
 
-    yield {"api": wandb.Api(timeout=60), "ids": ids, "client": client, "url": server.url,
-           "cache": home / "cache"}
+    # The client's Go helper is one process per test session, started with the environment of
+    # the first module that used wandb; its downloads land in that module's cache folder.
+    caches = [tmp_path_factory.getbasetemp(), Path.home() / ".cache" / "wandb"]
+    yield {"api": wandb.Api(timeout=60), "ids": ids, "client": client, "url": server.url, "caches": caches}
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -107,7 +110,9 @@ def test_scan_of_the_export_gives_the_same_rows_as_the_pages(world: dict) -> Non
     api = world["api"]
     paged = list(api.run(f"{ENTITY}/wb-parquet/{world['ids']['running']}").scan_history(use_cache=False))
     exported = list(api.run(f"{ENTITY}/wb-parquet/{world['ids']['finished']}").scan_history(use_cache=False))
-    assert list(world["cache"].glob("*.runhistory.parquet")), "the helper read a downloaded export"
+    finished = world["ids"]["finished"]
+    downloaded = [f for c in world["caches"] if c.exists() for f in c.rglob(f"*{finished}*.runhistory.parquet")]
+    assert downloaded, "the helper read a downloaded export"
     assert len(paged) == 2500
     assert _typed(exported) == _typed(paged)
     by_step = {r["_step"]: r for r in exported}
