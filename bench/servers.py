@@ -292,10 +292,7 @@ class MlflowServer:
                 "largest_process_rss_mb": round(self.rss.max_process_mb, 1) if self.rss else None,
                 "processes": self.rss.processes if self.rss else None,
                 "db_bytes": file_bytes(self.db_path) + file_bytes(self.dir / "mlflow.db-wal"),
-                "startup_s": round(self.startup_s, 2),
-                # issue 22: idle RSS after the workload within 20% of the RSS after start-up
-                "start_rss_mb": round(self.start_rss_kb / 1024, 1) if self.start_rss_kb else None,
-                "idle_end_rss_mb": round(self.idle_end_kb / 1024, 1) if self.idle_end_kb else None}
+                "startup_s": round(self.startup_s, 2)}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
