@@ -111,12 +111,17 @@ class Projector:
         request = StateRequest(experiments=True)
         self.cache.add_loaded(request, self.store.load(request))
 
+    @property
+    def _normal(self) -> bool:
+        """No failed commit, no rebuild, no damage: the folded state may answer reads."""
+        return self._failure is None and self._committer is not None and self.store.corruption is None
+
     def hot_run(self, run_id: str, rule: str) -> HotRun | str | None:
         """The run's folded state, if a batch whose verdicts are out changed it and that batch is
         not committed yet (so a reader would otherwise wait for the commit); `pending.COMMITTED`
         if DuckDB already has every change to it; None otherwise, and whenever the projector is
         not in its normal state (a failed commit, a rebuild)."""
-        if self._failure is not None or self._committer is None or self.store.corruption is not None:
+        if not self._normal:
             return None
         visibility = self.store.visibility
         with self.pending.lock:
@@ -128,7 +133,7 @@ class Projector:
     def folded_runs(self, run_ids: list[str], rule: str) -> dict[str, HotRun]:
         """The folded state of those of `run_ids` that the fold cache holds (projector.pending),
         each as DuckDB has it or newer; empty when the projector is not in its normal state."""
-        if self._failure is not None or self._committer is None or self.store.corruption is not None:
+        if not self._normal:
             return {}
         with self.pending.lock:
             return self.pending.folded_runs(run_ids, self.cache, rule, self.store.visibility.committed)
@@ -136,7 +141,7 @@ class Projector:
     def uncommitted(self) -> Uncommitted | None:
         """What the batches whose verdicts are out but which are not committed yet changed;
         None when nothing is waiting for a commit, or it is not all known (then wait)."""
-        if self._failure is not None or self._committer is None or self.store.corruption is not None:
+        if not self._normal:
             return None
         visibility = self.store.visibility
         with self.pending.lock:

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import duckdb
 import pyarrow as pa
@@ -234,19 +234,10 @@ class Checkpointer:
                 counts.setdefault(run_id, [0, 0])[1] += chunk.num_rows
         if not counts:
             return
-        woke = False
         with self._lock:
             if len(self._since) > _MAX_COUNTED:
                 self._forget_small()
-            for run_id, (events, points) in counts.items():
-                since = self._since[run_id]
-                since[0] += events
-                since[1] += points
-                if self._is_due(run_id, since):
-                    self._due[run_id] = None
-                    woke = True
-        if woke:
-            self._wake.set()
+        self._count((run_id, events, points) for run_id, (events, points) in counts.items())
 
     def _forget_small(self) -> None:
         """Drop the counts of runs far from their next checkpoint, so that many runs with a few
@@ -323,9 +314,14 @@ class Checkpointer:
                 WHERE e.run_id IS NOT NULL AND e.error_code IS NULL AND e.type IN (SELECT unnest(?::VARCHAR[]))
                   AND e."offset" > coalesce(c.o, -1)
                 GROUP BY e.run_id""", [_RUN_EVENT_TYPES]).fetchall()
+        self._count(rows)
+
+    def _count(self, counts: Iterable[tuple[str, int, int]]) -> None:
+        """Add (run, events, points) to each run's count since its checkpoint; wake the taker
+        when one became due."""
         woke = False
         with self._lock:
-            for run_id, events, points in rows:
+            for run_id, events, points in counts:
                 since = self._since[run_id]
                 since[0] += events
                 since[1] += points
