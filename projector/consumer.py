@@ -121,14 +121,8 @@ class Projector:
         not committed yet (so a reader would otherwise wait for the commit); `pending.COMMITTED`
         if DuckDB already has every change to it; None otherwise, and whenever the projector is
         not in its normal state (a failed commit, a rebuild)."""
-        if not self._normal:
-            return None
-        visibility = self.store.visibility
-        with self.pending.lock:
-            committed, released = visibility.committed, visibility.released
-            if committed >= released:
-                return COMMITTED
-            return self.pending.hot_run(run_id, self.cache, rule, released, committed)
+        return self._between_release_and_commit(
+            COMMITTED, lambda released, committed: self.pending.hot_run(run_id, self.cache, rule, released, committed))
 
     def folded_runs(self, run_ids: list[str], rule: str) -> dict[str, HotRun]:
         """The folded state of those of `run_ids` that the fold cache holds (projector.pending),
@@ -141,14 +135,19 @@ class Projector:
     def uncommitted(self) -> Uncommitted | None:
         """What the batches whose verdicts are out but which are not committed yet changed;
         None when nothing is waiting for a commit, or it is not all known (then wait)."""
+        return self._between_release_and_commit(None, self.pending.uncommitted)
+
+    def _between_release_and_commit(self, when_all_committed: Any, read: Callable[[int, int], Any]) -> Any:
+        """`read(released, committed)` under the pending lock while answered batches wait for their
+        commit; `when_all_committed` when none does; None outside the normal state."""
         if not self._normal:
             return None
         visibility = self.store.visibility
         with self.pending.lock:
             committed, released = visibility.committed, visibility.released
             if committed >= released:
-                return None
-            return self.pending.uncommitted(released, committed)
+                return when_all_committed
+            return read(released, committed)
 
     async def stop(self) -> None:
         self._stopping.set()
