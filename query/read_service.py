@@ -19,6 +19,7 @@ from runledger.projector.store import ReadModelDamaged, Store
 from runledger.query import reader
 from runledger.query.history_buckets import BucketCache
 from runledger.query.run_cache import RunCache
+from runledger.query.search_cache import SearchCache
 from runledger.query.search_cursors import SearchCursors
 
 
@@ -33,6 +34,7 @@ class ReadService:
         self.latest_table = latest_table
         self.run_cache = run_cache
         self.search_cursors = search_cursors
+        self.search_cache = SearchCache(run_cache)   # first pages of runs/search until the next commit
         self.bucket_cache = bucket_cache if bucket_cache is not None else BucketCache()   # answers of metrics/history-buckets
         self._rule = _RULES.get(latest_table)
         if run_cache.folded is None:

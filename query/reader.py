@@ -21,6 +21,7 @@ from runledger.projector.pending import BatchKeys, HotRun, Uncommitted
 from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql, search_tree
 from runledger.query.run_cache import RunCache
+from runledger.query.search_cache import SearchCache
 from runledger.query.run_info import info_json
 from runledger.query.search_cursors import SearchCursors
 from runledger.query.search_filter import SearchFilterError
@@ -388,6 +389,13 @@ def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_tab
     """`runs_json` as ready JSON (embedded as is by `orjson.dumps`), through `cache`. With
     `memory` (a cursor that did not wait for pending commits), the runs that uncommitted
     batches changed come from the projector's folded state (MustWait if one cannot)."""
+    return [orjson.Fragment(b) for b in _rendered_bodies(cur, run_ids, latest_table, experiment_ids, cache, memory)]
+
+
+def _rendered_bodies(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
+                     experiment_ids: list[str] | None, cache: RunCache,
+                     memory: MemoryReads | None = None) -> list[bytes]:
+    """`rendered_runs`' JSON bytes, one per run found, in `run_ids` order."""
     found: dict[str, bytes] = {}
     if memory is not None:
         for run_id in run_ids:
@@ -400,9 +408,9 @@ def rendered_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_tab
         if found:
             run_ids_left = [r for r in run_ids if r not in found]
             found.update(_rendered(cur, run_ids_left, latest_table, experiment_ids, cache))
-            return [orjson.Fragment(found[r]) for r in run_ids if r in found]
+            return [found[r] for r in run_ids if r in found]
     found = _rendered(cur, run_ids, latest_table, experiment_ids, cache)
-    return [orjson.Fragment(found[r]) for r in run_ids if r in found]
+    return [found[r] for r in run_ids if r in found]
 
 
 def cached_runs(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
@@ -431,16 +439,23 @@ def run_ref(cur: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str, str]
 def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], filter_string: str | None,
                 run_view_type: Any, max_results: int | None, order_by: list[str], page_token: str | None,
                 latest_table: str, cursors: SearchCursors, cache: RunCache | None = None,
-                filter_tree: search_tree.Node | None = None, memory: MemoryReads | None = None) -> dict[str, Any]:
+                filter_tree: search_tree.Node | None = None, memory: MemoryReads | None = None,
+                results: SearchCache | None = None) -> dict[str, Any]:
     """One page of runs. `filter_tree` (a boolean filter, query.search_tree) replaces
     `filter_string` when given. The first page computes the full ordered id list and, when more pages
     follow, keeps it under a cursor named in the page token; later pages read that snapshot.
     With `cache`, the runs are ready JSON (`rendered_runs`) rather than dicts. With `memory`,
     `cur` did not wait for pending commits: MustWait if the answer depends on them beyond the
-    runs `memory` can render."""
+    runs `memory` can render. With `results` (and `cache`, and no `memory`: `cur` waited for
+    every answered write), a first page is answered from, or kept in, the search cache, which
+    serves it only while nothing was committed since (query.search_cache)."""
     if memory is not None and cache is None:
         raise MustWait("no rendered-run cache")
     limit = _max_results(max_results, default=1000)
+    if (results is not None and cache is not None and memory is None and not page_token and experiment_ids
+            and filter_tree is None and results.enabled):
+        return _search_runs_cached(cur, results, cache, cursors, experiment_ids, filter_string, run_view_type,
+                                   limit, order_by, latest_table)
     if page_token:
         cursor, offset = _decode_cursor_token(page_token)
         snapshot = cursors.get(cursor)
@@ -462,6 +477,30 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
     out: dict[str, Any] = {"runs": runs}
     if len(ids) > offset + limit:
         out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": offset + limit})
+    return _compact(out)
+
+
+def _search_runs_cached(cur: duckdb.DuckDBPyConnection, results: SearchCache, cache: RunCache,
+                        cursors: SearchCursors, experiment_ids: list[str], filter_string: str | None,
+                        run_view_type: Any, limit: int, order_by: list[str], latest_table: str) -> dict[str, Any]:
+    """`search_runs`' first page through the search cache: the same answer as without it (a
+    fresh page-token snapshot on a hit, as a fresh search makes)."""
+    key = (tuple(experiment_ids), filter_string, _view_code(run_view_type), limit, tuple(order_by), latest_table)
+    hit = results.get(key)
+    if hit is None:
+        token = results.token()   # before reading: a commit after it makes the entry unusable
+        ids = _matching_run_ids(cur, experiment_ids, filter_string, run_view_type, order_by, latest_table)
+        page = ids[:limit]
+        if not isinstance(page, list):
+            page = page.to_pylist()
+        bodies = _rendered_bodies(cur, page, latest_table, experiment_ids, cache)
+        results.put(key, token, ids, list(experiment_ids), bodies)
+    else:
+        ids, bodies = hit.ids, hit.page
+    out: dict[str, Any] = {"runs": [orjson.Fragment(b) for b in bodies]}
+    if len(ids) > limit:
+        cursor = cursors.put((ids, list(experiment_ids)))
+        out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": limit})
     return _compact(out)
 
 

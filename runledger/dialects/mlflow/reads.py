@@ -95,7 +95,8 @@ def _search_runs(request: Request, f: Fields) -> Response:
             cur, experiment_ids=f.strings("experiment_ids"), filter_string=f.str("filter"),
             run_view_type=f.data.get("run_view_type"), max_results=f.int64("max_results"),
             order_by=f.strings("order_by"), page_token=f.str("page_token"), latest_table=_latest_table(request),
-            cursors=reads.search_cursors, cache=reads.run_cache, memory=memory)
+            cursors=reads.search_cursors, cache=reads.run_cache, memory=memory,
+            results=reads.search_cache)
 
     # Right after a write, a search that does not depend on what the write changed (beyond
     # the runs it shows, rendered from the folded state) answers without waiting for the commit.
