@@ -22,6 +22,11 @@ server (Runledger's synchronous create-run + log-batch seeded ~15-25 runs/s here
 
 Every query's answer (the run names of the page, in order) is compared between the two
 servers, so a seeding difference would show in the table.
+
+The "Runledger" rows repeat each query with no write in between, so after the warm-up they are
+answered from the search cache (query/search_cache.py: a first page kept until the next commit);
+the "run cache off" rows (RUNLEDGER_RUN_CACHE_MB=0, which turns the search cache off too) are
+what a search costs when a write landed since it was last answered.
 """
 
 from __future__ import annotations
