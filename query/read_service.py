@@ -101,6 +101,14 @@ class ReadService:
         uncommitted = self._projector.uncommitted()
         return None if uncommitted is None else _MemoryReads(self, uncommitted)
 
+    def settled(self) -> bool:
+        """Every write already answered is committed, and the caches dropped what it changed (a
+        commit counts only after its listeners ran), so `search_cache` is current without waiting
+        (query.search_cache). False: read through `cursor`."""
+        visibility = self._store.visibility
+        target = visibility.released   # first: a write answered after this is not ours to see
+        return visibility.committed >= target and visibility.failure is None and self._store.corruption is None
+
     @contextlib.contextmanager
     def cursor_now(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor that does NOT wait for pending commits: only for reads that account for

@@ -21,7 +21,7 @@ from runledger.projector.pending import BatchKeys, HotRun, Uncommitted
 from runledger.query import page_token as tokens
 from runledger.query import search_filter, search_sql, search_tree
 from runledger.query.run_cache import RunCache
-from runledger.query.search_cache import SearchCache
+from runledger.query.search_cache import CachedSearch, SearchCache
 from runledger.query.run_info import info_json
 from runledger.query.search_cursors import SearchCursors
 from runledger.query.search_filter import SearchFilterError
@@ -480,12 +480,39 @@ def search_runs(cur: duckdb.DuckDBPyConnection, *, experiment_ids: list[str], fi
     return _compact(out)
 
 
+def _search_key(experiment_ids: list[str], filter_string: str | None, run_view_type: Any, limit: int,
+                order_by: list[str], latest_table: str) -> tuple[Any, ...]:
+    return (tuple(experiment_ids), filter_string, _view_code(run_view_type), limit, tuple(order_by), latest_table)
+
+
+def _kept_page(hit: CachedSearch, limit: int, cursors: SearchCursors) -> dict[str, Any]:
+    """The answer a kept search gives: its runs, and a fresh snapshot for the next pages (as a
+    fresh search makes)."""
+    out: dict[str, Any] = {"runs": [orjson.Fragment(b) for b in hit.page]}
+    if len(hit.ids) > limit:
+        cursor = cursors.put((hit.ids, hit.experiment_ids))
+        out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": limit})
+    return _compact(out)
+
+
+def kept_search_runs(results: SearchCache, cursors: SearchCursors, *, experiment_ids: list[str],
+                     filter_string: str | None, run_view_type: Any, max_results: int | None, order_by: list[str],
+                     page_token: str | None, latest_table: str) -> dict[str, Any] | None:
+    """`search_runs`' answer when the search cache holds it, without a cursor; None otherwise.
+    Only for a caller that knows every write already answered is committed (the cache is then
+    current: query.search_cache)."""
+    if page_token or not experiment_ids or not results.enabled:
+        return None
+    limit = _max_results(max_results, default=1000)
+    hit = results.get(_search_key(experiment_ids, filter_string, run_view_type, limit, order_by, latest_table))
+    return None if hit is None else _kept_page(hit, limit, cursors)
+
+
 def _search_runs_cached(cur: duckdb.DuckDBPyConnection, results: SearchCache, cache: RunCache,
                         cursors: SearchCursors, experiment_ids: list[str], filter_string: str | None,
                         run_view_type: Any, limit: int, order_by: list[str], latest_table: str) -> dict[str, Any]:
-    """`search_runs`' first page through the search cache: the same answer as without it (a
-    fresh page-token snapshot on a hit, as a fresh search makes)."""
-    key = (tuple(experiment_ids), filter_string, _view_code(run_view_type), limit, tuple(order_by), latest_table)
+    """`search_runs`' first page through the search cache: the same answer as without it."""
+    key = _search_key(experiment_ids, filter_string, run_view_type, limit, order_by, latest_table)
     hit = results.get(key)
     if hit is None:
         token = results.token()   # before reading: a commit after it makes the entry unusable
@@ -494,14 +521,9 @@ def _search_runs_cached(cur: duckdb.DuckDBPyConnection, results: SearchCache, ca
         if not isinstance(page, list):
             page = page.to_pylist()
         bodies = _rendered_bodies(cur, page, latest_table, experiment_ids, cache)
-        results.put(key, token, ids, list(experiment_ids), bodies)
-    else:
-        ids, bodies = hit.ids, hit.page
-    out: dict[str, Any] = {"runs": [orjson.Fragment(b) for b in bodies]}
-    if len(ids) > limit:
-        cursor = cursors.put((ids, list(experiment_ids)))
-        out["next_page_token"] = tokens.encode({"cursor": cursor, "offset": limit})
-    return _compact(out)
+        hit = CachedSearch(ids, list(experiment_ids), bodies, 0)
+        results.put(key, token, ids, hit.experiment_ids, bodies)
+    return _kept_page(hit, limit, cursors)
 
 
 def _matching_run_ids(cur: duckdb.DuckDBPyConnection, experiment_ids: list[str], filter_string: str | None,

@@ -4,13 +4,18 @@ and a cached answer pages exactly like a fresh one."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from runledger.query import reader
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cache import SearchCache
+from tests.test_fold import log_params
+from tests.test_read_after_write import scenario
 
 
 def _names(api: httpx.Client, exp: str, **body: Any) -> tuple[list[str], dict[str, Any]]:
@@ -98,3 +103,39 @@ def test_no_search_is_kept_when_the_run_cache_is_off() -> None:
     cache = SearchCache(RunCache(0))
     cache.put("k", cache.token(), ["a"], ["1"], [b"{}"])
     assert not cache.enabled and cache.get("k") is None
+
+
+def test_not_settled_while_an_answered_write_waits_for_its_commit(tmp_path: Path) -> None:
+    """The condition under which runs/search answers from the cache without a cursor's wait."""
+    async def body(h: Any) -> None:
+        service = h.services["latest_metrics"]
+        assert service.settled()
+        h.store.gate.clear()          # the write is folded and answered, its commit held
+        try:
+            await h.fold(log_params(("lr", "0.1")))
+            assert not service.settled()
+        finally:
+            h.store.gate.set()
+            await h.projector.drain()
+        assert service.settled()
+
+    scenario(tmp_path, body)
+
+
+def test_a_kept_search_is_not_served_for_later_pages_or_a_stale_generation(tmp_path: Path) -> None:
+    async def body(h: Any) -> None:
+        service = h.services["latest_metrics"]
+        ask = dict(experiment_ids=["1"], filter_string=None, run_view_type=None, max_results=1, order_by=[],
+                   latest_table="latest_metrics")
+        with service.cursor() as cur:
+            fresh = reader.search_runs(cur, **ask, page_token=None, cursors=service.search_cursors,
+                                       cache=h.cache, results=service.search_cache)
+        kept = reader.kept_search_runs(service.search_cache, service.search_cursors, **ask, page_token=None)
+        assert kept is not None and orjson.dumps(kept["runs"]) == orjson.dumps(fresh["runs"])
+        assert reader.kept_search_runs(service.search_cache, service.search_cursors, **ask,
+                                       page_token=kept["next_page_token"]) is None
+        await h.fold(log_params(("lr", "0.1")))
+        await h.projector.drain()
+        assert reader.kept_search_runs(service.search_cache, service.search_cursors, **ask, page_token=None) is None
+
+    scenario(tmp_path, body)

@@ -114,6 +114,17 @@ def _search_runs(request: Request, f: Fields) -> Response:
 
 async def search_runs(request: Request) -> Response:
     f = Fields(await json_body(request))
+    # A repeated search with every answered write committed: its kept answer, without the
+    # worker-thread hop a DuckDB read needs (query.search_cache).
+    reads = services.reader(request)
+    if reads.settled():
+        kept = reader.kept_search_runs(
+            reads.search_cache, reads.search_cursors, experiment_ids=f.strings("experiment_ids"),
+            filter_string=f.str("filter"), run_view_type=f.data.get("run_view_type"),
+            max_results=f.int64("max_results"), order_by=f.strings("order_by"), page_token=f.str("page_token"),
+            latest_table=_latest_table(request))
+        if kept is not None:
+            return _json(kept)
     return await run_in_threadpool(_search_runs, request, f)
 
 
