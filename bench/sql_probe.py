@@ -129,6 +129,8 @@ def main() -> None:
     engine = SqlEngine(store, TOPIC, SqlLimits(threads=args.threads, idle_threads=1))
     engine.partitions = [0, 1, 2, 3]
     engine.prepare("latest_metrics")
+    if hasattr(store, "committed_offsets"):
+        store.offsets(TOPIC)   # as the projector does at start-up
 
     def via_engine(q: str) -> bytes:
         req = SqlRequest(query=q)
