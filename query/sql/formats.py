@@ -50,7 +50,8 @@ def _timestamp_texts(column: pa.Array | pa.ChunkedArray) -> list[str | None]:
     """A TIMESTAMP column (microseconds, no time zone) as the ISO 8601 text orjson writes for
     the datetime objects `to_pylist` makes (no fraction when it is zero), built by numpy:
     making one datetime per value was most of the cost of encoding a few thousand rows."""
-    micros = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    # Nulls filled (and put back below): with nulls, to_numpy gives floats, which round.
+    micros = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     texts = numpy.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()
     whole = (micros % 1_000_000 == 0).tolist()
     out: list[str | None] = [t[:-7] if w else t for t, w in zip(texts, whole)]
