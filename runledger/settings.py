@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
                                         "MB of DuckDB write-ahead log after which it checkpoints (rows written "
                                         "since are held in memory uncompressed until then)", gt=0)
+    memory_idle_trim_s: float = setting(3.0, "RUNLEDGER_MEMORY_IDLE_TRIM_S",
+                                        "seconds without requests or commits after which DuckDB's cached blocks "
+                                        "and freed memory are handed back to the OS (once per quiet spell); "
+                                        "0 = never", ge=0)
     # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
     audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
                                            "checkpoint a run's state for as-of reads every this many of its events; "
