@@ -164,3 +164,23 @@ def test_idle_trim_zero_seconds_means_never() -> None:
 def test_idle_trim_setting_defaults_to_three_seconds() -> None:
     assert Settings.from_env({}).memory_idle_trim_s == 3.0
     assert Settings.from_env({"RUNLEDGER_MEMORY_IDLE_TRIM_S": "0"}).memory_idle_trim_s == 0
+
+
+def test_a_quiet_server_trims_after_its_writes_and_still_answers_from_the_file(make_server) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import httpx
+    server = make_server(RUNLEDGER_MEMORY_IDLE_TRIM_S="1")
+    api = f"{server.url}/api/2.0/mlflow"
+    with httpx.Client(timeout=30) as c:
+        exp = c.post(f"{api}/experiments/create", json={"name": "trim"}).json()["experiment_id"]
+        run = c.post(f"{api}/runs/create", json={"experiment_id": exp, "start_time": 0}).json()["run"]["info"]["run_id"]
+        trims_before = server.log_path.read_text().count("idle trim: DuckDB buffers released")
+        metrics = [{"key": "loss", "value": i / 10, "timestamp": 1_700_000_000_000 + i, "step": i} for i in range(1000)]
+        c.post(f"{api}/runs/log-batch", json={"run_id": run, "metrics": metrics}).raise_for_status()
+        deadline = time.monotonic() + 20
+        while server.log_path.read_text().count("idle trim: DuckDB buffers released") <= trims_before:
+            assert time.monotonic() < deadline, f"no idle trim after the write:\n{server.log_tail()}"
+            time.sleep(0.2)
+        history = c.get(f"{api}/metrics/get-history", params={"run_id": run, "metric_key": "loss"}).json()
+    assert sorted(m["step"] for m in history["metrics"]) == list(range(1000))
