@@ -478,6 +478,7 @@ class Committer:
                 changes.merge(later)
                 offsets.update(later_offsets)
             seq, points = items[-1][2], sum(i[3] for i in items)
+            started, wal = time.monotonic(), _wal_bytes(self.store.path)
             try:
                 self.store.apply(changes, self.topic, offsets)
             except RowsRefused as e:
@@ -497,6 +498,13 @@ class Committer:
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
+            took = time.monotonic() - started
+            if took >= _SLOW_COMMIT_S:
+                # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
+                # (it does so inside the commit that crosses RUNLEDGER_DUCKDB_CHECKPOINT_MB).
+                after = _wal_bytes(self.store.path)
+                log.info("slow commit: %d points, %.2fs%s", points, took,
+                         f" (DuckDB checkpointed: WAL {wal >> 10} KiB -> {after >> 10} KiB)" if after < wal else "")
 
 
     def _gather(self, items: list[Any]) -> bool:
@@ -541,6 +549,17 @@ class Committer:
                     if more is not _HURRY:
                         items.append(more)
             items.append(nxt)
+
+
+# A commit taking this long (wall time) is logged, with whether DuckDB checkpointed in it.
+_SLOW_COMMIT_S = 0.5
+
+
+def _wal_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path + ".wal")
+    except OSError:
+        return 0
 
 
 # After a commit failed for lack of space, the folder is checked this often and the file is
