@@ -33,6 +33,7 @@ from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
+from runledger.projector.consumer import GROUP_COMMIT_POINTS
 from runledger.ingest import provenance
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
@@ -164,7 +165,8 @@ def create_app(settings: Settings) -> FastAPI:
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
                         settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
                         unwritable=store.unwritable, ruled=lambda: ruled_offsets(projector))
-        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
+        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000,
+                                min_points=GROUP_COMMIT_POINTS)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors(), bucket_cache=bucket_cache)
