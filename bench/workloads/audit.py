@@ -35,7 +35,7 @@ import orjson
 
 from common import API, Client, T0_MS, batch_body, lat_summary, median, now_ms, parallel, pct
 from context import Ctx, Row
-from servers import ROOT
+from servers import ROOT, cpu_seconds
 
 NATIVE = "/api/runledger/v1"
 
@@ -226,6 +226,10 @@ class _TailReaders:
             self._proc.kill()
             raise RuntimeError(f"tail readers did not start: {line!r}")
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def close(self) -> tuple[int, int]:
         out, _ = self._proc.communicate("", timeout=30)
         words = out.split()
@@ -234,7 +238,7 @@ class _TailReaders:
         return int(words[-3]), int(words[-1])
 
 
-def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
+def _tail_rows(ctx: Ctx, url: str, server_pid: int) -> list[Row]:
     clients = 50
     with Client(url) as c:
         exp = c.create_experiment("tail")
@@ -252,18 +256,31 @@ def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
         # The tails end when their next message arrives: one more write wakes them.
         c.post("/runs/set-tag", {"run_id": run_id, "key": "end", "value": "1"})
 
-        def throughput(seconds: float) -> float:
+        # CPU seconds per batch of the server (and of the tail readers' process), which say where
+        # the cores went whatever else runs on the machine.
+        cpu_per_batch: dict[str, list[float]] = {"server": [], "readers": []}
+
+        def throughput(seconds: float, readers: "_TailReaders | None" = None) -> float:
             run = c.create_run(exp)
             step, points, t0 = 0, 0, time.monotonic()
+            server0 = cpu_seconds(server_pid)
+            readers0 = cpu_seconds(readers.pid) if readers else 0.0
             while time.monotonic() - t0 < seconds:
                 c.post_raw(API + "/runs/log-batch", batch_body(run, step, 1000)).raise_for_status()
                 step, points = step + 100, points + 1000
-            return points / (time.monotonic() - t0)
+            elapsed = time.monotonic() - t0
+            batches = points / 1000
+            cpu_per_batch["server"].append(1000 * (cpu_seconds(server_pid) - server0) / batches)
+            if readers:
+                cpu_per_batch["readers"].append(1000 * (cpu_seconds(readers.pid) - readers0) / batches)
+            return points / elapsed
 
         window = ctx.size(3.0, 8.0)
         without = [throughput(window) for _ in range(ctx.reps)]
+        server_without = median(cpu_per_batch["server"])
+        cpu_per_batch["server"].clear()
         readers = _TailReaders(f"{url}{NATIVE}/experiments/{exp}/tail", clients)
-        with_tails = [throughput(window) for _ in range(ctx.reps)]
+        with_tails = [throughput(window, readers) for _ in range(ctx.reps)]
         tail_messages, disordered = readers.close()
         c.post("/runs/set-tag", {"run_id": run_id, "key": "end", "value": "2"})
         c.create_run(exp)
@@ -279,7 +296,9 @@ def _tail_rows(ctx: Ctx, url: str) -> list[Row]:
         Row("audit", f"log-batch ingest, {clients} tails on it", "1 client", "points/s", None, median(with_tails),
             True, ">= 90% of no tails", ratio >= 0.9 and disordered == 0,
             f"{ratio:.0%} of without; the tails (own process) received {tail_messages:,} messages, "
-            f"each parsed and checked: {disordered} out of order"),
+            f"each parsed and checked: {disordered} out of order; CPU ms per batch: server "
+            f"{server_without:.1f} without, {median(cpu_per_batch['server']):.1f} with, tail readers "
+            f"{median(cpu_per_batch['readers']):.1f}"),
     ]
 
 
@@ -307,7 +326,7 @@ def run(ctx: Ctx) -> list[Row]:
         _seed(ctx, server.url, run_id, points, events)
         rows = _as_of_and_trail(ctx, server.url, run_id, points)
         rows.append(_verify_row(ctx, server, points))
-        rows += _tail_rows(ctx, server.url)
+        rows += _tail_rows(ctx, server.url, server.proc.pid)
         return rows
     finally:
         ctx.stop(server, "audit")
