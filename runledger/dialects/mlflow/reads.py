@@ -77,13 +77,11 @@ def get_run(request: Request) -> Response:
     f = query_fields(request)
     run_id = f.run_id()
     # Right after a write to this run, its folded state answers without waiting for the commit.
-    now = services.reader(request).run_from_memory(run_id)
-    if now is not None:
-        return Response(b'{"run":' + now + b"}", media_type="application/json")
-    with _cursor(request) as cur:
-        run = reader.get_run(cur, run_id, _latest_table(request), services.reader(request).run_cache)
+    run = services.reader(request).get_run(run_id)
     if run is None:
         raise ResourceDoesNotExist(entities.run_not_found(run_id))
+    if isinstance(run, bytes):
+        return Response(b'{"run":' + run + b"}", media_type="application/json")
     return _json({"run": run})
 
 
