@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import duckdb
 import orjson
@@ -60,7 +60,7 @@ class ReadService:
                 out[run_id] = orjson.dumps(reader.hot_run_json(state, *parts))
         return out
 
-    def get_run(self, run_id: str) -> bytes | orjson.Fragment | None:
+    def get_run(self, run_id: str) -> bytes | orjson.Fragment | dict[str, Any] | None:
         """get-run's `run`: its MLflow JSON (bytes when rendered from memory, a Fragment
         through the rendered-run cache), or None for an unknown run. Tallies the way it was
         answered (`read_paths`).
@@ -75,18 +75,40 @@ class ReadService:
         get-run right after a write, query.read_paths); (4) DuckDB, after waiting for the
         commits of answered writes."""
         t0 = time.perf_counter()
+        found = self.get_run_at_once(run_id, t0)
+        return found if found is not None else self.get_run_from_duckdb(run_id, t0)
+
+    def get_run_at_once(self, run_id: str, t0: float | None = None) -> bytes | None:
+        """`get_run`'s answers (1), (2) and (3): never a DuckDB read nor a wait for a commit (only the
+        projector's short pending lock); None: call
+        `get_run_from_duckdb`."""
+        t0 = time.perf_counter() if t0 is None else t0
         now = self.run_from_memory(run_id)
         if now is not None:
             self.read_paths.note("memory", time.perf_counter() - t0)
             return now
         visibility = self._store.visibility
+        pending = visibility.committed < visibility.released   # committed read first: see Visibility
+        if not pending:
+            # every answered write is committed, so its commit dropped what it changed from the cache
+            cached = self.run_cache.get(self.latest_table, [run_id]).get(run_id)
+            if cached is not None:
+                self.read_paths.note("cache", time.perf_counter() - t0)
+                return cached
+        folded = self.folded_json(self.latest_table, [run_id]).get(run_id)
+        if folded is not None:
+            self.read_paths.note("folded", time.perf_counter() - t0)
+            return folded
+        return None
+
+    def get_run_from_duckdb(self, run_id: str, t0: float | None = None) -> orjson.Fragment | dict[str, Any] | None:
+        """`get_run`'s answers (2) and (4): through the rendered-run cache (a run `get_run_at_once`
+        did not find there is usually read from DuckDB), after waiting for the commits of
+        answered writes."""
+        t0 = time.perf_counter() if t0 is None else t0
+        visibility = self._store.visibility
         pending = visibility.committed < visibility.released
         cached = self.run_cache.holds(self.latest_table, run_id)
-        if pending or not cached:
-            folded = self.folded_json(self.latest_table, [run_id]).get(run_id)
-            if folded is not None:
-                self.read_paths.note("folded", time.perf_counter() - t0)
-                return folded
         with self.cursor() as cur:
             waited = time.perf_counter() - t0 if pending else 0.0
             run = reader.get_run(cur, run_id, self.latest_table, self.run_cache)

@@ -343,5 +343,7 @@ def test_get_run_of_a_run_the_fold_cache_does_not_hold_reads_duckdb(tmp_path: Pa
         before = _ways(service)
         assert _body(service.get_run(RUN)) == expected
         assert _ways(service)["duckdb"] == before["duckdb"] + 1
+        assert _body(service.get_run_at_once(RUN)) == expected   # kept: the next read is the cache's
+        assert _ways(service)["cache"] == before["cache"] + 1
         assert service.get_run("no-such-run") is None
     scenario(tmp_path, body)
