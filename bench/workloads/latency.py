@@ -125,7 +125,7 @@ def run(ctx: Ctx) -> list[Row]:
                       for op, s in ops.items()} for name, ops in result.items()}
     ctx.details["latency"] = {"requests_per_op_per_rep": n, "summary": summary, "get_run_after_write_paths": paths}
     ctx.log(f"latency runledger get-run after a write, answered by: {paths}")
-    # the ways, shortest first: memory/folded never wait for a commit nor read DuckDB
+    # in query.read_paths.PATHS order; memory and folded neither wait for a commit nor read DuckDB
     path_note = ", ".join(f"{way} {count}" for way, count in paths.items() if count)
     rows = []
     for op, target in TARGETS.items():
