@@ -126,6 +126,7 @@ async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
 def create_app(settings: Settings) -> FastAPI:
     memory.configure(settings.memory_release_mb, settings.malloc_arenas,   # before any thread starts
                      settings.arrow_memory_pool)
+    activity = memory.Activity()   # requests in flight and commits, for the idle trim
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
@@ -156,7 +157,9 @@ def create_app(settings: Settings) -> FastAPI:
         catch_up = CatchUp(projector, await projector.lag())
         readiness = Readiness(projector, catch_up)
         app.state.readiness = readiness
-        releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
+        store.apply_listeners.append(activity.touch)
+        app.state.idle_trim = memory.IdleTrim(activity, store.release_buffers, settings.memory_idle_trim_s)
+        releaser = asyncio.create_task(memory.release_loop(idle=app.state.idle_trim), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
@@ -299,6 +302,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
+    app.add_middleware(memory.ActivityMiddleware, activity=activity)   # outermost: sees every request
 
     return app
 
