@@ -52,6 +52,7 @@ from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger import ui
+from runledger import gc_pauses
 from runledger.log_position import LogPositionMiddleware, ruled_offsets
 from runledger.auth import rules as auth_rules
 from runledger.auth.authenticator import basic_api_key, register_key_reader
@@ -202,6 +203,8 @@ def create_app(settings: Settings) -> FastAPI:
                     readiness.started_work_done = True
 
                 background = asyncio.create_task(catch_up.report(then=after_catch_up), name="catch-up")
+            # Start-up's objects out of the collector's walks: shorter GC pauses (runledger.gc_pauses).
+            gc_pauses.freeze_startup_objects()
             yield
         finally:
             if background is not None:

@@ -1,4 +1,4 @@
-"""Operational reads outside the MLflow API: rejected events and projector freshness.
+"""Operational reads outside the MLflow API: rejected events, projector freshness, read paths.
 
 The streaming endpoint answers before the projector has applied its events, so these are how
 its callers learn the rest: GET /rejections lists what the projector refused (docs/design.md,
@@ -71,6 +71,12 @@ async def lag(request: Request) -> dict[str, Any]:
             "oldest_unapplied_age_ms": age}
 
 
+def read_paths(request: Request) -> dict[str, Any]:
+    """How get-run reads were answered since start-up (query.read_paths): where a slow read
+    came from, without a profiler."""
+    return services.reader(request).read_paths.snapshot()
+
+
 async def _oldest_timestamp(bootstrap: str, topic: str, next_offsets: dict[int, int]) -> int | None:
     """The smallest Kafka record timestamp (set when ingest produced it) among the first
     unapplied record of each partition. A short-lived consumer of its own, so the projector's
@@ -104,4 +110,7 @@ def build_router() -> APIRouter:
         tags=["ops"]))
     router.add_api_route("/lag", lag, methods=["GET"], **documented(
         summary="How far the read model is behind the log", response=S.LagAnswer, tags=["ops"]))
+    router.add_api_route("/read-paths", read_paths, methods=["GET"], **documented(
+        summary="How get-run reads were answered: from memory, the run cache, or DuckDB (with or without "
+                "waiting for a commit)", response=S.ReadPathsAnswer, tags=["ops"]))
     return router
