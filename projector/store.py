@@ -219,6 +219,28 @@ class Store:
         return (f"{OUT_OF_SPACE}: the write was refused before it was sent, nothing was written. "
                 "Retrying is safe once space is freed.")
 
+    def release_buffers(self, low: str = "32MiB") -> bool:
+        """Drop DuckDB's cached blocks (its buffer pool keeps what it read or wrote up to the
+        memory limit and evicts only under pressure): lower the limit to `low` for a moment,
+        which evicts unpinned blocks, then put it back. Called by the idle trim
+        (runledger.query.memory.IdleTrim) when nothing runs. False, and nothing changed, if
+        the projector holds the writer's lock or DuckDB cannot fit in `low` (blocks in use)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with self.con.cursor() as cur:
+                row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
+                assert row is not None
+                limit = row[0]
+                try:
+                    cur.execute("SET memory_limit = ?", [low])
+                except duckdb.Error:   # more than `low` is pinned: a query holds it; keep everything
+                    return False
+                cur.execute("SET memory_limit = ?", [limit])
+            return True
+        finally:
+            self._lock.release()
+
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""
         self.visibility.wait(wait)

@@ -30,10 +30,13 @@ from runledger.query.sql.views import SCHEMA, SCOPE_IDS, SCOPE_MODE, UNSCOPED_SC
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Settings changed after the configuration is locked: a SQL cursor's own, and the instance's
-# thread count, which the engine raises while SQL queries run (SqlEngine._more_threads). Queries
-# themselves can set nothing: the parser refuses every SET.
-_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path", "threads"]
+# Settings changed after the configuration is locked: a SQL cursor's own, the instance's
+# thread count, which the engine raises while SQL queries run (SqlEngine._more_threads), and its
+# memory limit, which the idle trim lowers for a moment to drop cached blocks
+# (Store.release_buffers, docs/memory.md). Queries themselves can set nothing: the parser
+# refuses every SET.
+_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path", "threads",
+                    "memory_limit"]
 # How long after the last SQL query the instance goes back to its usual thread count. Changing
 # it costs ~0.5 ms (threads are started or joined), too much to pay around every small query.
 _THREADS_IDLE_S = 2.0
