@@ -5,7 +5,8 @@ the projector's progress. Dialects never touch the projector or its DuckDB store
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import time
+from typing import Any, Iterator
 
 import duckdb
 import orjson
@@ -18,6 +19,7 @@ from runledger.projector.schema import LATEST_TABLES
 from runledger.projector.store import ReadModelDamaged, Store
 from runledger.query import reader
 from runledger.query.history_buckets import BucketCache
+from runledger.query.read_paths import ReadPaths
 from runledger.query.run_cache import RunCache
 from runledger.query.search_cache import SearchCache
 from runledger.query.search_cursors import SearchCursors
@@ -37,6 +39,7 @@ class ReadService:
         self.search_cache = SearchCache(run_cache)   # first pages of runs/search until the next commit
         self.bucket_cache = bucket_cache if bucket_cache is not None else BucketCache()   # answers of metrics/history-buckets
         self._rule = _RULES.get(latest_table)
+        self.read_paths = ReadPaths()   # which way each get-run was answered (query.read_paths)
         if run_cache.folded is None:
             run_cache.folded = self.folded_json
 
@@ -58,6 +61,62 @@ class ReadService:
             if parts is not None:
                 out[run_id] = orjson.dumps(reader.hot_run_json(state, *parts))
         return out
+
+    def get_run(self, run_id: str) -> bytes | orjson.Fragment | dict[str, Any] | None:
+        """get-run's `run`: its MLflow JSON (bytes when rendered from memory, a Fragment
+        through the rendered-run cache), or None for an unknown run. Tallies the way it was
+        answered (`read_paths`).
+
+        In order: (1) a write to the run is answered but not committed: its folded state
+        (`run_from_memory`); (2) the rendered-run cache holds it and no answered write waits
+        for its commit: the cache, read as every read is; (3) the projector's fold cache holds
+        the run: its folded state, which is the run as DuckDB has it or newer, never older than
+        an answered write (`folded_json`), without waiting for other runs' commits and without
+        a DuckDB read (a run being written to is dropped from the rendered-run cache at every
+        commit, so without this each read after a commit landed read DuckDB: the slow 1-5% of
+        get-run right after a write, query.read_paths); (4) DuckDB, after waiting for the
+        commits of answered writes."""
+        t0 = time.perf_counter()
+        found = self.get_run_at_once(run_id, t0)
+        return found if found is not None else self.get_run_from_duckdb(run_id, t0)
+
+    def get_run_at_once(self, run_id: str, t0: float | None = None) -> bytes | None:
+        """`get_run`'s answers (1), (2) and (3): never a DuckDB read nor a wait for a commit (only the
+        projector's short pending lock); None: call
+        `get_run_from_duckdb`."""
+        t0 = time.perf_counter() if t0 is None else t0
+        now = self.run_from_memory(run_id)
+        if now is not None:
+            self.read_paths.note("memory", time.perf_counter() - t0)
+            return now
+        visibility = self._store.visibility
+        pending = visibility.committed < visibility.released   # committed read first: see Visibility
+        if not pending:
+            # every answered write is committed, so its commit dropped what it changed from the cache
+            cached = self.run_cache.get(self.latest_table, [run_id]).get(run_id)
+            if cached is not None:
+                self.read_paths.note("cache", time.perf_counter() - t0)
+                return cached
+        folded = self.folded_json(self.latest_table, [run_id]).get(run_id)
+        if folded is not None:
+            self.read_paths.note("folded", time.perf_counter() - t0)
+            return folded
+        return None
+
+    def get_run_from_duckdb(self, run_id: str, t0: float | None = None) -> orjson.Fragment | dict[str, Any] | None:
+        """`get_run`'s answers (2) and (4): through the rendered-run cache (a run `get_run_at_once`
+        did not find there is usually read from DuckDB), after waiting for the commits of
+        answered writes."""
+        t0 = time.perf_counter() if t0 is None else t0
+        visibility = self._store.visibility
+        pending = visibility.committed < visibility.released
+        cached = self.run_cache.holds(self.latest_table, run_id)
+        with self.cursor() as cur:
+            waited = time.perf_counter() - t0 if pending else 0.0
+            run = reader.get_run(cur, run_id, self.latest_table, self.run_cache)
+        self.read_paths.note("waited" if pending else "cache" if cached else "duckdb",
+                             time.perf_counter() - t0, waited)
+        return run
 
     def run_from_memory(self, run_id: str) -> bytes | None:
         """The run's MLflow JSON without waiting for a DuckDB commit, when a write to it was

@@ -84,6 +84,11 @@ class RunCache:
                     found[run_id] = entry[1]
         return found
 
+    def holds(self, table: str, run_id: str) -> bool:
+        """Whether the run's JSON is held (without counting as a use)."""
+        with self._lock:
+            return (table, run_id) in self._entries
+
     def put(self, table: str, rendered: Iterable[tuple[str, str, bytes]], token: int) -> None:
         """Keep (run id, experiment id, JSON) items read after `token` was taken, except runs
         that a commit since then changed."""

@@ -33,6 +33,7 @@ from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
+from runledger.projector.consumer import GROUP_COMMIT_POINTS
 from runledger.ingest import provenance
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
@@ -51,6 +52,7 @@ from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
 from runledger import ui
+from runledger import gc_pauses
 from runledger.log_position import LogPositionMiddleware, ruled_offsets
 from runledger.auth import rules as auth_rules
 from runledger.auth.authenticator import basic_api_key, register_key_reader
@@ -125,6 +127,7 @@ async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
 def create_app(settings: Settings) -> FastAPI:
     memory.configure(settings.memory_release_mb, settings.malloc_arenas,   # before any thread starts
                      settings.arrow_memory_pool)
+    activity = memory.Activity()   # requests in flight and commits, for the idle trim
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
@@ -155,13 +158,16 @@ def create_app(settings: Settings) -> FastAPI:
         catch_up = CatchUp(projector, await projector.lag())
         readiness = Readiness(projector, catch_up)
         app.state.readiness = readiness
-        releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
+        store.apply_listeners.append(activity.touch)
+        app.state.idle_trim = memory.IdleTrim(activity, store.release_buffers, settings.memory_idle_trim_s)
+        releaser = asyncio.create_task(memory.release_loop(idle=app.state.idle_trim), name="memory-release")
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
                         settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
                         unwritable=store.unwritable, ruled=lambda: ruled_offsets(projector))
-        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
+        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000,
+                                min_points=GROUP_COMMIT_POINTS)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors(), bucket_cache=bucket_cache)
@@ -197,6 +203,8 @@ def create_app(settings: Settings) -> FastAPI:
                     readiness.started_work_done = True
 
                 background = asyncio.create_task(catch_up.report(then=after_catch_up), name="catch-up")
+            # Start-up's objects out of the collector's walks: shorter GC pauses (runledger.gc_pauses).
+            gc_pauses.freeze_startup_objects()
             yield
         finally:
             if background is not None:
@@ -296,6 +304,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
+    app.add_middleware(memory.ActivityMiddleware, activity=activity)   # outermost: sees every request
 
     return app
 

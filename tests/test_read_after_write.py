@@ -246,3 +246,104 @@ def test_a_page_read_while_no_run_had_inputs_shows_the_first_dataset_once_it_is_
             everything = {r["info"]["run_id"]: r for r in reader.runs_json(cur, [RUN, OTHER], "latest_metrics")}
         assert {run["info"]["run_id"]: run for run in page()} == everything
     scenario(tmp_path, body)
+
+
+def _body(run: Any) -> bytes:
+    """get-run's `run` as bytes, whichever way ReadService.get_run answered (bytes or a Fragment)."""
+    return run if isinstance(run, bytes) else orjson.dumps(run)
+
+
+def _ways(service: ReadService) -> dict[str, int]:
+    return {way: d["count"] for way, d in service.read_paths.snapshot()["get_run"].items()}
+
+
+async def _get_run_while_committing(h: Harness, *events: Envelope) -> dict[str, tuple[bytes, str]]:
+    """Fold `events` with commits held and start a get-run of RUN per table; let the commit land;
+    each answer (as bytes) and the way it was answered. A get-run that must wait does so until
+    the gate opens."""
+    answers: dict[str, tuple[bytes, str]] = {}
+
+    def read(table: str) -> None:
+        service = h.services[table]
+        before = _ways(service)
+        run = service.get_run(RUN)
+        way = next(w for w, n in _ways(service).items() if n > before[w])
+        answers[table] = (_body(run), way)
+
+    h.store.gate.clear()
+    try:
+        await h.fold(*events)
+        threads = [threading.Thread(target=read, args=(t,)) for t in TABLES]
+        for t in threads:
+            t.start()
+        await asyncio.sleep(0.05)   # answers that need no commit are in by now
+    finally:
+        h.store.gate.set()
+        await h.projector.drain()
+    for t in threads:
+        t.join(30)
+    return answers
+
+
+def test_get_run_during_and_after_each_kind_of_write_equals_what_duckdb_answers_after_the_commit(
+        tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        for label, events, from_memory in STEPS:
+            during = await _get_run_while_committing(h, *events)
+            for table, service in h.services.items():
+                committed = h.duckdb_json(table, RUN)
+                assert during[table][0] == committed, f"{label}: during the commit ({table})"
+                if from_memory:
+                    assert during[table][1] == "memory", label
+                before = _ways(service)
+                assert _body(service.get_run(RUN)) == committed, f"{label}: after the commit ({table})"
+                after = _ways(service)
+                assert after["waited"] == before["waited"], label   # nothing pending: no wait
+    scenario(tmp_path, body)
+
+
+def test_get_run_after_the_commit_of_a_write_renders_the_folded_state_without_reading_duckdb(
+        tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        service = h.services["latest_metrics"]
+        for step in range(5):
+            await h.fold(log_metrics(("live", float(step), 100 + step, step)))
+            await h.projector.drain()   # committed: the run cache dropped the run
+            before = _ways(service)
+            run = orjson.loads(_body(service.get_run(RUN)))
+            assert {m["key"]: m["step"] for m in run["data"]["metrics"]}["live"] == step
+            after = _ways(service)
+            assert after["folded"] == before["folded"] + 1
+            assert after["duckdb"] == before["duckdb"]
+    scenario(tmp_path, body)
+
+
+def test_get_run_does_not_wait_for_the_commit_of_another_runs_write(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        service = h.services["latest_metrics"]
+        expected = h.duckdb_json("latest_metrics", RUN)
+        h.store.gate.clear()   # the write to OTHER stays uncommitted while RUN is read
+        try:
+            await h.fold(log_params(("x", "1"), run=OTHER))
+            before = _ways(service)
+            assert _body(service.get_run(RUN)) == expected
+            assert _ways(service)["folded"] == before["folded"] + 1
+        finally:
+            h.store.gate.set()
+            await h.projector.drain()
+    scenario(tmp_path, body)
+
+
+def test_get_run_of_a_run_the_fold_cache_does_not_hold_reads_duckdb(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        service = h.services["latest_metrics"]
+        expected = h.duckdb_json("latest_metrics", RUN)
+        h.projector.cache.reset()   # as after the run was evicted from the fold cache
+        h.cache.drop([RUN])
+        before = _ways(service)
+        assert _body(service.get_run(RUN)) == expected
+        assert _ways(service)["duckdb"] == before["duckdb"] + 1
+        assert _body(service.get_run_at_once(RUN)) == expected   # kept: the next read is the cache's
+        assert _ways(service)["cache"] == before["cache"] + 1
+        assert service.get_run("no-such-run") is None
+    scenario(tmp_path, body)

@@ -101,3 +101,15 @@ def test_replay_and_verify(make_server, tmp_path: Path) -> None:  # type: ignore
     lines = {line.split()[0]: line for line in tampered.stdout.splitlines() if line.strip()}
     assert "DIFFERENT" in lines["params"] and "DIFFERENT" not in lines["metrics"]
     assert "verify FAILED: 1 table(s) differ from the log: params" in tampered.stdout
+
+
+def test_verify_and_replay_processes_keep_pandas_out_and_arrow_still_works() -> None:
+    # The replay and verify commands never use pandas (runledger.tool_process): importing it
+    # fails at once, and pyarrow builds arrays and tables without it.
+    code = ("import sys; from runledger import tool_process; tool_process.lean()\n"
+            "import pyarrow as pa\n"
+            "assert pa.table({'a': [1.0, float('nan')]}).num_rows == 2\n"
+            "try:\n    import pandas\nexcept ModuleNotFoundError:\n    print('absent', 'pandas' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "absent False"

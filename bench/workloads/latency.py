@@ -7,8 +7,10 @@ log-parameter and get-run. p50/p95 over the samples of all repetitions.
 - get-run: a run holding 20 params, 5 tags and 10 metric keys x 50 steps;
 - get-run after a write: the same run read right after a log-metric to it (only the read is
   timed). Runledger answers repeated reads of an unchanged run from its rendered-run cache;
-  this case reads a run the previous request changed, so it is read from DuckDB, after waiting
-  until that write is visible.
+  this case reads a run the previous request changed, which the commit dropped from that
+  cache: Runledger renders it from the projector's folded state, whether the write's commit
+  is still under way ("memory") or has landed ("folded"); the row's note counts the ways the
+  server took (GET /api/runledger/v1/read-paths), "duckdb"/"waited" being the slow ones.
 - runs/search after a write: a page of the benchmark's experiment (max_results=100, default
   order) right after a log-metric to one of its runs (only the search is timed). Runledger
   answers without waiting for the commit when the search does not name what the write changed,
@@ -45,8 +47,24 @@ def _timed(c: Client, method: str, path: str, body: bytes | None = None, params:
     return dt
 
 
-def _measure(url: str, n: int, reps: int) -> dict[str, list[float]]:
+def _read_paths(c: Client) -> dict[str, dict] | None:
+    """Runledger's tally of how get-run reads were answered (GET /api/runledger/v1/read-paths:
+    memory, folded, cache, duckdb, waited), None on a server without it (MLflow)."""
+    r = c.http.get(c.base + "/api/runledger/v1/read-paths")
+    return r.json()["get_run"] if r.status_code == 200 else None
+
+
+def _path_counts(before: dict[str, dict] | None, after: dict[str, dict] | None, into: dict[str, int]) -> None:
+    if before is not None and after is not None:
+        for way, d in after.items():
+            into[way] = into.get(way, 0) + d["count"] - before.get(way, {}).get("count", 0)
+
+
+def _measure(url: str, n: int, reps: int, paths: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """The samples per op; `paths` gets the ways the server answered the get-runs right after a
+    write (Runledger only)."""
     samples: dict[str, list[float]] = {k: [] for k in TARGETS}
+    paths = {} if paths is None else paths
     with Client(url) as c:
         exp_id = c.create_experiment("latency")
         metric_run = c.create_run(exp_id, run_name="metric-target")
@@ -76,10 +94,12 @@ def _measure(url: str, n: int, reps: int) -> dict[str, list[float]]:
                     {"run_id": param_run, "key": f"param_{rep}_{i}", "value": str(i)})))
             for i in range(n):
                 samples["get-run"].append(_timed(c, "GET", "/runs/get", params={"run_id": read_run}))
+            before = _read_paths(c)
             for i in range(n):
                 c.post("/runs/log-metric", {"run_id": read_run, "key": "live", "value": i, "timestamp": now_ms(),
                                             "step": rep * n + i})
                 samples["get-run after a write"].append(_timed(c, "GET", "/runs/get", params={"run_id": read_run}))
+            _path_counts(before, _read_paths(c), paths)
             for i in range(n):
                 c.post("/runs/log-metric", {"run_id": read_run, "key": "live2", "value": i, "timestamp": now_ms(),
                                             "step": rep * n + i})
@@ -91,10 +111,11 @@ def _measure(url: str, n: int, reps: int) -> dict[str, list[float]]:
 def run(ctx: Ctx) -> list[Row]:
     n = ctx.size(30, 60)
     result: dict[str, dict[str, list[float]]] = {}
+    paths: dict[str, int] = {}   # how Runledger answered the get-runs right after a write
     for name in ("mlflow", "runledger"):
         server = ctx.mlflow() if name == "mlflow" else ctx.runledger()
         try:
-            result[name] = _measure(server.url, n, ctx.reps)
+            result[name] = _measure(server.url, n, ctx.reps, paths if name == "runledger" else None)
         finally:
             ctx.stop(server, "latency")
         for op, s in result[name].items():
@@ -102,7 +123,10 @@ def run(ctx: Ctx) -> list[Row]:
     # p99 as well: issue 22 sets a p99 goal for get-run right after a write
     summary = {name: {op: {**lat_summary(s), "p99_ms": round(pct([x * 1000 for x in s], 99), 3)}
                       for op, s in ops.items()} for name, ops in result.items()}
-    ctx.details["latency"] = {"requests_per_op_per_rep": n, "summary": summary}
+    ctx.details["latency"] = {"requests_per_op_per_rep": n, "summary": summary, "get_run_after_write_paths": paths}
+    ctx.log(f"latency runledger get-run after a write, answered by: {paths}")
+    # in query.read_paths.PATHS order; memory and folded neither wait for a commit nor read DuckDB
+    path_note = ", ".join(f"{way} {count}" for way, count in paths.items() if count)
     rows = []
     for op, target in TARGETS.items():
         ml, rl = summary["mlflow"][op], summary["runledger"][op]
@@ -110,6 +134,8 @@ def run(ctx: Ctx) -> list[Row]:
         goal = (f"p50 <= {target:g} ms" + (f", p99 <= {p99:g} ms" if p99 else "")) if target else ""
         met = (rl["p50_ms"] <= target and (p99 is None or rl["p99_ms"] <= p99)) if target else None
         note = f"p99: MLflow {ml['p99_ms']:.2f} ms, Runledger {rl['p99_ms']:.2f} ms" if "after a write" in op else ""
+        if op == "get-run after a write" and path_note:
+            note += f"; Runledger answered from: {path_note}"
         rows.append(Row("single-request latency", op, f"{n} requests x {ctx.reps} reps, 1 client, sequential", "ms",
                         ml, rl, False, goal, met, note=note))
     return rows

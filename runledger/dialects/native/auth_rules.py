@@ -12,6 +12,7 @@ RULES: dict[str, Rule] = {
     # operations: the rejection list spans every experiment
     "GET /rejections": Rule(ADMIN),
     "GET /lag": Rule(AUTHENTICATED),
+    "GET /read-paths": Rule(AUTHENTICATED),   # counts of read ways, no tracked data
     "GET /verify/checksums": Rule(ADMIN),
     # SQL: every view answers only rows of readable experiments (query.sql.views)
     "POST /sql": Rule(READ, rules.IN_HANDLER),

@@ -73,6 +73,23 @@ class LagAnswer(_Model):
     oldest_unapplied_age_ms: int = Field(description="0 when nothing waits", examples=[0])
 
 
+class ReadPathWay(_Model):
+    count: int
+    share: float = Field(description="of all get-run reads counted")
+    mean_ms: float
+    le_ms: dict[str, int] = Field(description="reads per latency bucket, by the bucket's upper bound in ms")
+
+
+class ReadPathsAnswer(_Model):
+    get_run: dict[str, ReadPathWay] = Field(
+        description="memory: the projector's folded state of a run with an uncommitted write; folded: its "
+                    "folded state of a committed run; cache: the rendered-run cache; duckdb: read "
+                    "without waiting; waited: read after waiting for the commit of an answered write")
+    total: int
+    wait_mean_ms: float
+    wait_max_ms: float
+
+
 class TrailQuery(_Model):
     type: list[str] | None = Field(None, description="event types (repeat, or comma-separated)")
     actor: str | None = None
