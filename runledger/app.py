@@ -50,6 +50,7 @@ from runledger.query.run_cache import RunCache
 from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger import memory_trace
 from runledger import ui
 from runledger.log_position import LogPositionMiddleware, ruled_offsets
 from runledger.auth import rules as auth_rules
@@ -156,6 +157,8 @@ def create_app(settings: Settings) -> FastAPI:
         readiness = Readiness(projector, catch_up)
         app.state.readiness = readiness
         releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
+        trace = (memory_trace.start(settings.memory_trace, settings.memory_trace_seconds, store.cursor)
+                 if settings.memory_trace is not None else None)
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
@@ -202,6 +205,8 @@ def create_app(settings: Settings) -> FastAPI:
             if background is not None:
                 background.cancel()
             releaser.cancel()
+            if trace is not None:
+                trace.set()
             await projector.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)

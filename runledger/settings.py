@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
                                         "MB of DuckDB write-ahead log after which it checkpoints (rows written "
                                         "since are held in memory uncompressed until then)", gt=0)
+    # Where memory sits, sampled into a file (runledger.memory_trace; docs/memory.md): for soak runs.
+    memory_trace: Path | None = setting(None, "RUNLEDGER_MEMORY_TRACE",
+                                        "file to append a JSON line of the server's memory accounts to, every "
+                                        "RUNLEDGER_MEMORY_TRACE_SECONDS; unset: off")
+    memory_trace_seconds: float = setting(5.0, "RUNLEDGER_MEMORY_TRACE_SECONDS",
+                                          "seconds between two memory trace samples", gt=0)
     # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
     audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
                                            "checkpoint a run's state for as-of reads every this many of its events; "
