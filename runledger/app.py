@@ -157,7 +157,8 @@ def create_app(settings: Settings) -> FastAPI:
         readiness = Readiness(projector, catch_up)
         app.state.readiness = readiness
         releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
-        trace = (memory_trace.start(settings.memory_trace, settings.memory_trace_seconds, store.cursor)
+        trace = (memory_trace.start(settings.memory_trace, settings.memory_trace_seconds, store.cursor,
+                                     settings.memory_trace_python)
                  if settings.memory_trace is not None else None)
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()

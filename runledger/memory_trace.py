@@ -23,6 +23,7 @@ import logging
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,15 +93,37 @@ def sample(cursor: Callable[[], Any] | None = None) -> dict[str, Any]:
     return row
 
 
-def start(path: Path, every_s: float, cursor: Callable[[], Any] | None) -> threading.Event:
-    """Append a sample to `path` every `every_s` seconds until the returned event is set."""
+def _python_growth(first: tracemalloc.Snapshot, top: int = 12) -> list[dict[str, Any]]:
+    """The places whose live Python allocations grew most since `first`."""
+    now = tracemalloc.take_snapshot()
+    out = []
+    for d in now.compare_to(first, "traceback")[:top]:
+        out.append({"grew": d.size_diff, "size": d.size, "count": d.count,
+                    "where": [f"{f.filename.rsplit('/site-packages/', 1)[-1]}:{f.lineno}" for f in d.traceback][-6:]})
+    return out
+
+
+def start(path: Path, every_s: float, cursor: Callable[[], Any] | None, python_frames: int = 0) -> threading.Event:
+    """Append a sample to `path` every `every_s` seconds until the returned event is set; with
+    `python_frames`, tracemalloc runs too and each sample names where Python's memory grew."""
     stop = threading.Event()
+    first: tracemalloc.Snapshot | None = None
+    if python_frames > 0:
+        tracemalloc.start(python_frames)
 
     def loop() -> None:
+        nonlocal first
         with path.open("a") as f:
             while not stop.wait(every_s):
                 try:
-                    f.write(json.dumps(sample(cursor)) + "\n")
+                    row = sample(cursor)
+                    if python_frames > 0:
+                        row["traced"] = tracemalloc.get_traced_memory()[0]
+                        if first is None:
+                            first = tracemalloc.take_snapshot()
+                        else:
+                            row["python_growth"] = _python_growth(first)
+                    f.write(json.dumps(row) + "\n")
                     f.flush()
                 except Exception:
                     log.exception("memory trace sample failed")

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
                                         "RUNLEDGER_MEMORY_TRACE_SECONDS; unset: off")
     memory_trace_seconds: float = setting(5.0, "RUNLEDGER_MEMORY_TRACE_SECONDS",
                                           "seconds between two memory trace samples", gt=0)
+    memory_trace_python: int = setting(0, "RUNLEDGER_MEMORY_TRACE_PYTHON",
+                                       "with the memory trace: also trace Python's allocations (tracemalloc) with "
+                                       "this many frames, and log the places that grew most; 0 = off (it slows "
+                                       "the server down)", ge=0)
     # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
     audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
                                            "checkpoint a run's state for as-of reads every this many of its events; "
