@@ -478,6 +478,7 @@ class Committer:
                 changes.merge(later)
                 offsets.update(later_offsets)
             seq, points = items[-1][2], sum(i[3] for i in items)
+            started, wal = time.monotonic(), _wal_bytes(self.store.path)
             try:
                 self.store.apply(changes, self.topic, offsets)
             except RowsRefused as e:
@@ -497,6 +498,13 @@ class Committer:
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
+            took = time.monotonic() - started
+            if took >= _SLOW_COMMIT_S:
+                # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
+                # (it does so inside the commit that crosses RUNLEDGER_DUCKDB_CHECKPOINT_MB).
+                after = _wal_bytes(self.store.path)
+                log.info("slow commit: %d points, %.2fs%s", points, took,
+                         f" (DuckDB checkpointed: WAL {wal >> 10} KiB -> {after >> 10} KiB)" if after < wal else "")
 
 
     def _gather(self, items: list[Any]) -> bool:
@@ -511,7 +519,7 @@ class Committer:
         waiting for visibility, or the fold needing the file, ends the wait at once (`hurry`),
         so read-your-writes and synchronous writes never wait for the gathering; small commits
         never wait at all."""
-        deadline: float | None = None
+        started: float | None = None
         while True:
             try:
                 nxt = self._queue.get_nowait()
@@ -520,7 +528,14 @@ class Committer:
                 if not STREAM_COMMIT_POINTS <= points < GROUP_COMMIT_POINTS:
                     return False
                 now = time.monotonic()
-                deadline = now + GROUP_COMMIT_WAIT_S if deadline is None else deadline
+                started = now if started is None else started
+                # A commit just short of a row group (streamed requests come in fixed sizes:
+                # six of 20,000 points are 120,000) would go through the WAL and feed the next
+                # checkpoint, which stalls every commit behind it for far longer than the few
+                # milliseconds the next request takes to arrive; so it may wait a little longer.
+                wait = GROUP_COMMIT_WAIT_S if points < GROUP_COMMIT_NEAR_POINTS else \
+                    max(GROUP_COMMIT_WAIT_S, GROUP_COMMIT_NEAR_WAIT_S)
+                deadline = started + wait
                 if now >= deadline:
                     return False
                 try:
@@ -543,6 +558,17 @@ class Committer:
             items.append(nxt)
 
 
+# A commit taking this long (wall time) is logged, with whether DuckDB checkpointed in it.
+_SLOW_COMMIT_S = 0.5
+
+
+def _wal_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path + ".wal")
+    except OSError:
+        return 0
+
+
 # After a commit failed for lack of space, the folder is checked this often and the file is
 # opened again once this much is free.
 _SPACE_POLL_S = 1.0
@@ -552,6 +578,10 @@ _MIN_FREE_BYTES = 16 << 20
 GROUP_COMMIT_POINTS = 122_880
 STREAM_COMMIT_POINTS = 10_000
 GROUP_COMMIT_WAIT_S = 0.15
+# A commit holding at least this many points may wait up to GROUP_COMMIT_NEAR_WAIT_S for the rest
+# of its row group.
+GROUP_COMMIT_NEAR_POINTS = GROUP_COMMIT_POINTS * 3 // 4
+GROUP_COMMIT_NEAR_WAIT_S = 0.35
 _HURRY = object()
 
 # Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).

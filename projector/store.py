@@ -143,6 +143,13 @@ class Store:
         # (so before readers waiting on `visibility` for this batch's writes go on): caches of
         # read results drop what the batch changed here.
         self.apply_listeners: list[Callable[[BatchChanges], None]] = []
+        # Commits of `apply` begun and ended, and the consumer offsets the committed state holds
+        # (per topic; learnt from `offsets`, then kept by `apply`). A reader that sees no commit
+        # begin between reading these and taking its snapshot knows the snapshot's offsets
+        # without a query (query.sql.engine: a SQL answer's log position).
+        self._commits_begun = 0
+        self._commits_done = 0
+        self._known_offsets: dict[str, dict[int, int]] = {}
 
     def _prepare(self) -> None:
         create_schema(self.con)
@@ -187,6 +194,7 @@ class Store:
             aside = move_aside(self.path, self.corruption or ReadModelCorrupt("damaged"))
             self.con = duckdb.connect(self.path)
             self._prepare()
+            self._forget_offsets()
             self.corruption = None
             self.visibility.failure = None
         return aside
@@ -201,6 +209,7 @@ class Store:
                     closable.close()
             self.con = duckdb.connect(self.path)
             self._prepare()
+            self._forget_offsets()
             self.visibility.failure = None
 
     def unwritable(self) -> str | None:
@@ -209,6 +218,28 @@ class Store:
             return None
         return (f"{OUT_OF_SPACE}: the write was refused before it was sent, nothing was written. "
                 "Retrying is safe once space is freed.")
+
+    def release_buffers(self, low: str = "32MiB") -> bool:
+        """Drop DuckDB's cached blocks (its buffer pool keeps what it read or wrote up to the
+        memory limit and evicts only under pressure): lower the limit to `low` for a moment,
+        which evicts unpinned blocks, then put it back. Called by the idle trim
+        (runledger.query.memory.IdleTrim) when nothing runs. False, and nothing changed, if
+        the projector holds the writer's lock or DuckDB cannot fit in `low` (blocks in use)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with self.con.cursor() as cur:
+                row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
+                assert row is not None
+                limit = row[0]
+                try:
+                    cur.execute("SET memory_limit = ?", [low])
+                except duckdb.Error:   # more than `low` is pinned: a query holds it; keep everything
+                    return False
+                cur.execute("SET memory_limit = ?", [limit])
+            return True
+        finally:
+            self._lock.release()
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""
@@ -224,7 +255,29 @@ class Store:
         with self._lock:
             rows = self._writer.execute(
                 'SELECT "partition", next_offset FROM consumer_offsets WHERE topic = ?', [topic]).fetchall()
-        return {p: o for p, o in rows}
+            stored = {p: o for p, o in rows}
+            self._known_offsets[topic] = dict(stored)
+        return stored
+
+    def commits_begun(self) -> int:
+        """How many commits of `apply` have begun (a changed count: the state may have changed)."""
+        return self._commits_begun
+
+    def committed_offsets(self, topic: str) -> tuple[int, dict[int, int]] | None:
+        """(`commits_begun()`, the offsets the committed state holds for `topic`) when no commit is
+        under way and the offsets are known; else None. A snapshot taken afterwards holds exactly
+        these offsets if `commits_begun()` still returns the same count once it is taken."""
+        begun = self._commits_begun
+        if self._commits_done != begun:
+            return None
+        known = self._known_offsets.get(topic)
+        return None if known is None else (begun, known)
+
+    def _forget_offsets(self) -> None:
+        """A new connection (rebuild, reopen): what it holds is learnt again from `offsets`."""
+        self._commits_begun += 1
+        self._known_offsets = {}
+        self._commits_done = self._commits_begun
 
     # ----- state for a batch
     def load_state(self, records: list[LogRecord]) -> FoldState:
@@ -311,7 +364,15 @@ class Store:
             try:
                 self._apply_rows(c, changes)
                 _store_offsets(c, topic, next_offsets)
-                c.execute("COMMIT")
+                # Counted before the commit can be seen, settled after (see committed_offsets).
+                self._commits_begun += 1
+                try:
+                    c.execute("COMMIT")
+                    known = self._known_offsets.get(topic)
+                    if known is not None:
+                        self._known_offsets[topic] = {**known, **next_offsets}
+                finally:
+                    self._commits_done = self._commits_begun
             except _VALUE_ERRORS as e:
                 c.execute("ROLLBACK")
                 raise RowsRefused(str(e).splitlines()[0][:500]) from e

@@ -33,6 +33,7 @@ from runledger.dialects.pai import errors as pai_errors
 from runledger.dialects.services import Services
 from runledger.query.sql.engine import SqlEngine, SqlLimits
 from runledger.ingest.backlog import AppendBacklog
+from runledger.projector.consumer import GROUP_COMMIT_POINTS
 from runledger.ingest import provenance
 from runledger.ingest.outcomes import VerdictBoard
 from runledger.ingest.producer import EventLog
@@ -126,6 +127,7 @@ async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
 def create_app(settings: Settings) -> FastAPI:
     memory.configure(settings.memory_release_mb, settings.malloc_arenas,   # before any thread starts
                      settings.arrow_memory_pool)
+    activity = memory.Activity()   # requests in flight and commits, for the idle trim
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.bootstrap_servers, "bootstrap servers must be resolved before the app starts"
@@ -156,7 +158,9 @@ def create_app(settings: Settings) -> FastAPI:
         catch_up = CatchUp(projector, await projector.lag())
         readiness = Readiness(projector, catch_up)
         app.state.readiness = readiness
-        releaser = asyncio.create_task(memory.release_loop(), name="memory-release")
+        store.apply_listeners.append(activity.touch)
+        app.state.idle_trim = memory.IdleTrim(activity, store.release_buffers, settings.memory_idle_trim_s)
+        releaser = asyncio.create_task(memory.release_loop(idle=app.state.idle_trim), name="memory-release")
         trace = (memory_trace.start(settings.memory_trace, settings.memory_trace_seconds, store.cursor,
                                      settings.memory_trace_python)
                  if settings.memory_trace is not None else None)
@@ -165,7 +169,8 @@ def create_app(settings: Settings) -> FastAPI:
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
                         settle=projector.caught_up, clock_margin=settings.clock_margin_ms / 1000,
                         unwritable=store.unwritable, ruled=lambda: ruled_offsets(projector))
-        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000)
+        backlog = AppendBacklog(lambda: projector.applied_offsets, max_age_s=settings.stream_max_lag_ms / 1000,
+                                min_points=GROUP_COMMIT_POINTS)
         projector.commit_listeners.append(backlog.progressed)
         reader = ReadService(store, projector, latest_table=settings.latest_table, run_cache=run_cache,
                              search_cursors=SearchCursors(), bucket_cache=bucket_cache)
@@ -302,6 +307,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(http_guards.BodyTimeoutMiddleware, timeout=settings.body_timeout)
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
+    app.add_middleware(memory.ActivityMiddleware, activity=activity)   # outermost: sees every request
 
     return app
 

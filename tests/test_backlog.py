@@ -63,3 +63,47 @@ def test_a_stuck_projector_delays_senders_only_up_to_the_limit() -> None:
         await backlog.admit()
         return time.monotonic() - t
     assert 0.15 < asyncio.run(main()) < 0.6
+
+
+def test_an_old_backlog_smaller_than_one_commit_admits_at_once() -> None:
+    # Less than `min_points` unapplied is one commit's worth that the projector is still
+    # gathering: holding senders back then would only starve that commit.
+    async def main() -> float:
+        backlog = AppendBacklog(lambda: {0: 0}, max_age_s=0.01, min_points=100)
+        backlog.appended([(0, 3)], points=60)
+        await asyncio.sleep(0.05)
+        t = time.monotonic()
+        await backlog.admit()
+        return time.monotonic() - t
+    assert asyncio.run(main()) < 0.05
+
+
+def test_an_old_backlog_of_a_commit_or_more_holds_senders_until_applied() -> None:
+    async def main() -> float:
+        applied = {0: 0}
+        backlog = AppendBacklog(lambda: applied, max_age_s=0.01, min_points=100)
+        backlog.appended([(0, 3)], points=60)
+        backlog.appended([(0, 5)], points=60)
+        await asyncio.sleep(0.05)
+
+        async def projector() -> None:
+            await asyncio.sleep(0.2)
+            applied[0] = 4          # the first append applied: 60 points left, under min_points
+            backlog.progressed()
+
+        t = time.monotonic()
+        task = asyncio.create_task(projector())
+        await backlog.admit()
+        waited = time.monotonic() - t
+        await task
+        return waited
+    assert 0.15 < asyncio.run(main()) < 0.8
+
+
+def test_unapplied_points_count_only_appends_not_applied_on_every_partition() -> None:
+    applied = {0: 4, 1: 0}
+    backlog = AppendBacklog(lambda: applied, min_points=1)
+    backlog.appended([(0, 3)], points=10)           # applied
+    backlog.appended([(0, 2), (1, 6)], points=20)   # partition 1 not yet
+    backlog.appended([(1, 9)], points=30)
+    assert backlog.unapplied_points() == 50

@@ -130,3 +130,38 @@ def test_stopping_commits_what_is_being_gathered(tmp_path: Path, long_wait: None
         assert store.offsets(TOPIC) == {0: 1}
     finally:
         store.close()
+
+
+def test_a_commit_nearly_a_row_group_large_waits_a_little_longer_for_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Six streamed requests of 20,000 points are 120,000, just short of a row group: committed
+    # as they are, they would go through DuckDB's WAL and feed the next checkpoint.
+    monkeypatch.setattr(consumer, "GROUP_COMMIT_WAIT_S", 0.2)
+    monkeypatch.setattr(consumer, "GROUP_COMMIT_NEAR_WAIT_S", LONG_WAIT_S)
+    store, committer, recorder = _committer(tmp_path)
+    try:
+        near = consumer.GROUP_COMMIT_NEAR_POINTS
+        committer.submit(_changes(near, 0), {0: 1}, 1, near)
+        time.sleep(1.0)             # well past GROUP_COMMIT_WAIT_S
+        rest = GROUP_COMMIT_POINTS - near
+        committer.submit(_changes(rest, near), {0: 2}, 2, rest)
+        recorder.wait(1)
+        assert [(seq, points) for seq, _, points, _ in recorder.commits] == [(2, GROUP_COMMIT_POINTS)]
+    finally:
+        committer.stop()
+        store.close()
+
+
+def test_a_commit_far_from_a_row_group_waits_only_the_short_wait(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumer, "GROUP_COMMIT_WAIT_S", 0.2)
+    monkeypatch.setattr(consumer, "GROUP_COMMIT_NEAR_WAIT_S", LONG_WAIT_S)
+    store, committer, recorder = _committer(tmp_path)
+    try:
+        start = time.monotonic()
+        committer.submit(_changes(STREAM_COMMIT_POINTS, 0), {0: 1}, 1, STREAM_COMMIT_POINTS)
+        recorder.wait(1, timeout=20)
+        assert recorder.commits[0][3] - start < LONG_WAIT_S / 3
+    finally:
+        committer.stop()
+        store.close()

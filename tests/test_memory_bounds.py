@@ -16,6 +16,7 @@ import pytest
 from runledger import settings as settings_module
 from runledger.kafka_local import LocalKafka, free_port
 from runledger.projector.store import Store
+from runledger.query import memory
 from runledger.settings import Settings
 
 
@@ -33,8 +34,8 @@ def test_store_applies_the_allocator_flush_and_checkpoint_bounds(tmp_path: Path)
         store.close()
 
 
-@pytest.mark.parametrize(("ram_gib", "expected"), [(64, "1024MiB"), (2, "512MiB"), (0.5, "256MiB")])
-def test_default_duckdb_memory_limit_is_a_quarter_of_ram_between_256_mib_and_1_gib(
+@pytest.mark.parametrize(("ram_gib", "expected"), [(64, "384MiB"), (1.25, "320MiB"), (0.5, "256MiB")])
+def test_default_duckdb_memory_limit_is_a_quarter_of_ram_between_256_and_384_mib(
         monkeypatch: pytest.MonkeyPatch, ram_gib: float, expected: str) -> None:
     monkeypatch.setattr(settings_module, "physical_memory_bytes", lambda: int(ram_gib * (1 << 30)))
     assert settings_module.default_duckdb_memory_limit() == expected
@@ -75,3 +76,111 @@ def test_dev_broker_jvm_runs_with_a_bounded_serial_gc_heap_and_two_malloc_arenas
         assert "log.cleaner.dedupe.buffer.size=8388608" in (tmp_path / "kafka" / "server.properties").read_text()
     finally:
         broker.stop()
+
+
+# ----- the idle trim (docs/memory.md, "Idle trim")
+
+def _buffer_pool_mb(store: Store) -> float:
+    row = store.con.execute("SELECT sum(memory_usage_bytes) / 1048576 FROM duckdb_memory()").fetchone()
+    return float(row[0] or 0)
+
+
+def _filled_store(tmp_path: Path) -> Store:
+    """A locked-down store (as the server runs it) whose buffer pool holds a table just read."""
+    from runledger.query.sql.engine import SqlEngine, SqlLimits
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    store.con.execute("CREATE TABLE filler AS SELECT i AS step, random() AS v FROM range(6000000) t(i)")
+    store.con.execute("CHECKPOINT")
+    SqlEngine(store, "t", SqlLimits()).prepare("latest_metrics")
+    store.con.execute("SELECT sum(v), max(step) FROM filler").fetchall()
+    return store
+
+
+def test_release_buffers_drops_duckdbs_cached_blocks_and_keeps_its_memory_limit(tmp_path: Path) -> None:
+    store = _filled_store(tmp_path)
+    try:
+        assert _buffer_pool_mb(store) > 40
+        assert store.release_buffers("16MiB") is True
+        assert _buffer_pool_mb(store) < 20
+        assert _duckdb_setting(store, "memory_limit") == "256.0 MiB"
+        assert store.con.execute("SELECT count(*) FROM filler").fetchone() == (6000000,)  # read back from the file
+    finally:
+        store.close()
+
+
+def test_release_buffers_does_nothing_while_the_projector_holds_the_writers_lock(tmp_path: Path) -> None:
+    store = _filled_store(tmp_path)
+    try:
+        before = _buffer_pool_mb(store)
+        with store._lock:
+            assert store.release_buffers("16MiB") is False
+        assert _buffer_pool_mb(store) == before
+    finally:
+        store.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trim(idle_s: float = 3.0) -> tuple[_Clock, memory.Activity, memory.IdleTrim, list[int]]:
+    clock = _Clock()
+    activity = memory.Activity(clock)
+    calls: list[int] = []
+    return clock, activity, memory.IdleTrim(activity, lambda: calls.append(1) is None, idle_s), calls
+
+
+def test_idle_trim_runs_once_per_quiet_spell_after_idle_seconds() -> None:
+    clock, activity, trim, calls = _trim(3.0)
+    activity.touch()
+    clock.now += 2.9
+    assert not trim.maybe_trim() and calls == []
+    clock.now += 0.2
+    assert trim.maybe_trim() and calls == [1]
+    clock.now += 60
+    assert not trim.maybe_trim() and calls == [1]      # still the same quiet spell
+    activity.touch()                                    # a commit or request ends it
+    clock.now += 3.1
+    assert trim.maybe_trim() and calls == [1, 1]
+
+
+def test_idle_trim_waits_while_a_request_is_in_flight() -> None:
+    clock, activity, trim, calls = _trim(3.0)
+    activity.in_flight = 1          # e.g. a long streamed history read
+    clock.now += 100
+    assert not trim.maybe_trim() and calls == []
+
+
+def test_idle_trim_zero_seconds_means_never() -> None:
+    clock, activity, trim, calls = _trim(0)
+    clock.now += 100
+    assert not trim.maybe_trim() and calls == []
+
+
+def test_idle_trim_setting_defaults_to_three_seconds() -> None:
+    assert Settings.from_env({}).memory_idle_trim_s == 3.0
+    assert Settings.from_env({"RUNLEDGER_MEMORY_IDLE_TRIM_S": "0"}).memory_idle_trim_s == 0
+
+
+def test_a_quiet_server_trims_after_its_writes_and_still_answers_from_the_file(make_server) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import httpx
+    server = make_server(RUNLEDGER_MEMORY_IDLE_TRIM_S="1")
+    api = f"{server.url}/api/2.0/mlflow"
+    with httpx.Client(timeout=30) as c:
+        exp = c.post(f"{api}/experiments/create", json={"name": "trim"}).json()["experiment_id"]
+        run = c.post(f"{api}/runs/create", json={"experiment_id": exp, "start_time": 0}).json()["run"]["info"]["run_id"]
+        trims_before = server.log_path.read_text().count("idle trim: DuckDB buffers released")
+        metrics = [{"key": "loss", "value": i / 10, "timestamp": 1_700_000_000_000 + i, "step": i} for i in range(1000)]
+        c.post(f"{api}/runs/log-batch", json={"run_id": run, "metrics": metrics}).raise_for_status()
+        deadline = time.monotonic() + 20
+        while server.log_path.read_text().count("idle trim: DuckDB buffers released") <= trims_before:
+            assert time.monotonic() < deadline, f"no idle trim after the write:\n{server.log_tail()}"
+            time.sleep(0.2)
+        history = c.get(f"{api}/metrics/get-history", params={"run_id": run, "metric_key": "loss"}).json()
+    assert sorted(m["step"] for m in history["metrics"]) == list(range(1000))

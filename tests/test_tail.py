@@ -72,10 +72,20 @@ def _data(out: "queue.Queue[dict[str, Any]]", n: int, timeout: float = 20) -> li
     return got
 
 
+def _wait_for_trail(server: RunledgerServer, run_id: str, n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while len(httpx.get(f"{server.url}/api/runledger/v1/runs/{run_id}/events").json()["events"]) < n:
+        assert time.monotonic() < deadline, f"the trail of {run_id} did not reach {n} events"
+        time.sleep(0.02)
+
+
 def test_run_tail_in_order_queryable_and_resumable(server: RunledgerServer, api: httpx.Client) -> None:
     exp = api.post("/experiments/create", json={"name": f"tail-{time.time_ns()}"}).json()["experiment_id"]
     run_id = api.post("/runs/create", json={"experiment_id": exp}).json()["run"]["info"]["run_id"]
     url = f"{server.url}/api/runledger/v1/runs/{run_id}/tail"
+    # The answer to runs/create comes after the log took it, not after the read model did: the
+    # tail (which starts with what is committed after it subscribed) must open after RunCreated.
+    _wait_for_trail(server, run_id, 1)
     thread, out = _start(url, stop_after=5)
     for i in range(12):
         api.post("/runs/log-metric", json={"run_id": run_id, "key": "m", "value": i, "timestamp": i, "step": i})

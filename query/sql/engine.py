@@ -30,10 +30,13 @@ from runledger.query.sql.views import SCHEMA, SCOPE_IDS, SCOPE_MODE, UNSCOPED_SC
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Settings changed after the configuration is locked: a SQL cursor's own, and the instance's
-# thread count, which the engine raises while SQL queries run (SqlEngine._more_threads). Queries
-# themselves can set nothing: the parser refuses every SET.
-_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path", "threads"]
+# Settings changed after the configuration is locked: a SQL cursor's own, the instance's
+# thread count, which the engine raises while SQL queries run (SqlEngine._more_threads), and its
+# memory limit, which the idle trim lowers for a moment to drop cached blocks
+# (Store.release_buffers, docs/memory.md). Queries themselves can set nothing: the parser
+# refuses every SET.
+_CURSOR_SETTINGS = ["max_execution_time", "operator_memory_limit", "schema", "search_path", "threads",
+                    "memory_limit"]
 # How long after the last SQL query the instance goes back to its usual thread count. Changing
 # it costs ~0.5 ms (threads are started or joined), too much to pay around every small query.
 _THREADS_IDLE_S = 2.0
@@ -255,16 +258,23 @@ class SqlQuery:
         try:
             # The caller's readable experiments (runledger.auth.access.ReadScope; None: all, with
             # authentication off), read by every public view (query.sql.views). Our own
-            # statements and the log position in one round trip, in the snapshot the answer is
-            # read from.
+            # statements in one round trip.
             wanted = ("all", ()) if scope is None else (str(scope.mode), tuple(str(i) for i in scope.ids))
             setup = cursor.setup(wanted, time_limit_ms, engine.limits.memory_mb)
-            offsets = ('SELECT "partition", next_offset FROM main.consumer_offsets '
-                       f"WHERE topic = {_literal(engine.topic)}")
-            statements = "; ".join(p for p in (setup, "BEGIN TRANSACTION READ ONLY", offsets) if p)
-            applied = dict(self._cur.execute(statements).fetchall())
-            self.log_position = {str(p): applied.get(p, 0) for p in sorted({*engine.partitions, *applied})}
+            # The log position: the offsets the projector's last commit stored, when no commit
+            # began between reading them and the snapshot (DuckDB takes a transaction's snapshot
+            # when its first statement binds, here `sql`); else read from the snapshot itself.
+            # Each statement costs ~0.25 ms, and reading the offsets table was half a trivial
+            # query's time.
+            mark = engine.store.committed_offsets(engine.topic)
+            self._cur.execute("; ".join(p for p in (setup, "BEGIN TRANSACTION READ ONLY") if p))
             self._rel = self._cur.sql(query)
+            if mark is not None and engine.store.commits_begun() == mark[0]:
+                applied = mark[1]
+            else:
+                applied = dict(self._cur.execute('SELECT "partition", next_offset FROM main.consumer_offsets '
+                                                 f"WHERE topic = {_literal(engine.topic)}").fetchall())
+            self.log_position = {str(p): applied.get(p, 0) for p in sorted({*engine.partitions, *applied})}
             self.columns = [{"name": n, "type": str(t)} for n, t in zip(self._rel.columns, self._rel.types)]
             engine.memory_guard.watch(engine.store.con, self)
         except BaseException as e:

@@ -12,6 +12,7 @@ import math
 import uuid
 from typing import Any, Callable
 
+import numpy
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,18 +46,36 @@ def _float_text(v: float | None) -> float | str | None:
     return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
 
 
+def _timestamp_texts(column: pa.Array | pa.ChunkedArray) -> list[str | None]:
+    """A TIMESTAMP column (microseconds, no time zone) as the ISO 8601 text orjson writes for
+    the datetime objects `to_pylist` makes (no fraction when it is zero), built by numpy:
+    making one datetime per value was most of the cost of encoding a few thousand rows."""
+    # Nulls filled (and put back below): with nulls, to_numpy gives floats, which round.
+    micros = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    texts = numpy.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()
+    whole = (micros % 1_000_000 == 0).tolist()
+    out: list[str | None] = [t[:-7] if w else t for t, w in zip(texts, whole)]
+    if column.null_count:
+        out = [t if ok else None for t, ok in zip(out, column.is_valid().to_pylist())]
+    return out
+
+
 def column_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    kind = column.type
+    if pa.types.is_timestamp(kind) and kind.unit == "us" and kind.tz is None:
+        return _timestamp_texts(column)
     values = column.to_pylist()
     if pa.types.is_floating(column.type) and len(column) and pc.any(pc.invert(pc.is_finite(column))).as_py():
         values = [_float_text(v) for v in values]
     return values
 
 
-def rows_of(batch: pa.RecordBatch) -> list[list[Any]]:
-    """A batch as a list of rows (lists in column order)."""
+def rows_of(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+    """A batch as a list of rows (tuples in column order)."""
     if batch.num_columns == 0:
         return [[] for _ in range(batch.num_rows)]
-    return [list(r) for r in zip(*(column_values(c) for c in batch.columns))]
+    # Tuples: orjson writes them as arrays, and building a list per row cost more than encoding.
+    return list(zip(*(column_values(c) for c in batch.columns)))  # type: ignore[arg-type]
 
 
 def dumps(value: Any) -> bytes:

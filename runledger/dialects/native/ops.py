@@ -53,6 +53,10 @@ async def lag(request: Request) -> dict[str, Any]:
     """Per partition, log end offset minus the next offset the projector will apply, and the
     age of the oldest event not yet applied (0 when there is none)."""
     settings = services.settings(request)
+    # The age is taken at the moment the applied offsets are read (the lag call reads them
+    # first), not once the oldest record's timestamp has been fetched: the fetch's own latency
+    # is not the read model's lag, and by then the projector may have applied that record.
+    asked_ms = time.time_ns() // 1_000_000
     try:
         offsets = await asyncio.wait_for(services.reader(request).lag(), LAG_TIMEOUT_S)
         lagging = {p: applied for p, (end, applied) in offsets.items() if end > applied}
@@ -62,7 +66,7 @@ async def lag(request: Request) -> dict[str, Any]:
         raise TemporarilyUnavailable("Kafka did not answer the lag query; try again.") from e
     partitions = [{"partition": p, "end_offset": end, "applied_offset": applied, "lag": end - applied}
                   for p, (end, applied) in sorted(offsets.items())]
-    age = 0 if oldest is None else max(0, time.time_ns() // 1_000_000 - oldest)
+    age = 0 if oldest is None else max(0, asked_ms - oldest)
     return {"partitions": partitions, "total_lag": sum(p["lag"] for p in partitions),
             "oldest_unapplied_age_ms": age}
 

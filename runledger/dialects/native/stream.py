@@ -164,7 +164,7 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
         new_event("MetricsLogged", payload, user=user, run_id=run.run_id, experiment_id=run.experiment_id,
                   event_id=log_id)
         for log_id, payload in zip(log_event_ids(run.run_id, event_id, len(payloads)), payloads)])
-    backlog.appended(positions)
+    backlog.appended(positions, n)
     return {"event_id": event_id, "points": n}
 
 
