@@ -51,6 +51,7 @@ from runledger.query.run_cache import RunCache
 from runledger.query.history_buckets import BucketCache
 from runledger.query.search_cursors import SearchCursors
 from runledger import http_guards
+from runledger import memory_trace
 from runledger import ui
 from runledger import gc_pauses
 from runledger.log_position import LogPositionMiddleware, ruled_offsets
@@ -161,6 +162,9 @@ def create_app(settings: Settings) -> FastAPI:
         store.apply_listeners.append(activity.touch)
         app.state.idle_trim = memory.IdleTrim(activity, store.release_buffers, settings.memory_idle_trim_s)
         releaser = asyncio.create_task(memory.release_loop(idle=app.state.idle_trim), name="memory-release")
+        trace = (memory_trace.start(settings.memory_trace, settings.memory_trace_seconds, store.cursor,
+                                     settings.memory_trace_python)
+                 if settings.memory_trace is not None else None)
         event_log = EventLog(settings.bootstrap_servers, settings.topic, send_timeout=settings.kafka_timeout)
         await event_log.start()
         writer = Writer(event_log, board, ReadModelCatalog(store, settings.latest_table, projector.cache), settings.sync_timeout,
@@ -210,6 +214,8 @@ def create_app(settings: Settings) -> FastAPI:
             if background is not None:
                 background.cancel()
             releaser.cancel()
+            if trace is not None:
+                trace.set()
             await projector.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)

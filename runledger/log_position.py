@@ -9,7 +9,8 @@ replica wrote it. A replica that does not get there within the sync timeout answ
 Pure ASGI (see runledger.http_guards for why): the header is added to the response start.
 With authentication on it runs inside the auth gate, so a 401/403 comes at once, before any
 wait; and a request the gate let through without credentials (health, version, API docs) does
-not wait either.
+not wait either. A route whose handler checks the permission itself declares that check on its
+rule (`Rule.refused_now`); a caller it refuses skips the wait and gets the handler's refusal.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import time
 from typing import Any, Mapping
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runledger.auth.access import SCOPE_KEY
+from runledger.auth.rules import SCOPE_RULE_KEY
 from runledger.http_guards import _send_json
-from runledger.ingest.errors import InvalidParameterValue
+from runledger.ingest.errors import InvalidParameterValue, RunledgerError
 from runledger.ingest.positions import LOG_POSITION_HEADER, begin_request, format_log_position, parse_log_position
 
 _HEADER = LOG_POSITION_HEADER.lower().encode()
@@ -45,6 +48,8 @@ class LogPositionMiddleware:
         wanted = Headers(scope=scope).get(LOG_POSITION_HEADER)
         if wanted is not None and self.authorised_only and SCOPE_KEY not in scope.get("state", {}):
             wanted = None
+        if wanted is not None and self.authorised_only and await _refused_by_handler_check(scope):
+            wanted = None        # the handler refuses it at once, as it would have after the wait
         if wanted is not None and not await self._reached(scope, send, wanted):
             return
         written = begin_request()
@@ -79,6 +84,24 @@ class LogPositionMiddleware:
                 return False
             await asyncio.sleep(_POLL_S)
         return True
+
+
+async def _refused_by_handler_check(scope: Scope) -> bool:
+    """Whether the route's own permission check (a handler-checked rule's `refused_now`) already
+    refuses this caller. The gate checked every rule that locates its experiment in the request;
+    a handler that checks for itself would otherwise refuse only after the wait, so a caller
+    without the permission could hold the request for the whole sync timeout."""
+    found = scope.get("state", {}).get(SCOPE_RULE_KEY)
+    if found is None:
+        return False
+    rule, params = found
+    if rule.refused_now is None:
+        return False
+    try:
+        # the check reads the read model (DuckDB): off the event loop, as the handlers run it
+        return bool(await asyncio.to_thread(rule.refused_now, Request(scope), params))
+    except RunledgerError:
+        return False          # e.g. nothing found yet: the write the position names may bring it
 
 
 def ruled_offsets(projector: Any) -> Mapping[int, int]:

@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
                                         "MB of DuckDB write-ahead log after which it checkpoints (rows written "
                                         "since are held in memory uncompressed until then)", gt=0)
+    # Where memory sits, sampled into a file (runledger.memory_trace; docs/memory.md): for soak runs.
+    memory_trace: Path | None = setting(None, "RUNLEDGER_MEMORY_TRACE",
+                                        "file to append a JSON line of the server's memory accounts to, every "
+                                        "RUNLEDGER_MEMORY_TRACE_SECONDS; unset: off")
+    memory_trace_seconds: float = setting(5.0, "RUNLEDGER_MEMORY_TRACE_SECONDS",
+                                          "seconds between two memory trace samples", gt=0)
+    memory_trace_python: int = setting(0, "RUNLEDGER_MEMORY_TRACE_PYTHON",
+                                       "with the memory trace: also trace Python's allocations (tracemalloc) with "
+                                       "this many frames, and log the places that grew most; 0 = off (it slows "
+                                       "the server down)", ge=0)
     memory_idle_trim_s: float = setting(3.0, "RUNLEDGER_MEMORY_IDLE_TRIM_S",
                                         "seconds without requests or commits after which DuckDB's cached blocks "
                                         "and freed memory are handed back to the OS (once per quiet spell); "

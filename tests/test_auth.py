@@ -539,3 +539,41 @@ def test_an_allowed_read_passing_a_write_position_still_sees_the_write(world: Wo
                      params={"run_id": run_id})
     assert got.status_code == 200, got.text
     assert {"key": "pos", "value": "1"} in got.json()["run"]["data"]["tags"]
+
+
+def test_a_caller_refused_by_a_handlers_own_check_is_not_held_by_a_far_future_log_position(world: World) -> None:
+    """Routes whose handler checks the permission itself (artifact proxy, HPO studies, a Comet
+    project by id, another user's tokens) refuse a caller without permission at once too: they
+    would otherwise wait the whole sync timeout (30 s) for a position the log never reaches."""
+    far = {POSITION: '{"0": 999999999999, "1": 999999999999}'}
+    nogrant = basic("nogrant", "nogrant-pw")
+    run_id = world.ok("POST", "/api/2.0/mlflow/runs/create",
+                      json={"experiment_id": world.live})["run"]["info"]["run_id"]
+    artifact = f"/api/2.0/mlflow-artifacts/artifacts/{world.live}/{run_id}/artifacts/model.pkl"
+    cases = [
+        ("GET", artifact, {}, 404),                  # a read of an unreadable run's artifact: as if absent
+        ("PUT", artifact, {"content": b"x"}, 403),
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts", {"params": {"path": f"{world.live}/{run_id}/artifacts"}}, 404),
+        ("GET", f"{V1}/hpo/{world.live}", {}, 404),
+        ("GET", f"/api/automl/v1/hpo/experiment/{world.live}", {}, 404),
+        ("GET", "/api/rest/v2/project", {"params": {"projectId": world.live}}, 403),
+        ("GET", f"{V1}/tokens", {"params": {"username": "reader"}}, 403),
+    ]
+    for method, path, kw, status in cases:
+        t0 = time.monotonic()
+        r = world.call(method, path, {**nogrant, **far}, **kw)
+        took = time.monotonic() - t0
+        assert r.status_code == status, (method, path, r.status_code, r.text)
+        assert took < 5, f"{method} {path}: the refusal waited {took:.1f} s for the log position"
+
+
+def test_an_allowed_caller_of_a_handler_checked_route_passing_a_write_position_sees_the_write(world: World) -> None:
+    editor = basic("editor", "editor-pw")
+    parent = world.ok("POST", "/api/2.0/mlflow/runs/create", editor,
+                      json={"experiment_id": world.live, "run_name": "study"})["run"]["info"]["run_id"]
+    wrote = world.call("POST", "/api/2.0/mlflow/runs/create", editor, json={
+        "experiment_id": world.live, "tags": [{"key": "mlflow.parentRunId", "value": parent}]})
+    assert wrote.status_code == 200, wrote.text
+    got = world.call("GET", f"{V1}/hpo/{parent}", {**basic("reader", "reader-pw"), POSITION: wrote.headers[POSITION]})
+    assert got.status_code == 200, got.text
+    assert got.json()["study"]["trial_count"] == 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import RunledgerServer
@@ -47,11 +48,35 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def test_steady_streaming_with_readers_keeps_rss_flat_and_lag_under_a_second(make_server: Any) -> None:
+def _print_memory_accounts(trace: Path, warmup: float) -> None:
+    """Where the RSS sat at the end of the warm-up and at the end: glibc malloc's live bytes,
+    DuckDB's buffer manager by tag, Arrow's pool, and the anonymous rest (allocator caches,
+    Python's arenas, thread stacks)."""
+    if not trace.exists():
+        return
+    rows = [orjson.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    t0 = rows[0]["t"] - 5
+    after = [r for r in rows if r["t"] - t0 >= warmup] or rows
+    for label, r in (("end of warm-up", after[0]), ("end", rows[-1])):
+        m = r.get("malloc", {})
+        duck = r.get("duckdb", {})
+        rest = r["anon"] - m.get("in_use", 0) - m.get("free", 0) - m.get("mmapped", 0) - r.get("duckdb_total", 0)
+        print(f"[soak] memory at {label}: RSS {r['rss'] >> 20} MB = files {r['file'] >> 20} + anonymous "
+              f"{r['anon'] >> 20} (glibc in use {m.get('in_use', 0) >> 20}, glibc free {m.get('free', 0) >> 20}, "
+              f"DuckDB {r.get('duckdb_total', 0) >> 20} "
+              f"[{', '.join(f'{k} {v >> 20}' for k, v in sorted(duck.items(), key=lambda kv: -kv[1]) if v >> 20)}], "
+              f"Arrow {r['arrow'] >> 20}, rest {rest >> 20}); WAL {r.get('database', {}).get('wal_size')}")
+
+
+def test_steady_streaming_with_readers_keeps_rss_flat_and_lag_under_a_second(make_server: Any,
+                                                                             tmp_path: Path) -> None:
     seconds = float(os.environ.get("RUNLEDGER_SOAK_SECONDS", "600"))
     warmup = float(os.environ.get("RUNLEDGER_SOAK_WARMUP_SECONDS", str(seconds / 5)))
     rate = float(os.environ.get("RUNLEDGER_SOAK_POINTS_PER_S", "2000"))
-    server: RunledgerServer = make_server()
+    trace = tmp_path / "memory-trace.jsonl"   # where the RSS sits (runledger.memory_trace), printed below
+    server: RunledgerServer = make_server(RUNLEDGER_MEMORY_TRACE=str(trace), RUNLEDGER_MEMORY_TRACE_SECONDS="5")
     assert server.proc is not None
     api = httpx.Client(base_url=server.url, timeout=60)
     exp_id = api.post(f"{MLFLOW}/experiments/create", json={"name": "soak"}).json()["experiment_id"]
@@ -166,6 +191,7 @@ def test_steady_streaming_with_readers_keeps_rss_flat_and_lag_under_a_second(mak
           f"p99 {_p(lag_after, 0.99):.0f} ms, max {max(lag_after):.0f} ms over {len(lag_after)} samples")
     print(f"[soak] streamed point visible in get-history: p50 {_p(probe_after, 0.5):.0f} ms, "
           f"p99 {_p(probe_after, 0.99):.0f} ms over {len(probe_after)} probes")
+    _print_memory_accounts(trace, warmup)
     assert not errors, errors[:5]
     assert sent["points"] >= 0.9 * rate * seconds, "the streamer did not keep the rate"
     assert growth <= 0.10, f"RSS grew {growth * 100:.1f}% after warm-up"

@@ -112,6 +112,7 @@ class AuthGate:
                 raise PermissionDenied(f"No access rule is declared for {scope['method']} {scope['path']}; "
                                        "refused until one is (docs/auth.md).")
             receive = await self._check(scope, receive, rule, access, matched[1] if matched else {})
+            scope["state"][rules.SCOPE_RULE_KEY] = (rule, matched[1] if matched else {})
         except (UnauthenticatedError, PermissionDenied) as e:
             await self._refuse(scope, receive, send, e)
             return

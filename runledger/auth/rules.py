@@ -20,8 +20,10 @@ endpoint finds its run in a body too large to read twice; SQL scopes its views).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from starlette.requests import Request
 
 
 class Need(enum.Enum):
@@ -86,9 +88,18 @@ class Rule:
     need: Need
     where: Where | None = None
     filters: bool = False          # leave out unreadable items instead of refusing
+    # For a route whose handler checks for itself: that same check, run before a read waits for a
+    # log position (runledger.log_position), True when the caller is refused already. Without it a
+    # caller lacking the permission would hold the request for the wait before the handler refuses.
+    # (request, path parameters) -> refused; it must not raise for what the handler reports itself.
+    refused_now: "Callable[[Request, Mapping[str, Any]], bool] | None" = field(default=None, compare=False)
 
 
 PUBLIC_RULE = Rule(PUBLIC)
+
+# Where the gate leaves the rule it applied and the route's path parameters, (Rule, dict), for
+# the log-position wait that runs after it.
+SCOPE_RULE_KEY = "runledger.rule"
 
 # (method, full path template) -> rule; Mounts (static files) use method "*".
 _RULES: dict[tuple[str, str], Rule] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from runledger.auth import rules
 from runledger.auth.rules import AUTHENTICATED, EDIT, EXPERIMENT_NAME, PUBLIC_RULE, READ, RUN, Rule
+from runledger.dialects.comet.reads import project_id_refused
 
 _METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 _READ_RUN = Rule(READ, rules.query("experimentKey", RUN))
@@ -15,7 +16,8 @@ _EDIT_RUN = Rule(EDIT, rules.body("experimentKey", RUN))
 REST_RULES: dict[str, Rule] = {
     "GET /workspaces": Rule(AUTHENTICATED),
     "GET /projects": Rule(AUTHENTICATED),           # the handler lists only readable projects
-    "GET /project": Rule(READ, rules.query("projectName", EXPERIMENT_NAME)),   # a projectId: checked in the handler
+    # a projectId: checked in the handler (and before a log-position wait, by the same check)
+    "GET /project": Rule(READ, rules.query("projectName", EXPERIMENT_NAME), refused_now=project_id_refused),
     "GET /experiments": Rule(READ, rules.query("projectName", EXPERIMENT_NAME)),
     "GET /project/column-names": Rule(READ, rules.query("projectName", EXPERIMENT_NAME)),
     "POST /project/query": Rule(READ, rules.body("projectName", EXPERIMENT_NAME)),

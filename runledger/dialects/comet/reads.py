@@ -3,7 +3,7 @@ plain functions (FastAPI runs them in its thread pool), each on its own DuckDB c
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import orjson
 from fastapi import APIRouter
@@ -64,6 +64,16 @@ def find_project(cur: Any, request: Request, workspace: str | None, name: str | 
     # The gate checked a project named by name; one named by id is checked here.
     access(request).require(found[0].experiment_id, Permission.READ)
     return found[0]
+
+
+def project_id_refused(request: Request, params: Mapping[str, Any]) -> bool:
+    """find_project's own check of a project named by id, for the auth rule (Rule.refused_now)."""
+    project_id = request.query_params.get("projectId")
+    if not project_id or request.query_params.get("projectName"):
+        return False             # named by name: the gate checked it
+    with services.reader(request).cursor() as cur:
+        found = run_summaries.experiments(cur, experiment_id=project_id)
+    return bool(found) and access(request).permission(found[0].experiment_id) < Permission.READ
 
 
 def find_run(cur: Any, key: str | None) -> RunMeta:

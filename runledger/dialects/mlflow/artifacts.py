@@ -28,7 +28,7 @@ import asyncio
 import mimetypes
 import ntpath
 import posixpath
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import anyio
 import orjson
@@ -100,6 +100,20 @@ def _locate(request: Request, raw: str, *, need: Permission, folder_ok: bool = F
     if not rel and not folder_ok:
         raise InvalidParameterValue(f"Invalid path {raw!r}: it names the artifact folder itself, not a file in it.")
     return owner, rel
+
+
+def _refused_now(need: Permission) -> Callable[[Request, Mapping[str, Any]], bool]:
+    """`_locate`'s permission check alone, for the auth rule (runledger.auth.rules.Rule.refused_now):
+    True when the path's owner is found and the caller lacks `need` on its experiment."""
+    def refused(request: Request, params: Mapping[str, Any]) -> bool:
+        raw = params.get("path")
+        if raw is None:
+            raw = query_fields(request).str("path") or ""
+        path = _checked(str(raw).strip("/"))
+        with services.reader(request).cursor() as cur:
+            found = artifact_owners.owner_of(cur, path)
+        return found is not None and access(request).permission(found[0].experiment_id) < need
+    return refused
 
 
 def _writable(request: Request, owner: Owner) -> None:
@@ -541,7 +555,8 @@ def access_rules() -> dict[str, dict[str, Any]]:
     # owner and checks the caller's permission on that experiment itself (`_locate`). Part
     # uploads carry no credentials (MLflow's client sends them as to a presigned URL): the
     # upload id, handed out only to a caller with EDIT, is the key.
-    reads, writes = Rule(READ, rules.in_handler("path", RUN)), Rule(EDIT, rules.in_handler("path", RUN))
+    reads = Rule(READ, rules.in_handler("path", RUN), refused_now=_refused_now(Permission.READ))
+    writes = Rule(EDIT, rules.in_handler("path", RUN), refused_now=_refused_now(Permission.EDIT))
     proxy = {
         "GET /artifacts": reads, "GET /artifacts/{path:path}": reads,
         "PUT /artifacts/{path:path}": writes, "DELETE /artifacts/{path:path}": writes,

@@ -3,8 +3,20 @@ relative to /api/runledger/v1."""
 
 from __future__ import annotations
 
+from starlette.requests import Request
+
 from runledger.auth import rules
+from runledger.auth.access import access
 from runledger.auth.rules import ADMIN, AUTHENTICATED, EDIT, EXPERIMENT, READ, RUN, Rule
+from runledger.dialects.studies import study_refused
+
+
+
+def _others_tokens(request: Request) -> bool:
+    """The tokens handler's own check (only admins list other users' tokens), for Rule.refused_now."""
+    me, named = access(request), request.query_params.get("username")
+    return bool(named) and named != me.username and not me.unrestricted
+
 
 RULES: dict[str, Rule] = {
     # streaming ingest: the handler checks EDIT on the run's experiment before appending
@@ -33,8 +45,8 @@ RULES: dict[str, Rule] = {
     "GET /metrics/history-buckets": Rule(READ, rules.query("run_id", RUN, alias="run_uuid")),
     # tokens: the handlers let users manage their own, admins anyone's
     "POST /tokens": Rule(AUTHENTICATED),
-    "GET /tokens": Rule(AUTHENTICATED),
+    "GET /tokens": Rule(AUTHENTICATED, refused_now=lambda request, _: _others_tokens(request)),
     "POST /tokens/revoke": Rule(AUTHENTICATED),
     # a hyper-parameter search: READ on its experiment, checked by the handler (parent run or experiment id)
-    "GET /hpo/{study_id}": Rule(READ, rules.in_handler("study_id", EXPERIMENT)),
+    "GET /hpo/{study_id}": Rule(READ, rules.in_handler("study_id", EXPERIMENT), refused_now=study_refused("study_id")),
 }

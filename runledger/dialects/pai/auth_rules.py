@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from runledger.auth import rules
 from runledger.auth.rules import EXPERIMENT, READ, Rule
+from runledger.dialects.studies import study_refused
 
-_READ = Rule(READ, rules.in_handler("experiment_id", EXPERIMENT))
+_READ = Rule(READ, rules.in_handler("experiment_id", EXPERIMENT), refused_now=study_refused("experiment_id"))
 
 RULES: dict[str, Rule] = {
     "GET /experiment/{experiment_id}": _READ,
