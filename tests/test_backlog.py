@@ -9,23 +9,24 @@ import time
 from runledger.ingest.backlog import AppendBacklog
 
 
-def test_nothing_pending_admits_at_once() -> None:
+def _seconds_to_admit(backlog: AppendBacklog, settle_s: float = 0.0) -> float:
+    """How long one sender waits at the gate, after the backlog has aged `settle_s`."""
     async def main() -> float:
-        backlog = AppendBacklog(lambda: {}, max_age_s=0.05)
+        await asyncio.sleep(settle_s)
         t = time.monotonic()
         await backlog.admit()
         return time.monotonic() - t
-    assert asyncio.run(main()) < 0.05
+    return asyncio.run(main())
+
+
+def test_nothing_pending_admits_at_once() -> None:
+    assert _seconds_to_admit(AppendBacklog(lambda: {}, max_age_s=0.05)) < 0.05
 
 
 def test_a_young_backlog_admits_at_once() -> None:
-    async def main() -> float:
-        backlog = AppendBacklog(lambda: {0: 0}, max_age_s=5)
-        backlog.appended([(0, 10)])
-        t = time.monotonic()
-        await backlog.admit()
-        return time.monotonic() - t
-    assert asyncio.run(main()) < 0.05
+    backlog = AppendBacklog(lambda: {0: 0}, max_age_s=5)
+    backlog.appended([(0, 10)])
+    assert _seconds_to_admit(backlog) < 0.05
 
 
 def test_an_old_unapplied_append_holds_senders_until_the_projector_applies_it() -> None:
@@ -68,14 +69,9 @@ def test_a_stuck_projector_delays_senders_only_up_to_the_limit() -> None:
 def test_an_old_backlog_smaller_than_one_commit_admits_at_once() -> None:
     # Less than `min_points` unapplied is one commit's worth that the projector is still
     # gathering: holding senders back then would only starve that commit.
-    async def main() -> float:
-        backlog = AppendBacklog(lambda: {0: 0}, max_age_s=0.01, min_points=100)
-        backlog.appended([(0, 3)], points=60)
-        await asyncio.sleep(0.05)
-        t = time.monotonic()
-        await backlog.admit()
-        return time.monotonic() - t
-    assert asyncio.run(main()) < 0.05
+    backlog = AppendBacklog(lambda: {0: 0}, max_age_s=0.01, min_points=100)
+    backlog.appended([(0, 3)], points=60)
+    assert _seconds_to_admit(backlog, settle_s=0.05) < 0.05
 
 
 def test_an_old_backlog_of_a_commit_or_more_holds_senders_until_applied() -> None:
