@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Awaitable, Callable
 
 from runledger.ingest.backlog import AppendBacklog
 
@@ -17,6 +18,16 @@ def _seconds_to_admit(backlog: AppendBacklog, settle_s: float = 0.0) -> float:
         await backlog.admit()
         return time.monotonic() - t
     return asyncio.run(main())
+
+
+async def _seconds_to_admit_while(backlog: AppendBacklog, projector: Callable[[], Awaitable[None]]) -> float:
+    """How long one sender waits at the gate while `projector` applies appends beside it."""
+    t = time.monotonic()
+    task = asyncio.create_task(projector())
+    await backlog.admit()
+    waited = time.monotonic() - t
+    await task
+    return waited
 
 
 def test_nothing_pending_admits_at_once() -> None:
@@ -44,11 +55,7 @@ def test_an_old_unapplied_append_holds_senders_until_the_projector_applies_it() 
             applied[1] = 8
             backlog.progressed()
 
-        t = time.monotonic()
-        task = asyncio.create_task(projector())
-        await backlog.admit()
-        waited = time.monotonic() - t
-        await task
+        waited = await _seconds_to_admit_while(backlog, projector)
         return waited, backlog.oldest_unapplied_age()
     waited, age = asyncio.run(main())
     assert 0.35 < waited < 1.0
@@ -56,14 +63,9 @@ def test_an_old_unapplied_append_holds_senders_until_the_projector_applies_it() 
 
 
 def test_a_stuck_projector_delays_senders_only_up_to_the_limit() -> None:
-    async def main() -> float:
-        backlog = AppendBacklog(lambda: {}, max_age_s=0.01, max_wait_s=0.2)
-        backlog.appended([(0, 1)])
-        await asyncio.sleep(0.05)
-        t = time.monotonic()
-        await backlog.admit()
-        return time.monotonic() - t
-    assert 0.15 < asyncio.run(main()) < 0.6
+    backlog = AppendBacklog(lambda: {}, max_age_s=0.01, max_wait_s=0.2)
+    backlog.appended([(0, 1)])
+    assert 0.15 < _seconds_to_admit(backlog, settle_s=0.05) < 0.6
 
 
 def test_an_old_backlog_smaller_than_one_commit_admits_at_once() -> None:
@@ -87,12 +89,7 @@ def test_an_old_backlog_of_a_commit_or_more_holds_senders_until_applied() -> Non
             applied[0] = 4          # the first append applied: 60 points left, under min_points
             backlog.progressed()
 
-        t = time.monotonic()
-        task = asyncio.create_task(projector())
-        await backlog.admit()
-        waited = time.monotonic() - t
-        await task
-        return waited
+        return await _seconds_to_admit_while(backlog, projector)
     assert 0.15 < asyncio.run(main()) < 0.8
 
 
