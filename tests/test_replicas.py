@@ -35,6 +35,25 @@ def _caught_up(server: RunledgerServer) -> None:
         time.sleep(0.1)
 
 
+def _carry_log_position(*clients: httpx.Client) -> None:
+    """Make the clients behave like one caller behind a load balancer that passes back the
+    log position of its last write, so a write sent to the other replica never outruns it
+    (without this, runs/create on the second replica can miss the experiment just created on
+    the first: the very race the header exists for)."""
+    last: dict[str, str] = {}
+
+    def remember(response: httpx.Response) -> None:
+        if HEADER in response.headers:
+            last["position"] = response.headers[HEADER]
+
+    def pass_back(request: httpx.Request) -> None:
+        if "position" in last:
+            request.headers[HEADER] = last["position"]
+
+    for client in clients:
+        client.event_hooks = {"request": [pass_back], "response": [remember]}
+
+
 def _populate(a: httpx.Client, b: httpx.Client) -> tuple[list[str], list[tuple[str, str]]]:
     """Writes through both replicas; returns experiment ids and (run id, metric key) pairs."""
     exp_ids, series = [], []
@@ -93,6 +112,7 @@ def test_two_replicas_on_one_topic_answer_identically(make_server: Any) -> None:
     first: RunledgerServer = make_server()
     second: RunledgerServer = make_server(topic=first.topic)
     with httpx.Client(base_url=first.url, timeout=60) as a, httpx.Client(base_url=second.url, timeout=60) as b:
+        _carry_log_position(a, b)
         exp_ids, series = _populate(a, b)
         _caught_up(first)
         _caught_up(second)
