@@ -21,6 +21,7 @@ import pyarrow as pa
 from runledger.ingest.contract.events import Verdict
 from runledger.ingest.errors import TemporarilyUnavailable
 from runledger.projector.fold import ArtifactOp, BatchChanges, FoldState, LogRecord, MetricRows, Rewind
+from runledger.projector import run_pages
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.integrity import is_corruption, is_out_of_space, move_aside, open_verified
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
@@ -419,8 +420,14 @@ class Store:
                 name: [r[name] for r in rows] for name in ("run_id", "model_id", "step", "experiment_id", "logged_time")})
         _apply_artifacts(c, ch.artifacts)
         _upsert_latest(c, ch.latest)
-        for run_id in dict.fromkeys(r.run_id for r in ch.rewinds):
+        if ch.pages:
+            rows = list(ch.pages.values())
+            _insert(c, "run_pages", "INSERT OR REPLACE",
+                    {name: [r[i] for r in rows] for i, name in enumerate(run_pages.COLUMNS)})
+        rewound = list(dict.fromkeys(r.run_id for r in ch.rewinds))
+        for run_id in rewound:
             _recompute_latest(c, run_id)
+        run_pages.refresh(c, rewound)   # their latest points were just recomputed from the table
         if ch.log:
             log = ch.log
             # Plain INSERT: the fold never emits an event id that is already logged (it checks the
