@@ -28,6 +28,8 @@ class Progress:
     total: int = 0                     # records the replay will read, at most
     seconds: float = 0.0
     position: dict[int, int] = field(default_factory=dict)   # partition -> next offset
+    connect: float = 0.0               # seconds to reach the broker and learn the offsets (not in `seconds`)
+    last_commit: float = 0.0           # of `seconds`: waiting for the last commits once all was folded
 
     @property
     def fraction(self) -> float:
@@ -56,6 +58,7 @@ async def replay(bootstrap_servers: str, topic: str, store: Store, *, ends: dict
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024 * 1024,
                                 fetch_max_bytes=64 * 1024 * 1024)
+    connecting = time.monotonic()
     await consumer.start()
     projector = Projector(store, bootstrap_servers, topic, on_verdicts=lambda verdicts: None)
     try:
@@ -70,6 +73,7 @@ async def replay(bootstrap_servers: str, topic: str, store: Store, *, ends: dict
         stop = {tp: log_ends[tp] if ends is None else min(log_ends[tp], ends.get(tp.partition, 0)) for tp in tps}
         progress = Progress(total=sum(max(0, stop[tp] - begins[tp]) for tp in tps))
         started = last_report = time.monotonic()
+        progress.connect = started - connecting
         open_tps = {tp for tp in tps if begins[tp] < stop[tp]}
         consumer.pause(*(set(tps) - open_tps))
         while open_tps:
@@ -98,8 +102,10 @@ async def replay(bootstrap_servers: str, topic: str, store: Store, *, ends: dict
                 progress.points, progress.seconds = projector.points_folded, now - started
                 on_progress(progress)
                 last_report = now
+        folded = time.monotonic()
         await projector.finish()
-        progress.points, progress.seconds = projector.points_folded, time.monotonic() - started
+        ended = time.monotonic()
+        progress.points, progress.seconds, progress.last_commit = projector.points_folded, ended - started, ended - folded
         if until_time is None:
             progress.total = progress.records
         return progress

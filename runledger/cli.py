@@ -332,6 +332,9 @@ _VERIFY_CHECKPOINT_THRESHOLD = "256MB"
 
 
 def cmd_verify(settings: Settings) -> int:
+    from runledger.tool_process import Phases
+
+    phases = Phases()
     if not settings.duckdb_path.exists():
         print(f"runledger verify: no read model at {settings.duckdb_path}", file=sys.stderr)
         return 2
@@ -342,25 +345,34 @@ def cmd_verify(settings: Settings) -> int:
     _lean()
     # The live side first, on a thread: a running server computes its checksums while this
     # process is still importing what the replay needs (most of the command's start-up).
-    live_result = _in_background(lambda: _live_snapshot(settings))
+    live_result = _in_background(_timed(lambda: _live_snapshot(settings)))
     from runledger.projector.replay import compare, replay, snapshot
     from runledger.projector.store import Store
 
-    live = live_result()
+    phases.mark("imports")
+    live, live_seconds = live_result()
+    phases.note(f"live checksums {live_seconds:.2f}s")
+    phases.mark("live wait")
     ends = {int(p): o for p, o in live["offsets"].items()}
     with tempfile.TemporaryDirectory(prefix="runledger-verify-") as tmp:
         store = Store(Path(tmp) / "runledger.duckdb", threads=settings.duckdb_threads)
         try:
             store.con.execute(f"SET checkpoint_threshold = '{_VERIFY_CHECKPOINT_THRESHOLD}'")
+            phases.mark("new file")
             progress = asyncio.run(replay(bootstrap, settings.topic, store, ends=ends, on_progress=_print_progress))
+            phases.mark("replay")
+            phases.note(f"replay = connect {progress.connect:.2f}s + fold {progress.seconds - progress.last_commit:.2f}s"
+                        f" + last commit {progress.last_commit:.2f}s + the rest")
             _print_progress(progress)
             print(file=sys.stderr)
             # Taken on the replay's own connection: no closing, reopening and re-reading the file.
             with store.con.cursor() as cur:
                 rebuilt = snapshot(cur, settings.topic)
+            phases.mark("checksums")
         finally:
             store.con.execute("PRAGMA disable_checkpoint_on_shutdown")
             store.close()
+    phases.mark("tear-down")
     report = compare(live, rebuilt)
     width = max(len(r[0]) for r in report)
     print(f"{'table':<{width}}  result     live / rebuilt from the log")
@@ -368,6 +380,9 @@ def cmd_verify(settings: Settings) -> int:
         print(f"{name:<{width}}  {'same' if same else 'DIFFERENT':<9}  {a}" + ("" if same else f"  /  {b}"))
     bad = [r[0] for r in report if not r[3]]
     rate = progress.points / progress.seconds if progress.seconds else 0.0
+    phases.mark("report")
+    # Where the command's time went (start-up is the interpreter and the CLI's own imports).
+    print(phases.line())
     print(f"replayed {progress.records:,} events, {progress.points:,} points in {progress.seconds:.1f}s "
           f"({rate:,.0f} points/s)")
     if bad:
@@ -375,6 +390,13 @@ def cmd_verify(settings: Settings) -> int:
         return 1
     print(f"verify passed: all {len(report)} tables equal the log's replay")
     return 0
+
+
+def _timed(fn: Callable[[], Any]) -> Callable[[], tuple[Any, float]]:
+    def run() -> tuple[Any, float]:
+        t = time.monotonic()
+        return fn(), time.monotonic() - t
+    return run
 
 
 # ----- the command line (click) -----

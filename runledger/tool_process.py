@@ -14,7 +14,9 @@ from __future__ import annotations
 import gc
 import importlib.abc
 import importlib.machinery
+import os
 import sys
+import time
 from types import ModuleType
 from typing import Any, Sequence
 
@@ -47,3 +49,44 @@ def lean() -> None:
     counting still frees everything that is not in a cycle at once."""
     keep_out_pandas()
     gc.set_threshold(100_000, 50, 100)
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc, to 10 ms), so a command can
+    report what the interpreter's start-up and its first imports took; 0.0 elsewhere."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")   # field 22: start, clock ticks after boot
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+class Phases:
+    """Wall and CPU seconds (all threads) of a command's consecutive phases, for a one-line split
+    of where its time went (`runledger verify` prints it; the audit bench shows it)."""
+
+    def __init__(self) -> None:
+        age = process_age()
+        # The first phase, up to now: the interpreter's start-up and the imports before us.
+        self.items: list[tuple[str, float, float]] = [("start-up", age, time.process_time())]
+        self._wall, self._cpu = time.monotonic(), time.process_time()
+        self.side: list[str] = []
+
+    def mark(self, name: str) -> None:
+        """Close the phase that ran since the last mark under `name`."""
+        wall, cpu = time.monotonic(), time.process_time()
+        self.items.append((name, wall - self._wall, cpu - self._cpu))
+        self._wall, self._cpu = wall, cpu
+
+    def note(self, text: str) -> None:
+        """Something that ran alongside (on another thread), shown after the split."""
+        self.side.append(text)
+
+    def line(self) -> str:
+        wall = sum(w for _, w, _ in self.items)
+        cpu = time.process_time()
+        parts = " · ".join(f"{name} {w:.2f} ({c:.2f} cpu)" for name, w, c in self.items)
+        side = f"; alongside: {', '.join(self.side)}" if self.side else ""
+        return f"time {wall:.2f}s wall, {cpu:.2f}s cpu: {parts}{side}"
