@@ -8,6 +8,7 @@ every table's rows in an order-independent way, so two files can be compared tab
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -49,20 +50,25 @@ class TopicMissing(RuntimeError):
     pass
 
 
-async def replay(bootstrap_servers: str, topic: str, store: Store, *, ends: dict[int, int] | None = None,
-                 until_time: int | None = None, on_progress: Callable[[Progress], None] | None = None,
-                 every: float = 0.5) -> Progress:
+async def replay(bootstrap_servers: str, topic: str, store: Store | Callable[[], Store], *,
+                 ends: dict[int, int] | None = None, until_time: int | None = None,
+                 on_progress: Callable[[Progress], None] | None = None, every: float = 0.5) -> Progress:
     """Fold `topic` into `store` (a new file) up to `ends` (partition -> exclusive end offset;
     default: the end of each partition when the replay starts) and, with `until_time`, only up
-    to each partition's first event ingested after it."""
+    to each partition's first event ingested after it.
+
+    `store` may be a callable that returns it (it blocks, e.g. while another thread creates the
+    file): it is called on a worker thread while this connects to the broker, so creating the
+    file's schema and reaching Kafka overlap rather than add up."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024 * 1024,
                                 fetch_max_bytes=64 * 1024 * 1024)
     connecting = time.monotonic()
-    await consumer.start()
-    projector = Projector(store, bootstrap_servers, topic, on_verdicts=lambda verdicts: None)
+    ready = asyncio.ensure_future(asyncio.to_thread(store) if callable(store) else _ready(store))
+    projector: Projector | None = None
     try:
-        partitions = await existing_partitions(bootstrap_servers, topic)
+        # The consumer's connection and the admin client's topic lookup, at the same time.
+        _, partitions = await asyncio.gather(consumer.start(), existing_partitions(bootstrap_servers, topic))
         if not partitions:
             raise TopicMissing(f"topic {topic!r} does not exist on {bootstrap_servers}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -72,6 +78,7 @@ async def replay(bootstrap_servers: str, topic: str, store: Store, *, ends: dict
         log_ends = await consumer.end_offsets(tps)
         stop = {tp: log_ends[tp] if ends is None else min(log_ends[tp], ends.get(tp.partition, 0)) for tp in tps}
         progress = Progress(total=sum(max(0, stop[tp] - begins[tp]) for tp in tps))
+        projector = Projector(await ready, bootstrap_servers, topic, on_verdicts=lambda verdicts: None)
         started = last_report = time.monotonic()
         progress.connect = started - connecting
         open_tps = {tp for tp in tps if begins[tp] < stop[tp]}
@@ -111,7 +118,14 @@ async def replay(bootstrap_servers: str, topic: str, store: Store, *, ends: dict
         return progress
     finally:
         await consumer.stop()
-        await projector.close()  # its own consumer never started: nothing of the log was read by it
+        if projector is not None:
+            await projector.close()  # its own consumer never started: nothing of the log was read by it
+        elif not ready.done():
+            ready.cancel()
+
+
+async def _ready(store: Store) -> Store:
+    return store
 
 
 def table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
