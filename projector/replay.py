@@ -17,7 +17,7 @@ import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from runledger.ingest.contract.codec import peek_ingest_time
-from runledger.ingest.topic import existing_partitions
+from runledger.ingest.topic import partitions_of
 from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
 
@@ -67,8 +67,8 @@ async def replay(bootstrap_servers: str, topic: str, store: Store | Callable[[],
     ready = asyncio.ensure_future(asyncio.to_thread(store) if callable(store) else _ready(store))
     projector: Projector | None = None
     try:
-        # The consumer's connection and the admin client's topic lookup, at the same time.
-        _, partitions = await asyncio.gather(consumer.start(), existing_partitions(bootstrap_servers, topic))
+        await consumer.start()
+        partitions = await partitions_of(consumer, topic)
         if not partitions:
             raise TopicMissing(f"topic {topic!r} does not exist on {bootstrap_servers}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
