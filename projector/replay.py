@@ -30,6 +30,7 @@ class Progress:
     seconds: float = 0.0
     position: dict[int, int] = field(default_factory=dict)   # partition -> next offset
     connect: float = 0.0               # seconds to reach the broker and learn the offsets (not in `seconds`)
+    waited: float = 0.0                # of `connect`: then waiting for a callable `store` or `ends`
     last_commit: float = 0.0           # of `seconds`: waiting for the last commits once all was folded
 
     @property
@@ -51,15 +52,15 @@ class TopicMissing(RuntimeError):
 
 
 async def replay(bootstrap_servers: str, topic: str, store: Store | Callable[[], Store], *,
-                 ends: dict[int, int] | None = None, until_time: int | None = None,
+                 ends: dict[int, int] | Callable[[], dict[int, int]] | None = None, until_time: int | None = None,
                  on_progress: Callable[[Progress], None] | None = None, every: float = 0.5) -> Progress:
     """Fold `topic` into `store` (a new file) up to `ends` (partition -> exclusive end offset;
     default: the end of each partition when the replay starts) and, with `until_time`, only up
     to each partition's first event ingested after it.
 
-    `store` may be a callable that returns it (it blocks, e.g. while another thread creates the
-    file): it is called on a worker thread while this connects to the broker, so creating the
-    file's schema and reaching Kafka overlap rather than add up."""
+    `store` and `ends` may be callables that return them (they block, e.g. while another thread
+    creates the file or asks the live server where it is): they are called on worker threads
+    while this connects to the broker, so those waits overlap rather than add up."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024 * 1024,
                                 fetch_max_bytes=64 * 1024 * 1024)
@@ -76,9 +77,13 @@ async def replay(bootstrap_servers: str, topic: str, store: Store | Callable[[],
         await consumer.seek_to_beginning(*tps)
         begins = await consumer.beginning_offsets(tps)
         log_ends = await consumer.end_offsets(tps)
+        waiting = time.monotonic()
+        if callable(ends):
+            ends = await asyncio.to_thread(ends)
         stop = {tp: log_ends[tp] if ends is None else min(log_ends[tp], ends.get(tp.partition, 0)) for tp in tps}
         progress = Progress(total=sum(max(0, stop[tp] - begins[tp]) for tp in tps))
         projector = Projector(await ready, bootstrap_servers, topic, on_verdicts=lambda verdicts: None)
+        progress.waited = time.monotonic() - waiting
         # What a server's projector loads on start (Projector.start), from the new file: nothing
         # yet, but known to be nothing. Unprimed, the first experiment event made the fold wait
         # for every queued commit and read the experiments back from DuckDB (a stall of one whole

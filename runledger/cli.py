@@ -362,15 +362,19 @@ def cmd_verify(settings: Settings) -> int:
             from runledger.projector.replay import compare, replay, snapshot
 
             phases.mark("imports")
+
+            def live_ends() -> dict[int, int]:
+                # The replay connects to the broker while the live server still computes.
+                live, _ = live_result()
+                return {int(p): o for p, o in live["offsets"].items()}
+            progress = asyncio.run(replay(bootstrap, settings.topic, store_result, ends=live_ends,
+                                          on_progress=_print_progress))
             live, live_seconds = live_result()
             phases.note(f"live checksums {live_seconds:.2f}s")
-            phases.mark("live wait")
-            ends = {int(p): o for p, o in live["offsets"].items()}
-            progress = asyncio.run(replay(bootstrap, settings.topic, store_result, ends=ends,
-                                          on_progress=_print_progress))
             store = store_result()
             phases.mark("replay")
-            phases.note(f"replay = connect {progress.connect:.2f}s + fold {progress.seconds - progress.last_commit:.2f}s"
+            phases.note(f"replay = connect {progress.connect:.2f}s (of which waiting for the live checksums and the new "
+                        f"file {progress.waited:.2f}s) + fold {progress.seconds - progress.last_commit:.2f}s"
                         f" + last commit {progress.last_commit:.2f}s + the rest")
             _print_progress(progress)
             print(file=sys.stderr)
