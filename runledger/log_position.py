@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runledger import request_timing
 from runledger.auth.access import SCOPE_KEY
 from runledger.auth.rules import SCOPE_RULE_KEY
 from runledger.http_guards import _send_json
@@ -60,6 +61,7 @@ class LogPositionMiddleware:
                 message = {**message, "headers": [*headers, (_HEADER, format_log_position(written).encode())]}
             await send(message)
 
+        request_timing.mark("routing")   # the middleware chain is behind; routing and the route ahead
         await self.app(scope, receive, send_with_position)
 
     async def _reached(self, scope: Scope, send: Send, value: str) -> bool:

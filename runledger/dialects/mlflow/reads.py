@@ -21,6 +21,7 @@ from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects.moments import moment
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.query import memory, reader
+from runledger import request_timing
 from runledger.dialects import services
 from runledger.ingest.contract import entities
 
@@ -74,6 +75,7 @@ async def search_experiments_post(request: Request) -> dict[str, Any]:
 
 
 def get_run(request: Request) -> Response:
+    request_timing.mark("handler")
     f = query_fields(request)
     run_id = f.run_id()
     # Right after a write to this run (its commit under way or landed), its folded state answers:
@@ -83,9 +85,12 @@ def get_run(request: Request) -> Response:
     run = services.reader(request).get_run(run_id)
     if run is None:
         raise ResourceDoesNotExist(entities.run_not_found(run_id))
-    if isinstance(run, bytes):
-        return Response(b'{"run":' + run + b"}", media_type="application/json")
-    return _json({"run": run})
+    try:
+        if isinstance(run, bytes):
+            return Response(b'{"run":' + run + b"}", media_type="application/json")
+        return _json({"run": run})
+    finally:
+        request_timing.mark("handler_end")
 
 
 def _search_runs(request: Request, f: Fields) -> Response:
@@ -114,6 +119,14 @@ def _search_runs(request: Request, f: Fields) -> Response:
 
 
 async def search_runs(request: Request) -> Response:
+    request_timing.mark("handler")
+    try:
+        return await _search_runs_answer(request)
+    finally:
+        request_timing.mark("handler_end")
+
+
+async def _search_runs_answer(request: Request) -> Response:
     f = Fields(await json_body(request))
     # A repeated search with every answered write committed: its kept answer, without the
     # worker-thread hop a DuckDB read needs (query.search_cache).
