@@ -166,4 +166,14 @@ def snapshot(path: str | None = None, since: float | None = None, limit: int = _
                     "marks": marks, "response_started": started, "done": done,
                     "phases_ms": _phases(arrived, entered, marks, started, done),
                     "overlap_ms": {k: round(v, 4) for k, v in overlap.items()}})
-    return {"now": perf_counter(), "requests": out}
+    # what the server did over the same span, whether or not a request overlapped it
+    first = requests[0][3] if requests else perf_counter()
+    activity: dict[str, dict[str, float]] = {}
+    for kind, start, end in events:
+        if end >= first:
+            a = activity.setdefault(kind, {"count": 0, "total_ms": 0.0, "max_ms": 0.0})
+            a["count"] += 1
+            a["total_ms"] += (end - start) * 1000
+            a["max_ms"] = max(a["max_ms"], (end - start) * 1000)
+    activity = {k: {n: round(v, 3) for n, v in a.items()} for k, a in activity.items()}
+    return {"now": perf_counter(), "requests": out, "activity": activity}

@@ -117,6 +117,9 @@ class TimedRequest(_Model):
 class RequestTimingsAnswer(_Model):
     now: float = Field(description="the server's clock when it answered")
     requests: list[TimedRequest]
+    activity: dict[str, dict[str, float]] = Field(
+        description="per kind of server activity since the first listed request arrived: count, total_ms, "
+                    "max_ms (the events kept are bounded: the newest 16,384)")
 
 
 class TrailQuery(_Model):
