@@ -83,6 +83,7 @@ class Projector:
         # `cache` instead of waiting for the commit (projector.pending; query.read_service).
         self.pending = PendingRuns()
         self.commit_listeners.append(lambda: self.pending.committed(self._committed))
+        self._next_commit: asyncio.Future[None] | None = None   # next_commit()
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -150,6 +151,15 @@ class Projector:
             if committed >= released:
                 return when_all_committed
             return read(released, committed)
+
+    def next_commit(self) -> "asyncio.Future[None]":
+        """Done when the next commit lands and `applied_offsets` moved on (on the loop, after
+        the commit listeners): what a read waiting for a log position awaits rather than
+        polling on a timer (runledger.log_position). Other moves of `applied_offsets` (a
+        rebuild, isolating a refused event) do not resolve it: such a waiter polls too."""
+        if self._next_commit is None or self._next_commit.done():
+            self._next_commit = asyncio.get_running_loop().create_future()
+        return self._next_commit
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -431,6 +441,8 @@ class Projector:
         self._progress.set()
         for listener in self.commit_listeners:
             listener()
+        if self._next_commit is not None and not self._next_commit.done():
+            self._next_commit.set_result(None)
         request_timing.event("commit_listeners", started, perf_counter())
 
     def _failed(self, exc: BaseException) -> None:

@@ -31,7 +31,9 @@ from runledger.ingest.errors import InvalidParameterValue, RunledgerError
 from runledger.ingest.positions import LOG_POSITION_HEADER, begin_request, format_log_position, parse_log_position
 
 _HEADER = LOG_POSITION_HEADER.lower().encode()
-_POLL_S = 0.005
+# A waiting read wakes when a commit lands (Projector.next_commit); it also looks this often, for
+# the offsets that move otherwise (a rebuild, an isolated refusal) and before the projector exists.
+_POLL_S = 0.05
 
 
 class LogPositionMiddleware:
@@ -84,7 +86,12 @@ class LogPositionMiddleware:
                                f"{self.timeout:.0f}s (the write is in the log; this replica is behind). "
                                "Retry, or read from the server that took the write."}, scope)
                 return False
-            await asyncio.sleep(_POLL_S)
+            if projector is None:
+                await asyncio.sleep(_POLL_S)
+            else:
+                # not a fixed-interval poll: a 5 ms one added up to 5 ms to every read that waited
+                await asyncio.wait([projector.next_commit()],
+                                   timeout=min(_POLL_S, max(0.0, deadline - time.monotonic())))
         return True
 
 
