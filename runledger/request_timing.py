@@ -40,6 +40,7 @@ ARRIVED_KEY = "runledger.arrived"
 
 _MAX_REQUESTS = 4096
 _MAX_EVENTS = 16384
+_MAX_TEXT = 256   # of a kept path or request id: the memory kept stays bounded whatever callers send
 
 # (request id, method, path, arrived, entered, marks, response started, done)
 _requests: deque[tuple[str, str, str, float, float, dict[str, float], float, float]] = deque(maxlen=_MAX_REQUESTS)
@@ -119,7 +120,7 @@ class TimingMiddleware:
         finally:
             _marks.reset(token)
             rid = str(scope.get("state", {}).get("request_id", ""))
-            _requests.append((rid, scope.get("method", ""), scope.get("path", ""),
+            _requests.append((rid[:_MAX_TEXT], scope.get("method", ""), scope.get("path", "")[:_MAX_TEXT],
                               scope.get(ARRIVED_KEY, entered), entered, marks, started, perf_counter()))
 
 
