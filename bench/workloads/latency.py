@@ -208,7 +208,7 @@ def run(ctx: Ctx) -> list[Row]:
         met = (rl["p50_ms"] <= target and (p99 is None or rl["p99_ms"] <= p99)) if target else None
         note = f"p99: MLflow {ml['p99_ms']:.2f} ms, Runledger {rl['p99_ms']:.2f} ms" if "after a write" in op else ""
         if server_p99 is not None:
-            note += f" (of which in the server: p99 {server_p99:.2f} ms)"
+            note += f"; Runledger server-side part p99 {server_p99:.2f} ms (request-timings)"
         if op == "get-run after a write" and path_note:
             note += f"; Runledger answered from: {path_note}"
         rows.append(Row("single-request latency", op, f"{n} requests x {ctx.reps} reps, 1 client, sequential", "ms",
