@@ -1,5 +1,6 @@
-"""MLflow's read endpoints. Handlers are plain functions (FastAPI runs them in a thread pool),
-each on its own DuckDB cursor, so reads never wait for the projector's writes.
+"""MLflow's read endpoints. A DuckDB read runs in the thread pool (plain functions, or
+`run_in_threadpool`), each on its own DuckDB cursor, so reads never wait for the projector's
+writes; get-run answers on the event loop when it needs no DuckDB read (`get_run`).
 
 The run endpoints answer with ready JSON bytes (`_json`): a returned dict would be validated
 and re-serialised by FastAPI (pydantic walks every value of a 100-run page, in one more thread
