@@ -474,9 +474,9 @@ class Committer:
             items = [item]
             stopping = self._gather(items)
             changes, offsets = items[0][0], dict(items[0][1])
-            for later, later_offsets, _, _ in items[1:]:
-                changes.merge(later)
-                offsets.update(later_offsets)
+            for later in items[1:]:
+                changes.merge(later[0])
+                offsets.update(later[1])
             seq, points = items[-1][2], sum(i[3] for i in items)
             started, wal = time.monotonic(), _wal_bytes(self.store.path)
             try:
@@ -498,6 +498,10 @@ class Committer:
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
+            # Let go of the batch now: held by these locals while the thread waits for the next
+            # one, the last commit of a replay (up to _MAX_QUEUED_POINTS points of Arrow columns,
+            # ~60 MB measured) stayed alive for as long as the server then idled (issue 22).
+            item = items = changes = later = None  # type: ignore[assignment]
             took = time.monotonic() - started
             if took >= _SLOW_COMMIT_S:
                 # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
