@@ -59,8 +59,12 @@ class Projector:
             # Synchronous MLflow calls wait for the projector, so a fetch must come back as soon
             # as one record is there rather than after a long poll.
             fetch_max_wait_ms=25,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            # What one fetch may bring (and the consumer prefetch while the last one folds): a
+            # replay or catch-up held a whole 64 MB fetch of raw records, then their decoded
+            # points, at once. A record larger than these still comes (the broker returns the
+            # first batch of a partition whole). Issue 22, docs/memory.md.
+            max_partition_fetch_bytes=_FETCH_PARTITION_BYTES,
+            fetch_max_bytes=_FETCH_BYTES,
         )
         self._stopping = asyncio.Event()
         self.applied_offsets: dict[int, int] = {}
@@ -588,8 +592,13 @@ GROUP_COMMIT_NEAR_POINTS = GROUP_COMMIT_POINTS * 3 // 4
 GROUP_COMMIT_NEAR_WAIT_S = 0.35
 _HURRY = object()
 
-# Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).
-_MAX_QUEUED_POINTS = 2_000_000
+# Metric points folded but not yet committed, at most (about 50 MB of Arrow columns; was 2M,
+# ~100 MB, the largest part of a replay's peak besides DuckDB: issue 22). A million points is
+# still eight DuckDB row groups of work queued ahead of the committer.
+_MAX_QUEUED_POINTS = 1_000_000
+# Kafka fetch sizes (see the consumer): was 16 MiB per partition and 64 MiB per fetch.
+_FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+_FETCH_BYTES = 16 * 1024 * 1024
 
 # Batches smaller than this (encoded bytes) are decoded and folded on the event loop.
 _INLINE_BYTES = 256 * 1024
