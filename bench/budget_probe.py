@@ -167,11 +167,22 @@ def run_stream(server: Server, args: argparse.Namespace, arrow: bool) -> dict[st
                 step += POINTS_PER_REQUEST // KEYS_PER_RUN
         return points
 
+    fast: list[tuple[float, float]] = []   # (seconds since start, RSS MB) every 20 ms: a spike between trace samples
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            fast.append((time.monotonic() - start, status_mb(server.pid, "VmRSS")))
+    threading.Thread(target=sample, daemon=True).start()
     points = sum(parallel(SENDERS, sender))
     sent = time.monotonic()
     while server.lag() != 0:
         time.sleep(0.1)
     done = time.monotonic()
+    stop.set()
+    top = max(fast, key=lambda x: x[1], default=(0.0, 0.0))
+    print(f"RSS sampled every 20 ms: highest {top[1]:.0f} MB at {top[0]:.1f}s (sending ended at {sent - start:.1f}s); "
+          f"above 450 MB for {sum(0.02 for _, r in fast if r > 450):.1f}s", flush=True)
     cpu = cpu_s(server.pid) - c0
     print(f"stream ({'Arrow' if arrow else 'JSON'}) {points:,} points: {points / (done - start):,.0f} points/s end "
           f"to end (sent in {sent - start:.1f}s, drained {done - sent:.1f}s), server CPU {cpu / points * 1e6:.2f} s "
