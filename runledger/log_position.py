@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runledger import request_timing
 from runledger.auth.access import SCOPE_KEY
 from runledger.auth.rules import SCOPE_RULE_KEY
 from runledger.http_guards import _send_json
@@ -32,7 +33,9 @@ from runledger.ingest.errors import InvalidParameterValue, RunledgerError
 from runledger.ingest.positions import LOG_POSITION_HEADER, begin_request, format_log_position, parse_log_position
 
 _HEADER = LOG_POSITION_HEADER.lower().encode()
-_POLL_S = 0.005
+# A waiting read wakes when a commit lands (Projector.next_commit); it also looks this often, for
+# the offsets that move otherwise (a rebuild, an isolated refusal) and before the projector exists.
+_POLL_S = 0.05
 # Where the middleware leaves a parsed position for a handler that waits itself (reach_position).
 _DEFERRED_KEY = "runledger.log_position"
 
@@ -74,6 +77,7 @@ class LogPositionMiddleware:
                 message = {**message, "headers": [*headers, (_HEADER, format_log_position(written).encode())]}
             await send(message)
 
+        request_timing.mark("routing")   # the middleware chain is behind; routing and the route ahead
         await self.app(scope, receive, send_with_position)
 
     async def _reached(self, scope: Scope, send: Send, value: str) -> bool:
@@ -116,14 +120,19 @@ async def reach_position(request: Request, check: Callable[[], None] | None = No
 
 
 async def _wait_for(app: Any, target: Mapping[int, int], timeout: float) -> dict[int, int] | None:
-    """Poll until the projector applied `target`; None once it has, else what is still behind
+    """Wait until the projector applied `target`; None once it has, else what is still behind
     when `timeout` runs out."""
     projector = getattr(app.state, "projector", None)
     deadline = time.monotonic() + timeout
     while projector is None or any(projector.applied_offsets.get(p, 0) < o for p, o in target.items()):
         if time.monotonic() >= deadline:
             return {p: o for p, o in target.items() if projector is None or projector.applied_offsets.get(p, 0) < o}
-        await asyncio.sleep(_POLL_S)
+        if projector is None:
+            await asyncio.sleep(_POLL_S)
+        else:
+            # not a fixed-interval poll: a 5 ms one added up to 5 ms to every read that waited
+            await asyncio.wait([projector.next_commit()],
+                               timeout=min(_POLL_S, max(0.0, deadline - time.monotonic())))
     return None
 
 
