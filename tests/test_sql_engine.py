@@ -58,7 +58,8 @@ def test_a_kept_cursor_reads_with_each_callers_own_scope(engine: SqlEngine, view
 def test_a_failed_query_leaves_the_next_one_working(engine: SqlEngine) -> None:
     engine.acquire()
     with pytest.raises(Exception, match="no_such_column"):
-        engine.open("SELECT no_such_column FROM runs")
+        # The query is bound when it runs: its first batch.
+        engine.open("SELECT no_such_column FROM runs").next_batch()
     assert rows(engine, "SELECT count(*) FROM runs", ReadScope("allow", ("1",))) == [(1,)]
 
 
