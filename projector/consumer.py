@@ -13,6 +13,7 @@ import queue
 import shutil
 import threading
 import time
+from time import perf_counter
 from typing import Any, Callable
 
 import duckdb
@@ -26,6 +27,7 @@ from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.integrity import is_out_of_space
 from runledger.projector.pending import COMMITTED, HotRun, PendingRuns, Uncommitted
 from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
+from runledger import request_timing
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Projector:
         # `cache` instead of waiting for the commit (projector.pending; query.read_service).
         self.pending = PendingRuns()
         self.commit_listeners.append(lambda: self.pending.committed(self._committed))
+        self._next_commit: asyncio.Future[None] | None = None   # next_commit()
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -148,6 +151,15 @@ class Projector:
             if committed >= released:
                 return when_all_committed
             return read(released, committed)
+
+    def next_commit(self) -> "asyncio.Future[None]":
+        """Done when the next commit lands and `applied_offsets` moved on (on the loop, after
+        the commit listeners): what a read waiting for a log position awaits rather than
+        polling on a timer (runledger.log_position). Other moves of `applied_offsets` (a
+        rebuild, isolating a refused event) do not resolve it: such a waiter polls too."""
+        if self._next_commit is None or self._next_commit.done():
+            self._next_commit = asyncio.get_running_loop().create_future()
+        return self._next_commit
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -377,6 +389,7 @@ class Projector:
         for partition, offset, *_ in raw:
             next_offsets[partition] = offset + 1
         big = sum(len(r[2] or b"") for r in raw) > _INLINE_BYTES
+        started = perf_counter()
         # Large batches (replay, streaming) decode and fold in a worker thread so HTTP stays
         # responsive; a small one is cheaper inline than a thread hop.
         records = await asyncio.to_thread(decode_records, raw) if big else decode_records(raw)
@@ -402,6 +415,7 @@ class Projector:
         self._queued_points += points
         assert self._committer is not None
         self._committer.submit(result.changes, next_offsets, self._seq, points)
+        request_timing.event("fold", started, perf_counter())   # on the loop, its awaits included
         # Backpressure: folding may run ahead of DuckDB only by a bounded amount.
         await self._wait_until(lambda: self._queued_points <= _MAX_QUEUED_POINTS)
         return result
@@ -419,6 +433,7 @@ class Projector:
             self._committer = None
 
     def _committed_batch(self, seq: int, offsets: dict[int, int], points: int) -> None:
+        started = perf_counter()
         self._committed = seq
         self.store.out_of_space = None  # a commit landed: there is room again
         self.applied_offsets.update(offsets)
@@ -426,6 +441,9 @@ class Projector:
         self._progress.set()
         for listener in self.commit_listeners:
             listener()
+        if self._next_commit is not None and not self._next_commit.done():
+            self._next_commit.set_result(None)
+        request_timing.event("commit_listeners", started, perf_counter())
 
     def _failed(self, exc: BaseException) -> None:
         self._failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
@@ -478,7 +496,7 @@ class Committer:
                 changes.merge(later)
                 offsets.update(later_offsets)
             seq, points = items[-1][2], sum(i[3] for i in items)
-            started, wal = time.monotonic(), _wal_bytes(self.store.path)
+            began, started, wal = perf_counter(), time.monotonic(), _wal_bytes(self.store.path)
             try:
                 self.store.apply(changes, self.topic, offsets)
             except RowsRefused as e:
@@ -498,6 +516,7 @@ class Committer:
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
+            request_timing.event("commit", began, perf_counter())
             took = time.monotonic() - started
             if took >= _SLOW_COMMIT_S:
                 # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one

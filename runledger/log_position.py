@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runledger import request_timing
 from runledger.auth.access import SCOPE_KEY
 from runledger.auth.rules import SCOPE_RULE_KEY
 from runledger.http_guards import _send_json
@@ -30,7 +31,9 @@ from runledger.ingest.errors import InvalidParameterValue, RunledgerError
 from runledger.ingest.positions import LOG_POSITION_HEADER, begin_request, format_log_position, parse_log_position
 
 _HEADER = LOG_POSITION_HEADER.lower().encode()
-_POLL_S = 0.005
+# A waiting read wakes when a commit lands (Projector.next_commit); it also looks this often, for
+# the offsets that move otherwise (a rebuild, an isolated refusal) and before the projector exists.
+_POLL_S = 0.05
 
 
 class LogPositionMiddleware:
@@ -60,6 +63,7 @@ class LogPositionMiddleware:
                 message = {**message, "headers": [*headers, (_HEADER, format_log_position(written).encode())]}
             await send(message)
 
+        request_timing.mark("routing")   # the middleware chain is behind; routing and the route ahead
         await self.app(scope, receive, send_with_position)
 
     async def _reached(self, scope: Scope, send: Send, value: str) -> bool:
@@ -82,7 +86,12 @@ class LogPositionMiddleware:
                                f"{self.timeout:.0f}s (the write is in the log; this replica is behind). "
                                "Retry, or read from the server that took the write."}, scope)
                 return False
-            await asyncio.sleep(_POLL_S)
+            if projector is None:
+                await asyncio.sleep(_POLL_S)
+            else:
+                # not a fixed-interval poll: a 5 ms one added up to 5 ms to every read that waited
+                await asyncio.wait([projector.next_commit()],
+                                   timeout=min(_POLL_S, max(0.0, deadline - time.monotonic())))
         return True
 
 

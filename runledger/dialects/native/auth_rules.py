@@ -25,6 +25,7 @@ RULES: dict[str, Rule] = {
     "GET /rejections": Rule(ADMIN),
     "GET /lag": Rule(AUTHENTICATED),
     "GET /read-paths": Rule(AUTHENTICATED),   # counts of read ways, no tracked data
+    "GET /request-timings": Rule(ADMIN),      # every caller's request paths and ids
     "GET /verify/checksums": Rule(ADMIN),
     # SQL: every view answers only rows of readable experiments (query.sql.views)
     "POST /sql": Rule(READ, rules.IN_HANDLER),
