@@ -83,6 +83,7 @@ class Projector:
         self._folded_offsets: dict[int, int] = {}   # next offset per partition, of all folded so far
         self.commit_listeners: list[Callable[[], None]] = []   # called on the loop after each commit
         self.points_folded = 0   # metric points accepted so far (progress reports)
+        self.slice_bytes = _SLICE_BYTES   # a large fetch is folded and committed in slices of this size
         # What folded-but-uncommitted batches changed, so a read of such a run can answer from
         # `cache` instead of waiting for the commit (projector.pending; query.read_service).
         self.pending = PendingRuns()
@@ -385,7 +386,7 @@ class Projector:
         """
         raw = [(tp.partition, msg.offset, msg.value, append_time(msg))
                for tp in sorted(batch, key=lambda t: t.partition) for msg in batch[tp]]
-        for part in _slices(raw, _SLICE_BYTES):
+        for part in _slices(raw, self.slice_bytes):
             await self._fold_slice(part)
 
     async def _fold_slice(self, raw: list[RawRecord]) -> FoldResult:
