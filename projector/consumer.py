@@ -61,8 +61,12 @@ class Projector:
             # Synchronous MLflow calls wait for the projector, so a fetch must come back as soon
             # as one record is there rather than after a long poll.
             fetch_max_wait_ms=25,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            # What one fetch may bring (and the consumer prefetch while the last one folds): a
+            # replay or catch-up held a whole 64 MB fetch of raw records, then their decoded
+            # points, at once. A record larger than these still comes (the broker returns the
+            # first batch of a partition whole). Issue 22, docs/memory.md.
+            max_partition_fetch_bytes=_FETCH_PARTITION_BYTES,
+            fetch_max_bytes=_FETCH_BYTES,
         )
         self._stopping = asyncio.Event()
         self.applied_offsets: dict[int, int] = {}
@@ -493,9 +497,9 @@ class Committer:
             items = [item]
             stopping = self._gather(items)
             changes, offsets = items[0][0], dict(items[0][1])
-            for later, later_offsets, _, _ in items[1:]:
-                changes.merge(later)
-                offsets.update(later_offsets)
+            for later in items[1:]:
+                changes.merge(later[0])
+                offsets.update(later[1])
             seq, points = items[-1][2], sum(i[3] for i in items)
             began, started, wal = perf_counter(), time.monotonic(), _wal_bytes(self.store.path)
             try:
@@ -518,6 +522,10 @@ class Committer:
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
             request_timing.event("commit", began, perf_counter())
+            # Let go of the batch now: held by these locals while the thread waits for the next
+            # one, the last commit of a replay (up to _MAX_QUEUED_POINTS points of Arrow columns,
+            # ~60 MB measured) stayed alive for as long as the server then idled (issue 22).
+            item = items = changes = later = None  # type: ignore[assignment]
             took = time.monotonic() - started
             if took >= _SLOW_COMMIT_S:
                 # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
@@ -604,8 +612,13 @@ GROUP_COMMIT_NEAR_POINTS = GROUP_COMMIT_POINTS * 3 // 4
 GROUP_COMMIT_NEAR_WAIT_S = 0.35
 _HURRY = object()
 
-# Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).
-_MAX_QUEUED_POINTS = 2_000_000
+# Metric points folded but not yet committed, at most (about 50 MB of Arrow columns; was 2M,
+# ~100 MB, the largest part of a replay's peak besides DuckDB: issue 22). A million points is
+# still eight DuckDB row groups of work queued ahead of the committer.
+_MAX_QUEUED_POINTS = 1_000_000
+# Kafka fetch sizes (see the consumer): was 16 MiB per partition and 64 MiB per fetch.
+_FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+_FETCH_BYTES = 16 * 1024 * 1024
 
 # Batches smaller than this (encoded bytes) are decoded and folded on the event loop.
 _INLINE_BYTES = 256 * 1024
