@@ -27,7 +27,7 @@ from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.integrity import is_out_of_space
 from runledger.projector.pending import COMMITTED, HotRun, PendingRuns, Uncommitted
 from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
-from runledger import request_timing
+from runledger.projector import activity
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ class Projector:
         self._queued_points += points
         assert self._committer is not None
         self._committer.submit(result.changes, next_offsets, self._seq, points)
-        request_timing.event("fold", started, perf_counter())   # on the loop, its awaits included
+        activity.event("fold", started, perf_counter())   # on the loop, its awaits included
         # Backpressure: folding may run ahead of DuckDB only by a bounded amount.
         await self._wait_until(lambda: self._queued_points <= _MAX_QUEUED_POINTS)
         return result
@@ -448,7 +448,7 @@ class Projector:
             listener()
         if self._next_commit is not None and not self._next_commit.done():
             self._next_commit.set_result(None)
-        request_timing.event("commit_listeners", started, perf_counter())
+        activity.event("commit_listeners", started, perf_counter())
 
     def _failed(self, exc: BaseException) -> None:
         self._failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
@@ -521,7 +521,7 @@ class Committer:
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
-            request_timing.event("commit", began, perf_counter())
+            activity.event("commit", began, perf_counter())
             # Let go of the batch now: held by these locals while the thread waits for the next
             # one, the last commit of a replay (up to _MAX_QUEUED_POINTS points of Arrow columns,
             # ~60 MB measured) stayed alive for as long as the server then idled (issue 22).

@@ -22,15 +22,16 @@ clock reads and one tuple per request, one tuple per fold, commit or collection;
 from __future__ import annotations
 
 import bisect
-import contextlib
 import contextvars
 import gc
 import threading
 from collections import deque
 from time import perf_counter
-from typing import Any, Iterator
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runledger.projector.activity import event, recent, span
 
 __all__ = ["ARRIVED_KEY", "TimingMiddleware", "event", "install_gc_callback", "mark", "snapshot", "span"]
 
@@ -39,13 +40,10 @@ __all__ = ["ARRIVED_KEY", "TimingMiddleware", "event", "install_gc_callback", "m
 ARRIVED_KEY = "runledger.arrived"
 
 _MAX_REQUESTS = 4096
-_MAX_EVENTS = 16384
 _MAX_TEXT = 256   # of a kept path or request id: the memory kept stays bounded whatever callers send
 
 # (request id, method, path, arrived, entered, marks, response started, done)
 _requests: deque[tuple[str, str, str, float, float, dict[str, float], float, float]] = deque(maxlen=_MAX_REQUESTS)
-# (kind, start, end)
-_events: deque[tuple[str, float, float]] = deque(maxlen=_MAX_EVENTS)
 _marks: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("runledger_request_marks",
                                                                                  default=None)
 
@@ -59,20 +57,6 @@ def mark(name: str) -> None:
         marks[name] = perf_counter()
 
 
-def event(kind: str, start: float, end: float) -> None:
-    """Something that ran from `start` to `end` (perf_counter) and may have held requests up."""
-    _events.append((kind, start, end))
-
-
-@contextlib.contextmanager
-def span(kind: str) -> Iterator[None]:
-    start = perf_counter()
-    try:
-        yield
-    finally:
-        _events.append((kind, start, perf_counter()))
-
-
 _gc_started = threading.local()
 _gc_installed = False
 
@@ -83,7 +67,7 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
     else:
         start = getattr(_gc_started, "t", None)
         if start is not None:
-            _events.append((f"gc{info.get('generation', '')}", start, perf_counter()))
+            event(f"gc{info.get('generation', '')}", start, perf_counter())
 
 
 def install_gc_callback() -> None:
@@ -150,7 +134,7 @@ def snapshot(path: str | None = None, since: float | None = None, limit: int = _
     overlapped it; plus the server's clock now, to ask `since` next time."""
     requests = [r for r in list(_requests) if (path is None or r[2] == path) and (since is None or r[3] > since)]
     requests = requests[-limit:] if limit > 0 else []
-    events = sorted(list(_events), key=lambda e: e[2])
+    events = sorted(recent(), key=lambda e: e[2])
     ends = [e[2] for e in events]
     longest = max((e[2] - e[1] for e in events), default=0.0)
     out = []
