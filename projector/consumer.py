@@ -503,7 +503,8 @@ class Committer:
                 # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
                 # (it does so inside the commit that crosses RUNLEDGER_DUCKDB_CHECKPOINT_MB).
                 after = _wal_bytes(self.store.path)
-                log.info("slow commit: %d points, %.2fs%s", points, took,
+                rows_s, commit_s = self.store.last_apply_s
+                log.info("slow commit: %d points, %.2fs (rows %.2fs, COMMIT %.2fs)%s", points, took, rows_s, commit_s,
                          f" (DuckDB checkpointed: WAL {wal >> 10} KiB -> {after >> 10} KiB)" if after < wal else "")
 
 
