@@ -182,12 +182,12 @@ class Store:
             self.con.execute("SET checkpoint_threshold = ?", [f"{int(self._checkpoint_mb)}MiB"])
         if self._vacuum_tasks is not None:
             # A streamed commit of 140,000 points is written as one full row group and one of
-            # 17,120 rows; at the next checkpoint DuckDB's vacuum merges such short row groups with
-            # their neighbours, rewriting them: ~1 s of CPU per 30 such commits, inside the commit
-            # that checkpoints, which every later commit waits for (the streaming lag peaks). With
-            # no vacuum tasks the checkpoint only writes what changed. What vacuum would reclaim here is
-            # little: metrics are appended, deleted only by a rewind (docs/streaming.md).
-            # RUNLEDGER_DUCKDB_VACUUM_TASKS.
+            # 17,120 rows; at the next checkpoint DuckDB's vacuum merges such short row groups
+            # with their neighbours, rewriting them: ~1 s of CPU per 30 such commits, inside the
+            # commit that checkpoints, which every later commit waits for (the streaming lag
+            # peaks). With no vacuum tasks a checkpoint writes only what changed. Vacuum would
+            # reclaim little here: metrics are appended, deleted only by a rewind.
+            # RUNLEDGER_DUCKDB_VACUUM_TASKS; docs/streaming.md, "Checkpoints".
             self.con.execute(f"SET max_vacuum_tasks = {int(self._vacuum_tasks)}")
         self._writer = self.con.cursor()
 
