@@ -386,7 +386,9 @@ class RunledgerServer:
         """Stop the server; its peak RSS (sampled before) and its files' size (after) in a dict."""
         if self.rss is not None:
             self.rss.stop()
-        if self.proc is not None and self.proc.poll() is None and self.start_rss_kb:
+        if self.proc is not None and self.proc.poll() is None:
+            # Servers spawned without start() (replays) have no start-up figure, but their idle
+            # RSS is reported per workload too (issue 22).
             self.idle_end_kb = self.idle_rss_kb()
         if self.proc is not None:
             self.process.stop(timeout=30)

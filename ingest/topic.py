@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from runledger.ingest.producer import MAX_EVENT_BYTES
 
@@ -144,3 +146,21 @@ async def existing_partitions(bootstrap_servers: str, topic: str) -> list[int] |
         return None
     finally:
         await admin.close()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int] | None:
+    """The partitions of `topic`, or None if it does not exist (nothing is created), asked over a
+    started consumer's own connection in one metadata request naming only this topic.
+
+    `existing_partitions` lists every topic of the cluster first (as a metadata request for a
+    topic that does not exist creates it on brokers with auto.create.topics.enable), on a
+    connection of its own: against a broker holding ~1,400 topics that took 0.15-0.3 s of a
+    replay's start, most of it decoding the listing in Python. This request says
+    allow_auto_topic_creation=false instead (Metadata v4+, Kafka 1.0 and later)."""
+    client = consumer._client  # noqa: SLF001 - aiokafka's consumer has no public call for one topic's metadata
+    answer = (await client.send(client.get_random_node(),
+                                MetadataRequest([topic], allow_auto_topic_creation=False))).to_object()
+    for t in answer["topics"]:
+        if t.get("topic") == topic and not t.get("error_code"):
+            return sorted(p["partition"] for p in t.get("partitions") or [])
+    return None

@@ -14,6 +14,7 @@ import queue
 import shutil
 import threading
 import time
+from time import perf_counter
 from typing import Any, Callable
 
 import duckdb
@@ -27,6 +28,7 @@ from runledger.projector.fold_cache import FoldCache, StateRequest
 from runledger.projector.integrity import is_out_of_space
 from runledger.projector.pending import COMMITTED, HotRun, PendingRuns, Uncommitted
 from runledger.projector.store import ReadModelCorrupt, RowsRefused, Store
+from runledger import request_timing
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,12 @@ class Projector:
             # Synchronous MLflow calls wait for the projector, so a fetch must come back as soon
             # as one record is there rather than after a long poll.
             fetch_max_wait_ms=25,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            # What one fetch may bring (and the consumer prefetch while the last one folds): a
+            # replay or catch-up held a whole 64 MB fetch of raw records, then their decoded
+            # points, at once. A record larger than these still comes (the broker returns the
+            # first batch of a partition whole). Issue 22, docs/memory.md.
+            max_partition_fetch_bytes=_FETCH_PARTITION_BYTES,
+            fetch_max_bytes=_FETCH_BYTES,
         )
         self._stopping = asyncio.Event()
         self.applied_offsets: dict[int, int] = {}
@@ -78,6 +84,7 @@ class Projector:
         self._folded_offsets: dict[int, int] = {}   # next offset per partition, of all folded so far
         self.commit_listeners: list[Callable[[], None]] = []   # called on the loop after each commit
         self.points_folded = 0   # metric points accepted so far (progress reports)
+        self.slice_bytes = _SLICE_BYTES   # a large fetch is folded and committed in slices of this size
         # What folded-but-uncommitted batches changed, so a read of such a run can answer from
         # `cache` instead of waiting for the commit (projector.pending; query.read_service).
         self.pending = PendingRuns()
@@ -86,6 +93,7 @@ class Projector:
         # first record there}). GET /lag reads the oldest unapplied record's timestamp from here
         # instead of fetching it from Kafka (`unapplied_timestamp`).
         self._heads: collections.deque[tuple[int, dict[int, tuple[int, int]]]] = collections.deque()
+        self._next_commit: asyncio.Future[None] | None = None   # next_commit()
 
     async def start(self, partitions: list[int]) -> None:
         """Assign every partition of the topic and seek each to the offset stored in DuckDB."""
@@ -153,6 +161,15 @@ class Projector:
             if committed >= released:
                 return when_all_committed
             return read(released, committed)
+
+    def next_commit(self) -> "asyncio.Future[None]":
+        """Done when the next commit lands and `applied_offsets` moved on (on the loop, after
+        the commit listeners): what a read waiting for a log position awaits rather than
+        polling on a timer (runledger.log_position). Other moves of `applied_offsets` (a
+        rebuild, isolating a refused event) do not resolve it: such a waiter polls too."""
+        if self._next_commit is None or self._next_commit.done():
+            self._next_commit = asyncio.get_running_loop().create_future()
+        return self._next_commit
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -397,7 +414,7 @@ class Projector:
                for tp in sorted(batch, key=lambda t: t.partition) for msg in batch[tp]]
         stamps = {(tp.partition, msg.offset): msg.timestamp for tp, msgs in batch.items() for msg in msgs
                   if isinstance(getattr(msg, "timestamp", None), int)}
-        for part in _slices(raw, _SLICE_BYTES):
+        for part in _slices(raw, self.slice_bytes):
             await self._fold_slice(part, stamps)
 
     async def _fold_slice(self, raw: list[RawRecord], stamps: dict[tuple[int, int], int] | None = None
@@ -409,6 +426,7 @@ class Projector:
             if partition not in heads and stamps is not None and (partition, offset) in stamps:
                 heads[partition] = (offset, stamps[partition, offset])
         big = sum(len(r[2] or b"") for r in raw) > _INLINE_BYTES
+        started = perf_counter()
         # Large batches (replay, streaming) decode and fold in a worker thread so HTTP stays
         # responsive; a small one is cheaper inline than a thread hop.
         records = await asyncio.to_thread(decode_records, raw) if big else decode_records(raw)
@@ -435,6 +453,7 @@ class Projector:
         self._queued_points += points
         assert self._committer is not None
         self._committer.submit(result.changes, next_offsets, self._seq, points)
+        request_timing.event("fold", started, perf_counter())   # on the loop, its awaits included
         # Backpressure: folding may run ahead of DuckDB only by a bounded amount.
         await self._wait_until(lambda: self._queued_points <= _MAX_QUEUED_POINTS)
         return result
@@ -452,6 +471,7 @@ class Projector:
             self._committer = None
 
     def _committed_batch(self, seq: int, offsets: dict[int, int], points: int) -> None:
+        started = perf_counter()
         self._committed = seq
         while self._heads and self._heads[0][0] <= seq:
             self._heads.popleft()
@@ -461,6 +481,9 @@ class Projector:
         self._progress.set()
         for listener in self.commit_listeners:
             listener()
+        if self._next_commit is not None and not self._next_commit.done():
+            self._next_commit.set_result(None)
+        request_timing.event("commit_listeners", started, perf_counter())
 
     def _failed(self, exc: BaseException) -> None:
         self._failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
@@ -509,11 +532,11 @@ class Committer:
             items = [item]
             stopping = self._gather(items)
             changes, offsets = items[0][0], dict(items[0][1])
-            for later, later_offsets, _, _ in items[1:]:
-                changes.merge(later)
-                offsets.update(later_offsets)
+            for later in items[1:]:
+                changes.merge(later[0])
+                offsets.update(later[1])
             seq, points = items[-1][2], sum(i[3] for i in items)
-            started, wal = time.monotonic(), _wal_bytes(self.store.path)
+            began, started, wal = perf_counter(), time.monotonic(), _wal_bytes(self.store.path)
             try:
                 self.store.apply(changes, self.topic, offsets)
             except RowsRefused as e:
@@ -533,6 +556,11 @@ class Committer:
                 return
             self.store.visibility.commit(seq)
             self._on_committed(seq, offsets, points)
+            request_timing.event("commit", began, perf_counter())
+            # Let go of the batch now: held by these locals while the thread waits for the next
+            # one, the last commit of a replay (up to _MAX_QUEUED_POINTS points of Arrow columns,
+            # ~60 MB measured) stayed alive for as long as the server then idled (issue 22).
+            item = items = changes = later = None  # type: ignore[assignment]
             took = time.monotonic() - started
             if took >= _SLOW_COMMIT_S:
                 # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
@@ -620,8 +648,13 @@ GROUP_COMMIT_NEAR_POINTS = GROUP_COMMIT_POINTS * 3 // 4
 GROUP_COMMIT_NEAR_WAIT_S = 0.35
 _HURRY = object()
 
-# Metric points folded but not yet committed, at most (about 100 MB of Arrow columns).
-_MAX_QUEUED_POINTS = 2_000_000
+# Metric points folded but not yet committed, at most (about 50 MB of Arrow columns; was 2M,
+# ~100 MB, the largest part of a replay's peak besides DuckDB: issue 22). A million points is
+# still eight DuckDB row groups of work queued ahead of the committer.
+_MAX_QUEUED_POINTS = 1_000_000
+# Kafka fetch sizes (see the consumer): was 16 MiB per partition and 64 MiB per fetch.
+_FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+_FETCH_BYTES = 16 * 1024 * 1024
 
 # Batches smaller than this (encoded bytes) are decoded and folded on the event loop.
 _INLINE_BYTES = 256 * 1024

@@ -158,9 +158,24 @@ class FoldCache:
             event_ids=[e.event_id for e in events
                        if self.seen.recent(e.event_id) is None and self.seen.maybe_seen(e.event_id)],
             experiments=has_exp_events and self.experiments is None,
-            experiment_tag_ids=[i for i in _experiment_ids(records) if i not in self.experiment_tags],
+            experiment_tag_ids=self._experiment_tags_to_load(records),
             model_ids=_model_ids(records),
         )
+
+    def _experiment_tags_to_load(self, records: list[LogRecord]) -> list[str]:
+        wanted = []
+        for exp_id in _experiment_ids(records):
+            if exp_id in self.experiment_tags:
+                continue
+            if self.experiments is not None and exp_id not in self.experiments:
+                # The cache holds every experiment, so one it does not know does not exist (its
+                # creation may be in this very batch): nothing of it is stored, no tags either.
+                # Asking the store would first wait for every queued commit (a replay stalled a
+                # whole commit on the log's first experiment).
+                self.experiment_tags[exp_id] = {}
+                continue
+            wanted.append(exp_id)
+        return wanted
 
     def add_loaded(self, request: StateRequest, loaded: FoldState) -> None:
         """Remember what the store loaded for `request` (absent runs are remembered as absent)."""

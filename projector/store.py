@@ -237,12 +237,16 @@ class Store:
         return (f"{OUT_OF_SPACE}: the write was refused before it was sent, nothing was written. "
                 "Retrying is safe once space is freed.")
 
-    def release_buffers(self, low: str = "32MiB") -> bool:
+    def release_buffers(self, low: str | tuple[str, ...] = ("8MiB", "32MiB")) -> bool:
         """Drop DuckDB's cached blocks (its buffer pool keeps what it read or wrote up to the
         memory limit and evicts only under pressure): lower the limit to `low` for a moment,
         which evicts unpinned blocks, then put it back. Called by the idle trim
-        (runledger.query.memory.IdleTrim) when nothing runs. False, and nothing changed, if
-        the projector holds the writer's lock or DuckDB cannot fit in `low` (blocks in use)."""
+        (runledger.query.memory.IdleTrim) when nothing runs. Several values are tried in turn,
+        lowest first: rows not yet checkpointed (up to RUNLEDGER_DUCKDB_CHECKPOINT_MB) stay in
+        memory, and a limit below them is refused; at 32 MiB an idle server kept ~16 MB of
+        cached blocks besides them (issue 22). False, and nothing changed, if the projector
+        holds the writer's lock or DuckDB fits in none of `low` (blocks in use)."""
+        lows = (low,) if isinstance(low, str) else low
         if not self._lock.acquire(blocking=False):
             return False
         try:
@@ -250,12 +254,14 @@ class Store:
                 row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
                 assert row is not None
                 limit = row[0]
-                try:
-                    cur.execute("SET memory_limit = ?", [low])
-                except duckdb.Error:   # more than `low` is pinned: a query holds it; keep everything
-                    return False
-                cur.execute("SET memory_limit = ?", [limit])
-            return True
+                for value in lows:
+                    try:
+                        cur.execute("SET memory_limit = ?", [value])
+                    except duckdb.Error:   # more than `value` is pinned: a query holds it, or unflushed rows
+                        continue
+                    cur.execute("SET memory_limit = ?", [limit])
+                    return True
+                return False
         finally:
             self._lock.release()
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 
+from runledger import request_timing
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -86,7 +88,7 @@ def rss_bytes() -> int:
 def release_unused() -> tuple[int, int]:
     """Return freed memory of Arrow's pool and of every glibc arena to the OS; (RSS before, after)."""
     global _rss_after_release, _floor, _released_at
-    with _lock:
+    with _lock, request_timing.span("memory_release"):
         before = rss_bytes()
         pa.default_memory_pool().release_unused()
         if _malloc_trim is not None:
@@ -207,7 +209,8 @@ class IdleTrim:
         self._trimmed_at_generation = self.activity.generation
         t0 = time.perf_counter()
         try:
-            shrunk = self.shrink()
+            with request_timing.span("idle_trim"):
+                shrunk = self.shrink()
         except Exception:  # housekeeping: never fail the server over it
             log.exception("idle trim: releasing DuckDB's buffers failed")
             shrunk = False

@@ -54,6 +54,7 @@ from runledger import http_guards
 from runledger import memory_trace
 from runledger import ui
 from runledger import gc_pauses
+from runledger import request_timing
 from runledger.log_position import LogPositionMiddleware, ruled_offsets
 from runledger.auth import rules as auth_rules
 from runledger.auth.authenticator import basic_api_key, register_key_reader
@@ -312,6 +313,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(http_guards.AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(http_guards.RequestContext, api_of=api_of)
     app.add_middleware(memory.ActivityMiddleware, activity=activity)   # outermost: sees every request
+    # Outside even that: per-phase timestamps of recent requests (GET /api/runledger/v1/request-timings).
+    app.add_middleware(request_timing.TimingMiddleware)
+    request_timing.install_gc_callback()
 
     return app
 

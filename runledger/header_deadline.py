@@ -14,7 +14,10 @@ uvicorn's default protocol, without this deadline.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import Any
+
+from runledger.request_timing import ARRIVED_KEY
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,6 +39,8 @@ def protocol_with_header_deadline(header_timeout: float) -> Any:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            # when the request's first byte was parsed: runledger.request_timing's `queued` phase
+            self.scope[ARRIVED_KEY] = perf_counter()  # type: ignore[literal-required]
             if self._header_timer is None:  # a further request on a kept-alive connection
                 self._arm()
 

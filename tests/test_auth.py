@@ -446,7 +446,13 @@ def test_the_streaming_client_sends_its_token(world: World) -> None:
     with MetricStream(world.url, run, token=world.editor_token, flush_interval=0.05) as stream:
         for step in range(10):
             stream.log("streamed", float(step), step=step, timestamp=1_700_000_000_000 + step)
-    n = _sql(world, world.admin, f"SELECT count(*) FROM metrics WHERE run_id = '{run}' AND key = 'streamed'")
+    # The stream client holds no log position to pass back, so the points become queryable
+    # when the projector applies them, a moment after the acknowledgement.
+    query = f"SELECT count(*) FROM metrics WHERE run_id = '{run}' AND key = 'streamed'"
+    deadline = time.monotonic() + 30
+    while (n := _sql(world, world.admin, query)) != [[10]] and time.monotonic() < deadline:
+        assert n[0][0] < 10, n
+        time.sleep(0.05)
     assert n == [[10]]
 
 
@@ -577,3 +583,67 @@ def test_an_allowed_caller_of_a_handler_checked_route_passing_a_write_position_s
     got = world.call("GET", f"{V1}/hpo/{parent}", {**basic("reader", "reader-pw"), POSITION: wrote.headers[POSITION]})
     assert got.status_code == 200, got.text
     assert got.json()["study"]["trial_count"] == 1
+
+
+# ----- writes whose handler finds the experiment in the body: checked before the wait (issue 21)
+
+@pytest.fixture(scope="module")
+def short_wait(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A server whose log-position wait gives up after 3 s: a refusal that waited for the
+    far-future position would come back as a 504 DEADLINE_EXCEEDED instead of the refusal."""
+    from tests.conftest import RunledgerServer
+
+    s = RunledgerServer(kafka_bootstrap, tmp_path_factory.mktemp("data"), f"test-{uuid.uuid4().hex[:12]}",
+                        RUNLEDGER_AUTH="on", RUNLEDGER_ADMIN_USER=ADMIN, RUNLEDGER_ADMIN_PASSWORD=ADMIN_PW,
+                        RUNLEDGER_AUTH_DEFAULT_PERMISSION="NO_PERMISSIONS", RUNLEDGER_SYNC_TIMEOUT="3")
+    s.start()
+    w = World(s.url)
+    m = "/api/2.0/mlflow"
+    for name in ("nogrant", "editor"):
+        w.ok("POST", f"{m}/users/create", json={"username": name, "password": f"{name}-pw"})
+    w.exp_name = f"short-wait-{uuid.uuid4().hex}"  # type: ignore[attr-defined]
+    w.exp = w.ok("POST", f"{m}/experiments/create", json={"name": w.exp_name})["experiment_id"]  # type: ignore[attr-defined]
+    w.ok("POST", "/api/3.0/mlflow/users/permissions/grant", json={
+        "username": "editor", "resource_type": "experiment", "resource_id": w.exp, "permission": "EDIT"})
+    w.run = w.ok("POST", f"{m}/runs/create", json={"experiment_id": w.exp})["run"]["info"]["run_id"]  # type: ignore[attr-defined]
+    yield w
+    w.http.close()
+    s.stop()
+
+
+FAR = {POSITION: '{"0": 999999999999, "1": 999999999999}'}    # never reached: a wait ends in a 504
+
+
+def _stream(w: World, headers: dict[str, str]) -> httpx.Response:
+    return w.call("POST", f"{V1}/metrics/stream", {**headers, **FAR}, json={
+        "run_id": w.run, "keys": ["refused_loss"], "values": [1.0], "timestamps": [1], "steps": [0]})
+
+
+def _comet_create(w: World, headers: dict[str, str]) -> httpx.Response:
+    return w.call("POST", "/api/rest/v2/write/experiment/create", {**headers, **FAR},
+                  json={"workspaceName": "runledger", "projectName": w.exp_name})  # type: ignore[attr-defined]
+
+
+def test_a_caller_without_edit_streaming_with_a_far_future_log_position_is_refused_not_held(short_wait: World) -> None:
+    r = _stream(short_wait, basic("nogrant", "nogrant-pw"))
+    assert r.status_code == 403, r.text
+    assert r.json()["error_code"] == "PERMISSION_DENIED", r.text
+    history = short_wait.ok("GET", "/api/2.0/mlflow/metrics/get-history",
+                            params={"run_id": short_wait.run, "metric_key": "refused_loss"})  # type: ignore[attr-defined]
+    assert history.get("metrics", []) == []
+
+
+def test_a_caller_without_edit_creating_a_comet_experiment_with_a_far_future_log_position_is_refused_not_held(
+        short_wait: World) -> None:
+    r = _comet_create(short_wait, basic("nogrant", "nogrant-pw"))
+    assert r.status_code == 403, r.text
+    assert r.json()["code"] == 403 and "msg" in r.json(), r.text
+    runs = short_wait.ok("POST", "/api/2.0/mlflow/runs/search", json={"experiment_ids": [short_wait.exp]})  # type: ignore[attr-defined]
+    assert len(runs["runs"]) == 1         # the fixture's run only
+
+
+@pytest.mark.parametrize("send", [_stream, _comet_create], ids=["metrics-stream", "comet-experiment-create"])
+def test_an_allowed_writer_on_these_routes_still_waits_for_the_log_position(short_wait: World, send: Any) -> None:
+    r = send(short_wait, basic("editor", "editor-pw"))
+    assert r.status_code == 504, r.text
+    assert "has not applied the log up to" in r.text, r.text

@@ -10,7 +10,7 @@ from runledger.ingest.contract.events import Verdict
 from runledger.projector.fold import FoldState, fold_batch
 from runledger.projector.fold_cache import FoldCache, IdFilter, StateRequest
 from runledger.projector.rows import RunRow
-from tests.test_fold import create_experiment, create_run, log_metrics, log_params, rec, set_tags
+from tests.test_fold import create_experiment, create_run, exp_event, log_metrics, log_params, rec, set_tags
 
 
 def fold_through(cache: FoldCache, *events, loaded: FoldState | None = None):  # type: ignore[no-untyped-def]
@@ -94,6 +94,27 @@ def test_experiment_events_load_all_experiments_once() -> None:
     assert list(result.verdicts.values())[0].result == {"experiment_id": "2"}
     _, result = fold_through(cache, create_experiment("a", exp=None))
     assert list(result.verdicts.values())[0].error_code == "RESOURCE_ALREADY_EXISTS"
+
+
+def test_with_every_experiment_known_an_unseen_experiment_has_no_tags_to_load() -> None:
+    # A replay primes the cache from its new, empty file: the log's first experiment (here one
+    # created with a pinned id and tagged in the same batch) needs nothing from the store.
+    cache = FoldCache()
+    cache.add_loaded(StateRequest(experiments=True), FoldState())   # every experiment: none
+    tag = exp_event("ExperimentTagSet", "0", {"key": "k", "value": "v"})
+    request, result = fold_through(cache, create_experiment("Default", exp="0"), tag)
+    assert request.experiment_tag_ids == [] and not request
+    assert result.verdicts[tag.event_id].applied
+    request, _ = fold_through(cache, exp_event("ExperimentTagSet", "0", {"key": "k2", "value": "w"}))
+    assert not request and cache.experiment_tags["0"] == {"k": "v", "k2": "w"}
+
+
+def test_the_tags_of_an_experiment_known_to_exist_are_still_loaded() -> None:
+    cache = FoldCache()
+    cache.add_loaded(StateRequest(experiments=True), FoldState())
+    fold_through(cache, create_experiment("a", exp=None))   # experiment 1, its tags not cached
+    records = [rec(exp_event("ExperimentTagSet", "1", {"key": "k", "value": "v"}))]
+    assert cache.plan(records).experiment_tag_ids == ["1"]
 
 
 def test_id_filter_never_forgets_an_id_as_it_grows() -> None:

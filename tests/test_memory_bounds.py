@@ -34,8 +34,8 @@ def test_store_applies_the_allocator_flush_and_checkpoint_bounds(tmp_path: Path)
         store.close()
 
 
-@pytest.mark.parametrize(("ram_gib", "expected"), [(64, "1024MiB"), (2, "512MiB"), (0.5, "256MiB")])
-def test_default_duckdb_memory_limit_is_a_quarter_of_ram_between_256_mib_and_1_gib(
+@pytest.mark.parametrize(("ram_gib", "expected"), [(64, "384MiB"), (1.25, "320MiB"), (0.5, "256MiB")])
+def test_default_duckdb_memory_limit_is_a_quarter_of_ram_between_256_and_384_mib(
         monkeypatch: pytest.MonkeyPatch, ram_gib: float, expected: str) -> None:
     monkeypatch.setattr(settings_module, "physical_memory_bytes", lambda: int(ram_gib * (1 << 30)))
     assert settings_module.default_duckdb_memory_limit() == expected

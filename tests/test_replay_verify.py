@@ -63,6 +63,9 @@ def test_replay_and_verify(make_server, tmp_path: Path) -> None:  # type: ignore
     online = _cli(server, "verify")
     assert online.returncode == 0, online.stdout + online.stderr
     assert "verify passed" in online.stdout and "metrics" in online.stdout
+    # ... and says where its time went, phase by phase (the bench shows this line).
+    [split] = [line for line in online.stdout.splitlines() if line.startswith("time ")]
+    assert all(f" {phase} " in split for phase in ("start-up", "imports", "replay", "checksums", "tear-down"))
     server.stop()
 
     # A full replay into a new folder, served: every read answers as before, rewind included.
@@ -103,13 +106,63 @@ def test_replay_and_verify(make_server, tmp_path: Path) -> None:  # type: ignore
     assert "verify FAILED: 1 table(s) differ from the log: params" in tampered.stdout
 
 
-def test_verify_and_replay_processes_keep_pandas_out_and_arrow_still_works() -> None:
-    # The replay and verify commands never use pandas (runledger.tool_process): importing it
-    # fails at once, and pyarrow builds arrays and tables without it.
+def test_verify_and_replay_processes_keep_pandas_and_numpy_out_and_arrow_still_works() -> None:
+    # The replay and verify commands never use pandas or NumPy (runledger.tool_process):
+    # importing either fails at once, and pyarrow and DuckDB work without them.
     code = ("import sys; from runledger import tool_process; tool_process.lean()\n"
-            "import pyarrow as pa\n"
-            "assert pa.table({'a': [1.0, float('nan')]}).num_rows == 2\n"
-            "try:\n    import pandas\nexcept ModuleNotFoundError:\n    print('absent', 'pandas' in sys.modules)\n")
+            "import duckdb, pyarrow as pa, pyarrow.compute as pc\n"
+            "t = pa.table({'a': [1.0, float('nan')]})\n"
+            "assert t.num_rows == 2 and pc.sum(pc.fill_null(t['a'], 0)).is_valid\n"
+            "assert duckdb.connect().execute('SELECT count(*) FROM t').fetchone() == (2,)\n"
+            "for name in ('pandas', 'numpy'):\n"
+            "    try:\n        __import__(name)\n    except ModuleNotFoundError:\n"
+            "        print('absent', name in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "absent False"
+    assert done.stdout.split("\n")[:2] == ["absent False", "absent False"]
+
+
+def test_checksums_of_all_tables_in_one_statement_equal_each_tables_own_and_see_a_changed_row() -> None:
+    from runledger.projector.replay import checksums
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE a (k VARCHAR, v DOUBLE)")
+    con.execute("CREATE TABLE b (n BIGINT)")
+    con.execute("CREATE TABLE empty (x INT)")
+    con.execute("INSERT INTO a VALUES ('x', 1.5), ('y', 'NaN'), (NULL, NULL)")
+    con.execute("INSERT INTO b SELECT range FROM range(1000)")
+    own = {name: con.execute(f'SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0) FROM "{name}" t').fetchone()
+           for name in ("a", "b", "empty")}
+    assert checksums(con) == {name: (int(r), int(c)) for name, (r, c) in own.items()}
+    before = checksums(con)
+    con.execute("UPDATE b SET n = n + 1 WHERE n = 7")
+    after = checksums(con)
+    assert after["b"] != before["b"] and after["a"] == before["a"] and after["empty"] == (0, 0)
+
+
+def test_a_topics_partitions_come_from_one_request_and_a_missing_topic_is_none(kafka_bootstrap: str) -> None:
+    import asyncio
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from runledger.ingest.topic import ensure_topic, partitions_of
+
+    async def check() -> None:
+        topic, missing = f"test-parts-{uuid.uuid4().hex[:8]}", f"test-missing-{uuid.uuid4().hex[:8]}"
+        await ensure_topic(kafka_bootstrap, topic, 3)
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            assert await partitions_of(consumer, topic) == [0, 1, 2]
+            assert await partitions_of(consumer, missing) is None
+        finally:
+            await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            assert missing not in await admin.list_topics()  # asking did not create it
+        finally:
+            await admin.close()
+    asyncio.run(check())

@@ -58,10 +58,34 @@ def test_a_kept_cursor_reads_with_each_callers_own_scope(engine: SqlEngine, view
 def test_a_failed_query_leaves_the_next_one_working(engine: SqlEngine) -> None:
     engine.acquire()
     with pytest.raises(Exception, match="no_such_column"):
-        engine.open("SELECT no_such_column FROM runs")
+        # The query is bound when it runs: its first batch.
+        engine.open("SELECT no_such_column FROM runs").next_batch()
     assert rows(engine, "SELECT count(*) FROM runs", ReadScope("allow", ("1",))) == [(1,)]
 
 
 def test_the_unfiltered_views_cannot_be_named_in_a_query() -> None:
     with pytest.raises(sandbox.SqlRefused, match="not allowed"):
         sandbox.check(f"SELECT * FROM {UNSCOPED_SCHEMA}.metrics")
+
+
+def test_without_duckdbs_direct_call_the_relation_api_gives_the_same_answer(
+        engine: SqlEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+    query = "SELECT run_id, count(*) AS n, max(timestamp) AS t FROM metrics GROUP BY run_id"
+    engine.acquire()
+    direct = engine.open(query)
+    direct_rows = rows_of_query(direct)
+    monkeypatch.delattr(duckdb, "_seam")
+    engine.acquire()
+    fallback = engine.open(query)
+    assert rows_of_query(fallback) == direct_rows == [("run1", 1, 5), ("run2", 1, 5)]
+    assert fallback.columns == direct.columns == [
+        {"name": "run_id", "type": "VARCHAR"}, {"name": "n", "type": "BIGINT"}, {"name": "t", "type": "BIGINT"}]
+
+
+def rows_of_query(q: Any) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    while (batch := q.next_batch()) is not None:
+        out += list(zip(*(c.to_pylist() for c in batch.columns)))
+    q.close()
+    return sorted(out)

@@ -91,8 +91,9 @@ def test_the_answer_names_the_offsets_of_the_last_commit(store: Store) -> None:
 
 
 def test_a_commit_between_the_offsets_and_the_snapshot_is_read_from_the_snapshot(store: Store) -> None:
-    """The engine reads the count, begins, binds; a commit that begins in between makes it read
-    the offsets table in its own snapshot, which then holds that commit."""
+    """The engine reads the count, begins and takes its snapshot (SET schema); a commit that
+    begins in between makes it read the offsets table in its own snapshot, which then holds
+    that commit."""
     store.offsets(TOPIC)
     eng = engine_on(store)
     store.apply(BatchChanges(), TOPIC, {0: 1})

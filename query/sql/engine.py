@@ -73,6 +73,13 @@ class _Cursor:
     scope: tuple[str, tuple[str, ...]] | None = None
     time_limit_ms: int | None = None
 
+    @property
+    def schema(self) -> str:
+        """The schema the cursor's unqualified names resolve in."""
+        assert self.scope is not None, "setup() first"
+        # Callers who may read everything resolve names to the unfiltered views.
+        return UNSCOPED_SCHEMA if self.scope[0] == "all" else SCHEMA
+
     def setup(self, scope: tuple[str, tuple[str, ...]], time_limit_ms: int, memory_mb: int) -> str:
         """Our statements that bring the cursor to `scope` and `time_limit_ms` (one string)."""
         parts = []
@@ -80,11 +87,9 @@ class _Cursor:
             parts.append(f"SET SESSION operator_memory_limit = '{int(memory_mb)}MB'")
         if scope != self.scope:
             mode, ids = scope
-            # Callers who may read everything resolve names to the unfiltered views.
-            schema = UNSCOPED_SCHEMA if mode == "all" else SCHEMA
             id_list = "[" + ", ".join(_literal(i) for i in ids) + "]::VARCHAR[]"
-            parts += [f"SET VARIABLE {SCOPE_MODE} = {_literal(mode)}", f"SET VARIABLE {SCOPE_IDS} = {id_list}",
-                      f"SET schema = '{schema}'"]
+            # (The schema is set after BEGIN, by SqlQuery, where it also takes the snapshot.)
+            parts += [f"SET VARIABLE {SCOPE_MODE} = {_literal(mode)}", f"SET VARIABLE {SCOPE_IDS} = {id_list}"]
         if time_limit_ms != self.time_limit_ms:
             parts.append(f"SET SESSION max_execution_time = {int(time_limit_ms)}")
         self.scope, self.time_limit_ms = scope, time_limit_ms
@@ -232,6 +237,23 @@ class SqlEngine:
             c.cur.close()
 
 
+def _run(cur: duckdb.DuckDBPyConnection, query: str,
+         batch_rows: int) -> tuple[list[tuple[str, Any]], pa.RecordBatchReader]:
+    """Run `query` on `cur`: its columns (name, DuckDB type) and a reader that streams its
+    record batches. DuckDB's relation API (`cur.sql(query).to_arrow_reader()`) parses and
+    binds a query once to build the relation and again to run it; this is the one call
+    underneath it that runs the text directly (the package's own `_seam` module; DuckDB is
+    pinned in constraints.txt, and the relation API is the fallback)."""
+    submit = getattr(getattr(duckdb, "_seam", None), "submit", None)
+    if submit is not None:
+        result = submit(cur, query, None, "stream", batch_rows)
+        # (Read before the reader: taking the reader hands the rows over and closes the result.)
+        columns = [(d[0], d[1]) for d in result.description]
+        return columns, result.arrow_reader()
+    rel = cur.sql(query)
+    return list(zip(rel.columns, rel.types)), rel.to_arrow_reader(batch_rows)
+
+
 class SqlQuery:
     """One running query: its cursor, snapshot, columns and log position.
 
@@ -262,20 +284,25 @@ class SqlQuery:
             wanted = ("all", ()) if scope is None else (str(scope.mode), tuple(str(i) for i in scope.ids))
             setup = cursor.setup(wanted, time_limit_ms, engine.limits.memory_mb)
             # The log position: the offsets the projector's last commit stored, when no commit
-            # began between reading them and the snapshot (DuckDB takes a transaction's snapshot
-            # when its first statement binds, here `sql`); else read from the snapshot itself.
-            # Each statement costs ~0.25 ms, and reading the offsets table was half a trivial
-            # query's time.
+            # began between reading them and the snapshot; else read from the snapshot itself.
+            # DuckDB takes a transaction's snapshot when a statement first reads the catalog:
+            # `SET schema` does (it looks the schema up), so the snapshot is taken here, before
+            # the caller's query runs, and the query itself is parsed, bound and planned once,
+            # when it runs (binding it first only to take the snapshot and learn its columns
+            # was a second parse and bind: ~0.4 ms of a 1.5 ms query). Each statement costs
+            # ~0.1-0.25 ms, and reading the offsets table was half a trivial query's time.
             mark = engine.store.committed_offsets(engine.topic)
-            self._cur.execute("; ".join(p for p in (setup, "BEGIN TRANSACTION READ ONLY") if p))
-            self._rel = self._cur.sql(query)
+            self._cur.execute("; ".join(p for p in (setup, "BEGIN TRANSACTION READ ONLY",
+                                                    f"SET schema = '{cursor.schema}'") if p))
             if mark is not None and engine.store.commits_begun() == mark[0]:
                 applied = mark[1]
             else:
                 applied = dict(self._cur.execute('SELECT "partition", next_offset FROM main.consumer_offsets '
                                                  f"WHERE topic = {_literal(engine.topic)}").fetchall())
             self.log_position = {str(p): applied.get(p, 0) for p in sorted({*engine.partitions, *applied})}
-            self.columns = [{"name": n, "type": str(t)} for n, t in zip(self._rel.columns, self._rel.types)]
+            self._query = query
+            # The answer's columns (name, DuckDB type), known once the query runs.
+            self.columns: list[dict[str, str]] = []
             engine.memory_guard.watch(engine.store.con, self)
         except BaseException as e:
             self._failed = True
@@ -308,7 +335,8 @@ class SqlQuery:
 
     def _open_reader(self) -> pa.RecordBatchReader:
         if self._reader is None:
-            self._reader = self._rel.to_arrow_reader(self.batch_rows)
+            columns, self._reader = _run(self._cur, self._query, self.batch_rows)
+            self.columns = [{"name": name, "type": str(kind)} for name, kind in columns]
         return self._reader
 
     def _while_busy(self, step: Callable[[], _T]) -> _T:
@@ -384,7 +412,6 @@ class SqlQuery:
             reusable = not (self._cancelled or self._failed or self._out_of_memory)
         self.engine.memory_guard.forget(self)
         self._reader = None
-        self._rel = None  # type: ignore[assignment]
         try:
             self._cur.execute("ROLLBACK")
         except Exception:

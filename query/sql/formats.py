@@ -12,7 +12,6 @@ import math
 import uuid
 from typing import Any, Callable
 
-import numpy
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,16 +47,13 @@ def _float_text(v: float | None) -> float | str | None:
 
 def _timestamp_texts(column: pa.Array | pa.ChunkedArray) -> list[str | None]:
     """A TIMESTAMP column (microseconds, no time zone) as the ISO 8601 text orjson writes for
-    the datetime objects `to_pylist` makes (no fraction when it is zero), built by numpy:
-    making one datetime per value was most of the cost of encoding a few thousand rows."""
-    # Nulls filled (and put back below): with nulls, to_numpy gives floats, which round.
-    micros = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    texts = numpy.datetime_as_string(micros.astype("datetime64[us]"), unit="us").tolist()
-    whole = (micros % 1_000_000 == 0).tolist()
-    out: list[str | None] = [t[:-7] if w else t for t, w in zip(texts, whole)]
-    if column.null_count:
-        out = [t if ok else None for t, ok in zip(out, column.is_valid().to_pylist())]
-    return out
+    the datetime objects `to_pylist` makes (no fraction when it is zero). Arrow's cast to text
+    ("2026-12-07 16:34:47.532351", always six digits) made ISO by two vectorised replacements:
+    half the CPU of numpy's datetime_as_string, which was itself far cheaper than one datetime
+    object per value. Nulls stay null."""
+    text = pc.replace_substring(column.cast(pa.string()), " ", "T", max_replacements=1)
+    # Only the fraction has a ".", so this drops exactly a zero fraction.
+    return pc.replace_substring(text, ".000000", "", max_replacements=1).to_pylist()
 
 
 def column_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:

@@ -93,6 +93,10 @@ class Rule:
     # caller lacking the permission would hold the request for the wait before the handler refuses.
     # (request, path parameters) -> refused; it must not raise for what the handler reports itself.
     refused_now: "Callable[[Request, Mapping[str, Any]], bool] | None" = field(default=None, compare=False)
+    # For a handler-checked route whose check needs the request body (the stream endpoint's body
+    # is too large to read twice): the log-position wait is left to the handler, which runs its
+    # own check first and then calls runledger.log_position.reach_position(request).
+    waits_in_handler: bool = False
 
 
 PUBLIC_RULE = Rule(PUBLIC)

@@ -23,7 +23,9 @@ REST_RULES: dict[str, Rule] = {
     "POST /project/query": Rule(READ, rules.body("projectName", EXPERIMENT_NAME)),
     **{f"GET /experiment/{p}": _READ_RUN for p in (
         "metadata", "parameters", "metrics/summary", "metrics/get-metric", "metrics/get-all", "tags", "log-other")},
-    "POST /write/experiment/create": Rule(EDIT, rules.in_handler("projectName", EXPERIMENT_NAME)),
+    # the handler checks (the project may be new), then waits for a log position the caller passed
+    "POST /write/experiment/create": Rule(EDIT, rules.in_handler("projectName", EXPERIMENT_NAME),
+                                          waits_in_handler=True),
     **{f"POST /write/experiment/{p}": _EDIT_RUN for p in (
         "metric", "parameter", "log-other", "tags", "set-start-end-time", "update-status")},
     "GET /write/experiment/set-status": Rule(EDIT, rules.query("experimentKey", RUN)),

@@ -28,6 +28,7 @@ from runledger.ingest.contract.events import metrics_columns
 from runledger.ingest.errors import InvalidParameterValue, ResourceDoesNotExist, RunledgerError
 from runledger.ingest.run_names import generate_run_name
 from runledger.ingest.writer import new_event, now_ms
+from runledger.log_position import reach_position
 from runledger.query import run_summaries
 
 _OK = {"code": 200, "msg": "ok", "data": None, "sdk_error_code": 0}
@@ -104,6 +105,14 @@ async def _project_id(request: Request, name: str) -> str:
     return exp_id
 
 
+def _require_edit_if_known(request: Request, name: str) -> None:
+    """_project_id's permission check alone, on a project that exists here already."""
+    with services.reader(request).cursor() as cur:
+        found = run_summaries.experiments(cur, name=name, include_deleted=True)
+    if found and found[0].lifecycle_stage == "active":
+        access(request).require(found[0].experiment_id, Permission.EDIT)
+
+
 async def create_experiment(request: Request) -> Response:
     body = await json_body(request)
     check_workspace(request, _str(body, "workspaceName"))
@@ -111,6 +120,9 @@ async def create_experiment(request: Request) -> Response:
     assert project is not None
     run_name = _str(body, "experimentName", required=False) or generate_run_name()
     limits.check_length(run_name, limits.MAX_RUN_NAME_LENGTH, "experimentName")
+    # A log position the caller passed back is waited for here, after _project_id's permission
+    # check on a project this server knows already, so a caller without EDIT is refused at once.
+    await reach_position(request, check=lambda: _require_edit_if_known(request, project))
     exp_id = await _project_id(request, project)
     writer = services.writer(request)
     exp = writer.catalog.experiment(exp_id)

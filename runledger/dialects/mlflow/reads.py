@@ -1,5 +1,6 @@
-"""MLflow's read endpoints. Handlers are plain functions (FastAPI runs them in a thread pool),
-each on its own DuckDB cursor, so reads never wait for the projector's writes.
+"""MLflow's read endpoints. A DuckDB read runs in the thread pool (plain functions, or
+`run_in_threadpool`), each on its own DuckDB cursor, so reads never wait for the projector's
+writes; get-run answers on the event loop when it needs no DuckDB read (`get_run`).
 
 The run endpoints answer with ready JSON bytes (`_json`): a returned dict would be validated
 and re-serialised by FastAPI (pydantic walks every value of a 100-run page, in one more thread
@@ -7,6 +8,7 @@ pool hop for a plain function) before the app's response class dumps it again.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -21,6 +23,7 @@ from runledger.ingest.errors import ResourceDoesNotExist
 from runledger.dialects.moments import moment
 from runledger.dialects.request import Fields, json_body, query_fields
 from runledger.query import memory, reader
+from runledger import request_timing
 from runledger.dialects import services
 from runledger.ingest.contract import entities
 
@@ -73,19 +76,34 @@ async def search_experiments_post(request: Request) -> dict[str, Any]:
     return await run_in_threadpool(_search_experiments, request, f)
 
 
-def get_run(request: Request) -> Response:
-    f = query_fields(request)
-    run_id = f.run_id()
-    # Right after a write to this run (its commit under way or landed), its folded state answers:
-    # no DuckDB read and no wait for the commit (ReadService.get_run). Kept a plain function: on
-    # the event loop instead of the thread pool it cost 15% less server CPU per request but was
-    # slower for the client on the shared 2-core machine (measured back to back, loaded).
-    run = services.reader(request).get_run(run_id)
-    if run is None:
-        raise ResourceDoesNotExist(entities.run_not_found(run_id))
-    if isinstance(run, bytes):
-        return Response(b'{"run":' + run + b"}", media_type="application/json")
-    return _json({"run": run})
+async def get_run(request: Request) -> Response:
+    """On the event loop when the run is answered without DuckDB (ReadService.get_run_at_once:
+    a write to it not committed yet, the rendered-run cache, or the projector's folded state:
+    right after a write, always); in the thread pool only for a DuckDB read, which may wait for
+    a commit and must not hold the loop.
+
+    Why not a plain function (always the thread pool): a get-run right after a write runs
+    while that write's commit is under way on the committer thread, which takes and drops the
+    GIL around each of its DuckDB statements. Every hop between threads (loop -> pool worker ->
+    loop) has to win the GIL back from it, and a thread that keeps losing that race waits a
+    whole switch interval (5 ms) before it can force its turn: the slow 1-2% of these reads.
+    On the loop the answer needs no hop (GET /api/runledger/v1/request-timings showed the
+    server-side time's p99 at a third of the pool's, docs/latency.md)."""
+    request_timing.mark("handler")
+    try:
+        run_id = query_fields(request).run_id()
+        reads = services.reader(request)
+        t0 = time.perf_counter()
+        run: Any = reads.get_run_at_once(run_id, t0)
+        if run is None:
+            run = await run_in_threadpool(reads.get_run_from_duckdb, run_id, t0)
+        if run is None:
+            raise ResourceDoesNotExist(entities.run_not_found(run_id))
+        if isinstance(run, bytes):
+            return Response(b'{"run":' + run + b"}", media_type="application/json")
+        return _json({"run": run})
+    finally:
+        request_timing.mark("handler_end")
 
 
 def _search_runs(request: Request, f: Fields) -> Response:
@@ -114,6 +132,14 @@ def _search_runs(request: Request, f: Fields) -> Response:
 
 
 async def search_runs(request: Request) -> Response:
+    request_timing.mark("handler")
+    try:
+        return await _search_runs_answer(request)
+    finally:
+        request_timing.mark("handler_end")
+
+
+async def _search_runs_answer(request: Request) -> Response:
     f = Fields(await json_body(request))
     # A repeated search with every answered write committed: its kept answer, without the
     # worker-thread hop a DuckDB read needs (query.search_cache).

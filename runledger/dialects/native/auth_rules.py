@@ -19,12 +19,14 @@ def _others_tokens(request: Request) -> bool:
 
 
 RULES: dict[str, Rule] = {
-    # streaming ingest: the handler checks EDIT on the run's experiment before appending
-    "POST /metrics/stream": Rule(EDIT, rules.in_handler("run_id", RUN)),
+    # streaming ingest: the handler checks EDIT on the run's experiment before appending, and
+    # before it waits for a log position the caller passed (the run id is in the body)
+    "POST /metrics/stream": Rule(EDIT, rules.in_handler("run_id", RUN), waits_in_handler=True),
     # operations: the rejection list spans every experiment
     "GET /rejections": Rule(ADMIN),
     "GET /lag": Rule(AUTHENTICATED),
     "GET /read-paths": Rule(AUTHENTICATED),   # counts of read ways, no tracked data
+    "GET /request-timings": Rule(ADMIN),      # every caller's request paths and ids
     "GET /verify/checksums": Rule(ADMIN),
     # SQL: every view answers only rows of readable experiments (query.sql.views)
     "POST /sql": Rule(READ, rules.IN_HANDLER),

@@ -21,6 +21,7 @@ from runledger.dialects.openapi import documented
 from runledger.ingest.errors import InvalidParameterValue, TemporarilyUnavailable
 from runledger.dialects.request import query_fields
 from runledger.dialects import services
+from runledger import request_timing
 
 DEFAULT_REJECTIONS = 100
 MAX_REJECTIONS = 10_000
@@ -83,6 +84,22 @@ def read_paths(request: Request) -> dict[str, Any]:
     return services.reader(request).read_paths.snapshot()
 
 
+def request_timings(request: Request) -> dict[str, Any]:
+    """Recent requests phase by phase, with what the server did meanwhile
+    (runledger.request_timing): where a slow request's time went, without a profiler."""
+    f = query_fields(request)
+    since = f.str("since")
+    try:
+        since_s = float(since) if since is not None else None
+    except ValueError:
+        raise InvalidParameterValue(f"since must be a number (an earlier answer's `now`), got {since!r}") from None
+    limit = f.int64("limit", default=4096)
+    assert limit is not None
+    if limit < 0:
+        raise InvalidParameterValue(f"limit must be >= 0, got {limit}")
+    return request_timing.snapshot(f.str("path"), since_s, limit)
+
+
 async def _oldest_timestamp(bootstrap: str, topic: str, next_offsets: dict[int, int]) -> int | None:
     """The smallest Kafka record timestamp (set when ingest produced it) among the first
     unapplied record of each partition. A short-lived consumer of its own, so the projector's
@@ -119,4 +136,8 @@ def build_router() -> APIRouter:
     router.add_api_route("/read-paths", read_paths, methods=["GET"], **documented(
         summary="How get-run reads were answered: from memory, the run cache, or DuckDB (with or without "
                 "waiting for a commit)", response=S.ReadPathsAnswer, tags=["ops"]))
+    router.add_api_route("/request-timings", request_timings, methods=["GET"], **documented(
+        summary="Recent requests phase by phase (queued, to the handler, handler, back), with the projector's "
+                "and the collector's work that overlapped each", query=S.RequestTimingsQuery,
+        response=S.RequestTimingsAnswer, tags=["ops"]))
     return router

@@ -90,6 +90,38 @@ class ReadPathsAnswer(_Model):
     wait_max_ms: float
 
 
+class RequestTimingsQuery(_Model):
+    path: str | None = Field(None, description="only requests to this exact path",
+                             examples=["/api/2.0/mlflow/runs/get"])
+    since: float | None = Field(None, description="only requests that arrived after this server clock "
+                                                  "reading (an earlier answer's `now`)")
+    limit: int | None = Field(None, description="the newest this many (default and most: 4096)")
+
+
+class TimedRequest(_Model):
+    request_id: str
+    method: str
+    path: str
+    arrived: float = Field(description="server clock (CLOCK_MONOTONIC seconds) when its first byte was parsed")
+    entered: float = Field(description="when the ASGI app was called")
+    marks: dict[str, float] = Field(description="handler, handler_end: when the route's code ran")
+    response_started: float
+    done: float = Field(description="when its last byte was handed to the socket")
+    phases_ms: dict[str, float] = Field(description="queued, to_handler, handler, from_handler (or app), send, "
+                                                    "total")
+    overlap_ms: dict[str, float] = Field(description="per kind of server activity (fold, commit, "
+                                                     "commit_listeners, gc0/1/2, memory_release, idle_trim): "
+                                                     "its milliseconds during the request")
+
+
+class RequestTimingsAnswer(_Model):
+    now: float = Field(description="the server's clock when it answered")
+    requests: list[TimedRequest]
+    activity: dict[str, dict[str, float]] = Field(
+        description="per kind of server activity since the first listed request arrived: count, total_ms, "
+                    "max_ms (the events kept are bounded: the newest 16,384)")
+
+
 class TrailQuery(_Model):
     type: list[str] | None = Field(None, description="event types (repeat, or comma-separated)")
     actor: str | None = None

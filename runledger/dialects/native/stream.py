@@ -36,6 +36,7 @@ from runledger.client import limits as published
 from runledger.ingest.errors import InvalidParameterValue
 from runledger.dialects.request import missing, parse_json, read_capped, require_json
 from runledger.auth.access import access
+from runledger.log_position import reach_position
 from runledger.auth.permissions import Permission
 from runledger.dialects.identity import acting_user
 from runledger.ingest.writer import Writer, new_event
@@ -135,8 +136,14 @@ async def stream_metrics(request: Request) -> dict[str, Any]:
     if not isinstance(run_id, str) or not run_id:
         raise missing("run_id")
     limits.check_run_id(run_id)
-    known = services.writer(request).catalog.run(run_id)
+    catalog = services.writer(request).catalog
+    known = catalog.run(run_id)
     if known is not None:       # before the points are parsed, and before anything is appended
+        access(request).require(known.experiment_id, Permission.EDIT)
+    # A log position the caller passed back (the run may come from another replica's write):
+    # waited for only now, so a caller refused above is answered at once.
+    await reach_position(request)
+    if known is None and (known := catalog.run(run_id)) is not None:
         access(request).require(known.experiment_id, Permission.EDIT)
     event_id = doc.get("event_id")
     if event_id is None:
