@@ -7,6 +7,7 @@ into its own file, docs/design.md, invariant 6) and starts from the offsets stor
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import queue
@@ -88,6 +89,10 @@ class Projector:
         # `cache` instead of waiting for the commit (projector.pending; query.read_service).
         self.pending = PendingRuns()
         self.commit_listeners.append(lambda: self.pending.committed(self._committed))
+        # Per folded batch not committed yet: (seq, {partition: (offset, Kafka timestamp) of its
+        # first record there}). GET /lag reads the oldest unapplied record's timestamp from here
+        # instead of fetching it from Kafka (`unapplied_timestamp`).
+        self._heads: collections.deque[tuple[int, dict[int, tuple[int, int]]]] = collections.deque()
         self._next_commit: asyncio.Future[None] | None = None   # next_commit()
 
     async def start(self, partitions: list[int]) -> None:
@@ -184,6 +189,24 @@ class Projector:
         ends = await self._consumer.end_offsets(self.partitions)
         return {tp.partition: (ends[tp], applied[tp.partition]) for tp in self.partitions}
 
+    def unapplied_timestamp(self, next_offsets: dict[int, int]) -> int | None:
+        """The smallest Kafka timestamp among the records at `next_offsets` (partition -> the
+        next offset to apply, as `lag` said), if the projector has folded every one of them and
+        is waiting for their commit: then it read them already and knows. None otherwise (the
+        caller asks Kafka): not fetched yet, or committed meanwhile (the offsets are stale)."""
+        found: dict[int, int] = {}
+        for _, heads in self._heads:
+            for partition, (offset, stamp) in heads.items():
+                if partition in next_offsets and partition not in found:
+                    if offset != next_offsets[partition]:
+                        return None
+                    found[partition] = stamp
+            if len(found) == len(next_offsets):
+                break
+        if not next_offsets or len(found) != len(next_offsets):
+            return None
+        return min(found.values())
+
     async def run(self) -> None:
         self._start_committer()
         try:
@@ -228,6 +251,7 @@ class Projector:
         self.cache.reset()
         self._queued_points = 0
         self._committed = self._seq
+        self._heads.clear()
         self.store.visibility.commit(self._seq)
         for tp in self.partitions:
             await self._consumer.seek_to_beginning(tp)
@@ -265,6 +289,7 @@ class Projector:
         self.cache.reset()
         self._queued_points = 0
         self._committed = self._seq
+        self._heads.clear()
         self.store.visibility.commit(self._seq)
         for tp in self.partitions:
             if tp.partition in stored:
@@ -312,6 +337,7 @@ class Projector:
         await asyncio.to_thread(self._prime_cache)
         self._queued_points = 0
         self._committed = self._seq
+        self._heads.clear()
         self.store.visibility.commit(self._seq)
         self._progress.set()
         self._start_committer()
@@ -386,13 +412,19 @@ class Projector:
         """
         raw = [(tp.partition, msg.offset, msg.value, append_time(msg))
                for tp in sorted(batch, key=lambda t: t.partition) for msg in batch[tp]]
+        stamps = {(tp.partition, msg.offset): msg.timestamp for tp, msgs in batch.items() for msg in msgs
+                  if isinstance(getattr(msg, "timestamp", None), int)}
         for part in _slices(raw, self.slice_bytes):
-            await self._fold_slice(part)
+            await self._fold_slice(part, stamps)
 
-    async def _fold_slice(self, raw: list[RawRecord]) -> FoldResult:
+    async def _fold_slice(self, raw: list[RawRecord], stamps: dict[tuple[int, int], int] | None = None
+                          ) -> FoldResult:
         next_offsets: dict[int, int] = {}
+        heads: dict[int, tuple[int, int]] = {}
         for partition, offset, *_ in raw:
             next_offsets[partition] = offset + 1
+            if partition not in heads and stamps is not None and (partition, offset) in stamps:
+                heads[partition] = (offset, stamps[partition, offset])
         big = sum(len(r[2] or b"") for r in raw) > _INLINE_BYTES
         started = perf_counter()
         # Large batches (replay, streaming) decode and fold in a worker thread so HTTP stays
@@ -411,6 +443,7 @@ class Projector:
             self.cache.absorb(result)
             self._seq += 1
             self.pending.note(self._seq, result.changes)
+            self._heads.append((self._seq, heads))
             self.store.visibility.release(self._seq)
         self._folded_offsets.update(next_offsets)
         self.on_verdicts(result.verdicts)
@@ -440,6 +473,8 @@ class Projector:
     def _committed_batch(self, seq: int, offsets: dict[int, int], points: int) -> None:
         started = perf_counter()
         self._committed = seq
+        while self._heads and self._heads[0][0] <= seq:
+            self._heads.popleft()
         self.store.out_of_space = None  # a commit landed: there is room again
         self.applied_offsets.update(offsets)
         self._queued_points -= points
@@ -531,7 +566,8 @@ class Committer:
                 # Lag peaks are slow commits; say whether DuckDB checkpointed its WAL in this one
                 # (it does so inside the commit that crosses RUNLEDGER_DUCKDB_CHECKPOINT_MB).
                 after = _wal_bytes(self.store.path)
-                log.info("slow commit: %d points, %.2fs%s", points, took,
+                rows_s, commit_s = self.store.last_apply_s
+                log.info("slow commit: %d points, %.2fs (rows %.2fs, COMMIT %.2fs)%s", points, took, rows_s, commit_s,
                          f" (DuckDB checkpointed: WAL {wal >> 10} KiB -> {after >> 10} KiB)" if after < wal else "")
 
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -105,6 +106,10 @@ class Visibility:
                 raise ReadModelUnavailable("the projector stopped before committing acknowledged writes; see the server log")
 
 
+# DuckDB's max_vacuum_tasks for the read model (Store._prepare says why not DuckDB's 100).
+DEFAULT_VACUUM_TASKS = 0
+
+
 class Store:
     """Owns the process's only read-write DuckDB connection (docs/design.md, invariant 6).
 
@@ -113,7 +118,8 @@ class Store:
     """
 
     def __init__(self, path: Path | str, threads: int | None = None, memory_limit: str | None = None,
-                 allocator_flush_mb: int = 16, checkpoint_mb: int | None = None) -> None:
+                 allocator_flush_mb: int = 16, checkpoint_mb: int | None = None,
+                 vacuum_tasks: int | None = DEFAULT_VACUUM_TASKS) -> None:
         self.path = str(path)
         self.con = open_verified(self.path)
         version = stored_version(self.con)
@@ -130,6 +136,7 @@ class Store:
         self._memory_limit = memory_limit
         self._allocator_flush_mb = allocator_flush_mb
         self._checkpoint_mb = checkpoint_mb
+        self._vacuum_tasks = vacuum_tasks
         self._prepare()
         self._lock = threading.Lock()
         self.visibility = Visibility()
@@ -151,6 +158,8 @@ class Store:
         self._commits_begun = 0
         self._commits_done = 0
         self._known_offsets: dict[str, dict[int, int]] = {}
+        # Seconds the last `apply` spent writing its rows, and in COMMIT (a checkpoint happens there).
+        self.last_apply_s = (0.0, 0.0)
 
     def _prepare(self) -> None:
         create_schema(self.con)
@@ -172,6 +181,15 @@ class Store:
             # WAL) until the WAL reaches this size; then they become compressed blocks. The
             # bigger it is, the higher RSS saws between checkpoints. RUNLEDGER_DUCKDB_CHECKPOINT_MB.
             self.con.execute("SET checkpoint_threshold = ?", [f"{int(self._checkpoint_mb)}MiB"])
+        if self._vacuum_tasks is not None:
+            # A streamed commit of 140,000 points is written as one full row group and one of
+            # 17,120 rows; at the next checkpoint DuckDB's vacuum merges such short row groups
+            # with their neighbours, rewriting them: ~1 s of CPU per 30 such commits, inside the
+            # commit that checkpoints, which every later commit waits for (the streaming lag
+            # peaks). With no vacuum tasks a checkpoint writes only what changed. Vacuum would
+            # reclaim little here: metrics are appended, deleted only by a rewind.
+            # RUNLEDGER_DUCKDB_VACUUM_TASKS; docs/streaming.md, "Checkpoints".
+            self.con.execute(f"SET max_vacuum_tasks = {int(self._vacuum_tasks)}")
         self._writer = self.con.cursor()
 
     def report_if_corrupt(self, exc: BaseException) -> bool:
@@ -367,6 +385,7 @@ class Store:
     def apply(self, changes: BatchChanges, topic: str, next_offsets: dict[int, int]) -> None:
         with self._lock:
             c = self._writer
+            started = time.monotonic()
             c.execute("BEGIN TRANSACTION")
             try:
                 self._apply_rows(c, changes)
@@ -374,7 +393,10 @@ class Store:
                 # Counted before the commit can be seen, settled after (see committed_offsets).
                 self._commits_begun += 1
                 try:
+                    committing = time.monotonic()
                     c.execute("COMMIT")
+                    # Where a slow commit's time went (projector.consumer logs it).
+                    self.last_apply_s = (committing - started, time.monotonic() - committing)
                     known = self._known_offsets.get(topic)
                     if known is not None:
                         self._known_offsets[topic] = {**known, **next_offsets}

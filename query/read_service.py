@@ -210,6 +210,12 @@ class ReadService:
         """Per partition: (log end offset, next offset the projector will apply)."""
         return await self._projector.lag()
 
+    def unapplied_timestamp(self, next_offsets: dict[int, int]) -> int | None:
+        """The Kafka timestamp of the oldest of the records at `next_offsets` when the projector
+        has them folded and waiting for their commit, else None (projector.consumer)."""
+        known = getattr(self._projector, "unapplied_timestamp", None)
+        return known(next_offsets) if known is not None else None
+
 
 class _MemoryReads:
     """`ReadService.memory_reads`: what uncommitted batches changed, and their runs' JSON."""

@@ -136,7 +136,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         partitions = await ensure_topic(settings.bootstrap_servers, settings.topic, settings.partitions)
         store = Store(settings.duckdb_path, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit,
-                      allocator_flush_mb=settings.duckdb_allocator_flush_mb, checkpoint_mb=settings.duckdb_checkpoint_mb)
+                      allocator_flush_mb=settings.duckdb_allocator_flush_mb, checkpoint_mb=settings.duckdb_checkpoint_mb,
+                      vacuum_tasks=settings.duckdb_vacuum_tasks)
         sql_engine = SqlEngine(store, settings.topic, SqlLimits(
             time_limit_ms=settings.sql_time_limit_ms, memory_mb=settings.sql_memory_mb, max_rows=settings.sql_max_rows,
             max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent,

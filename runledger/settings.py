@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     duckdb_checkpoint_mb: int = setting(16, "RUNLEDGER_DUCKDB_CHECKPOINT_MB",
                                         "MB of DuckDB write-ahead log after which it checkpoints (rows written "
                                         "since are held in memory uncompressed until then)", gt=0)
+    duckdb_vacuum_tasks: int = setting(0, "RUNLEDGER_DUCKDB_VACUUM_TASKS",
+                                       "DuckDB's max_vacuum_tasks: row-group merges a checkpoint may do (DuckDB's "
+                                       "default is 100; 0 keeps checkpoints short while streaming)", ge=0)
     # Where memory sits, sampled into a file (runledger.memory_trace; docs/memory.md): for soak runs.
     memory_trace: Path | None = setting(None, "RUNLEDGER_MEMORY_TRACE",
                                         "file to append a JSON line of the server's memory accounts to, every "

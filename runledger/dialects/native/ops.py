@@ -59,10 +59,16 @@ async def lag(request: Request) -> dict[str, Any]:
     # is not the read model's lag, and by then the projector may have applied that record.
     asked_ms = time.time_ns() // 1_000_000
     try:
-        offsets = await asyncio.wait_for(services.reader(request).lag(), LAG_TIMEOUT_S)
+        reader = services.reader(request)
+        offsets = await asyncio.wait_for(reader.lag(), LAG_TIMEOUT_S)
         lagging = {p: applied for p, (end, applied) in offsets.items() if end > applied}
-        oldest = await asyncio.wait_for(
-            _oldest_timestamp(settings.bootstrap_servers, settings.topic, lagging), LAG_TIMEOUT_S)
+        # Usually the projector has read those records already and waits for their commit; else
+        # a fetch (a consumer of its own for each call: ~2.4 ms of CPU each, measured, which a
+        # dashboard polling every 100 ms spent while streaming).
+        oldest = reader.unapplied_timestamp(lagging) if lagging else None
+        if oldest is None:
+            oldest = await asyncio.wait_for(
+                _oldest_timestamp(settings.bootstrap_servers, settings.topic, lagging), LAG_TIMEOUT_S)
     except (KafkaError, asyncio.TimeoutError) as e:
         raise TemporarilyUnavailable("Kafka did not answer the lag query; try again.") from e
     partitions = [{"partition": p, "end_offset": end, "applied_offset": applied, "lag": end - applied}
