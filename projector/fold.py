@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from runledger.ingest.contract import metric_table
 from runledger.ingest.contract.events import AUTH_EVENTS, LATE_EVENT, Envelope, Verdict
 from runledger.ingest.contract import entities
-from runledger.projector import rules, run_pages, storage_plan
+from runledger.projector import rules, storage_plan
 from runledger.projector.step_cover import Cover
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
 
@@ -209,8 +209,6 @@ class BatchChanges:
     # (run_id, model_id) -> model input row; (run_id, model_id, step) -> model output row (first wins)
     model_inputs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     model_outputs: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
-    # run id -> its `run_pages` row after the batch (projector.run_pages: derived, not a rule)
-    pages: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def merge(self, later: "BatchChanges") -> None:
         """Add the changes of the batch folded right after this one, so both are written in
@@ -232,7 +230,6 @@ class BatchChanges:
             for k, v in theirs.items():
                 mine.setdefault(k, v)
         self.step_cover.update(later.step_cover)
-        self.pages.update(later.pages)   # folded over a state that includes ours: complete
         offset = len(self.metrics.chunks)
         self.rewinds.extend(replace(r, chunk_index=r.chunk_index + offset) for r in later.rewinds)
         self.metrics.chunks.extend(later.metrics.chunks)
@@ -285,7 +282,6 @@ def fold_batch(state: FoldState, records: list[LogRecord]) -> FoldResult:
         fold.apply(record)
     storage_plan.mark_fresh_metrics(fold.changes, state)
     fold.raise_latest_metrics()
-    fold.changes.pages = run_pages.pages_of_batch(state, fold.changes)
     return FoldResult(fold.changes, fold.verdicts)
 
 

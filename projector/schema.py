@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 6
 
 # Latest metric per (run, key) under each rule (see projector.rules.newer), both always
 # maintained so that RUNLEDGER_LATEST_METRIC can be switched without rebuilding. They are
@@ -32,12 +32,6 @@ DDL = [
         run_id VARCHAR PRIMARY KEY, experiment_id VARCHAR NOT NULL, run_name VARCHAR,
         user_id VARCHAR, status VARCHAR NOT NULL, start_time BIGINT, end_time BIGINT,
         lifecycle_stage VARCHAR NOT NULL, deleted_time BIGINT, artifact_uri VARCHAR)""",
-    # One row per run with what a runs/search page renders of it (projector/run_pages.py): the
-    # run's row, and its params, tags and latest metrics (per rule) as JSON arrays.
-    """CREATE TABLE IF NOT EXISTS run_pages (
-        run_id VARCHAR PRIMARY KEY, experiment_id VARCHAR NOT NULL, run_name VARCHAR, user_id VARCHAR,
-        status VARCHAR NOT NULL, start_time BIGINT, end_time BIGINT, lifecycle_stage VARCHAR NOT NULL,
-        artifact_uri VARCHAR, params VARCHAR, tags VARCHAR, metrics VARCHAR, metrics_by_step VARCHAR)""",
     "CREATE TABLE IF NOT EXISTS params (run_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (run_id, key))",
     "CREATE TABLE IF NOT EXISTS tags (run_id VARCHAR, key VARCHAR, value VARCHAR, PRIMARY KEY (run_id, key))",
     # Full history, append-only; an exact duplicate point is stored once (see store.apply).

@@ -22,7 +22,6 @@ import pyarrow as pa
 from runledger.ingest.contract.events import Verdict
 from runledger.ingest.errors import TemporarilyUnavailable
 from runledger.projector.fold import ArtifactOp, BatchChanges, FoldState, LogRecord, MetricRows, Rewind
-from runledger.projector import run_pages
 from runledger.projector.fold_cache import StateRequest
 from runledger.projector.integrity import is_corruption, is_out_of_space, move_aside, open_verified
 from runledger.projector.rows import ExperimentRow, LatestPoint, LoggedModelRow, RunRow
@@ -448,12 +447,8 @@ class Store:
                 name: [r[name] for r in rows] for name in ("run_id", "model_id", "step", "experiment_id", "logged_time")})
         _apply_artifacts(c, ch.artifacts)
         _upsert_latest(c, ch.latest)
-        if ch.pages:
-            _write_pages(c, list(ch.pages.values()))
-        rewound = list(dict.fromkeys(r.run_id for r in ch.rewinds))
-        for run_id in rewound:
+        for run_id in dict.fromkeys(r.run_id for r in ch.rewinds):
             _recompute_latest(c, run_id)
-        run_pages.refresh(c, rewound)   # their latest points were just recomputed from the table
         if ch.log:
             log = ch.log
             # Plain INSERT: the fold never emits an event id that is already logged (it checks the
@@ -527,30 +522,6 @@ def _recompute_latest(c: duckdb.DuckDBPyConnection, run_id: str) -> None:
                    PARTITION BY key ORDER BY step DESC, timestamp DESC, v0 DESC, isnan(value)) = 1)
         SELECT $run, ts.key, ts.value, ts.timestamp, ts.step, st.value, st.timestamp, st.step
         FROM ts JOIN st USING (key)""", {"run": run_id})
-
-
-_PAGE_VALUES = run_pages.COLUMNS[1:]
-_UPDATE_PAGE = ("UPDATE run_pages SET " + ", ".join(f"{col} = ?" for col in _PAGE_VALUES) + " WHERE run_id = ?")
-
-
-def _write_pages(c: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
-    """Write `run_pages` rows: an UPDATE of the runs that have a page, an INSERT of the others.
-    Most commits touch runs that exist (a log-batch to a running run), and an UPDATE by key
-    costs a fraction of INSERT OR REPLACE (which deletes and re-inserts the row and its key)."""
-    if len(rows) <= _SMALL_ROWS:
-        for row in rows:
-            changed = c.execute(_UPDATE_PAGE, [*row[1:], row[0]]).fetchone()
-            if not changed or not changed[0]:
-                _insert(c, "run_pages", "INSERT", {name: [row[i]] for i, name in enumerate(run_pages.COLUMNS)})
-        return
-    columns = {name: [r[i] for r in rows] for i, name in enumerate(run_pages.COLUMNS)}
-    with _rows(c, "pg", columns) as (source, params):
-        updated = {r[0] for r in c.execute(
-            f"UPDATE run_pages SET {', '.join(f'{col} = pg.{col}' for col in _PAGE_VALUES)} FROM {source} "
-            "WHERE run_pages.run_id = pg.run_id RETURNING run_pages.run_id", params).fetchall()}
-    fresh = [r for r in rows if r[0] not in updated]
-    if fresh:
-        _insert(c, "run_pages", "INSERT", {name: [r[i] for r in fresh] for i, name in enumerate(run_pages.COLUMNS)})
 
 
 def _columns(rows: Iterable[Any], cls: type) -> dict[str, list[Any]]:

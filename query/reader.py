@@ -252,119 +252,19 @@ def runs_json(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
         info = info_json(run_id, run_name, experiment_id, user_id, status, start_time, end_time, artifact_uri,
                          stage)
         data = _run_data(metrics.get(run_id), params.get(run_id), tags.get(run_id))
-        run_inputs, run_outputs = _inputs_outputs(run_id, datasets, model_inputs, model_outputs)
+        run_inputs: dict[str, Any] = {}
+        ds = datasets.get(run_id)
+        if ds:
+            ds.sort(key=_dataset_order)
+            run_inputs["dataset_inputs"] = [_dataset_input(*row) for row in ds]
+        if run_id in model_inputs:
+            run_inputs["model_inputs"] = [{"model_id": m} for _, m in sorted(model_inputs[run_id])]
+        run_outputs: dict[str, Any] = {}
+        if run_id in model_outputs:
+            run_outputs["model_outputs"] = [{"model_id": m, "step": step}
+                                            for _, m, step in sorted(model_outputs[run_id])]
         out.append({"info": info, "data": data, "inputs": run_inputs, "outputs": run_outputs})
     return out
-
-
-def _inputs_outputs(run_id: str, datasets: dict[str, list[tuple[Any, ...]]],
-                    model_inputs: dict[str, list[tuple[int, str]]],
-                    model_outputs: dict[str, list[tuple[int, str, int]]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A Run's `inputs` and `outputs` from its rows of kinds 4, 6 and 7 (see `_RUN_DATA`)."""
-    run_inputs: dict[str, Any] = {}
-    ds = datasets.get(run_id)
-    if ds:
-        ds.sort(key=_dataset_order)
-        run_inputs["dataset_inputs"] = [_dataset_input(*row) for row in ds]
-    if run_id in model_inputs:
-        run_inputs["model_inputs"] = [{"model_id": m} for _, m in sorted(model_inputs[run_id])]
-    run_outputs: dict[str, Any] = {}
-    if run_id in model_outputs:
-        run_outputs["model_outputs"] = [{"model_id": m, "step": step}
-                                        for _, m, step in sorted(model_outputs[run_id])]
-    return run_inputs, run_outputs
-
-
-# ----- pages of runs from `run_pages` (projector/run_pages.py)
-
-# A page of several runs reads one row per run from `run_pages` (the run's row, and its params,
-# tags and latest metrics as ready JSON arrays, written by the projector in the same transaction
-# as the tables they summarise) instead of scanning params, tags and latest points: one scan of
-# one row per run instead of one scan per side table (4 ms instead of 12 at 20,000 runs).
-_PAGE_ROWS = ("SELECT 0, run_id, run_name, experiment_id, user_id, status, artifact_uri, lifecycle_stage, "
-              "{metrics}, params, tags, start_time, end_time FROM run_pages "
-              "WHERE run_id IN (SELECT unnest($1::VARCHAR[]))")
-_PAGE_STAGES = ("\nUNION ALL SELECT 5, experiment_id, lifecycle_stage, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-                "NULL, NULL, NULL FROM experiments WHERE experiment_id IN ({ids})")
-_PAGE_INPUTS = ("SELECT u.* FROM ({parts}) u(kind, run_id, c1, c2, c3, c4, c5, c6, c7, value, n1, n2) "
-                "WHERE u.run_id IN (SELECT unnest($1::VARCHAR[]))")
-_STAGES = "SELECT experiment_id, lifecycle_stage FROM experiments WHERE experiment_id IN (SELECT unnest($1::VARCHAR[]))"
-_METRIC_COLUMN = {"latest_metrics": "metrics", "latest_metrics_by_step": "metrics_by_step"}
-_pages_sql_cache: dict[tuple[str, int], str] = {}
-
-
-def _pages_sql(latest_table: str, experiments: int) -> str:
-    key = (latest_table, experiments)
-    sql = _pages_sql_cache.get(key)
-    if sql is None:
-        column = _METRIC_COLUMN.get(latest_table)
-        if column is None:
-            raise ValueError(f"untrusted latest-metrics table name: {latest_table!r}")
-        sql = _PAGE_ROWS.format(metrics=column)
-        if experiments > 0:
-            sql += _PAGE_STAGES.format(ids=", ".join(f"${i + 2}" for i in range(experiments)))
-        if len(_pages_sql_cache) < 512:
-            _pages_sql_cache[key] = sql
-    return sql
-
-
-def _inputs_sql() -> str:
-    parts = "\nUNION ALL ".join(b.format(stage="NULL", where="", latest="latest_metrics")
-                                for i, b in enumerate(_RUN_DATA) if (i + (i >= 5)) in _INPUT_PARTS)
-    return _PAGE_INPUTS.format(parts=parts)
-
-
-_INPUTS_SQL = _inputs_sql()
-
-
-def page_bodies(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: str,
-                experiment_ids: list[str] | None = None, inputs: bool = True
-                ) -> list[tuple[str, str, bytes, dict[str, Any], dict[str, Any]]]:
-    """`runs_json` rendered to JSON bytes, read from `run_pages`: (run id, experiment id, JSON,
-    inputs part, outputs part) per run found, in `run_ids` order. The bytes equal
-    `orjson.dumps` of `runs_json`'s run (tests/test_run_pages.py). `experiment_ids` and
-    `inputs` as for `runs_json`."""
-    if not run_ids:
-        return []
-    if experiment_ids is None:
-        rows = cur.execute(_parsed(cur, _pages_sql(latest_table, 0)), [list(run_ids)]).fetchall()
-        wanted = list({r[3] for r in rows})
-        stages = dict(cur.execute(_parsed(cur, _STAGES), [wanted]).fetchall()) if wanted else {}
-    else:
-        experiment_ids = list(dict.fromkeys(experiment_ids))
-        rows = cur.execute(_parsed(cur, _pages_sql(latest_table, len(experiment_ids))),
-                           [list(run_ids), *experiment_ids]).fetchall()
-        stages = {r[1]: r[2] for r in rows if r[0] == 5}
-    datasets: dict[str, list[tuple[Any, ...]]] = {}
-    model_inputs: dict[str, list[tuple[int, str]]] = {}
-    model_outputs: dict[str, list[tuple[int, str, int]]] = {}
-    if inputs:
-        for kind, run_id, a, b, c, d, e, f, g, _value, n1, n2 in cur.execute(
-                _parsed(cur, _INPUTS_SQL), [list(run_ids)]).fetchall():
-            if kind == 4:
-                datasets.setdefault(run_id, []).append((n1, a, b, c, d, e, f, g))
-            elif kind == 6:
-                model_inputs.setdefault(run_id, []).append((n1 or 0, a))
-            else:
-                model_outputs.setdefault(run_id, []).append((n1 or 0, a, n2))
-    found: dict[str, tuple[str, str, bytes, dict[str, Any], dict[str, Any]]] = {}
-    for kind, run_id, run_name, experiment_id, user_id, status, artifact_uri, run_stage, metrics, params, tags, \
-            start_time, end_time in rows:
-        if kind != 0:
-            continue
-        experiment_stage = stages.get(experiment_id)
-        if experiment_stage is None:
-            continue  # the experiment row is missing (not yet applied): not readable, as in runs_json
-        stage = "deleted" if run_stage == "deleted" or experiment_stage == "deleted" else "active"
-        info = info_json(run_id, run_name, experiment_id, user_id, status, start_time, end_time, artifact_uri,
-                         stage)
-        parts = [name + text for name, text in (('"metrics":', metrics), ('"params":', params), ('"tags":', tags))
-                 if text is not None]
-        run_inputs, run_outputs = _inputs_outputs(run_id, datasets, model_inputs, model_outputs)
-        body = orjson.dumps({"info": info, "data": orjson.Fragment("{" + ",".join(parts) + "}"),
-                             "inputs": run_inputs, "outputs": run_outputs})
-        found[run_id] = (run_id, experiment_id, body, run_inputs, run_outputs)
-    return [found[r] for r in run_ids if r in found]
 
 
 def _run_data(metrics: list[dict[str, Any]] | None, params: list[dict[str, Any]] | None,
@@ -418,17 +318,12 @@ def _rendered(cur: duckdb.DuckDBPyConnection, run_ids: list[str], latest_table: 
         found.update(cache.folded(latest_table, missing))
         missing = [r for r in missing if r not in found]
     if missing:
-        if len(missing) == 1:
-            # one run: primary-key reads of each table (cheaper than a scan of run_pages)
-            runs = runs_json(cur, missing, latest_table, experiment_ids)
-            pages = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run), run["inputs"],
-                      run["outputs"]) for run in runs]
-        else:
-            inputs = cache.may_have_inputs(lambda: _any_inputs(cur))
-            pages = page_bodies(cur, missing, latest_table, experiment_ids, inputs)
-        cache.put(latest_table, [p[:3] for p in pages], token)
-        cache.put_inputs([(p[0], p[3], p[4]) for p in pages], token)
-        found.update((p[0], p[2]) for p in pages)
+        inputs = len(missing) == 1 or cache.may_have_inputs(lambda: _any_inputs(cur))
+        runs = runs_json(cur, missing, latest_table, experiment_ids, inputs)
+        rendered = [(run["info"]["run_id"], run["info"]["experiment_id"], orjson.dumps(run)) for run in runs]
+        cache.put(latest_table, rendered, token)
+        cache.put_inputs([(run["info"]["run_id"], run["inputs"], run["outputs"]) for run in runs], token)
+        found.update((run_id, body) for run_id, _, body in rendered)
     return found
 
 
