@@ -37,7 +37,7 @@ import httpx
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from common import Client, batch_body, parallel  # noqa: E402
+from common import Client, parallel  # noqa: E402
 
 from runledger.server_process import ServerProcess  # noqa: E402
 
@@ -110,23 +110,8 @@ def peak_line(server: Server, since: float) -> str:
 # ----- workloads
 
 def log_batch_phase(url: str, exp_id: str, clients: int, window: float, tag: str) -> tuple[float, int]:
-    with Client(url) as c:
-        run_ids = [c.create_run(exp_id, run_name=f"{tag}-{i}") for i in range(clients)]
-    start = time.monotonic()
-    deadline = start + window
-
-    def client(i: int) -> tuple[int, float]:
-        sent, step = 0, 0
-        with Client(url) as c:
-            while time.monotonic() < deadline:
-                c.post_raw("/api/2.0/mlflow/runs/log-batch", batch_body(run_ids[i], step, 1000)).raise_for_status()
-                step += 100
-                sent += 1000
-        return sent, time.monotonic()
-
-    results = parallel(clients, client)
-    points = sum(r[0] for r in results)
-    return points / (max(r[1] for r in results) - start), points
+    from workloads.log_batch import one_rep
+    return one_rep(url, exp_id, clients, window, tag)
 
 
 def run_log_batch(server: Server, args: argparse.Namespace) -> None:

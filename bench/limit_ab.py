@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -41,23 +40,10 @@ NATIVE = "/api/runledger/v1"
 
 
 def seed(url: str, points: int, events: int) -> str:
+    from workloads.audit import seed_points_and_tags
     with Client(url) as c:
         run_id = c.create_run(c.create_experiment("ab"))
-    with httpx.Client(base_url=url, timeout=300) as http:
-        for lo in range(0, points, 20_000):
-            n = min(20_000, points - lo)
-            body = {"run_id": run_id, "keys": ["loss"] * n, "values": [s * 0.5 for s in range(lo, lo + n)],
-                    "timestamps": [T0_MS + s for s in range(lo, lo + n)], "steps": list(range(lo, lo + n))}
-            http.post(NATIVE + "/metrics/stream", content=orjson.dumps(body),
-                      headers={"content-type": "application/json"}).raise_for_status()
-
-    def tags(w: int) -> None:
-        with Client(url) as c:
-            for i in range(w, events, 8):
-                c.post("/runs/set-tag", {"run_id": run_id, "key": f"t{i % 500}", "value": str(i)})
-    parallel(8, tags)
-    with Client(url) as c:
-        c.post("/runs/set-tag", {"run_id": run_id, "key": "sentinel", "value": "done"})
+    seed_points_and_tags(url, run_id, points, events)
     return run_id
 
 

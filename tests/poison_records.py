@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
@@ -202,6 +203,29 @@ async def produce(bootstrap: str, topic: str, records: list[Raw]) -> list[tuple[
         return out
     finally:
         await producer.stop()
+
+
+async def project_all(bootstrap: str, topic: str, records: list[Raw], store: Any,
+                      on_verdicts: Callable[[dict[str, Any]], None] = lambda verdicts: None) -> None:
+    """Produce `records` into `topic` (one partition) and run a projector over them into `store`
+    until every one is applied, then stop it; the store stays open for the caller to read."""
+    from runledger.ingest.topic import ensure_topic
+    from runledger.projector.consumer import Projector
+
+    partitions = await ensure_topic(bootstrap, topic, 1)
+    await produce(bootstrap, topic, records)
+    projector = Projector(store, bootstrap, topic, on_verdicts)
+    await projector.start(partitions)
+    task = asyncio.create_task(projector.run())
+    try:
+        deadline = time.monotonic() + 30
+        while projector.applied_offsets.get(0, 0) < len(records):
+            assert time.monotonic() < deadline and not task.done(), task.done() and task.exception()
+            await asyncio.sleep(0.05)
+    finally:
+        await projector.stop()
+        await asyncio.wait_for(task, 10)
+        await projector.close()
 
 
 def produce_sync(bootstrap: str, topic: str, records: list[Raw]) -> list[tuple[int, int]]:

@@ -19,13 +19,11 @@ import httpx
 import orjson
 import pytest
 
-from runledger.ingest.topic import ensure_topic
 from runledger.projector import fold
-from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
 from tests.conftest import RunledgerServer
 from tests.log_tools import dump_tables, fold_into, read_topic, without_offsets
-from tests.poison_records import Raw, doc, poison_records, produce_sync
+from tests.poison_records import Raw, doc, poison_records, produce_sync, project_all
 
 NATIVE = "/api/runledger/v1"
 
@@ -137,23 +135,11 @@ def test_a_commit_duckdb_refuses_is_isolated_to_its_event(kafka_bootstrap: str, 
     records[0].key = b"experiments"
 
     async def project() -> dict[str, Any]:
-        partitions = await ensure_topic(kafka_bootstrap, topic, 1)
-        from tests.poison_records import produce
-        await produce(kafka_bootstrap, topic, records)
         store = Store(tmp_path / "live.duckdb")
         verdicts: dict[str, Any] = {}
-        projector = Projector(store, kafka_bootstrap, topic, verdicts.update)
-        await projector.start(partitions)
-        task = asyncio.create_task(projector.run())
         try:
-            deadline = time.monotonic() + 30
-            while projector.applied_offsets.get(0, 0) < len(records):
-                assert time.monotonic() < deadline and not task.done(), task.done() and task.exception()
-                await asyncio.sleep(0.05)
+            await project_all(kafka_bootstrap, topic, records, store, verdicts.update)
         finally:
-            await projector.stop()
-            await asyncio.wait_for(task, 10)
-            await projector.close()
             store.close()
         return verdicts
 

@@ -20,11 +20,9 @@ from runledger.ingest.contract import metric_table
 from runledger.projector.consumer import Committer
 from runledger.projector.fold import BatchChanges
 
-from runledger.ingest.topic import ensure_topic
 from runledger.projector import consumer
-from runledger.projector.consumer import Projector
 from runledger.projector.store import Store
-from tests.poison_records import Raw, produce
+from tests.poison_records import Raw, project_all
 
 
 def test_a_record_larger_than_a_fetch_is_still_folded(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -36,23 +34,12 @@ def test_a_record_larger_than_a_fetch_is_still_folded(kafka_bootstrap: str, tmp_
     records = [Raw("small", b"k", b"not an event"), Raw("big", b"k", b"x" * big), Raw("after", b"k", b"nor this")]
 
     async def project() -> list[tuple[int, int]]:
-        partitions = await ensure_topic(kafka_bootstrap, topic, 1)
-        await produce(kafka_bootstrap, topic, records)
         store = Store(tmp_path / "read.duckdb")
-        projector = Projector(store, kafka_bootstrap, topic, lambda verdicts: None)
-        await projector.start(partitions)
-        task = asyncio.create_task(projector.run())
         try:
-            deadline = time.monotonic() + 30
-            while projector.applied_offsets.get(0, 0) < len(records):
-                assert time.monotonic() < deadline and not task.done(), task.done() and task.exception()
-                await asyncio.sleep(0.05)
+            await project_all(kafka_bootstrap, topic, records, store)
             with store.cursor() as cur:
                 return cur.execute('SELECT "partition", "offset" FROM rejections ORDER BY "offset"').fetchall()
         finally:
-            await projector.stop()
-            await asyncio.wait_for(task, 10)
-            await projector.close()
             store.close()
 
     assert asyncio.run(project()) == [(0, 0), (0, 1), (0, 2)]

@@ -41,9 +41,10 @@ from servers import ROOT, cpu_seconds
 NATIVE = "/api/runledger/v1"
 
 
-def _seed(ctx: Ctx, url: str, run_id: str, points: int, events: int) -> None:
+def seed_points_and_tags(url: str, run_id: str, points: int, events: int) -> None:
+    """The audit data: `points` streamed points of one key, then `events` tag changes from 8
+    writers, then a sentinel tag (its presence means everything before it is applied)."""
     per = 20_000
-    t = time.monotonic()
     with httpx.Client(base_url=url, timeout=300) as http:
         for lo in range(0, points, per):
             n = min(per, points - lo)
@@ -59,6 +60,11 @@ def _seed(ctx: Ctx, url: str, run_id: str, points: int, events: int) -> None:
     parallel(8, tags)
     with Client(url) as c:
         c.post("/runs/set-tag", {"run_id": run_id, "key": "sentinel", "value": "done"})
+
+
+def _seed(ctx: Ctx, url: str, run_id: str, points: int, events: int) -> None:
+    t = time.monotonic()
+    seed_points_and_tags(url, run_id, points, events)
     ctx.log(f"audit seed: {points:,} points + {events:,} events in {time.monotonic() - t:.1f}s")
 
 

@@ -17,9 +17,12 @@ from context import Ctx, Row
 POINTS_PER_REQUEST = 1000
 
 
-def _one_rep(url: str, exp_id: str, clients: int, window: float) -> tuple[float, int]:
+def one_rep(url: str, exp_id: str, clients: int, window: float, tag: str | None = None) -> tuple[float, int]:
+    """`clients` writers each log-batching 1,000 points per request into its own new run for
+    `window` seconds; (points/s, points)."""
+    tag = tag or f"lb-{clients}"
     with Client(url) as c:
-        run_ids = [c.create_run(exp_id, run_name=f"lb-{clients}-{i}") for i in range(clients)]
+        run_ids = [c.create_run(exp_id, run_name=f"{tag}-{i}") for i in range(clients)]
     start = time.monotonic()
     deadline = start + window
 
@@ -49,12 +52,12 @@ def run(ctx: Ctx) -> list[Row]:
             with Client(server.url) as c:
                 exp_id = c.create_experiment("logbatch")
             # Warm-up, not recorded: 8 clients for a short window, then 1.
-            _one_rep(server.url, exp_id, 8, min(window, 3.0))
-            _one_rep(server.url, exp_id, 1, 1.0)
+            one_rep(server.url, exp_id, 8, min(window, 3.0))
+            one_rep(server.url, exp_id, 1, 1.0)
             figures[name], totals[name] = {}, {}
             for clients in (1, 8):
                 for rep in range(ctx.reps):
-                    pps, pts = _one_rep(server.url, exp_id, clients, window)
+                    pps, pts = one_rep(server.url, exp_id, clients, window)
                     figures[name].setdefault(clients, []).append(pps)
                     totals[name].setdefault(clients, []).append(pts)
                     ctx.log(f"log-batch {name} {clients} client(s) rep {rep + 1}: {pps:,.0f} points/s ({pts:,} points)")
