@@ -95,10 +95,13 @@ def split(sample: dict[str, Any]) -> str:
     duck = ", ".join(f"{k} {v / MB:.0f}" for k, v in sorted(sample.get("duckdb", {}).items(), key=lambda kv: -kv[1])
                      if v >= MB)
     m = sample.get("malloc", {})
+    je = sample.get("jemalloc", {})
+    jel = (f" | DuckDB's jemalloc live {je.get('allocated', 0) / MB:.0f}, resident {je.get('resident', 0) / MB:.0f}"
+           if je else "")
     return (f"RSS {sample['rss'] / MB:.0f} (anon {sample['anon'] / MB:.0f}, files {sample['file'] / MB:.0f}) | "
             f"DuckDB {sample.get('duckdb_total', 0) / MB:.0f} [{duck}] | glibc in use "
             f"{m.get('in_use', 0) / MB:.0f} + mmapped {m.get('mmapped', 0) / MB:.0f}, free {m.get('free', 0) / MB:.0f} | "
-            f"Arrow {sample.get('arrow', 0) / MB:.0f} | threads {sample.get('threads')}")
+            f"Arrow {sample.get('arrow', 0) / MB:.0f}{jel} | threads {sample.get('threads')}")
 
 
 def peak_line(server: Server, since: float) -> str:

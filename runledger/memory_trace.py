@@ -6,6 +6,7 @@ thread appends one JSON line every RUNLEDGER_MEMORY_TRACE_SECONDS (5) with:
   (heaps) or mapped files (shared libraries), from /proc/self/smaps_rollup;
 - `malloc`: glibc's own account (mallinfo2): `arena` bytes taken from the OS by sbrk/arenas,
   `mmapped` big blocks, `in_use`, `free` (held for reuse, the fragmentation) and `arenas`;
+- `jemalloc`: DuckDB's own allocator (allocated, active, resident, retained, metadata bytes);
 - `arrow`: bytes Arrow's memory pool holds for live buffers;
 - `duckdb`: DuckDB's buffer manager by tag (duckdb_memory()), and its own total;
 - `py_blocks`: Python's allocated object blocks (sys.getallocatedblocks), `threads`.
@@ -49,6 +50,40 @@ def _load_mallinfo2() -> Callable[[], _MallInfo2] | None:
 _mallinfo2 = _load_mallinfo2()
 
 
+def _load_jemalloc_ctl() -> Callable[..., int] | None:
+    """DuckDB's statically linked jemalloc's `mallctl` (exported as `duckdb_je_mallctl` by the
+    Linux wheels), or None: DuckDB's allocations outside its buffer manager are only visible here."""
+    try:
+        import duckdb
+        so = next(Path(duckdb.__file__).parent.parent.glob("_duckdb*.so"))
+        fn = ctypes.CDLL(str(so)).duckdb_je_mallctl
+    except (ImportError, StopIteration, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_je_mallctl = _load_jemalloc_ctl()
+
+
+def jemalloc_stats() -> dict[str, int]:
+    """DuckDB's jemalloc: bytes `allocated` (live), `active` (pages holding them), `resident`
+    (physically resident, including dirty pages kept for reuse and metadata), `retained`
+    (virtual, returned to the OS). Empty where the wheel does not export mallctl."""
+    if _je_mallctl is None:
+        return {}
+    epoch = ctypes.c_uint64(1)
+    if _je_mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.sizeof(epoch)) != 0:
+        return {}
+    out = {}
+    for name in ("allocated", "active", "resident", "retained", "metadata"):
+        v, size = ctypes.c_size_t(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+        if _je_mallctl(f"stats.{name}".encode(), ctypes.byref(v), ctypes.byref(size), None, 0) == 0:
+            out[name] = int(v.value)
+    return out
+
+
 def _smaps() -> dict[str, int]:
     out: dict[str, int] = {}
     try:
@@ -74,6 +109,9 @@ def sample(cursor: Callable[[], Any] | None = None) -> dict[str, Any]:
         m = _mallinfo2()
         row["malloc"] = {"arena": m.arena, "mmapped": m.hblkhd, "in_use": m.uordblks, "free": m.fordblks,
                          "top_pad": m.keepcost, "free_chunks": m.ordblks}
+    je = jemalloc_stats()
+    if je:
+        row["jemalloc"] = je
     if cursor is not None:
         try:
             with cursor() as cur:
