@@ -239,21 +239,21 @@ class Store:
 
     def release_buffers(self, low: str | tuple[str, ...] = ("8MiB", "32MiB")) -> bool:
         """Drop DuckDB's cached blocks (its buffer pool keeps what it read or wrote up to the
-        memory limit and evicts only under pressure): lower the limit to `low` for a moment,
-        which evicts unpinned blocks, then put it back. Called by the idle trim
-        (runledger.query.memory.IdleTrim) when nothing runs. Several values are tried in turn,
-        lowest first: rows not yet checkpointed (up to RUNLEDGER_DUCKDB_CHECKPOINT_MB) stay in
-        memory, and a limit below them is refused; at 32 MiB an idle server kept ~16 MB of
-        cached blocks besides them (issue 22). False, and nothing changed, if the projector
-        holds the writer's lock or DuckDB fits in none of `low` (blocks in use)."""
+        memory limit and evicts only under pressure): walk its eviction queues once
+        (`purge_eviction_queues`), then lower the limit to `low` for a moment, which evicts
+        unpinned blocks and has DuckDB hand its allocators' free pages back, then put it back.
+        Called by the idle trim (runledger.query.memory.IdleTrim) when nothing runs. Several
+        values are tried in turn, lowest first: rows not yet checkpointed (up to
+        RUNLEDGER_DUCKDB_CHECKPOINT_MB) stay in memory, and a limit below them is refused; at
+        32 MiB an idle server kept ~16 MB of cached blocks besides them (issue 22). False, and
+        nothing changed, if the projector holds the writer's lock or DuckDB fits in none of
+        `low` (blocks in use)."""
         lows = (low,) if isinstance(low, str) else low
         if not self._lock.acquire(blocking=False):
             return False
         try:
             with self.con.cursor() as cur:
-                row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
-                assert row is not None
-                limit = row[0]
+                limit = self._walk_eviction_queues(cur)
                 for value in lows:
                     try:
                         cur.execute("SET memory_limit = ?", [value])
@@ -264,6 +264,48 @@ class Store:
                 return False
         finally:
             self._lock.release()
+
+    def purge_eviction_queues(self) -> bool:
+        """Walk DuckDB's eviction queues once, dropping the entries of blocks that no longer
+        exist and unloading every cached block nothing has pinned; the memory limit stays as it
+        is. False, and nothing done, if the projector holds the writer's lock.
+
+        Why (docs/memory.md, "The soak"): each block a query unpins gets an entry in one of
+        DuckDB's eight eviction queues, and the entry keeps the block's bookkeeping (~200 bytes,
+        plus the queue's own storage) allocated after the block is gone, until the entry is
+        dequeued. A queue drops dead entries only once it holds ~32,768 of them, or when
+        eviction walks it; under a steady read load (the hash tables of grouped reads and SQL)
+        that grew glibc's heap by 2-3 MB a minute for half an hour before leveling off. DuckDB
+        offers no call for it, but a `SET memory_limit` below what is in use walks every queue
+        before DuckDB refuses it (`_walk_eviction_queues`). Cached blocks are copies of the
+        file: the next read takes them from the page cache."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with self.con.cursor() as cur:
+                self._walk_eviction_queues(cur)
+            return True
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def _walk_eviction_queues(cur: duckdb.DuckDBPyConnection) -> str:
+        """Ask DuckDB for a 1-byte memory limit, which it refuses after walking every eviction
+        queue as long as anything is in use (the catalog's and the indexes' blocks, rows not yet
+        checkpointed), and put the limit back whatever happened: when DuckDB held nothing, it
+        takes the limit and fails the statement's own next allocation instead. Returns the
+        memory limit in force. Callers hold the writer's lock and run when no request is in
+        flight (as the idle trim's lowered limit does), so nothing else allocates meanwhile."""
+        row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
+        assert row is not None
+        limit = str(row[0])
+        try:
+            cur.execute("SET memory_limit = '1B'")
+        except duckdb.Error:   # refused, as expected: every queue was walked
+            pass
+        finally:
+            cur.execute("SET memory_limit = ?", [limit])
+        return limit
 
     def cursor(self, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
         """A reader's cursor that sees every write whose verdict was already given out."""

@@ -120,12 +120,15 @@ def release_after_large_read() -> None:
     release_if_grown()
 
 
-async def release_loop(interval: float = 5.0, idle: "IdleTrim | None" = None, idle_tick: float = 1.0) -> None:
+async def release_loop(interval: float = 5.0, idle: "IdleTrim | None" = None, idle_tick: float = 1.0,
+                       purge_poll: float = 0.02) -> None:
     """Checks every `interval` seconds whether RSS grew, and releases if so (catches bursts that
     end on no particular request, such as the projector catching up after a streaming burst).
-    With `idle`, also checks every `idle_tick` seconds whether the server has gone quiet."""
+    With `idle`, also checks every `idle_tick` seconds whether the server has gone quiet, and
+    once a purge is due (`IdleTrim.purge_due`), every `purge_poll` seconds whether no request is
+    in flight: on a busy server that lasts milliseconds at a time."""
     release_unused()  # the baseline the growth is measured from
-    tick = min(interval, idle_tick) if idle is not None and idle.idle_s > 0 else interval
+    tick = min(interval, idle_tick) if idle is not None and (idle.idle_s > 0 or idle.purge_s > 0) else interval
     next_growth_check = time.monotonic() + interval
     while True:
         await asyncio.sleep(tick)
@@ -133,6 +136,10 @@ async def release_loop(interval: float = 5.0, idle: "IdleTrim | None" = None, id
             if idle is not None and idle.maybe_trim():
                 next_growth_check = time.monotonic() + interval
                 continue
+            if idle is not None and idle.purge_due():
+                deadline = time.monotonic() + tick
+                while not idle.maybe_purge() and time.monotonic() < deadline:
+                    await asyncio.sleep(purge_poll)
             if time.monotonic() >= next_growth_check:
                 next_growth_check = time.monotonic() + interval
                 await asyncio.to_thread(release_if_grown)
@@ -193,10 +200,47 @@ class IdleTrim:
     are a copy of the file; dropping them costs the next read a few page-cache reads.
     Runs on the event loop thread: no request can start while DuckDB evicts (~10-300 ms)."""
 
-    def __init__(self, activity: Activity, shrink: Callable[[], bool], idle_s: float) -> None:
+    def __init__(self, activity: Activity, shrink: Callable[[], bool], idle_s: float,
+                 purge: Callable[[], bool] | None = None, purge_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.activity, self.shrink, self.idle_s = activity, shrink, idle_s
+        self.purge, self.purge_s = purge, (purge_s if purge is not None else 0.0)
+        self._clock = clock
         self._trimmed_at_generation = -1
+        self._purged_at = clock()
         self.trims = 0   # how many trims ran (tests, logs)
+        self.purges = 0  # how many busy purges ran
+
+    def purge_due(self) -> bool:
+        """`purge_s` seconds since the last purge or trim (0: never)."""
+        return self.purge_s > 0 and self._clock() - self._purged_at >= self.purge_s
+
+    def maybe_purge(self) -> bool:
+        """On a server that never goes quiet (a steady stream with readers, the soak): once
+        `purge_s` seconds have passed, at a moment when no request is in flight, `purge` (the
+        store walks DuckDB's eviction queues, `Store.purge_eviction_queues`), then hand freed
+        memory back as `release_unused` does. Same conditions as the trim: on the event loop
+        thread, no request in flight, the projector's writer lock free; unlike the trim it does
+        not wait for a quiet spell, and DuckDB's memory limit is never lowered for it.
+        Why: without it the soak's RSS grew by 2-3 MB a minute for its whole length (dead
+        eviction-queue entries, docs/memory.md). True if it ran."""
+        if not self.purge_due() or self.activity.in_flight or self.purge is None:
+            return False
+        t0 = time.perf_counter()
+        try:
+            with activity.span("duckdb_purge"):
+                walked = self.purge()
+        except Exception:  # housekeeping: never fail the server over it
+            log.exception("purging DuckDB's eviction queues failed")
+            walked = True   # do not retry at once
+        if not walked:
+            return False    # the projector is committing: try again at the next poll
+        self._purged_at = self._clock()
+        before, after = release_unused()
+        self.purges += 1
+        log.debug("busy purge: RSS %d -> %d MB in %.0f ms", before >> 20, after >> 20,
+                  (time.perf_counter() - t0) * 1000)
+        return True
 
     def due(self) -> bool:
         a = self.activity
@@ -207,6 +251,7 @@ class IdleTrim:
         if not self.due():
             return False
         self._trimmed_at_generation = self.activity.generation
+        self._purged_at = self._clock()   # the trim walks DuckDB's eviction queues too
         t0 = time.perf_counter()
         try:
             with activity.span("idle_trim"):

@@ -169,6 +169,10 @@ class Settings(BaseSettings):
                                         "seconds without requests or commits after which DuckDB's cached blocks "
                                         "and freed memory are handed back to the OS (once per quiet spell); "
                                         "0 = never", ge=0)
+    memory_purge_s: float = setting(30.0, "RUNLEDGER_MEMORY_PURGE_S",
+                                    "seconds between two walks of DuckDB's eviction queues on a server that never "
+                                    "goes quiet, at a moment with no request in flight (drops the bookkeeping of "
+                                    "blocks queries freed, and cached blocks); 0 = never", ge=0)
     # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
     audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
                                            "checkpoint a run's state for as-of reads every this many of its events; "

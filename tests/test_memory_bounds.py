@@ -184,3 +184,116 @@ def test_a_quiet_server_trims_after_its_writes_and_still_answers_from_the_file(m
             time.sleep(0.2)
         history = c.get(f"{api}/metrics/get-history", params={"run_id": run, "metric_key": "loss"}).json()
     assert sorted(m["step"] for m in history["metrics"]) == list(range(1000))
+
+
+# ----- walking DuckDB's eviction queues (docs/memory.md, "The soak")
+
+def _glibc_in_use_mb() -> float:
+    from runledger.memory_trace import _mallinfo2
+    if _mallinfo2 is None:
+        pytest.skip("glibc's mallinfo2 is not available here")
+    return _mallinfo2().uordblks / 2**20
+
+
+def _grouped_reads(store: Store, n: int) -> None:
+    """Queries that build hash tables (a grouped read with a semi-join, on two threads), as the
+    soak's readers do: each leaves dead entries in DuckDB's eviction queues."""
+    with store.con.cursor() as cur:
+        for _ in range(n):
+            cur.execute("SELECT run_id, count(*), max(step) FROM m WHERE run_id IN (SELECT run_id FROM r) "
+                        "GROUP BY run_id").fetchall()
+
+
+def _store_with_reads(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "rl.duckdb", threads=2, memory_limit="256MiB")
+    store.con.execute("CREATE TABLE r AS SELECT 'r' || i AS run_id FROM range(10) t(i)")
+    store.con.execute("CREATE TABLE m AS SELECT 'r' || (i % 10) AS run_id, i AS step FROM range(300000) t(i)")
+    store.con.execute("INSERT INTO m VALUES ('r1', -1)")   # rows not checkpointed yet, as on a server taking writes
+    _grouped_reads(store, 200)   # warm-up: allocator caches, DuckDB's first queue storage
+    return store
+
+
+def test_purging_eviction_queues_frees_what_finished_queries_left_in_them(tmp_path: Path) -> None:
+    store = _store_with_reads(tmp_path)
+    try:
+        before = _glibc_in_use_mb()
+        _grouped_reads(store, 1500)
+        grown = _glibc_in_use_mb() - before
+        assert grown > 1.0, f"the reads left only {grown:.2f} MB: nothing to purge"
+        assert store.purge_eviction_queues() is True
+        assert _glibc_in_use_mb() - before < grown / 2
+        assert _duckdb_setting(store, "memory_limit") == "256.0 MiB"
+        assert store.con.execute("SELECT count(*) FROM m").fetchone() == (300001,)
+    finally:
+        store.close()
+
+
+def test_purging_keeps_the_memory_limit_when_duckdb_holds_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    try:
+        store.con.execute("CHECKPOINT")
+        assert store.purge_eviction_queues() is True   # DuckDB may take the 1-byte limit here: it is put back
+        assert _duckdb_setting(store, "memory_limit") == "256.0 MiB"
+        assert store.con.execute("SELECT count(*) FROM range(100000)").fetchone() == (100000,)
+    finally:
+        store.close()
+
+
+def test_purging_does_nothing_while_the_projector_holds_the_writers_lock(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    try:
+        with store._lock:
+            assert store.purge_eviction_queues() is False
+    finally:
+        store.close()
+
+
+def _busy(purge_s: float = 30.0, results: list[bool] | None = None
+          ) -> tuple[_Clock, memory.Activity, memory.IdleTrim, list[int]]:
+    clock = _Clock()
+    activity = memory.Activity(clock)
+    calls: list[int] = []
+    answers = iter(results or [])
+
+    def purge() -> bool:
+        calls.append(1)
+        return next(answers, True)
+    return clock, activity, memory.IdleTrim(activity, lambda: True, 0, purge=purge, purge_s=purge_s, clock=clock), calls
+
+
+def test_busy_purge_runs_every_purge_seconds_at_a_moment_with_no_request_in_flight() -> None:
+    clock, activity, trim, calls = _busy(30.0)
+    activity.touch()                   # busy: never quiet for the idle trim
+    clock.now += 29
+    assert not trim.maybe_purge() and calls == []
+    clock.now += 1
+    activity.in_flight = 1
+    assert not trim.maybe_purge() and calls == []
+    activity.in_flight = 0
+    assert trim.maybe_purge() and calls == [1] and trim.purges == 1
+    clock.now += 10
+    assert not trim.maybe_purge() and calls == [1]
+
+
+def test_busy_purge_retries_when_the_projector_held_the_lock() -> None:
+    clock, activity, trim, calls = _busy(30.0, results=[False, True])
+    clock.now += 30
+    assert not trim.maybe_purge() and trim.purges == 0
+    assert trim.maybe_purge() and trim.purges == 1 and calls == [1, 1]
+
+
+def test_an_idle_trim_counts_as_a_purge() -> None:
+    clock = _Clock()
+    activity = memory.Activity(clock)
+    purges: list[int] = []
+    trim = memory.IdleTrim(activity, lambda: True, 3.0, purge=lambda: purges.append(1) is None, purge_s=30.0,
+                           clock=clock)
+    clock.now += 29
+    assert trim.maybe_trim()
+    clock.now += 2
+    assert not trim.purge_due() and not trim.maybe_purge() and purges == []
+
+
+def test_busy_purge_setting_defaults_to_thirty_seconds() -> None:
+    assert Settings.from_env({}).memory_purge_s == 30.0
+    assert Settings.from_env({"RUNLEDGER_MEMORY_PURGE_S": "0"}).memory_purge_s == 0

@@ -110,7 +110,7 @@ class TimedRequest(_Model):
     phases_ms: dict[str, float] = Field(description="queued, to_handler, handler, from_handler (or app), send, "
                                                     "total")
     overlap_ms: dict[str, float] = Field(description="per kind of server activity (fold, commit, "
-                                                     "commit_listeners, gc0/1/2, memory_release, idle_trim): "
+                                                     "commit_listeners, gc0/1/2, memory_release, idle_trim, duckdb_purge): "
                                                      "its milliseconds during the request")
 
 
