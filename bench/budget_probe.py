@@ -46,8 +46,13 @@ MB = 1 << 20
 
 
 def cpu_s(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
 
 
 def status_mb(pid: int, field: str) -> float:
@@ -141,7 +146,7 @@ def run_stream(server: Server, args: argparse.Namespace, arrow: bool) -> dict[st
     with Client(url) as c:
         exp = c.create_experiment("probe-stream")
         runs = [c.create_run(exp, run_name=f"s{i}") for i in range(SENDERS)]
-    t, c0 = time.time(), cpu_s(server.pid)
+    t, c0, split0 = time.time(), cpu_s(server.pid), cpu_split(server.pid)
     start = time.monotonic()
     stop_at = start + args.seconds
 
@@ -172,9 +177,10 @@ def run_stream(server: Server, args: argparse.Namespace, arrow: bool) -> dict[st
     print(f"RSS sampled every 20 ms: highest {top[1]:.0f} MB at {top[0]:.1f}s (sending ended at {sent - start:.1f}s); "
           f"above 450 MB for {sum(0.02 for _, r in fast if r > 450):.1f}s", flush=True)
     cpu = cpu_s(server.pid) - c0
+    user, system = (b - a for a, b in zip(split0, cpu_split(server.pid)))
     print(f"stream ({'Arrow' if arrow else 'JSON'}) {points:,} points: {points / (done - start):,.0f} points/s end "
           f"to end (sent in {sent - start:.1f}s, drained {done - sent:.1f}s), server CPU {cpu / points * 1e6:.2f} s "
-          f"per million points; VmHWM {status_mb(server.pid, 'VmHWM'):.0f} MB; {peak_line(server, t)}", flush=True)
+          f"per million points (user {user / points * 1e6:.2f}, system {system / points * 1e6:.2f}); VmHWM {status_mb(server.pid, 'VmHWM'):.0f} MB; {peak_line(server, t)}", flush=True)
     return {"points": points, "runs": runs}
 
 

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MIN_GROWTH = 16 << 20   # RUNLEDGER_MEMORY_RELEASE_MB; `configure` sets it
-_M_ARENA_MAX = -8         # mallopt parameter number, from glibc's malloc.h
+_M_ARENA_MAX = -8         # mallopt parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _RETRY_S = 30.0
 _lock = threading.Lock()
@@ -52,7 +53,7 @@ def _load_malloc_trim():  # type: ignore[no-untyped-def]
 _malloc_trim = _load_malloc_trim()
 
 
-def configure(release_mb: int, malloc_arenas: int, arrow_pool: str = "system") -> None:
+def configure(release_mb: int, malloc_arenas: int, arrow_pool: str = "system", mmap_threshold_kb: int = 0) -> None:
     """Set the release threshold, and cap glibc's malloc arenas before the server's threads
     start. Each thread that mallocs while the others hold their arena's lock gets an arena of
     its own, up to 8 per core, and an arena only gives memory back from its top: with ~40
@@ -62,18 +63,31 @@ def configure(release_mb: int, malloc_arenas: int, arrow_pool: str = "system") -
     Arrow's buffers (streamed Arrow bodies, the projector's columns, history reads) go to
     glibc's malloc with `arrow_pool` "system": Arrow's own pool (mimalloc) kept ~30 MB more
     after a streaming burst even after `release_unused`, for the same CPU (docs/memory.md).
-    The environment's ARROW_DEFAULT_MEMORY_POOL, when set, wins."""
+    The environment's ARROW_DEFAULT_MEMORY_POOL, when set, wins.
+
+    `mmap_threshold_kb` > 0 fixes glibc's mmap threshold: blocks at least that big get their
+    own mapping, unmapped when freed. glibc's default starts at 128 KiB and rises to the size
+    of every bigger block freed (up to 32 MiB), after which request bodies, Kafka fetches and
+    column buffers of a few hundred KiB come from the heap, whose free holes malloc_trim
+    cannot always return (docs/memory.md, "glibc's mmap threshold"). glibc's own
+    MALLOC_MMAP_THRESHOLD_ in the environment, when set, wins."""
     global _MIN_GROWTH
     _MIN_GROWTH = max(1, release_mb) << 20
     if arrow_pool == "system" and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         pa.set_memory_pool(pa.system_memory_pool())
     if malloc_arenas > 0:
-        try:
-            mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-        except (OSError, AttributeError):
-            return   # not glibc
-        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        mallopt(_M_ARENA_MAX, malloc_arenas)
+        _mallopt(_M_ARENA_MAX, malloc_arenas)
+    if mmap_threshold_kb > 0 and not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        _mallopt(_M_MMAP_THRESHOLD, mmap_threshold_kb << 10)
+
+
+def _mallopt(param: int, value: int) -> bool:
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False   # not glibc
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(fn(param, value))
 
 
 def rss_bytes() -> int:

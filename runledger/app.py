@@ -128,7 +128,7 @@ async def ensure_default_experiment(writer: Writer, settings: Settings) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     memory.configure(settings.memory_release_mb, settings.malloc_arenas,   # before any thread starts
-                     settings.arrow_memory_pool)
+                     settings.arrow_memory_pool, settings.malloc_mmap_threshold_kb)
     activity = memory.Activity()   # requests in flight and commits, for the idle trim
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
                                      "MB of RSS growth after which freed memory is handed back to the OS", gt=0)
     malloc_arenas: int = setting(2, "RUNLEDGER_MALLOC_ARENAS", "glibc malloc arenas; 0 = glibc's default (8 per core)",
                                  ge=0)
+    malloc_mmap_threshold_kb: int = setting(0, "RUNLEDGER_MALLOC_MMAP_THRESHOLD_KB",
+                                            "KiB from which a glibc malloc block gets its own mapping, returned "
+                                            "when freed, e.g. 256; 0 = glibc's default (rises up to 32 MiB)", ge=0)
     arrow_memory_pool: Literal["system", "default"] = setting(
         "system", "RUNLEDGER_ARROW_MEMORY_POOL",
         "Arrow's allocator: 'system' (glibc malloc, hands memory back) or 'default' (Arrow's mimalloc/jemalloc)")
