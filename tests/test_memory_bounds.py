@@ -55,6 +55,28 @@ def _pool_after_configure(pool: str, env: dict[str, str] | None = None) -> str:
     return out.stdout.strip()
 
 
+def _big_block_mapped(threshold_kb: int) -> bool:
+    """In a fresh process configured with `threshold_kb`: after a 1 MiB block was freed (which
+    raises glibc's own threshold to 1 MiB), does a 300 KiB block get a mapping of its own?"""
+    code = ("import ctypes; from runledger.query import memory; from runledger.memory_trace import _mallinfo2; "
+            f"memory.configure(16, 2, 'system', {threshold_kb}); libc = ctypes.CDLL('libc.so.6'); "
+            "libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]; "
+            "libc.free(libc.malloc(1 << 20)); before = _mallinfo2().hblkhd; p = libc.malloc(300 << 10); "
+            "print(_mallinfo2().hblkhd - before >= 300 << 10)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    return out.stdout.strip() == "True"
+
+
+def test_mmap_threshold_setting_gives_big_blocks_their_own_mapping() -> None:
+    from runledger.memory_trace import _mallinfo2
+    if _mallinfo2 is None:
+        pytest.skip("glibc's mallinfo2 is not available here")
+    assert _big_block_mapped(256) is True
+    assert _big_block_mapped(0) is False    # glibc's default: the threshold rose with the freed 1 MiB block
+    assert Settings.from_env({}).malloc_mmap_threshold_kb == 0
+
+
 def test_arrow_buffers_go_to_the_system_allocator_by_default() -> None:
     assert _pool_after_configure("system") == "system"
 
