@@ -222,12 +222,15 @@ class IdleTrim:
         self._clock = clock
         self._trimmed_at_generation = -1
         self._purged_at = clock()
+        self._purged_at_generation = -1
         self.trims = 0   # how many trims ran (tests, logs)
         self.purges = 0  # how many busy purges ran
 
     def purge_due(self) -> bool:
-        """`purge_s` seconds since the last purge or trim (0: never)."""
-        return self.purge_s > 0 and self._clock() - self._purged_at >= self.purge_s
+        """`purge_s` seconds since the last purge or trim (0: never), and a request or commit
+        since (a server at rest has nothing new to purge)."""
+        return (self.purge_s > 0 and self._clock() - self._purged_at >= self.purge_s
+                and self.activity.generation != self._purged_at_generation)
 
     def maybe_purge(self) -> bool:
         """On a server that never goes quiet (a steady stream with readers, the soak): once
@@ -235,11 +238,13 @@ class IdleTrim:
         store walks DuckDB's eviction queues, `Store.purge_eviction_queues`), then hand freed
         memory back as `release_unused` does. Same conditions as the trim: on the event loop
         thread, no request in flight, the projector's writer lock free; unlike the trim it does
-        not wait for a quiet spell, and DuckDB's memory limit is never lowered for it.
+        not wait for a quiet spell, and it does not lower DuckDB's memory limit (but for an
+        instant when DuckDB holds nothing at all, `Store._walk_eviction_queues`).
         Why: without it the soak's RSS grew by 2-3 MB a minute for its whole length (dead
         eviction-queue entries, docs/memory.md). True if it ran."""
         if not self.purge_due() or self.activity.in_flight or self.purge is None:
             return False
+        generation = self.activity.generation
         t0 = time.perf_counter()
         try:
             with activity.span("duckdb_purge"):
@@ -249,7 +254,7 @@ class IdleTrim:
             walked = True   # do not retry at once
         if not walked:
             return False    # the projector is committing: try again at the next poll
-        self._purged_at = self._clock()
+        self._purged_at, self._purged_at_generation = self._clock(), generation
         before, after = release_unused()
         self.purges += 1
         log.debug("busy purge: RSS %d -> %d MB in %.0f ms", before >> 20, after >> 20,
@@ -265,7 +270,8 @@ class IdleTrim:
         if not self.due():
             return False
         self._trimmed_at_generation = self.activity.generation
-        self._purged_at = self._clock()   # the trim walks DuckDB's eviction queues too
+        # The trim walks DuckDB's eviction queues too.
+        self._purged_at, self._purged_at_generation = self._clock(), self.activity.generation
         t0 = time.perf_counter()
         try:
             with activity.span("idle_trim"):

@@ -314,8 +314,20 @@ def test_busy_purge_runs_every_purge_seconds_at_a_moment_with_no_request_in_flig
     assert not trim.maybe_purge() and calls == [1]
 
 
+def test_busy_purge_skips_a_server_at_rest_since_the_last_one() -> None:
+    clock, activity, trim, calls = _busy(30.0)
+    activity.touch()
+    clock.now += 30
+    assert trim.maybe_purge() and calls == [1]
+    clock.now += 300                   # no request or commit since
+    assert not trim.maybe_purge() and calls == [1]
+    activity.touch()
+    assert trim.maybe_purge() and calls == [1, 1]
+
+
 def test_busy_purge_retries_when_the_projector_held_the_lock() -> None:
     clock, activity, trim, calls = _busy(30.0, results=[False, True])
+    activity.touch()
     clock.now += 30
     assert not trim.maybe_purge() and trim.purges == 0
     assert trim.maybe_purge() and trim.purges == 1 and calls == [1, 1]
