@@ -22,6 +22,17 @@ def test_a_sample_splits_rss_into_glibc_duckdb_and_arrow_accounts(tmp_path: Path
     assert row["arrow"] >= 0 and row["threads"] >= 1
 
 
+def test_a_sample_counts_duckdbs_own_allocator_where_the_wheel_exports_it(tmp_path: Path) -> None:
+    if memory_trace._je_mallctl is None:   # not a Linux wheel of DuckDB: nothing to read
+        assert "jemalloc" not in memory_trace.sample()
+        return
+    con = duckdb.connect(str(tmp_path / "x.duckdb"))
+    con.execute("CREATE TABLE t AS SELECT range AS i, random() AS v FROM range(2000000)")
+    je = memory_trace.sample(con.cursor)["jemalloc"]
+    assert je["allocated"] > 8 << 20          # the table's blocks live in DuckDB's jemalloc
+    assert je["resident"] >= je["active"] >= je["allocated"]
+
+
 def test_the_trace_appends_a_json_line_per_interval_until_stopped(tmp_path: Path) -> None:
     con = duckdb.connect(":memory:")
     path = tmp_path / "trace.jsonl"
