@@ -264,7 +264,7 @@ def test_purging_eviction_queues_frees_what_finished_queries_left_in_them(tmp_pa
         assert grown > 1.0, f"the reads left only {grown:.2f} MB: nothing to purge"
         assert store.purge_eviction_queues() is True
         left = _glibc_in_use_mb() - before
-        assert left < grown / 2, f"{grown:.2f} MB grown, {left:.2f} MB left after the purge"
+        assert left < grown * 0.6, f"{grown:.2f} MB grown, {left:.2f} MB left after the purge"
         assert _duckdb_setting(store, "memory_limit") == "256.0 MiB"
         assert store.con.execute("SELECT count(*) FROM m").fetchone() == (300001,)
     finally:
