@@ -49,7 +49,7 @@ class Projector:
     """
 
     def __init__(self, store: Store, bootstrap_servers: str, topic: str,
-                 on_verdicts: VerdictSink, max_records: int = 5000) -> None:
+                 on_verdicts: VerdictSink, max_records: int = 5000, fold_cache_runs: int = 5000) -> None:
         self.store = store
         self.topic = topic
         self.on_verdicts = on_verdicts
@@ -74,7 +74,9 @@ class Projector:
         # Next offset per partition whose verdict is out, from the stored offsets on (caught_up).
         self.folded_offsets: dict[int, int] = {}
         self.partitions: list[TopicPartition] = []
-        self.cache = FoldCache()
+        # Its runs are also what a runs/search page renders without a DuckDB read
+        # (query.read_service.folded_json): RUNLEDGER_FOLD_CACHE_RUNS, docs/search.md.
+        self.cache = FoldCache(max_runs=fold_cache_runs)
         self._seq = 0            # batches folded (and their verdicts handed out)
         self._committed = 0      # batches committed to DuckDB
         self._queued_points = 0

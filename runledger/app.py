@@ -155,7 +155,8 @@ def create_app(settings: Settings) -> FastAPI:
         checkpointer = Checkpointer(store, settings.audit_checkpoint_events, settings.audit_checkpoint_points)
         store.apply_listeners.append(checkpointer.committed)
         board = VerdictBoard()
-        projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve)
+        projector = Projector(store, settings.bootstrap_servers, settings.topic, board.resolve,
+                              fold_cache_runs=settings.fold_cache_runs)
         await projector.start(partitions)
         task = asyncio.create_task(projector.run(), name="projector")
         task.add_done_callback(_report_projector_exit)

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
                                            "0 = never by events", ge=0)
     audit_checkpoint_points: int = setting(50_000, "RUNLEDGER_AUDIT_CHECKPOINT_POINTS",
                                            "... or every this many of its metric points; 0 = never by points", ge=0)
+    # The projector's folded state of its most recently written runs (~2.4 KB each for a run with
+    # 5 params, 4 tags and 3 metrics); runs/search renders the runs it holds without reading
+    # DuckDB (docs/search.md, "What a page costs").
+    fold_cache_runs: int = setting(5000, "RUNLEDGER_FOLD_CACHE_RUNS",
+                                   "runs whose folded state the projector keeps in memory", gt=0)
 
     @field_validator("duckdb_memory_limit")
     @classmethod

@@ -26,3 +26,24 @@ def test_get_run_right_after_a_write_is_answered_from_the_folded_state_and_count
     moved = {way: after["get_run"][way]["count"] - before["get_run"][way]["count"] for way in after["get_run"]}
     assert moved["memory"] + moved["folded"] == 10, moved
     assert after["total"] == before["total"] + 10
+
+
+def _way_of_one_get_run(check: Checked, run_id: str) -> str:
+    before = check("GET", f"{NATIVE}/read-paths")["get_run"]
+    check("GET", f"{MLFLOW}/runs/get", params={"run_id": run_id})
+    after = check("GET", f"{NATIVE}/read-paths")["get_run"]
+    (way,) = [w for w in after if after[w]["count"] != before.get(w, {}).get("count", 0)]
+    return way
+
+
+def test_the_fold_cache_keeps_as_many_runs_as_RUNLEDGER_FOLD_CACHE_RUNS_says(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(RUNLEDGER_FOLD_CACHE_RUNS="1", RUNLEDGER_RUN_CACHE_MB="0")
+    check = Checked(server.url)
+    exp = check("POST", f"{MLFLOW}/experiments/create", json={"name": "fold-cache-size"})["experiment_id"]
+    older, newer = (check("POST", f"{MLFLOW}/runs/create", json={"experiment_id": exp, "start_time": 1})["run"]["info"]["run_id"]
+                    for _ in range(2))
+    for run_id in (older, newer):
+        check("GET", f"{MLFLOW}/runs/get", params={"run_id": run_id})   # renders it once: its inputs are known
+    # Only the most recently written run is held: the other one is read from DuckDB.
+    assert _way_of_one_get_run(check, newer) in ("memory", "folded")
+    assert _way_of_one_get_run(check, older) in ("duckdb", "waited")
