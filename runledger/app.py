@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from runledger.dialects.route_prefixes import skip_foreign_prefixes
 from runledger.dialects import comet as comet_dialect
 from runledger.dialects import mlflow as mlflow_dialect
 from runledger.dialects import pai as pai_dialect
@@ -318,6 +319,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Outside even that: per-phase timestamps of recent requests (GET /api/runledger/v1/request-timings).
     app.add_middleware(request_timing.TimingMiddleware)
     request_timing.install_gc_callback()
+    # Last, once every router is included: routers skip paths outside their prefix at once.
+    skip_foreign_prefixes(app)
 
     return app
 
