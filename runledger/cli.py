@@ -44,19 +44,7 @@ def local_kafka(settings: Settings) -> LocalKafka:
                       controller_port=settings.kafka_port + 1)
 
 
-def _arrow_pool_env(settings: Settings) -> None:
-    """Arrow's C++ code (IPC reading and its LZ4 buffers, compute kernels) allocates from the
-    default pool it chose from ARROW_DEFAULT_MEMORY_POOL when pyarrow was first loaded;
-    `pa.set_memory_pool` later only changes pyarrow's own calls. Left to mimalloc, those buffers
-    stayed resident after a streaming burst (14 MiB of mimalloc's arena, which neither the
-    idle trim nor malloc_trim reaches; docs/memory.md). So the setting goes into the
-    environment before the server's first pyarrow import; a value already there wins."""
-    if settings.arrow_memory_pool == "system":
-        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
-
 def _serve(settings: Settings) -> None:
-    _arrow_pool_env(settings)
     import uvicorn
 
     from runledger.app import create_app
@@ -120,7 +108,6 @@ def cmd_up(settings: Settings) -> int:
             print(f"starting Apache Kafka (KRaft, single node) in {broker.home} ...", flush=True)
             line = ProgressLine()
             # The server's imports (a few seconds of the start-up) overlap the broker's JVM start.
-            _arrow_pool_env(settings)   # before the imports below load pyarrow
             threading.Thread(target=_import_server, name="import-server", daemon=True).start()
             started = broker.start(on_progress=line.update)
             line.done(f"Kafka ready on {broker.bootstrap_servers} after {time.monotonic() - t0:.1f}s" if started else

@@ -81,23 +81,6 @@ def test_arrow_buffers_go_to_the_system_allocator_by_default() -> None:
     assert _pool_after_configure("system") == "system"
 
 
-def _arrow_default_pool_after_serve_env(env: dict[str, str]) -> str:
-    """The backend of Arrow's default pool in a process that did what `runledger serve` does
-    before its first pyarrow import (the C++ code's pool is chosen then, once)."""
-    code = ("from runledger import cli; from runledger.settings import Settings; import os; "
-            "cli._arrow_pool_env(Settings.from_env(dict(os.environ))); "
-            "import pyarrow as pa; print(pa.default_memory_pool().backend_name)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", **env})
-    return out.stdout.strip()
-
-
-def test_serve_points_arrows_own_default_pool_at_the_system_allocator_before_loading_it() -> None:
-    assert _arrow_default_pool_after_serve_env({}) == "system"
-    assert _arrow_default_pool_after_serve_env({"RUNLEDGER_ARROW_MEMORY_POOL": "default"}) != "system"
-    assert _arrow_default_pool_after_serve_env({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"
-
-
 def test_arrow_pool_setting_default_keeps_arrows_own_allocator() -> None:
     assert _pool_after_configure("default") != "system"
 
