@@ -163,6 +163,17 @@ async def release_loop(interval: float = 5.0, idle: "IdleTrim | None" = None, id
 
 # ----- idle trim (issue 22: idle RSS after a workload back near the RSS after start-up)
 
+def _housekeeping(span: str, work: Callable[[], bool], failed: str, *, if_failed: bool) -> bool:
+    """`work()` inside an activity span; housekeeping never fails the server, so an error is
+    logged and `if_failed` returned instead."""
+    try:
+        with activity.span(span):
+            return work()
+    except Exception:
+        log.exception(failed)
+        return if_failed
+
+
 class Activity:
     """What the server is doing, for the idle trim: HTTP requests in flight (a streamed answer
     counts until its last byte is sent) and when the last request or projector commit ended.
@@ -246,12 +257,8 @@ class IdleTrim:
             return False
         generation = self.activity.generation
         t0 = time.perf_counter()
-        try:
-            with activity.span("duckdb_purge"):
-                walked = self.purge()
-        except Exception:  # housekeeping: never fail the server over it
-            log.exception("purging DuckDB's eviction queues failed")
-            walked = True   # do not retry at once
+        # On failure: do not retry at once.
+        walked = _housekeeping("duckdb_purge", self.purge, "purging DuckDB's eviction queues failed", if_failed=True)
         if not walked:
             return False    # the projector is committing: try again at the next poll
         self._purged_at, self._purged_at_generation = self._clock(), generation
@@ -273,12 +280,7 @@ class IdleTrim:
         # The trim walks DuckDB's eviction queues too.
         self._purged_at, self._purged_at_generation = self._clock(), self.activity.generation
         t0 = time.perf_counter()
-        try:
-            with activity.span("idle_trim"):
-                shrunk = self.shrink()
-        except Exception:  # housekeeping: never fail the server over it
-            log.exception("idle trim: releasing DuckDB's buffers failed")
-            shrunk = False
+        shrunk = _housekeeping("idle_trim", self.shrink, "idle trim: releasing DuckDB's buffers failed", if_failed=False)
         before, after = release_unused()
         self.trims += 1
         log.info("idle trim: DuckDB buffers %s, RSS %d -> %d MB in %.0f ms",
