@@ -17,7 +17,7 @@ Which points the store may insert without a duplicate check is planned apart, in
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -347,7 +347,7 @@ class _Fold:
                 raise PayloadInvalid(f"unknown event type {ev.type!r}")
             if not isinstance(ev.payload, dict):
                 raise PayloadInvalid(f"expected the payload as an object, got {type(ev.payload).__name__}")
-            result = handler(self, replace(ev, payload=_Payload(ev.payload))) or {}
+            result = handler(self, _with_checked_payload(ev)) or {}
             verdict = Verdict(result=result)
         except Rejected as r:
             verdict = Verdict(r.error_code, r.message)
@@ -830,6 +830,22 @@ class _Payload(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: str) -> Any:
         raise PayloadInvalid(f"missing field {key!r}")
+
+
+# Envelope's fields but its payload, for `_with_checked_payload`.
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope) if f.name != "payload")
+_set = object.__setattr__
+
+
+def _with_checked_payload(ev: Envelope) -> Envelope:
+    """`ev` with its payload as a `_Payload`. What `dataclasses.replace` does, without its
+    per-call look at the class (~3.4 against ~1.6 us; once per event, 10,000 small events in
+    the audit bench's verify): the fields are copied as they are, none is validated again."""
+    new = object.__new__(Envelope)
+    for name in _ENVELOPE_FIELDS:
+        _set(new, name, getattr(ev, name))
+    _set(new, "payload", _Payload(ev.payload))
+    return new
 
 
 def _model_metric_links(cols: dict[str, Any], points: "_Points"
