@@ -332,7 +332,14 @@ def _in_background(fn: Any) -> Any:
 # verify, most of it in the commits of the points. Same Store, Projector and schema as the live
 # file; DuckDB keeps an in-memory database's blocks under the memory limit and spills the rest to
 # the temporary folder, so a log larger than memory still verifies (slower, on disk).
-_VERIFY_IN_MEMORY = ":memory:"
+def in_memory_store(spill_to: str, threads: int, memory_limit: str | None) -> Any:
+    """A new read model in an in-memory DuckDB database that spills to `spill_to` past
+    `memory_limit` (see above)."""
+    from runledger.projector.store import Store
+
+    store = Store(":memory:", threads=threads, memory_limit=memory_limit)
+    store.con.execute("SET temp_directory = ?", [spill_to])
+    return store
 
 
 def cmd_verify(settings: Settings) -> int:
@@ -350,17 +357,14 @@ def cmd_verify(settings: Settings) -> int:
     # The live side first, on a thread: a running server computes its checksums while this
     # process is still importing what the replay needs (most of the command's start-up).
     live_result = _in_background(_timed(lambda: _live_snapshot(settings)))
-    from runledger.projector.store import Store
+    import runledger.projector.store  # noqa: F401 - loaded here, not by two threads at once
 
     with tempfile.TemporaryDirectory(prefix="runledger-verify-") as tmp:
         # The new database's schema is created on a thread (DuckDB works without the GIL) while the
         # rest is imported, the live checksums are awaited and the replay connects to the broker
         # (`replay` waits for it only before the first fold).
-        def new_store() -> Store:
-            store = Store(_VERIFY_IN_MEMORY, threads=settings.duckdb_threads, memory_limit=settings.duckdb_memory_limit)
-            store.con.execute("SET temp_directory = ?", [tmp])   # where it spills (see above)
-            return store
-        store_result = _in_background(new_store)
+        store_result = _in_background(lambda: in_memory_store(tmp, settings.duckdb_threads,
+                                                              settings.duckdb_memory_limit))
         try:
             from runledger.projector.replay import compare, replay, snapshot
 
