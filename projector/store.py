@@ -253,6 +253,7 @@ class Store:
             return False
         try:
             with self.con.cursor() as cur:
+                self._checkpoint_small_wal(cur)
                 limit = self._walk_eviction_queues(cur)
                 for value in lows:
                     try:
@@ -283,10 +284,32 @@ class Store:
             return False
         try:
             with self.con.cursor() as cur:
+                self._checkpoint_small_wal(cur)
                 self._walk_eviction_queues(cur)
             return True
         finally:
             self._lock.release()
+
+    # Below this much WAL a checkpoint would free too little to be worth its fixed cost.
+    HOUSEKEEPING_CHECKPOINT_MIN_BYTES = 256 * 1024
+
+    def _checkpoint_small_wal(self, cur: duckdb.DuckDBPyConnection) -> bool:
+        """Checkpoint now if the WAL holds more than a little. Rows committed since the last
+        checkpoint sit in memory uncompressed (DuckDB's IN_MEMORY_TABLE) until the WAL reaches
+        RUNLEDGER_DUCKDB_CHECKPOINT_MB; under a light steady write load that took the soak's RSS
+        up and down by ~17 MB every few minutes (docs/memory.md, "The soak"). A smaller
+        threshold flattens that saw too, but checkpoints heavy writers (log-batch) several times
+        as often and cost them throughput; checkpointing from the housekeeping instead happens at
+        most once per purge period, whatever the write rate. Callers hold the writer's lock, so
+        no commit is under way; readers' open transactions do not stop a DuckDB checkpoint."""
+        if _wal_size(self.path) < self.HOUSEKEEPING_CHECKPOINT_MIN_BYTES:
+            return False
+        try:
+            cur.execute("CHECKPOINT")
+        except duckdb.Error as e:   # e.g. a concurrent checkpoint: the next purge tries again
+            log.debug("housekeeping checkpoint skipped: %s", e)
+            return False
+        return True
 
     @staticmethod
     def _walk_eviction_queues(cur: duckdb.DuckDBPyConnection) -> str:
@@ -747,3 +770,10 @@ def _apply_models(c: duckdb.DuckDBPyConnection, ch: BatchChanges) -> None:
             "step": [k[3] for k in keys], "run_id": [k[4] for k in keys], "value": [v[0] for v in vals],
             "dataset_name": [v[1] for v in vals], "dataset_digest": [v[2] for v in vals],
             "experiment_id": [v[3] for v in vals]})
+
+
+def _wal_size(path: str) -> int:
+    try:
+        return Path(path + ".wal").stat().st_size
+    except OSError:
+        return 0

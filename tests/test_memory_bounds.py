@@ -336,3 +336,25 @@ def test_an_idle_trim_counts_as_a_purge() -> None:
 def test_busy_purge_setting_defaults_to_thirty_seconds() -> None:
     assert Settings.from_env({}).memory_purge_s == 30.0
     assert Settings.from_env({"RUNLEDGER_MEMORY_PURGE_S": "0"}).memory_purge_s == 0
+
+
+def test_purging_checkpoints_rows_the_wal_held_in_memory(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    try:
+        store.con.execute("CREATE TABLE m AS SELECT i AS step, 'loss' AS key FROM range(0) t(i)")
+        store.con.execute("CHECKPOINT")
+        for lo in range(0, 200000, 10000):   # commits smaller than a row group go through the WAL
+            store.con.execute(f"INSERT INTO m SELECT i, 'loss' FROM range({lo}, {lo + 10000}) t(i)")
+        wal = Path(store.path + ".wal")
+        assert wal.exists() and wal.stat().st_size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+        in_memory = store.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory() "
+                                      "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+        assert in_memory > 1 << 20
+        assert store.purge_eviction_queues() is True
+        assert not wal.exists() or wal.stat().st_size < Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+        left = store.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory() "
+                                 "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+        assert left < in_memory / 4
+        assert store.con.execute("SELECT count(*), max(step) FROM m").fetchone() == (200000, 199999)
+    finally:
+        store.close()
