@@ -326,20 +326,56 @@ def _in_background(fn: Any) -> Any:
     return result
 
 
-# `verify` rebuilds the read model in an in-memory DuckDB database rather than a file: the
-# rebuilt tables are only summed and thrown away, so writing them to a file (compressing each
-# row group, the WAL, an fsync per commit) was pure cost: about 0.1 s of CPU of a 1M-point
-# verify, most of it in the commits of the points. Same Store, Projector and schema as the live
-# file; DuckDB keeps an in-memory database's blocks under the memory limit and spills the rest to
-# the temporary folder, so a log larger than memory still verifies (slower, on disk).
+# `verify` rebuilds the read model in an in-memory DuckDB database when it fits: the rebuilt
+# tables are only summed and thrown away, so writing them to a file (compressing each row
+# group, the WAL, an fsync per commit) was pure cost, about 0.1 s of CPU of a 1M-point verify,
+# most of it in the commits of the points. Same Store, Projector and schema as the live file.
+# In memory the rows are not compressed: the audit bench's 1M points and 10k events take ~90 MB
+# there against 13 MB of live file and WAL. So a read model whose live file (and WAL) is more
+# than 1/_IN_MEMORY_GROWTH of the memory limit is rebuilt in a file in the temporary folder as
+# before: spilling that much uncompressed would take several times the disk and time.
+_IN_MEMORY_GROWTH = 12
+# ... and a file rebuild writes its tables only when this much WAL has piled up (the default,
+# 16 MiB, checkpointed several times for 1M points), and never on close.
+_VERIFY_CHECKPOINT_THRESHOLD = "256MB"
+_UNITS = {"b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def size_bytes(text: str) -> int:
+    """'384MiB', '2GB', '1.5 GiB' (the sizes settings.py accepts) in bytes."""
+    number = text.strip().rstrip("BbIiKkMmGgTt ")
+    return int(float(number) * _UNITS[text.strip()[len(number):].strip().lower()])
+
+
+def rebuild_in_memory(live_bytes: int, memory_limit: str | None) -> bool:
+    """Whether a read model whose live file and WAL take `live_bytes` is rebuilt in memory."""
+    return memory_limit is not None and live_bytes * _IN_MEMORY_GROWTH <= size_bytes(memory_limit)
+
+
 def in_memory_store(spill_to: str, threads: int, memory_limit: str | None) -> Any:
-    """A new read model in an in-memory DuckDB database that spills to `spill_to` past
-    `memory_limit` (see above)."""
+    """A new read model in an in-memory DuckDB database; past `memory_limit` DuckDB spills it
+    to `spill_to` (slower, but a rebuild larger than expected still completes)."""
     from runledger.projector.store import Store
 
     store = Store(":memory:", threads=threads, memory_limit=memory_limit)
     store.con.execute("SET temp_directory = ?", [spill_to])
     return store
+
+
+def file_store(folder: str, threads: int) -> Any:
+    """A new read model in `folder`/runledger.duckdb, checkpointed as rarely as DuckDB allows."""
+    from runledger.projector.store import Store
+
+    store = Store(Path(folder) / "runledger.duckdb", threads=threads)
+    store.con.execute(f"SET checkpoint_threshold = '{_VERIFY_CHECKPOINT_THRESHOLD}'")
+    return store
+
+
+def _live_bytes(settings: Settings) -> int:
+    path = settings.duckdb_path
+    wal = Path(str(path) + ".wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
 def cmd_verify(settings: Settings) -> int:
@@ -363,8 +399,11 @@ def cmd_verify(settings: Settings) -> int:
         # The new database's schema is created on a thread (DuckDB works without the GIL) while the
         # rest is imported, the live checksums are awaited and the replay connects to the broker
         # (`replay` waits for it only before the first fold).
-        store_result = _in_background(lambda: in_memory_store(tmp, settings.duckdb_threads,
-                                                              settings.duckdb_memory_limit))
+        in_memory = rebuild_in_memory(_live_bytes(settings), settings.duckdb_memory_limit)
+        phases.note("rebuilt in memory" if in_memory else "rebuilt in a file (too large for memory)")
+        store_result = _in_background(
+            (lambda: in_memory_store(tmp, settings.duckdb_threads, settings.duckdb_memory_limit)) if in_memory
+            else (lambda: file_store(tmp, settings.duckdb_threads)))
         try:
             from runledger.projector.replay import compare, replay, snapshot
 
@@ -385,14 +424,17 @@ def cmd_verify(settings: Settings) -> int:
                         f" + last commit {progress.last_commit:.2f}s + the rest")
             _print_progress(progress)
             print(file=sys.stderr)
-            # Taken on the replay's own connection (an in-memory database has no other).
+            # Taken on the replay's own connection: no closing, reopening and re-reading.
             with store.con.cursor() as cur:
                 # The replay is over: the sums may use every core (~0.01-0.02 s of 0.05 s for 1M points).
                 cur.execute(f"SET threads = {max(settings.duckdb_threads, os.cpu_count() or 1)}")
                 rebuilt = snapshot(cur, settings.topic)
             phases.mark("checksums")
         finally:
-            store_result().close()
+            store = store_result()
+            if not in_memory:
+                store.con.execute("PRAGMA disable_checkpoint_on_shutdown")   # deleted right after
+            store.close()
     phases.mark("tear-down")
     report = compare(live, rebuilt)
     width = max(len(r[0]) for r in report)

@@ -19,9 +19,10 @@ from tests.conftest import ROOT, RunledgerServer
 NATIVE = "/api/runledger/v1"
 
 
-def _cli(server: RunledgerServer, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(server: RunledgerServer, *args: str, data_dir: Path | None = None, **more_env: str
+         ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP_SERVERS": server.bootstrap, "RUNLEDGER_TOPIC": server.topic,
-           "RUNLEDGER_DATA_DIR": str(data_dir or server.data_dir), "RUNLEDGER_PORT": str(server.port)}
+           "RUNLEDGER_DATA_DIR": str(data_dir or server.data_dir), "RUNLEDGER_PORT": str(server.port), **more_env}
     return subprocess.run([sys.executable, "-m", "runledger.cli", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
@@ -104,6 +105,11 @@ def test_replay_and_verify(make_server, tmp_path: Path) -> None:  # type: ignore
     lines = {line.split()[0]: line for line in tampered.stdout.splitlines() if line.strip()}
     assert "DIFFERENT" in lines["params"] and "DIFFERENT" not in lines["metrics"]
     assert "verify FAILED: 1 table(s) differ from the log: params" in tampered.stdout
+    assert "rebuilt in memory" in tampered.stdout
+    # A read model too large for the memory limit is rebuilt in a file: the same verdict.
+    in_a_file = _cli(server, "verify", RUNLEDGER_DUCKDB_MEMORY_LIMIT="64KiB")
+    assert in_a_file.returncode == 1 and "rebuilt in a file" in in_a_file.stdout, in_a_file.stdout
+    assert "verify FAILED: 1 table(s) differ from the log: params" in in_a_file.stdout
 
 
 def test_verify_and_replay_processes_keep_pandas_and_numpy_out_and_arrow_still_works() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runledger.cli import in_memory_store
+from runledger.cli import in_memory_store, rebuild_in_memory, size_bytes
 
 
 def test_the_rebuild_is_an_in_memory_store_with_the_read_models_tables(tmp_path: Path) -> None:
@@ -35,3 +35,11 @@ def test_a_rebuild_larger_than_the_memory_limit_spills_to_the_temporary_folder(t
         assert spilled > 24 << 20
     finally:
         store.close()
+
+
+def test_a_read_model_is_rebuilt_in_memory_only_if_twelve_times_its_live_size_fits_the_memory_limit() -> None:
+    assert size_bytes("384MiB") == 384 << 20 and size_bytes("2GB") == 2 * 10 ** 9 and size_bytes("1.5 GiB") == 3 << 29
+    assert rebuild_in_memory(13_000_000, "256MiB")        # the audit bench's 1M points: ~13 MB live
+    assert not rebuild_in_memory(30_000_000, "256MiB")
+    assert rebuild_in_memory(30_000_000, "1GiB")
+    assert not rebuild_in_memory(1, None)
