@@ -10,7 +10,12 @@ them alike:
   log position, Arrow result) and the JSON encoding the endpoint does;
 - `inprocess`: DuckDB in-process on a Parquet export of the views (what the bench compares with);
 - CPU seconds (process time) next to each wall-clock figure: on a loaded machine the CPU
-  figure is the one to compare.
+  figure is the one to compare;
+- `busiest`: the CPU time of the busiest thread (Linux, /proc/self/task). A query's wall time
+  on a quiet machine is at least this, and about this when its threads do not wait on each
+  other, so it shows on a loaded machine whether a change shortened the longest thread (one
+  that moves work onto an idle core does not lower the CPU figure). Read at the kernel's clock
+  tick (10 ms).
 
     .venv/bin/python bench/sql_probe.py --runs 20000 --steps 500 --db /tmp/sqlprobe.duckdb
     .venv/bin/python bench/sql_probe.py --db /tmp/sqlprobe.duckdb --only 0,2,8   # reuse the file
@@ -21,6 +26,7 @@ Question 0 is `SELECT 1` (the fixed cost of a request).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -100,6 +106,24 @@ def build(path: str, runs: int, steps: int) -> None:
     store.close()
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of this process; empty where /proc has none."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:   # the thread ended meanwhile
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser()
@@ -159,24 +183,29 @@ def main() -> None:
         for view in VIEWS:
             local.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{folder / (view + '.parquet')}')")
 
-    def timed(fn, q: str) -> tuple[float, float]:
-        walls, cpus = [], []
+    def timed(fn, q: str) -> tuple[float, float, float]:
+        walls, cpus, busiest = [], [], []
         fn(q)
         for _ in range(args.reps):
+            before = thread_cpu()
             c, t = time.process_time(), time.perf_counter()
             fn(q)
             walls.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
-        return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+            after = thread_cpu()
+            busiest.append(max((v - before.get(k, 0.0) for k, v in after.items()), default=0.0))
+        return (statistics.median(walls) * 1000, statistics.median(cpus) * 1000,
+                statistics.median(busiest) * 1000)
 
-    print(f"{'Q':>3} {'engine ms':>10} {'cpu ms':>8} {'local ms':>9} {'cpu ms':>8} {'ratio':>6}")
+    print(f"{'Q':>3} {'engine ms':>10} {'cpu ms':>8} {'busiest':>8} {'local ms':>9} {'cpu ms':>8} {'busiest':>8} "
+          f"{'ratio':>6}")
     for n, q in qs.items():
-        ew, ec = timed(via_engine, q)
+        ew, ec, eb = timed(via_engine, q)
         if local is not None:
-            lw, lc = timed(lambda s: local.sql(s).to_arrow_table(), q)
-            print(f"{n:>3} {ew:>10.2f} {ec:>8.2f} {lw:>9.2f} {lc:>8.2f} {ew / lw:>6.2f}")
+            lw, lc, lb = timed(lambda s: local.sql(s).to_arrow_table(), q)
+            print(f"{n:>3} {ew:>10.2f} {ec:>8.2f} {eb:>8.0f} {lw:>9.2f} {lc:>8.2f} {lb:>8.0f} {ew / lw:>6.2f}")
         else:
-            print(f"{n:>3} {ew:>10.2f} {ec:>8.2f}")
+            print(f"{n:>3} {ew:>10.2f} {ec:>8.2f} {eb:>8.0f}")
     store.close()
 
 

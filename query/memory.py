@@ -246,9 +246,9 @@ class IdleTrim:
     def maybe_purge(self) -> bool:
         """On a server that never goes quiet (a steady stream with readers, the soak): once
         `purge_s` seconds have passed, at a moment when no request is in flight, `purge` (the
-        store walks DuckDB's eviction queues, `Store.purge_eviction_queues`), then hand freed
-        memory back as `release_unused` does. Same conditions as the trim: on the event loop
-        thread, no request in flight, the projector's writer lock free; unlike the trim it does
+        store checkpoints a WAL of more than 256 KiB and walks DuckDB's eviction queues,
+        `Store.purge_eviction_queues`); glibc is not trimmed (see below). Same conditions as the
+        trim: on the event loop thread, no request in flight, the projector's writer lock free; unlike the trim it does
         not wait for a quiet spell, and it does not lower DuckDB's memory limit (but for an
         instant when DuckDB holds nothing at all, `Store._walk_eviction_queues`).
         Why: without it the soak's RSS grew by 2-3 MB a minute for its whole length (dead
@@ -262,10 +262,11 @@ class IdleTrim:
         if not walked:
             return False    # the projector is committing: try again at the next poll
         self._purged_at, self._purged_at_generation = self._clock(), generation
-        before, after = release_unused()
+        # No malloc_trim here, unlike the idle trim: on a busy server the pages it hands back
+        # are faulted in again within seconds (churn, and a dip of RSS the soak counted as
+        # spread); what the walk freed stays in glibc's free lists for the next allocations.
         self.purges += 1
-        log.debug("busy purge: RSS %d -> %d MB in %.0f ms", before >> 20, after >> 20,
-                  (time.perf_counter() - t0) * 1000)
+        log.debug("busy purge in %.0f ms", (time.perf_counter() - t0) * 1000)
         return True
 
     def due(self) -> bool:

@@ -89,3 +89,36 @@ def rows_of_query(q: Any) -> list[tuple[Any, ...]]:
         out += list(zip(*(c.to_pylist() for c in batch.columns)))
     q.close()
     return sorted(out)
+
+
+def perfect_hash_threshold(engine: SqlEngine) -> int:
+    """The perfect hash aggregate setting the kept cursor's last query ran with (session state
+    persists on the cursor; read with our own statement, which queries may not run)."""
+    (kept,) = engine._idle
+    row = kept.cur.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_quantiles_by_step_run_on_the_hash_aggregate_and_sums_keep_the_perfect_one(engine: SqlEngine) -> None:
+    # A step range DuckDB would group with its perfect hash aggregate, which finalizes every
+    # group on one thread (query.sql.engine.HOLISTIC_AGGREGATES).
+    engine.store.con.execute("INSERT INTO metrics SELECT 'run1', 'acc', i / 7, 6, i % 40 FROM range(400) t(i)")
+    bands = ("SELECT step, quantile_cont(value, [0.1, 0.5, 0.9]) AS q, median(value) AS m, count(*) AS n "
+             "FROM metrics WHERE key = 'acc' GROUP BY step ORDER BY step")
+    expected = engine.store.con.execute(bands.replace("FROM metrics", "FROM main.metrics")).fetchall()
+    default = perfect_hash_threshold_of(engine.store.con)
+
+    assert rows(engine, bands) == sorted(expected)
+    assert perfect_hash_threshold(engine) == 0
+    assert rows(engine, "SELECT step, sum(value) FROM metrics GROUP BY step") == sorted(
+        engine.store.con.execute("SELECT step, sum(value) FROM main.metrics GROUP BY step").fetchall())
+    assert perfect_hash_threshold(engine) == default > 0
+    assert rows(engine, bands, ReadScope("allow", ("1",))) == sorted(expected)
+    assert perfect_hash_threshold(engine) == 0
+
+
+def perfect_hash_threshold_of(con: Any) -> int:
+    row = con.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()
+    assert row is not None
+    return int(row[0])

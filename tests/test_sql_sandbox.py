@@ -304,3 +304,12 @@ def test_a_new_instance_is_prepared_again(tmp_path: Path) -> None:
             cur.execute("SELECT * FROM read_text('/etc/passwd')")
     finally:
         store.close()
+
+
+def test_the_check_names_the_functions_a_query_calls_including_in_subqueries() -> None:
+    functions = sandbox.check("WITH b AS (SELECT step, quantile_cont(value, [0.1, 0.9]) AS q FROM metrics GROUP BY step) "
+                              "SELECT b.step, q[1] FROM b WHERE step IN (SELECT max(step) FROM metrics)")
+    assert {"quantile_cont", "max"} <= functions
+    assert "median" not in functions
+    # The answer comes from the cache the second time; it must be the same set.
+    assert sandbox.check("SELECT median(value) FROM metrics") == sandbox.check("SELECT median(value) FROM metrics")

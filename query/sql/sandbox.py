@@ -86,25 +86,27 @@ def _get_parser() -> _Parser:
         return _parser
 
 
-def check(query: str) -> None:
-    """Raise SqlRefused unless `query` is one read-only SELECT over the public views."""
-    refusal = _refusal(query)
+def check(query: str) -> frozenset[str]:
+    """Raise SqlRefused unless `query` is one read-only SELECT over the public views. Returns
+    the (lower-case) names of the functions it calls, which the engine uses to plan the
+    query's cursor (query.sql.engine: aggregates that collect every value)."""
+    refusal, functions = _verdict(query)
     if refusal is not None:
         raise SqlRefused(refusal)
+    return functions
 
 
 @functools.lru_cache(maxsize=512)
-def _refusal(query: str) -> str | None:
-    """Why `query` is refused, or None. Depends on the text alone, so dashboards repeating a
-    query are checked once."""
+def _verdict(query: str) -> tuple[str | None, frozenset[str]]:
+    """Why `query` is refused (or None), and the functions it calls. Depends on the text
+    alone, so dashboards repeating a query are checked once."""
     try:
-        _check(query)
+        return None, _check(query)
     except SqlRefused as e:
-        return e.message
-    return None
+        return e.message, frozenset()
 
 
-def _check(query: str) -> None:
+def _check(query: str) -> frozenset[str]:
     if not query.strip():
         raise SqlRefused("The query is empty.")
     if len(query) > MAX_QUERY_CHARS:
@@ -131,12 +133,14 @@ def _check(query: str) -> None:
         raise SqlRefused(f"The query cannot be checked: {tree.get('error_message', 'unknown parse error')}")
     if len(tree.get("statements", [])) != 1:
         raise SqlRefused("Exactly one statement is allowed.")
+    walker = _Walker(parser.builtin_functions)
     try:
-        _Walker(parser.builtin_functions).statement(tree["statements"][0])
+        walker.statement(tree["statements"][0])
     except SqlRefused:
         raise
     except Exception as e:  # a parse-tree shape the walker does not know: refuse, never run it
         raise SqlRefused(f"The query uses a construct the sandbox cannot check ({type(e).__name__}).") from None
+    return frozenset(walker.functions)
 
 
 def _first_line(e: BaseException) -> str:
@@ -146,6 +150,8 @@ def _first_line(e: BaseException) -> str:
 class _Walker:
     def __init__(self, builtins: frozenset[str]) -> None:
         self.builtins = builtins
+        # Every function the query calls that passed the checks below.
+        self.functions: set[str] = set()
 
     def statement(self, stmt: dict[str, Any]) -> None:
         self.query_node(stmt["node"], frozenset())
@@ -271,6 +277,7 @@ class _Walker:
         if name not in self.builtins and name not in SAFE_TABLE_FUNCTIONS and not _is_operator_name(name):
             raise SqlRefused(f"Function {name}() is not allowed: only DuckDB's built-in scalar, aggregate and "
                              "window functions are.")
+        self.functions.add(name)
 
 
 def _is_operator_name(name: str) -> bool:
