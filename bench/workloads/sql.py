@@ -231,7 +231,7 @@ def _sql(http: httpx.Client, query: str) -> tuple[float, dict]:
     r = http.post("/api/runledger/v1/sql", json={"query": query})
     dt = time.perf_counter() - t
     if r.status_code != 200:
-        raise RuntimeError(f"SQL failed: {r.status_code} {r.text[:300]}")
+        raise RuntimeError(f"SQL failed after {dt:.1f}s: {r.status_code} {r.text[:300]}; query: {' '.join(query.split())[:200]}")
     return dt, orjson.loads(r.content)
 
 
