@@ -290,6 +290,19 @@ class Store:
         finally:
             self._lock.release()
 
+    def checkpoint_small_wal(self) -> bool:
+        """`_checkpoint_small_wal` on its own, for the housekeeping between two purges (it may
+        run on any thread: readers' open transactions do not stop a checkpoint, and the
+        writer's lock keeps commits out). False, and nothing done, if the projector holds the
+        lock or the WAL holds too little."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with self.con.cursor() as cur:
+                return self._checkpoint_small_wal(cur)
+        finally:
+            self._lock.release()
+
     # Below this much WAL a checkpoint would free too little to be worth its fixed cost.
     HOUSEKEEPING_CHECKPOINT_MIN_BYTES = 256 * 1024
 
