@@ -447,3 +447,19 @@ def test_store_checkpoint_does_nothing_while_the_projector_holds_the_writers_loc
         assert store.checkpoint_small_wal()
     finally:
         store.close()
+
+
+def test_store_leaves_a_fast_writers_wal_to_duckdbs_own_threshold(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB", checkpoint_mb=64)
+    try:
+        store.con.execute("CREATE TABLE m AS SELECT i AS step, 'x' || i AS s FROM range(0) t(i)")
+        wal = Path(store.path + ".wal")
+        lo = 0
+        while not wal.exists() or wal.stat().st_size <= Store.HOUSEKEEPING_CHECKPOINT_MAX_BYTES:
+            store.con.execute(f"INSERT INTO m SELECT i, 'x' || i FROM range({lo}, {lo + 20000}) t(i)")
+            lo += 20000
+        size = wal.stat().st_size
+        assert not store.checkpoint_small_wal()
+        assert wal.stat().st_size == size
+    finally:
+        store.close()
