@@ -137,7 +137,7 @@ def test_sql_queries_run_with_the_memory_limit_raised_by_the_sql_budget_and_it_c
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A query's intermediates must fit beside the cached blocks of what it scans: under the
     # server's usual limit alone, a quantile per step over 10M points evicted the blocks it was
-    # reading and read them again (docs/sql.md, "Limits").
+    # reading and read them again (docs/sql.md, "What a query may do").
     from runledger.query.sql import engine as engine_module
     monkeypatch.setattr(engine_module, "_THREADS_IDLE_S", 0.2)
     store = Store(tmp_path / "runledger.duckdb", threads=1, memory_limit="256MiB")
