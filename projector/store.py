@@ -308,6 +308,27 @@ class Store:
         finally:
             self._lock.release()
 
+    # Between two purges, a WAL past this size is left to DuckDB's own threshold: a writer that
+    # fills it this fast reaches RUNLEDGER_DUCKDB_CHECKPOINT_MB soon anyway, and an extra
+    # checkpoint would only add to its commits' stalls (docs/memory.md).
+    HOUSEKEEPING_CHECKPOINT_MAX_BYTES = 4 << 20
+
+    def checkpoint_small_wal(self) -> bool:
+        """`_checkpoint_small_wal` on its own, for the housekeeping between two purges, when the
+        WAL holds at most HOUSEKEEPING_CHECKPOINT_MAX_BYTES (it may run on any thread: readers'
+        open transactions do not stop a checkpoint, and the writer's lock keeps commits out).
+        False, and nothing done, if the projector holds the lock or the WAL holds too little
+        or too much."""
+        if _wal_size(self.path) > self.HOUSEKEEPING_CHECKPOINT_MAX_BYTES:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with self.con.cursor() as cur:
+                return self._checkpoint_small_wal(cur)
+        finally:
+            self._lock.release()
+
     # Below this much WAL a checkpoint would free too little to be worth its fixed cost.
     HOUSEKEEPING_CHECKPOINT_MIN_BYTES = 256 * 1024
 

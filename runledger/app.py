@@ -166,7 +166,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.readiness = readiness
         store.apply_listeners.append(activity.touch)
         app.state.idle_trim = memory.IdleTrim(activity, store.release_buffers, settings.memory_idle_trim_s,
-                                              purge=store.purge_eviction_queues, purge_s=settings.memory_purge_s)
+                                              purge=store.purge_eviction_queues, purge_s=settings.memory_purge_s,
+                                              checkpoint=store.checkpoint_small_wal,
+                                              checkpoint_s=settings.memory_checkpoint_s)
         releaser = asyncio.create_task(memory.release_loop(idle=app.state.idle_trim), name="memory-release")
         trace = (memory_trace.start(settings.memory_trace, settings.memory_trace_seconds, store.cursor,
                                      settings.memory_trace_python)

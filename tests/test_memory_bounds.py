@@ -358,3 +358,108 @@ def test_purging_checkpoints_rows_the_wal_held_in_memory(tmp_path: Path) -> None
         assert store.con.execute("SELECT count(*), max(step) FROM m").fetchone() == (200000, 199999)
     finally:
         store.close()
+
+
+def _checkpointing(checkpoint_s: float, purge_s: float = 30.0) -> tuple[_Clock, memory.Activity, memory.IdleTrim,
+                                                                         list[str]]:
+    clock = _Clock()
+    activity = memory.Activity(clock)
+    calls: list[str] = []
+    trim = memory.IdleTrim(activity, lambda: True, 0, purge=lambda: calls.append("purge") is None, purge_s=purge_s,
+                           checkpoint=lambda: calls.append("checkpoint") is None, checkpoint_s=checkpoint_s,
+                           clock=clock)
+    return clock, activity, trim, calls
+
+
+def test_housekeeping_checkpoints_every_checkpoint_seconds_even_with_requests_in_flight() -> None:
+    clock, activity, trim, calls = _checkpointing(10.0)
+    activity.touch()
+    activity.in_flight = 3             # a busy server: the purge waits for a gap, the checkpoint does not
+    clock.now += 9
+    assert not trim.maybe_checkpoint() and calls == []
+    clock.now += 1
+    assert trim.maybe_checkpoint() and calls == ["checkpoint"] and trim.checkpoints == 1
+    activity.touch()
+    clock.now += 5
+    assert not trim.maybe_checkpoint() and calls == ["checkpoint"]
+
+
+def test_housekeeping_checkpoint_skips_a_server_at_rest() -> None:
+    clock, activity, trim, calls = _checkpointing(10.0)
+    activity.touch()
+    clock.now += 10
+    assert trim.maybe_checkpoint()
+    clock.now += 100                   # nothing written or read since
+    assert not trim.maybe_checkpoint() and calls == ["checkpoint"]
+
+
+def test_a_purge_counts_as_a_housekeeping_checkpoint() -> None:
+    clock, activity, trim, calls = _checkpointing(10.0, purge_s=30.0)
+    activity.touch()
+    clock.now += 30
+    assert trim.maybe_purge() and calls == ["purge"]
+    activity.touch()
+    clock.now += 5
+    assert not trim.checkpoint_due()
+    clock.now += 5
+    assert trim.maybe_checkpoint() and calls == ["purge", "checkpoint"]
+
+
+def test_housekeeping_checkpoint_setting_defaults_to_ten_seconds() -> None:
+    assert Settings.from_env({}).memory_checkpoint_s == 10.0
+    assert Settings.from_env({"RUNLEDGER_MEMORY_CHECKPOINT_S": "0"}).memory_checkpoint_s == 0
+
+
+def test_store_checkpoints_a_wal_holding_rows_in_memory_without_a_purge(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    try:
+        store.con.execute("CREATE TABLE m AS SELECT i AS step FROM range(0) t(i)")
+        store.con.execute("CHECKPOINT")
+        wal = Path(store.path + ".wal")
+        store.con.execute("INSERT INTO m SELECT i FROM range(1000) t(i)")
+        assert not store.checkpoint_small_wal()          # a small WAL is left alone
+        for lo in range(0, 200000, 10000):
+            store.con.execute(f"INSERT INTO m SELECT i FROM range({lo}, {lo + 10000}) t(i)")
+        assert wal.stat().st_size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+        reader = store.cursor()
+        reader.execute("BEGIN TRANSACTION")               # a reader's open transaction does not stop it
+        assert reader.execute("SELECT count(*) FROM m").fetchone() == (201000,)
+        assert store.checkpoint_small_wal()
+        assert not wal.exists() or wal.stat().st_size < Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+        reader.execute("COMMIT")
+        assert store.con.execute("SELECT count(*) FROM m").fetchone() == (201000,)
+    finally:
+        store.close()
+
+
+def test_store_checkpoint_does_nothing_while_the_projector_holds_the_writers_lock(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    try:
+        store.con.execute("CREATE TABLE m AS SELECT i AS step FROM range(0) t(i)")
+        for lo in range(0, 200000, 10000):
+            store.con.execute(f"INSERT INTO m SELECT i FROM range({lo}, {lo + 10000}) t(i)")
+        wal = Path(store.path + ".wal")
+        size = wal.stat().st_size
+        assert size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+        with store._lock:
+            assert not store.checkpoint_small_wal()
+        assert wal.stat().st_size == size
+        assert store.checkpoint_small_wal()
+    finally:
+        store.close()
+
+
+def test_store_leaves_a_fast_writers_wal_to_duckdbs_own_threshold(tmp_path: Path) -> None:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB", checkpoint_mb=64)
+    try:
+        store.con.execute("CREATE TABLE m AS SELECT i AS step, 'x' || i AS s FROM range(0) t(i)")
+        wal = Path(store.path + ".wal")
+        lo = 0
+        while not wal.exists() or wal.stat().st_size <= Store.HOUSEKEEPING_CHECKPOINT_MAX_BYTES:
+            store.con.execute(f"INSERT INTO m SELECT i, 'x' || i FROM range({lo}, {lo + 20000}) t(i)")
+            lo += 20000
+        size = wal.stat().st_size
+        assert not store.checkpoint_small_wal()
+        assert wal.stat().st_size == size
+    finally:
+        store.close()
