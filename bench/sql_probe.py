@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated question numbers (0 = SELECT 1)")
     ap.add_argument("--threads", type=int, default=2, help="RUNLEDGER_SQL_THREADS")
     ap.add_argument("--no-inprocess", action="store_true")
+    ap.add_argument("--memory-limit", default=None,
+                    help="RUNLEDGER_DUCKDB_MEMORY_LIMIT (default: the server's own default)")
     args = ap.parse_args()
     if args.runs:
         t = time.monotonic()
@@ -149,8 +151,18 @@ def main() -> None:
     qs = questions()
     if args.only:
         qs = {n: qs[n] for n in map(int, args.only.split(","))}
-    store = Store(args.db, threads=1, memory_limit="1GiB")
-    engine = SqlEngine(store, TOPIC, SqlLimits(threads=args.threads, idle_threads=1))
+    from runledger.settings import default_duckdb_memory_limit
+    # The server's own default limit unless told otherwise: the buffer pool's size decides
+    # whether a 10M-point scan is served from memory (the probe used 1GiB and the server
+    # 384MiB, which is why in-process and server figures for Q2 disagreed).
+    memory_limit = args.memory_limit or default_duckdb_memory_limit()
+    print(f"DuckDB memory_limit {memory_limit}")
+    store = Store(args.db, threads=1, memory_limit=memory_limit)
+    from runledger.cli import size_bytes
+    # As the server does (runledger/app.py): the memory limit is raised by the SQL budget while
+    # SQL queries run.
+    engine = SqlEngine(store, TOPIC, SqlLimits(threads=args.threads, idle_threads=1,
+                                               idle_memory_mb=size_bytes(memory_limit) >> 20))
     engine.partitions = [0, 1, 2, 3]
     engine.prepare("latest_metrics")
     if hasattr(store, "committed_offsets"):

@@ -266,6 +266,24 @@ class Store:
         finally:
             self._lock.release()
 
+    def set_memory_limit(self, value: str) -> bool:
+        """Set DuckDB's memory limit to `value` (the SQL engine raises it while SQL queries run
+        and puts it back here). Under the writer's lock, so that it never interleaves with
+        `release_buffers`, which lowers the limit for a moment and then restores what it read.
+        False, and nothing changed, if the projector holds the writer's lock (a commit: the
+        caller tries again later rather than wait), DuckDB refused it (more than `value` is in
+        use) or the instance is closed."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            with self.con.cursor() as cur:
+                cur.execute("SET memory_limit = ?", [value])
+            return True
+        except duckdb.Error:
+            return False
+        finally:
+            self._lock.release()
+
     def purge_eviction_queues(self) -> bool:
         """Walk DuckDB's eviction queues once, dropping the entries of blocks that no longer
         exist and unloading every cached block nothing has pinned; the memory limit stays as it

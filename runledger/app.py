@@ -142,7 +142,8 @@ def create_app(settings: Settings) -> FastAPI:
         sql_engine = SqlEngine(store, settings.topic, SqlLimits(
             time_limit_ms=settings.sql_time_limit_ms, memory_mb=settings.sql_memory_mb, max_rows=settings.sql_max_rows,
             max_bytes=settings.sql_max_bytes, max_concurrent=settings.sql_max_concurrent,
-            threads=settings.sql_threads, idle_threads=settings.duckdb_threads))
+            threads=settings.sql_threads, idle_threads=settings.duckdb_threads,
+            idle_memory_mb=_mib(settings.duckdb_memory_limit)))
         sql_engine.partitions = partitions
         sql_engine.prepare(settings.latest_table)   # views + instance lockdown, before the projector writes
         run_cache = RunCache(max_bytes=settings.run_cache_mb << 20)
@@ -365,3 +366,9 @@ async def ensure_first_admin(auth: AuthService, settings: Settings) -> None:
 def _report_projector_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("projector stopped", exc_info=task.exception())
+
+
+def _mib(size: str | None) -> int | None:
+    """A size setting ('384MiB', '2GB') in MiB; None stays None."""
+    from runledger.cli import size_bytes   # (the CLI's parser of the sizes settings.py accepts)
+    return None if size is None else size_bytes(size) >> 20

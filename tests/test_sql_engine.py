@@ -4,6 +4,7 @@ the kept cursor last served."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -122,3 +123,56 @@ def perfect_hash_threshold_of(con: Any) -> int:
     row = con.execute("SELECT current_setting('perfect_ht_threshold')").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _memory_limit_mib(store: Store) -> float:
+    with store.con.cursor() as cur:
+        row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert row is not None
+    number, unit = str(row[0]).split()
+    return float(number) * {"MiB": 1, "GiB": 1024}[unit]
+
+
+def test_sql_queries_run_with_the_memory_limit_raised_by_the_sql_budget_and_it_comes_back_when_idle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A query's intermediates must fit beside the cached blocks of what it scans: under the
+    # server's usual limit alone, a quantile per step over 10M points evicted the blocks it was
+    # reading and read them again (docs/sql.md, "What a query may do").
+    from runledger.query.sql import engine as engine_module
+    monkeypatch.setattr(engine_module, "_THREADS_IDLE_S", 0.2)
+    store = Store(tmp_path / "runledger.duckdb", threads=1, memory_limit="256MiB")
+    try:
+        eng = SqlEngine(store, "t", SqlLimits(memory_mb=100, threads=2, idle_threads=1, idle_memory_mb=256))
+        eng.prepare("latest_metrics")
+        assert _memory_limit_mib(store) == 256
+        eng.acquire()
+        q = eng.open("SELECT 1")
+        assert _memory_limit_mib(store) == 256 + 100
+        q.next_batch()
+        q.close()
+        deadline = time.monotonic() + 10
+        while _memory_limit_mib(store) != 256 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _memory_limit_mib(store) == 256, "the limit stayed raised after SQL went idle"
+    finally:
+        store.close()
+
+
+def test_the_memory_limit_is_left_alone_when_the_server_sets_none(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runledger.duckdb", threads=1)
+    try:
+        before = _memory_limit_mib(store) if "iB" in _setting(store) else _setting(store)
+        eng = SqlEngine(store, "t", SqlLimits(memory_mb=100, threads=2, idle_threads=1))
+        eng.prepare("latest_metrics")
+        eng.acquire()
+        eng.open("SELECT 1").close()
+        assert (_memory_limit_mib(store) if "iB" in _setting(store) else _setting(store)) == before
+    finally:
+        store.close()
+
+
+def _setting(store: Store) -> str:
+    with store.con.cursor() as cur:
+        row = cur.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert row is not None
+    return str(row[0])

@@ -60,6 +60,9 @@ class SqlLimits:
     max_concurrent: int = 4            # RUNLEDGER_SQL_MAX_CONCURRENT: beyond it, 429
     threads: int = 1                   # RUNLEDGER_SQL_THREADS: DuckDB threads while SQL queries run
     idle_threads: int = 1              # RUNLEDGER_DUCKDB_THREADS: the instance's usual count
+    # RUNLEDGER_DUCKDB_MEMORY_LIMIT in MiB: the instance's usual memory limit (None: DuckDB's own
+    # default, left alone). While SQL queries run it is raised by `memory_mb` (see _raise_for_sql).
+    idle_memory_mb: int | None = None
 
 
 class SqlError(RunledgerError):
@@ -136,8 +139,8 @@ class SqlEngine:
         # Cursors of `_prepared_for` that ended a query cleanly, ready for the next one.
         self._idle: list[_Cursor] = []
         self.memory_guard = SqlMemoryGuard(limits.memory_mb)
-        # The instance whose thread count is raised for SQL (None: at its usual count), and
-        # when the last SQL query ended.
+        # The instance whose thread count and memory limit are raised for SQL (None: at their
+        # usual values), and when the last SQL query ended.
         self._threads_raised_for: duckdb.DuckDBPyConnection | None = None
         self._threads_lock = threading.Lock()
         self._last_sql = 0.0
@@ -177,23 +180,39 @@ class SqlEngine:
             self._running -= 1
             self._last_sql = time.monotonic()
 
-    # ----- threads: the read model runs DuckDB on RUNLEDGER_DUCKDB_THREADS (1 by default: on
-    # few cores a thread pool slows the projector's many small statements), but an analytical
-    # query over millions of points is what parallel scans and aggregates are for. So while SQL
-    # queries run, and for _THREADS_IDLE_S after, the instance gets RUNLEDGER_SQL_THREADS.
+    # ----- threads and memory: the read model runs DuckDB on RUNLEDGER_DUCKDB_THREADS (1 by
+    # default: on few cores a thread pool slows the projector's many small statements), but an
+    # analytical query over millions of points is what parallel scans and aggregates are for. So
+    # while SQL queries run, and for _THREADS_IDLE_S after, the instance gets RUNLEDGER_SQL_THREADS.
+    # Likewise its memory limit: RUNLEDGER_DUCKDB_MEMORY_LIMIT (384 MiB by default, docs/memory.md)
+    # is sized for the projector and the MLflow reads, and a query's intermediates must fit in it
+    # beside the cached blocks of the tables it scans. Q2 of docs/sql.md (quantiles per step over
+    # 10M points) holds ~300 MB of aggregate states: under 384 MiB DuckDB evicted the blocks it was
+    # scanning and read them again (CPU 0.8-1.0 s, at times 4-6 s, against 0.59 s with room; the
+    # server's Q2 was ~100 ms slower than in-process for this reason). RUNLEDGER_SQL_MEMORY_MB is
+    # already what a query may hold (the memory guard enforces it), so while SQL runs the limit is
+    # the usual one plus that budget, and it comes back down (evicting) once SQL is idle.
     def _more_threads(self) -> None:
-        if self.limits.threads <= self.limits.idle_threads:
+        more_threads = self.limits.threads > self.limits.idle_threads
+        if not more_threads and self.limits.idle_memory_mb is None:
             return
         with self._threads_lock:
             con = self.store.con
             if self._threads_raised_for is con:
                 return
             with con.cursor() as cur:
-                cur.execute(f"SET GLOBAL threads = {int(self.limits.threads)}")
+                if more_threads:
+                    cur.execute(f"SET GLOBAL threads = {int(self.limits.threads)}")
+                if self.limits.idle_memory_mb is not None:
+                    cur.execute(f"SET GLOBAL memory_limit = '{self._sql_memory_mb()}MiB'")
             first = self._threads_raised_for is None
             self._threads_raised_for = con
         if first:
             threading.Thread(target=self._fewer_threads_when_idle, name="sql-threads", daemon=True).start()
+
+    def _sql_memory_mb(self) -> int:
+        assert self.limits.idle_memory_mb is not None
+        return int(self.limits.idle_memory_mb) + int(self.limits.memory_mb)
 
     def _fewer_threads_when_idle(self) -> None:
         while True:
@@ -203,11 +222,16 @@ class SqlEngine:
                     idle = self._running == 0 and time.monotonic() - self._last_sql > _THREADS_IDLE_S
                 if not idle:
                     continue
-                con, self._threads_raised_for = self._threads_raised_for, None
+                con = self._threads_raised_for
                 if con is not None and con is self.store.con:
-                    with contextlib.suppress(duckdb.Error):
-                        with con.cursor() as cur:
-                            cur.execute(f"SET GLOBAL threads = {int(self.limits.idle_threads)}")
+                    if self.limits.idle_memory_mb is not None and not self.store.set_memory_limit(
+                            f"{int(self.limits.idle_memory_mb)}MiB"):
+                        continue   # more than the usual limit is still pinned: try again shortly
+                    if self.limits.threads > self.limits.idle_threads:
+                        with contextlib.suppress(duckdb.Error):
+                            with con.cursor() as cur:
+                                cur.execute(f"SET GLOBAL threads = {int(self.limits.idle_threads)}")
+                self._threads_raised_for = None
                 return
 
     # ----- one query
