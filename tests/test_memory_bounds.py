@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -333,9 +334,13 @@ def test_an_idle_trim_counts_as_a_purge() -> None:
     assert not trim.purge_due() and not trim.maybe_purge() and purges == []
 
 
-def test_busy_purge_setting_defaults_to_thirty_seconds() -> None:
-    assert Settings.from_env({}).memory_purge_s == 30.0
-    assert Settings.from_env({"RUNLEDGER_MEMORY_PURGE_S": "0"}).memory_purge_s == 0
+@pytest.mark.parametrize(("field", "variable", "default"), [
+    ("memory_purge_s", "RUNLEDGER_MEMORY_PURGE_S", 30.0),
+    ("memory_checkpoint_s", "RUNLEDGER_MEMORY_CHECKPOINT_S", 10.0),
+])
+def test_housekeeping_periods_default_and_turn_off_with_zero(field: str, variable: str, default: float) -> None:
+    assert getattr(Settings.from_env({}), field) == default
+    assert getattr(Settings.from_env({variable: "0"}), field) == 0
 
 
 def test_purging_checkpoints_rows_the_wal_held_in_memory(tmp_path: Path) -> None:
@@ -405,48 +410,35 @@ def test_a_purge_counts_as_a_housekeeping_checkpoint() -> None:
     assert trim.maybe_checkpoint() and calls == ["purge", "checkpoint"]
 
 
-def test_housekeeping_checkpoint_setting_defaults_to_ten_seconds() -> None:
-    assert Settings.from_env({}).memory_checkpoint_s == 10.0
-    assert Settings.from_env({"RUNLEDGER_MEMORY_CHECKPOINT_S": "0"}).memory_checkpoint_s == 0
+def test_store_checkpoints_a_wal_holding_rows_in_memory_without_a_purge(store_256: Store) -> None:
+    store_256.con.execute("CREATE TABLE m AS SELECT i AS step FROM range(0) t(i)")
+    store_256.con.execute("CHECKPOINT")
+    wal = Path(store_256.path + ".wal")
+    store_256.con.execute("INSERT INTO m SELECT i FROM range(1000) t(i)")
+    assert not store_256.checkpoint_small_wal()          # a small WAL is left alone
+    for lo in range(0, 200000, 10000):
+        store_256.con.execute(f"INSERT INTO m SELECT i FROM range({lo}, {lo + 10000}) t(i)")
+    assert wal.stat().st_size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+    reader = store_256.cursor()
+    reader.execute("BEGIN TRANSACTION")               # a reader's open transaction does not stop it
+    assert reader.execute("SELECT count(*) FROM m").fetchone() == (201000,)
+    assert store_256.checkpoint_small_wal()
+    assert not wal.exists() or wal.stat().st_size < Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+    reader.execute("COMMIT")
+    assert store_256.con.execute("SELECT count(*) FROM m").fetchone() == (201000,)
 
 
-def test_store_checkpoints_a_wal_holding_rows_in_memory_without_a_purge(tmp_path: Path) -> None:
-    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
-    try:
-        store.con.execute("CREATE TABLE m AS SELECT i AS step FROM range(0) t(i)")
-        store.con.execute("CHECKPOINT")
-        wal = Path(store.path + ".wal")
-        store.con.execute("INSERT INTO m SELECT i FROM range(1000) t(i)")
-        assert not store.checkpoint_small_wal()          # a small WAL is left alone
-        for lo in range(0, 200000, 10000):
-            store.con.execute(f"INSERT INTO m SELECT i FROM range({lo}, {lo + 10000}) t(i)")
-        assert wal.stat().st_size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
-        reader = store.cursor()
-        reader.execute("BEGIN TRANSACTION")               # a reader's open transaction does not stop it
-        assert reader.execute("SELECT count(*) FROM m").fetchone() == (201000,)
-        assert store.checkpoint_small_wal()
-        assert not wal.exists() or wal.stat().st_size < Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
-        reader.execute("COMMIT")
-        assert store.con.execute("SELECT count(*) FROM m").fetchone() == (201000,)
-    finally:
-        store.close()
-
-
-def test_store_checkpoint_does_nothing_while_the_projector_holds_the_writers_lock(tmp_path: Path) -> None:
-    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
-    try:
-        store.con.execute("CREATE TABLE m AS SELECT i AS step FROM range(0) t(i)")
-        for lo in range(0, 200000, 10000):
-            store.con.execute(f"INSERT INTO m SELECT i FROM range({lo}, {lo + 10000}) t(i)")
-        wal = Path(store.path + ".wal")
-        size = wal.stat().st_size
-        assert size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
-        with store._lock:
-            assert not store.checkpoint_small_wal()
-        assert wal.stat().st_size == size
-        assert store.checkpoint_small_wal()
-    finally:
-        store.close()
+def test_store_checkpoint_does_nothing_while_the_projector_holds_the_writers_lock(store_256: Store) -> None:
+    store_256.con.execute("CREATE TABLE m AS SELECT i AS step FROM range(0) t(i)")
+    for lo in range(0, 200000, 10000):
+        store_256.con.execute(f"INSERT INTO m SELECT i FROM range({lo}, {lo + 10000}) t(i)")
+    wal = Path(store_256.path + ".wal")
+    size = wal.stat().st_size
+    assert size > Store.HOUSEKEEPING_CHECKPOINT_MIN_BYTES
+    with store_256._lock:
+        assert not store_256.checkpoint_small_wal()
+    assert wal.stat().st_size == size
+    assert store_256.checkpoint_small_wal()
 
 
 def test_store_leaves_a_fast_writers_wal_to_duckdbs_own_threshold(tmp_path: Path) -> None:
@@ -463,3 +455,10 @@ def test_store_leaves_a_fast_writers_wal_to_duckdbs_own_threshold(tmp_path: Path
         assert wal.stat().st_size == size
     finally:
         store.close()
+
+
+@pytest.fixture
+def store_256(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "rl.duckdb", threads=1, memory_limit="256MiB")
+    yield store
+    store.close()
