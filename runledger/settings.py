@@ -176,10 +176,10 @@ class Settings(BaseSettings):
                                     "seconds between two walks of DuckDB's eviction queues on a server that never "
                                     "goes quiet, at a moment with no request in flight (drops the bookkeeping of "
                                     "blocks queries freed, and cached blocks); 0 = never", ge=0)
-    memory_checkpoint_s: float = setting(10.0, "RUNLEDGER_MEMORY_CHECKPOINT_S",
-                                         "seconds between two housekeeping checkpoints of DuckDB's WAL when it "
-                                         "holds more than 256 KiB (rows not checkpointed sit in memory "
-                                         "uncompressed); 0 = only with the purges and idle trims", ge=0)
+    memory_checkpoint_s: float = setting(0.0, "RUNLEDGER_MEMORY_CHECKPOINT_S",
+                                         "opt-in: seconds between two housekeeping checkpoints of DuckDB's WAL "
+                                         "(256 KiB to 4 MiB) between the purges; 0 = only with the purges and idle "
+                                         "trims (docs/memory.md)", ge=0)
     # As-of reads fold from the nearest checkpoint of a run's state (docs/audit.md).
     audit_checkpoint_events: int = setting(200, "RUNLEDGER_AUDIT_CHECKPOINT_EVENTS",
                                            "checkpoint a run's state for as-of reads every this many of its events; "

@@ -336,7 +336,7 @@ def test_an_idle_trim_counts_as_a_purge() -> None:
 
 @pytest.mark.parametrize(("field", "variable", "default"), [
     ("memory_purge_s", "RUNLEDGER_MEMORY_PURGE_S", 30.0),
-    ("memory_checkpoint_s", "RUNLEDGER_MEMORY_CHECKPOINT_S", 10.0),
+    ("memory_checkpoint_s", "RUNLEDGER_MEMORY_CHECKPOINT_S", 0.0),
 ])
 def test_housekeeping_periods_default_and_turn_off_with_zero(field: str, variable: str, default: float) -> None:
     assert getattr(Settings.from_env({}), field) == default
